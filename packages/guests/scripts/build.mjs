@@ -1,0 +1,2 @@
+// placeholder, replaced by the guests build
+console.log('guests: nothing to build yet');
