@@ -1,3 +1,4 @@
+export * from "./errors.js";
 /**
  * The ftvm guest ABI, version 1. Shared by the VMM (host side) and, by value, by the
  * AssemblyScript SDK (packages/guest-sdk/assembly/abi.ts mirrors these constants).
