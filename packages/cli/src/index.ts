@@ -1,1 +1,3 @@
-export {};
+export { commands } from './commands/index.js';
+export { parseFlags, helpText, type CommandSpec, type FlagSpec } from './flags.js';
+export { CliError } from './errors.js';

@@ -1,1 +1,17 @@
-export {};
+export { Vmm, type VmmOptions, type VmmEvents } from './vmm.js';
+export { VmmError } from './errors.js';
+export { GuestImage } from './guest-image.js';
+export { RunServer, type RunServerOptions } from './run-server.js';
+export { readGuest, prepareGuest, type PreparedGuest } from './prepare.js';
+export {
+  encodeCheckpoint,
+  decodeCheckpoint,
+  checkpointDigest,
+  moduleDigest,
+  type Checkpoint,
+  type DeviceState,
+  type ConnState,
+  type ClockDeviceState,
+  type GlobalValue,
+} from './checkpoint.js';
+export type { Collected, OutputItem, GuestEvent } from './worker-messages.js';

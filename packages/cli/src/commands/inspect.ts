@@ -1,0 +1,27 @@
+import { readFileSync } from 'node:fs';
+import { inspectModule } from '@ftvm/instrument';
+import { CliError } from '../errors.js';
+import type { CommandSpec } from '../flags.js';
+
+export const inspectCommand: CommandSpec = {
+  name: 'inspect',
+  summary: 'show a module\'s ABI version, imports, exports and instrumentation stats',
+  usage: 'ftvm inspect <file.wasm> [--json]',
+  positionals: ['<file.wasm>'],
+  flags: {
+    json: { type: 'boolean', default: false, help: 'print JSON instead of text' },
+  },
+  async run(f, pos) {
+    const file = pos[0];
+    if (!file) throw new CliError('FTVM_ERR_CLI_MISSING', "'ftvm inspect' needs a .wasm file argument");
+    let bytes: Uint8Array;
+    try {
+      bytes = new Uint8Array(readFileSync(file));
+    } catch (e) {
+      throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `cannot read '${file}': ${(e as Error).message}`);
+    }
+    const report = inspectModule(bytes);
+    process.stdout.write(f.json ? `${JSON.stringify(report.data, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n` : `${report.text}\n`);
+    return 0;
+  },
+};

@@ -1,0 +1,91 @@
+import { createHash } from 'node:crypto';
+import { Packr } from 'msgpackr';
+import { PAGE_BYTES } from '@ftvm/guest-abi';
+import { VmmError } from './errors.js';
+
+export type GlobalValue = number | bigint;
+
+/** Per-connection device state: the offsets every checkpoint carries. */
+export interface ConnState {
+  conn: number;
+  /** Input bytes the guest has consumed (dispatched to ftvm_on_data). */
+  inConsumed: number;
+  /** Output bytes the guest has produced (send). */
+  outProduced: number;
+  /** The guest called close(conn), or the client's close was dispatched. */
+  closed: boolean;
+}
+
+/** Clock device state. Host-specific values are excluded from the image digest. */
+export interface ClockDeviceState {
+  /** Guest address of the pvclock page, 0 before clock_register. */
+  pvclockAddr: number;
+  /** The virtual TSC at capture, and the host wall time (ns) it was read at. */
+  tscAtCapture: bigint;
+  wallNsAtCapture: bigint;
+  /** Guest time (ns) at capture, as the pvclock fields give it. */
+  guestNsAtCapture: bigint;
+  /** Compensator state, opaque to the VMM (set by the clock package). */
+  compensator?: unknown;
+}
+
+export interface DeviceState {
+  conns: ConnState[];
+  /** Armed one-shot timer deadline in guest ns, or null. */
+  timerDeadlineNs: bigint | null;
+  clock: ClockDeviceState;
+}
+
+/** A full checkpoint: everything needed to resume the guest in another process. */
+export interface Checkpoint {
+  format: 1;
+  /** sha256 (hex) of the original (uninstrumented) module. */
+  moduleDigest: string;
+  epoch: number;
+  memBytes: number;
+  /** The whole linear memory, memBytes long. */
+  memory: Uint8Array;
+  globals: GlobalValue[];
+  devices: DeviceState;
+}
+
+const packr = new Packr({ useRecords: false, moreTypes: false, useBigInt64: true });
+
+export function encodeCheckpoint(c: Checkpoint): Uint8Array {
+  return packr.pack(c);
+}
+
+export function decodeCheckpoint(bytes: Uint8Array): Checkpoint {
+  let c: Checkpoint;
+  try {
+    c = packr.unpack(bytes) as Checkpoint;
+  } catch (e) {
+    throw new VmmError('FTVM_ERR_CHECKPOINT_INVALID', `checkpoint does not decode: ${(e as Error).message}`, { cause: e });
+  }
+  if (!c || c.format !== 1) throw new VmmError('FTVM_ERR_CHECKPOINT_INVALID', `checkpoint format ${String(c?.format)} is not 1`);
+  if (!(c.memory instanceof Uint8Array) || c.memory.length !== c.memBytes || c.memBytes % PAGE_BYTES !== 0)
+    throw new VmmError('FTVM_ERR_CHECKPOINT_INVALID', `checkpoint memory is ${c.memory?.length} bytes, header says ${c.memBytes}`);
+  if (!Array.isArray(c.globals) || !c.devices || !Array.isArray(c.devices.conns))
+    throw new VmmError('FTVM_ERR_CHECKPOINT_INVALID', 'checkpoint lacks globals or device state');
+  return c;
+}
+
+/**
+ * Digest of a checkpoint's guest-visible state: memory, globals, connections and the
+ * timer. Host-specific clock values (TSC offset, wall time) are left out: the pvclock
+ * fields the guest sees are in its memory and so are covered.
+ */
+export function checkpointDigest(c: Pick<Checkpoint, 'memory' | 'globals' | 'devices' | 'memBytes'>): string {
+  const h = createHash('sha256');
+  h.update(`mem:${c.memBytes};`);
+  h.update(c.memory);
+  h.update(`globals:${c.globals.map((g) => `${typeof g === 'bigint' ? 'L' : 'N'}${g.toString()}`).join(',')};`);
+  const conns = [...c.devices.conns].sort((a, b) => a.conn - b.conn);
+  h.update(`conns:${conns.map((s) => `${s.conn}/${s.inConsumed}/${s.outProduced}/${s.closed ? 1 : 0}`).join(',')};`);
+  h.update(`timer:${c.devices.timerDeadlineNs ?? 'none'};pvclock:${c.devices.clock.pvclockAddr}`);
+  return h.digest('hex');
+}
+
+export function moduleDigest(wasm: Uint8Array): string {
+  return createHash('sha256').update(wasm).digest('hex');
+}

@@ -1,0 +1,68 @@
+import { PAGE_BYTES } from '@ftvm/guest-abi';
+import type { Checkpoint, DeviceState, GlobalValue } from './checkpoint.js';
+import type { Collected } from './worker-messages.js';
+
+/**
+ * A committed copy of the guest's state, kept outside the vCPU: the rollback point of an
+ * unprotected guest and the secondary's committed image. Applying an epoch costs
+ * O(dirty pages); the memory buffer grows geometrically, never per page.
+ */
+export class GuestImage {
+  private mem: Uint8Array;
+  memBytes = 0;
+  epoch = 0;
+  globals: GlobalValue[] = [];
+  devices: DeviceState | null = null;
+
+  constructor(initialBytes = 0) {
+    this.mem = new Uint8Array(initialBytes);
+  }
+
+  static fromCheckpoint(c: Checkpoint): GuestImage {
+    const img = new GuestImage(c.memBytes);
+    img.mem.set(c.memory);
+    img.memBytes = c.memBytes;
+    img.epoch = c.epoch;
+    img.globals = c.globals;
+    img.devices = c.devices;
+    return img;
+  }
+
+  private ensure(bytes: number): void {
+    if (bytes <= this.mem.length) return;
+    const next = new Uint8Array(Math.max(bytes, Math.min(this.mem.length * 2, bytes + (256 << 20))));
+    next.set(this.mem.subarray(0, this.memBytes));
+    this.mem = next;
+  }
+
+  /** Applies one collected epoch (dirty pages + globals + devices). */
+  apply(c: Pick<Collected, 'epoch' | 'memBytes' | 'pages' | 'data' | 'globals' | 'devices'>): void {
+    this.ensure(c.memBytes);
+    if (c.memBytes > this.memBytes) this.mem.fill(0, this.memBytes, c.memBytes);
+    this.memBytes = c.memBytes;
+    for (let i = 0; i < c.pages.length; i++) {
+      this.mem.set(c.data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), c.pages[i]! * PAGE_BYTES);
+    }
+    this.epoch = c.epoch;
+    this.globals = c.globals;
+    this.devices = c.devices;
+  }
+
+  /** The bytes of the image; valid until the next apply(). */
+  memory(): Uint8Array {
+    return this.mem.subarray(0, this.memBytes);
+  }
+
+  toCheckpoint(moduleDigest: string): Checkpoint {
+    if (!this.devices) throw new Error('GuestImage has no epoch applied yet');
+    return {
+      format: 1,
+      moduleDigest,
+      epoch: this.epoch,
+      memBytes: this.memBytes,
+      memory: this.mem.slice(0, this.memBytes),
+      globals: this.globals,
+      devices: this.devices,
+    };
+  }
+}

@@ -1,0 +1,170 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { EventEmitter } from 'node:events';
+import type { Checkpoint } from './checkpoint.js';
+import { GuestImage } from './guest-image.js';
+import type { PreparedGuest } from './prepare.js';
+import { Vmm, type VmmOptions } from './vmm.js';
+import type { VmmError } from './errors.js';
+import type { GuestEvent } from './worker-messages.js';
+
+export interface RunServerOptions extends VmmOptions {
+  host?: string;
+  port: number;
+  /** Local rollback checkpoints are taken this often, ms. Default 200. */
+  checkpointIntervalMs?: number;
+  /** Bound on input logged for replay since the last local checkpoint, bytes; past it a checkpoint is taken at once. Default 16 MiB. */
+  maxReplayBytes?: number;
+  /** Per-connection socket write buffer above which input from that client is paused, bytes. Default 4 MiB. */
+  maxPendingOutputBytes?: number;
+}
+
+export interface RunServerEvents {
+  fault: [err: VmmError, recovered: boolean];
+  log: [level: number, msg: string];
+  listening: [port: number];
+}
+
+interface Client {
+  socket: Socket;
+  /** Output bytes already written to the socket: after a rollback, replayed output below it is dropped. */
+  emitted: number;
+  closing: boolean;
+}
+
+/**
+ * `ftvm run`: a guest served unprotected on a TCP port, the baseline every benchmark
+ * compares against. It still survives guest faults: a trap or a runaway event rolls the
+ * guest back to the last local checkpoint, closes the connection that caused it and
+ * replays the other connections' input logged since that checkpoint.
+ */
+export class RunServer extends EventEmitter<RunServerEvents> {
+  readonly opts: RunServerOptions;
+  private server: Server | null = null;
+  private vmm!: Vmm;
+  private readonly guest: PreparedGuest;
+  private clients = new Map<number, Client>();
+  private nextConn = 1;
+  private image = new GuestImage();
+  private log: GuestEvent[] = [];
+  private logBytes = 0;
+  private tick: NodeJS.Timeout | null = null;
+  private checkpointing: Promise<void> | null = null;
+  private recovering = false;
+  faults = 0;
+
+  constructor(guest: PreparedGuest, opts: RunServerOptions) {
+    super();
+    this.guest = guest;
+    this.opts = opts;
+  }
+
+  async start(): Promise<number> {
+    this.vmm = await Vmm.boot(this.guest, this.opts);
+    this.vmm.on('output', (it) => {
+      const c = this.clients.get(it.conn);
+      if (!c) return;
+      const end = it.offset + it.data.length;
+      if (end <= c.emitted) return;
+      const data = it.offset < c.emitted ? it.data.subarray(c.emitted - it.offset) : it.data;
+      c.emitted = end;
+      if (!c.socket.write(data)) c.socket.pause();
+    });
+    this.vmm.on('close', (conn) => {
+      const c = this.clients.get(conn);
+      if (c && !c.closing) {
+        c.closing = true;
+        c.socket.end();
+      }
+    });
+    this.vmm.on('log', (l, m) => this.emit('log', l, m));
+    this.vmm.on('fault', (err) => void this.recover(err));
+    await this.checkpoint();
+    const interval = this.opts.checkpointIntervalMs ?? 200;
+    this.tick = setInterval(() => void this.checkpoint(), interval);
+    this.tick.unref();
+    this.server = createServer((s) => this.accept(s));
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(this.opts.port, this.opts.host ?? '127.0.0.1', () => resolve());
+    });
+    const addr = this.server.address();
+    const port = typeof addr === 'object' && addr ? addr.port : this.opts.port;
+    this.emit('listening', port);
+    return port;
+  }
+
+  private record(ev: GuestEvent): void {
+    this.log.push(ev);
+    if (ev.k === 'data') {
+      this.logBytes += ev.data.length;
+      if (this.logBytes > (this.opts.maxReplayBytes ?? 16 << 20)) void this.checkpoint();
+    }
+    this.vmm.enqueue(ev);
+  }
+
+  private accept(socket: Socket): void {
+    const conn = this.nextConn++;
+    socket.setNoDelay(true);
+    const c: Client = { socket, emitted: 0, closing: false };
+    this.clients.set(conn, c);
+    this.record({ k: 'open', conn });
+    socket.on('data', (d) => this.record({ k: 'data', conn, data: new Uint8Array(d.buffer, d.byteOffset, d.length) }));
+    socket.on('drain', () => socket.resume());
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      this.clients.delete(conn);
+      this.record({ k: 'close', conn });
+    });
+  }
+
+  /** Takes a local rollback checkpoint: O(dirty pages). */
+  checkpoint(): Promise<void> {
+    if (this.checkpointing || this.recovering || this.vmm.state !== 'running') return this.checkpointing ?? Promise.resolve();
+    const logged = this.log.length;
+    const p = this.vmm
+      .collect()
+      .then((c) => {
+        this.image.apply(c);
+        // Events posted before the collect were handled before it.
+        this.log.splice(0, logged);
+        this.logBytes = this.log.reduce((n, e) => n + (e.k === 'data' ? e.data.length : 0), 0);
+      })
+      .catch(() => undefined)
+      .finally(() => {
+        this.checkpointing = null;
+      });
+    this.checkpointing = p;
+    return p;
+  }
+
+  private async recover(err: VmmError): Promise<void> {
+    if (this.recovering) return;
+    this.recovering = true;
+    this.faults++;
+    if (this.checkpointing) await this.checkpointing;
+    const bad = err.conn;
+    const replay = this.log.filter((e) => e.k === 'timer' || e.conn !== bad);
+    if (bad !== undefined) replay.push({ k: 'close', conn: bad });
+    let ok = true;
+    try {
+      const ckpt: Checkpoint = this.image.toCheckpoint(this.guest.digest);
+      await this.vmm.rollback(ckpt, replay);
+    } catch {
+      ok = false;
+    }
+    if (bad !== undefined) {
+      const c = this.clients.get(bad);
+      c?.socket.destroy();
+    }
+    this.recovering = false;
+    this.emit('fault', err, ok);
+    if (!ok) await this.close();
+  }
+
+  async close(): Promise<void> {
+    if (this.tick) clearInterval(this.tick);
+    for (const c of this.clients.values()) c.socket.destroy();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    if (this.vmm.state !== 'stopped') await this.vmm.stop();
+  }
+}

@@ -1,0 +1,371 @@
+/**
+ * The vCPU: runs the guest one event at a time in a worker thread. It owns guest memory,
+ * the dirty log and the guest-side device state (connection offsets, timer, pvclock page),
+ * so everything it reports for an epoch is consistent with memory at that boundary.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { randomFillSync } from 'node:crypto';
+import {
+  EXPORT_ABI_VERSION,
+  IMPORT_MODULE,
+  PAGE_BYTES,
+  PAGE_SHIFT,
+  PVCLOCK,
+  RESERVED_BYTES,
+  RESERVED_PAGES,
+} from '@ftvm/guest-abi';
+import { BytemapDirtyLog, ShadowDirtyLog } from '@ftvm/instrument';
+import type { PvclockFields } from '@ftvm/clock';
+import { pvclockTimeNs, writePvclock } from '@ftvm/clock';
+import type { ConnState, DeviceState, GlobalValue } from './checkpoint.js';
+import type { Collected, FromWorker, GuestEvent, OutputItem, ToWorker, WorkerInit } from './worker-messages.js';
+
+const init = workerData as WorkerInit;
+const port = parentPort!;
+const post = (m: FromWorker, transfer?: ArrayBuffer[]) => port.postMessage(m, transfer ?? []);
+
+/** Largest chunk handed to ftvm_on_data at once, bytes: bounds the guest's input buffer. */
+const MAX_DATA_CHUNK = 64 * 1024;
+/** Default pvclock scale for the 1 GHz virtual TSC: ((delta << 1) * 2^31) >> 32 = delta. */
+const DEFAULT_MUL = 0x80000000;
+const DEFAULT_SHIFT = 1;
+
+const watch = new BigInt64Array(init.watch);
+const hostNs = () => init.anchorWallNs + (process.hrtime.bigint() - init.anchorHrNs);
+
+let tscOffset = 0n;
+const rdtsc = () => hostNs() + tscOffset;
+let pvclockAddr = 0;
+let pvFields: PvclockFields | null = null;
+let pvVersion = 0;
+let timerDeadline: bigint | null = null;
+const conns = new Map<number, ConnState>();
+let epoch = 1;
+let paused = false;
+let faulted = false;
+const queue: GuestEvent[] = [];
+let outbox: OutputItem[] = [];
+let closes: Array<{ conn: number; epoch: number; offset: number }> = [];
+let consumedSincePost = 0;
+let seq = 0n;
+
+let memory!: WebAssembly.Memory;
+let ex!: Record<string, unknown>;
+let globals: WebAssembly.Global[] = [];
+const bytemap = init.dirtyMode === 'bytemap' ? new BytemapDirtyLog() : null;
+const shadow = init.dirtyMode === 'shadow' ? new ShadowDirtyLog() : null;
+let knownMemBytes = 0;
+
+const mem = () => new Uint8Array(memory.buffer);
+
+/** Host writes into guest memory mark their pages so they travel with the epoch. */
+function markHostWrite(addr: number, len: number): void {
+  if (!bytemap || len <= 0) return;
+  const m = mem();
+  for (let p = addr >>> PAGE_SHIFT; p <= (addr + len - 1) >>> PAGE_SHIFT; p++) m[p] = 1;
+}
+
+function guestNowNs(): bigint {
+  return pvFields ? pvclockTimeNs(pvFields, rdtsc()) : hostNs();
+}
+
+function writeClockPage(): void {
+  if (!pvclockAddr || !pvFields) return;
+  pvVersion += 2;
+  writePvclock(new DataView(memory.buffer), pvclockAddr, pvFields, pvVersion);
+  markHostWrite(pvclockAddr, PVCLOCK.size);
+}
+
+function defaultFields(): PvclockFields {
+  const tsc = rdtsc();
+  return { tscTimestamp: tsc, systemTime: tsc, mul: DEFAULT_MUL, shift: DEFAULT_SHIFT, flags: PVCLOCK.FLAG_TSC_STABLE };
+}
+
+function conn(c: number): ConnState {
+  let s = conns.get(c);
+  if (!s) {
+    s = { conn: c, inConsumed: 0, outProduced: 0, closed: false };
+    conns.set(c, s);
+  }
+  return s;
+}
+
+const decoder = new TextDecoder();
+const imports = {
+  [IMPORT_MODULE]: {
+    send(c: number, ptr: number, len: number): void {
+      const s = conns.get(c);
+      if (!s || s.closed || len <= 0) return;
+      const data = mem().slice(ptr >>> 0, (ptr >>> 0) + (len >>> 0));
+      outbox.push({ conn: c, data, offset: s.outProduced, epoch });
+      s.outProduced += data.length;
+    },
+    close(c: number): void {
+      const s = conns.get(c);
+      if (!s || s.closed) return;
+      s.closed = true;
+      closes.push({ conn: c, epoch, offset: s.outProduced });
+    },
+    clock_register(ptr: number): void {
+      ptr >>>= 0;
+      if (ptr < RESERVED_BYTES || ptr + PVCLOCK.size > memory.buffer.byteLength || ptr % 4 !== 0)
+        throw new WebAssembly.RuntimeError(`clock_register(${ptr}): the pvclock page must be 4-byte aligned, above the reserved region and inside memory`);
+      pvclockAddr = ptr;
+      if (!pvFields) pvFields = defaultFields();
+      writeClockPage();
+    },
+    rdtsc: (): bigint => rdtsc(),
+    timer_set(deadline: bigint): void {
+      timerDeadline = deadline > 0n ? deadline : null;
+    },
+    disk_read: (): number => -1,
+    disk_write: (): number => -1,
+    disk_blocks: (): number => init.diskBlocks,
+    random(ptr: number, len: number): void {
+      randomFillSync(mem(), ptr >>> 0, len >>> 0);
+      markHostWrite(ptr >>> 0, len >>> 0);
+    },
+    log(level: number, ptr: number, len: number): void {
+      post({ t: 'log', level, msg: decoder.decode(mem().subarray(ptr >>> 0, (ptr >>> 0) + Math.min(len >>> 0, 4096))) });
+    },
+  },
+};
+
+function fn(name: string): (...a: number[]) => number {
+  return ex[name] as (...a: number[]) => number;
+}
+
+function dispatch(ev: GuestEvent): void {
+  switch (ev.k) {
+    case 'open':
+      conn(ev.conn);
+      fn('ftvm_on_open')(ev.conn);
+      return;
+    case 'data': {
+      const s = conn(ev.conn);
+      if (s.closed) return;
+      for (let off = 0; off < ev.data.length; off += MAX_DATA_CHUNK) {
+        const chunk = ev.data.subarray(off, off + MAX_DATA_CHUNK);
+        const ptr = fn('ftvm_alloc')(chunk.length) >>> 0;
+        if (ptr < RESERVED_BYTES || ptr + chunk.length > memory.buffer.byteLength)
+          throw new WebAssembly.RuntimeError(`ftvm_alloc(${chunk.length}) returned ${ptr}, outside guest memory`);
+        mem().set(chunk, ptr);
+        markHostWrite(ptr, chunk.length);
+        fn('ftvm_on_data')(ev.conn, ptr, chunk.length);
+        s.inConsumed += chunk.length;
+        consumedSincePost += chunk.length;
+      }
+      return;
+    }
+    case 'close': {
+      const s = conn(ev.conn);
+      if (!s.closed) {
+        s.closed = true;
+        fn('ftvm_on_close')(ev.conn);
+      }
+      return;
+    }
+    case 'timer':
+      if (timerDeadline !== null && guestNowNs() >= timerDeadline) {
+        timerDeadline = null;
+        fn('ftvm_on_timer')();
+      }
+      return;
+  }
+}
+
+function flush(): void {
+  if (outbox.length === 0 && closes.length === 0 && consumedSincePost === 0) {
+    post({ t: 'out', items: [], closes: [], timer: timerDeadline, guestNow: guestNowNs(), consumed: 0 });
+    return;
+  }
+  post({ t: 'out', items: outbox, closes, timer: timerDeadline, guestNow: guestNowNs(), consumed: consumedSincePost }, outbox.map((o) => o.data.buffer as ArrayBuffer));
+  outbox = [];
+  closes = [];
+  consumedSincePost = 0;
+}
+
+function runEvents(events: GuestEvent[]): void {
+  for (const ev of events) {
+    if (faulted) return;
+    if (paused) {
+      queue.push(ev);
+      continue;
+    }
+    const mark = outbox.length;
+    const markCloses = closes.length;
+    const c = ev.k === 'timer' ? -1 : ev.conn;
+    seq++;
+    watch[3] = hostNs();
+    watch[2] = BigInt(c + 1);
+    watch[1] = seq;
+    Atomics.store(watch, 0, 1n);
+    try {
+      dispatch(ev);
+    } catch (e) {
+      Atomics.store(watch, 0, 0n);
+      // Output of the faulting event is partial: it never leaves.
+      outbox.length = mark;
+      closes.length = markCloses;
+      flush();
+      faulted = true;
+      post({ t: 'fault', code: 'FTVM_ERR_GUEST_TRAP', message: `guest trapped: ${(e as Error).message}`, conn: c >= 0 ? c : null });
+      return;
+    }
+    Atomics.store(watch, 0, 0n);
+  }
+  flush();
+}
+
+function readGlobals(): GlobalValue[] {
+  return globals.map((g) => g.value as GlobalValue);
+}
+
+function deviceState(): DeviceState {
+  const h = hostNs();
+  const tsc = h + tscOffset;
+  return {
+    conns: [...conns.values()].map((s) => ({ ...s })),
+    timerDeadlineNs: timerDeadline,
+    clock: {
+      pvclockAddr,
+      tscAtCapture: tsc,
+      wallNsAtCapture: h,
+      guestNsAtCapture: pvFields ? pvclockTimeNs(pvFields, tsc) : h,
+    },
+  };
+}
+
+function collect(id: number, full: boolean, resume: boolean): void {
+  const t0 = performance.now();
+  const m = mem();
+  const memBytes = m.length;
+  let pages: Uint32Array;
+  let reservedWrites = 0;
+  if (bytemap) {
+    const r = bytemap.collect(m, memBytes);
+    reservedWrites = r.reservedPages.length;
+    pages = r.pages;
+    if (memBytes > knownMemBytes && !full) {
+      // Memory grew: new pages count as dirty (they may be zero, the zero codec makes that cheap).
+      const grown = bytemap.pagesInRange(knownMemBytes, memBytes);
+      const set = new Set(pages);
+      const merged = [...pages, ...[...grown].filter((p) => !set.has(p))].sort((a, b) => a - b);
+      pages = Uint32Array.from(merged);
+    }
+    if (reservedWrites) m.fill(0, 0, RESERVED_BYTES);
+  } else {
+    pages = shadow!.collect(m, memBytes);
+  }
+  if (full) {
+    const n = memBytes / PAGE_BYTES - RESERVED_PAGES;
+    pages = new Uint32Array(n);
+    for (let i = 0; i < n; i++) pages[i] = RESERVED_PAGES + i;
+  }
+  knownMemBytes = memBytes;
+  const data = new Uint8Array(pages.length * PAGE_BYTES);
+  for (let i = 0; i < pages.length; i++) {
+    const off = pages[i]! * PAGE_BYTES;
+    data.set(m.subarray(off, off + PAGE_BYTES), i * PAGE_BYTES);
+  }
+  const c: Collected = {
+    epoch,
+    memBytes,
+    pages,
+    data,
+    globals: readGlobals(),
+    devices: deviceState(),
+    pauseMs: 0,
+    reservedWrites,
+  };
+  epoch++;
+  c.pauseMs = performance.now() - t0;
+  post({ t: 'collected', id, c }, [data.buffer as ArrayBuffer, pages.buffer as ArrayBuffer]);
+  if (resume) doResume();
+}
+
+function doResume(): void {
+  paused = false;
+  if (queue.length) runEvents(queue.splice(0));
+}
+
+async function boot(): Promise<void> {
+  const { instance } = await WebAssembly.instantiate(init.wasm, imports);
+  ex = instance.exports as Record<string, unknown>;
+  memory = ex.memory as WebAssembly.Memory;
+  globals = init.globalExports.map((n) => ex[n] as WebAssembly.Global);
+  void ex[EXPORT_ABI_VERSION];
+  const r = init.restore;
+  if (r) {
+    const cur = memory.buffer.byteLength;
+    if (r.memBytes > cur) memory.grow((r.memBytes - cur) / 65536);
+    mem().set(r.memory);
+    r.globals.forEach((v, i) => {
+      globals[i]!.value = v;
+    });
+    conns.clear();
+    for (const s of r.devices.conns) conns.set(s.conn, { ...s });
+    timerDeadline = r.devices.timerDeadlineNs;
+    pvclockAddr = r.devices.clock.pvclockAddr;
+    // Continue the virtual TSC from its checkpointed value plus the wall time elapsed since.
+    tscOffset = r.devices.clock.tscAtCapture - r.devices.clock.wallNsAtCapture;
+    if (pvclockAddr) {
+      const v = new DataView(memory.buffer);
+      pvVersion = v.getUint32(pvclockAddr + PVCLOCK.version, true);
+      pvFields = {
+        tscTimestamp: v.getBigUint64(pvclockAddr + PVCLOCK.tscTimestamp, true),
+        systemTime: v.getBigUint64(pvclockAddr + PVCLOCK.systemTime, true),
+        mul: v.getUint32(pvclockAddr + PVCLOCK.tscToSystemMul, true),
+        shift: v.getInt8(pvclockAddr + PVCLOCK.tscShift),
+        flags: v.getUint8(pvclockAddr + PVCLOCK.flags),
+      };
+    }
+    epoch = r.epoch + 1;
+    // The image now equals the checkpoint: nothing is dirty.
+    mem().fill(0, 0, RESERVED_BYTES);
+  } else {
+    fn('ftvm_init')();
+  }
+  knownMemBytes = memory.buffer.byteLength;
+  if (shadow) shadow.collect(mem(), knownMemBytes);
+  if (bytemap && r) bytemap.collect(mem(), knownMemBytes);
+  post({ t: 'ready', epoch, memBytes: knownMemBytes });
+}
+
+port.on('message', (m: ToWorker) => {
+  switch (m.t) {
+    case 'events':
+      runEvents(m.events);
+      return;
+    case 'collect':
+      collect(m.id, m.full, m.resume);
+      return;
+    case 'pause':
+      paused = true;
+      post({ t: 'paused', id: m.id });
+      return;
+    case 'resume':
+      doResume();
+      return;
+    case 'clock':
+      tscOffset = m.tscOffset;
+      if (m.fields) {
+        pvFields = m.fields;
+        writeClockPage();
+      }
+      return;
+    case 'read': {
+      const from = m.fromPage * PAGE_BYTES;
+      const data = mem().slice(from, Math.min(from + m.count * PAGE_BYTES, memory.buffer.byteLength));
+      post({ t: 'read', id: m.id, data }, [data.buffer as ArrayBuffer]);
+      return;
+    }
+    case 'stop':
+      port.close();
+      return;
+  }
+});
+
+boot().catch((e: unknown) => {
+  post({ t: 'error', code: 'FTVM_ERR_GUEST_INIT', message: `guest failed to start: ${(e as Error).message}` });
+});

@@ -1,0 +1,331 @@
+import { EventEmitter } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import type { PvclockFields } from '@ftvm/clock';
+import { PAGE_BYTES } from '@ftvm/guest-abi';
+import type { Checkpoint } from './checkpoint.js';
+import { VmmError } from './errors.js';
+import type { PreparedGuest } from './prepare.js';
+import type { Collected, FromWorker, GuestEvent, OutputItem, ToWorker, WorkerInit } from './worker-messages.js';
+
+export interface VmmOptions {
+  /** An event running longer than this is stopped and reported as FTVM_ERR_GUEST_TIMEOUT, ms. Default 2000. */
+  eventTimeoutMs?: number;
+  /** Size of the virtual disk in 4 KiB blocks (0: none). Default 0. */
+  diskBlocks?: number;
+}
+
+export interface VmmEvents {
+  output: [item: OutputItem];
+  close: [conn: number, epoch: number, offset: number];
+  fault: [err: VmmError];
+  log: [level: number, msg: string];
+  /** A batch of events was handled; `consumed` input bytes were dispatched. */
+  progress: [consumed: number];
+}
+
+const WORKER_PATH = fileURLToPath(new URL('./vcpu-worker.js', import.meta.url).href.replace('/src/vcpu-worker.js', '/dist/vcpu-worker.js'));
+
+function wallAnchor(): { anchorWallNs: bigint; anchorHrNs: bigint } {
+  // Wall-anchored monotonic host time, shared by both threads of this process.
+  const anchorHrNs = process.hrtime.bigint();
+  return { anchorWallNs: BigInt(Date.now()) * 1_000_000n, anchorHrNs };
+}
+
+type State = 'starting' | 'running' | 'faulted' | 'stopped';
+
+/**
+ * A guest VM: a vCPU worker running the instrumented module, driven from the main
+ * thread's I/O loop. Events are queued in order; commands (collect, pause) take effect
+ * at the next event boundary.
+ */
+export class Vmm extends EventEmitter<VmmEvents> {
+  readonly guest: PreparedGuest;
+  readonly eventTimeoutMs: number;
+  private readonly diskBlocks: number;
+  private worker!: Worker;
+  private watch!: BigInt64Array;
+  private watchdog: NodeJS.Timeout | null = null;
+  private pending = new Map<number, { resolve: (v: never) => void; reject: (e: Error) => void }>();
+  private nextId = 1;
+  private batch: GuestEvent[] = [];
+  private batchQueued = false;
+  private timer: NodeJS.Timeout | null = null;
+  private timerDeadline: bigint | null = null;
+  private readonly anchor = wallAnchor();
+  state: State = 'starting';
+  /** Epoch the vCPU is executing now (outputs carry it). */
+  epoch = 1;
+  memBytes = 0;
+
+  private constructor(guest: PreparedGuest, opts: VmmOptions) {
+    super();
+    this.guest = guest;
+    this.eventTimeoutMs = opts.eventTimeoutMs ?? 2000;
+    this.diskBlocks = opts.diskBlocks ?? 0;
+    if (!Number.isInteger(this.eventTimeoutMs) || this.eventTimeoutMs < 1)
+      throw new VmmError('FTVM_ERR_VMM_OPTION', `eventTimeoutMs must be a positive integer (ms), got ${opts.eventTimeoutMs}`);
+  }
+
+  /** First boot: instantiates the guest and runs ftvm_init. */
+  static async boot(guest: PreparedGuest, opts: VmmOptions = {}): Promise<Vmm> {
+    const v = new Vmm(guest, opts);
+    await v.start(undefined);
+    return v;
+  }
+
+  /** Resumes a checkpoint (ftvm_init is not run again). */
+  static async restore(guest: PreparedGuest, ckpt: Checkpoint, opts: VmmOptions = {}): Promise<Vmm> {
+    const v = new Vmm(guest, opts);
+    await v.start(ckpt);
+    return v;
+  }
+
+  private start(ckpt: Checkpoint | undefined): Promise<void> {
+    if (ckpt && ckpt.moduleDigest !== this.guest.digest)
+      throw new VmmError('FTVM_ERR_CHECKPOINT_INVALID', `checkpoint is of module ${ckpt.moduleDigest.slice(0, 12)}, guest is ${this.guest.digest.slice(0, 12)}`);
+    const sab = new SharedArrayBuffer(4 * 8);
+    this.watch = new BigInt64Array(sab);
+    const init: WorkerInit = {
+      wasm: this.guest.wasm,
+      dirtyMode: this.guest.dirtyMode,
+      globalExports: this.guest.globalExports,
+      ...this.anchor,
+      watch: sab,
+      diskBlocks: this.diskBlocks,
+      restore: ckpt && { memory: ckpt.memory, memBytes: ckpt.memBytes, globals: ckpt.globals, devices: ckpt.devices, epoch: ckpt.epoch },
+    };
+    this.state = 'starting';
+    this.worker = new Worker(WORKER_PATH, { workerData: init });
+    const worker = this.worker;
+    return new Promise<void>((resolve, reject) => {
+      const onMsg = (m: FromWorker) => {
+        if (worker !== this.worker) return;
+        if (m.t === 'ready') {
+          this.state = 'running';
+          this.epoch = m.epoch;
+          this.memBytes = m.memBytes;
+          this.startWatchdog();
+          resolve();
+          return;
+        }
+        if (m.t === 'error' && this.state === 'starting') {
+          this.state = 'stopped';
+          void worker.terminate();
+          reject(new VmmError(m.code, m.message));
+          return;
+        }
+        this.onWorker(m);
+      };
+      worker.on('message', onMsg);
+      worker.on('error', (e) => {
+        if (worker !== this.worker) return;
+        if (this.state === 'starting') {
+          this.state = 'stopped';
+          reject(new VmmError('FTVM_ERR_GUEST_INIT', `guest failed to start: ${e.message}`, { cause: e }));
+          return;
+        }
+        this.fail(new VmmError('FTVM_ERR_GUEST_TRAP', `vCPU worker failed: ${e.message}`, { cause: e }));
+      });
+    });
+  }
+
+  private startWatchdog(): void {
+    const period = Math.max(5, Math.min(250, Math.floor(this.eventTimeoutMs / 4)));
+    this.watchdog = setInterval(() => {
+      if (this.state !== 'running' || Atomics.load(this.watch, 0) !== 1n) return;
+      const started = this.watch[3]!;
+      const now = this.anchor.anchorWallNs + (process.hrtime.bigint() - this.anchor.anchorHrNs);
+      if (now - started > BigInt(this.eventTimeoutMs) * 1_000_000n) {
+        const c = Number(this.watch[2]!) - 1;
+        void this.worker.terminate();
+        this.fail(
+          new VmmError('FTVM_ERR_GUEST_TIMEOUT', `guest event ran longer than eventTimeoutMs (${this.eventTimeoutMs} ms); vCPU stopped`, {
+            conn: c >= 0 ? c : undefined,
+          }),
+        );
+      }
+    }, period);
+    this.watchdog.unref();
+  }
+
+  private fail(err: VmmError): void {
+    if (this.state === 'faulted' || this.state === 'stopped') return;
+    this.state = 'faulted';
+    this.stopTimers();
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    this.batch = [];
+    this.emit('fault', err);
+  }
+
+  private stopTimers(): void {
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.watchdog = null;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.timerDeadline = null;
+  }
+
+  private onWorker(m: FromWorker): void {
+    switch (m.t) {
+      case 'out':
+        for (const it of m.items) this.emit('output', it);
+        for (const c of m.closes) this.emit('close', c.conn, c.epoch, c.offset);
+        this.armTimer(m.timer, m.guestNow);
+        this.emit('progress', m.consumed);
+        return;
+      case 'collected': {
+        this.epoch = m.c.epoch + 1;
+        this.memBytes = m.c.memBytes;
+        this.settle(m.id, m.c);
+        return;
+      }
+      case 'paused':
+        this.settle(m.id, undefined);
+        return;
+      case 'read':
+        this.settle(m.id, m.data);
+        return;
+      case 'log':
+        this.emit('log', m.level, m.msg);
+        return;
+      case 'fault':
+        this.fail(new VmmError(m.code, m.message, { conn: m.conn ?? undefined }));
+        return;
+      case 'error':
+        this.fail(new VmmError(m.code, m.message));
+        return;
+      case 'ready':
+        return;
+    }
+  }
+
+  private settle(id: number, v: unknown): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    p.resolve(v as never);
+  }
+
+  private armTimer(deadline: bigint | null, guestNow: bigint): void {
+    if (deadline === this.timerDeadline) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.timerDeadline = deadline;
+    if (deadline === null || this.state !== 'running') return;
+    const ms = Number(deadline - guestNow) / 1e6;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.timerDeadline = null;
+      this.enqueue({ k: 'timer' });
+    }, Math.max(0, Math.ceil(ms)));
+  }
+
+  private send(m: ToWorker, transfer?: ArrayBuffer[]): void {
+    this.worker.postMessage(m, transfer ?? []);
+  }
+
+  private request<T>(make: (id: number) => ToWorker): Promise<T> {
+    if (this.state !== 'running')
+      return Promise.reject(new VmmError('FTVM_ERR_GUEST_STOPPED', `the guest is ${this.state}`));
+    this.flushEvents();
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: never) => void, reject });
+      this.send(make(id));
+    });
+  }
+
+  /** Queues a guest event; events of one I/O turn go to the vCPU as one message. */
+  enqueue(ev: GuestEvent): void {
+    if (this.state !== 'running') return;
+    this.batch.push(ev);
+    if (!this.batchQueued) {
+      this.batchQueued = true;
+      queueMicrotask(() => this.flushEvents());
+    }
+  }
+
+  private flushEvents(): void {
+    this.batchQueued = false;
+    if (this.batch.length === 0 || this.state !== 'running') return;
+    const events = this.batch;
+    this.batch = [];
+    this.send({ t: 'events', events });
+  }
+
+  open(conn: number): void {
+    this.enqueue({ k: 'open', conn });
+  }
+  input(conn: number, data: Uint8Array): void {
+    this.enqueue({ k: 'data', conn, data });
+  }
+  close(conn: number): void {
+    this.enqueue({ k: 'close', conn });
+  }
+
+  /**
+   * Ends the current epoch at the next event boundary: copies dirty pages (or every page
+   * when full) with globals and device state, clears the dirty log and resumes at once.
+   */
+  collect(full = false): Promise<Collected> {
+    return this.request<Collected>((id) => ({ t: 'collect', id, full, resume: true }));
+  }
+
+  /** Holds the vCPU at the next event boundary; events queue until resume(). */
+  pause(): Promise<void> {
+    return this.request<void>((id) => ({ t: 'pause', id }));
+  }
+
+  /** Collects while paused and stays paused. */
+  collectDirty(): Promise<Collected> {
+    return this.request<Collected>((id) => ({ t: 'collect', id, full: false, resume: false }));
+  }
+
+  resume(): void {
+    if (this.state === 'running') this.send({ t: 'resume' });
+  }
+
+  /** Reads pages of live guest memory (for the integrity scrub). */
+  readPages(fromPage: number, count: number): Promise<Uint8Array> {
+    return this.request<Uint8Array>((id) => ({ t: 'read', id, fromPage, count }));
+  }
+
+  /** Sets the pvclock fields the guest sees and the virtual TSC offset (clock device). */
+  setClock(fields: PvclockFields | null, tscOffset: bigint): void {
+    if (this.state === 'running') this.send({ t: 'clock', fields, tscOffset });
+  }
+
+  /** A full checkpoint of the guest at the next event boundary (ends the epoch). */
+  async capture(): Promise<Checkpoint> {
+    const c = await this.collect(true);
+    const memory = new Uint8Array(c.memBytes);
+    for (let i = 0; i < c.pages.length; i++) memory.set(c.data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), c.pages[i]! * PAGE_BYTES);
+    return { format: 1, moduleDigest: this.guest.digest, epoch: c.epoch, memBytes: c.memBytes, memory, globals: c.globals, devices: c.devices };
+  }
+
+  /**
+   * Replaces the vCPU with one restored from `ckpt` (after a fault, or to roll back), then
+   * queues `replay` events. Listeners stay attached.
+   */
+  async rollback(ckpt: Checkpoint, replay: GuestEvent[] = []): Promise<void> {
+    this.stopTimers();
+    for (const p of this.pending.values()) p.reject(new VmmError('FTVM_ERR_GUEST_STOPPED', 'rolled back'));
+    this.pending.clear();
+    this.batch = [];
+    const old = this.worker;
+    this.state = 'stopped';
+    await old.terminate();
+    await this.start(ckpt);
+    for (const ev of replay) this.enqueue(ev);
+  }
+
+  async stop(): Promise<void> {
+    this.stopTimers();
+    this.state = 'stopped';
+    for (const p of this.pending.values()) p.reject(new VmmError('FTVM_ERR_GUEST_STOPPED', 'the VMM was stopped'));
+    this.pending.clear();
+    await this.worker.terminate();
+  }
+}

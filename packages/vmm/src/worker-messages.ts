@@ -1,0 +1,68 @@
+/**
+ * Messages between the VMM (main thread: I/O loop) and the vCPU worker. The worker owns
+ * guest memory; the main thread never touches it. Messages are handled strictly in order,
+ * so a command (collect, pause) takes effect at the next event boundary.
+ */
+import type { DeviceState, GlobalValue } from './checkpoint.js';
+
+export type GuestEvent =
+  | { k: 'open'; conn: number }
+  | { k: 'data'; conn: number; data: Uint8Array }
+  | { k: 'close'; conn: number }
+  | { k: 'timer' };
+
+export interface WorkerInit {
+  wasm: Uint8Array;
+  /** 'bytemap': instrumented module; 'shadow': O(memory) compare fallback. */
+  dirtyMode: 'bytemap' | 'shadow';
+  globalExports: string[];
+  /** Wall-anchored host clock: hostNs = anchorWallNs + (hrtime - anchorHrNs), same in both threads. */
+  anchorWallNs: bigint;
+  anchorHrNs: bigint;
+  /** Present when restoring: the guest is not initialised again. */
+  restore?: { memory: Uint8Array; memBytes: number; globals: GlobalValue[]; devices: DeviceState; epoch: number };
+  /** Shared Int32Array(4): [busy flag, event seq, conn (+1, 0 none), unused] for the watchdog. */
+  watch: SharedArrayBuffer;
+  diskBlocks: number;
+}
+
+export type ToWorker =
+  | { t: 'events'; events: GuestEvent[] }
+  | { t: 'collect'; id: number; resume: boolean; full: boolean }
+  | { t: 'pause'; id: number }
+  | { t: 'resume' }
+  | { t: 'clock'; fields: import('@ftvm/clock').PvclockFields | null; tscOffset: bigint }
+  | { t: 'read'; id: number; fromPage: number; count: number }
+  | { t: 'stop' };
+
+export interface OutputItem {
+  conn: number;
+  data: Uint8Array;
+  /** Output byte offset of data[0] on this connection. */
+  offset: number;
+  epoch: number;
+}
+
+export interface Collected {
+  epoch: number;
+  memBytes: number;
+  /** Sorted 4 KiB page numbers; for a full capture, every page. */
+  pages: Uint32Array;
+  /** pages.length * 4096 bytes, page i at i*4096. */
+  data: Uint8Array;
+  globals: GlobalValue[];
+  devices: DeviceState;
+  /** Time the vCPU was held for this collection, ms. */
+  pauseMs: number;
+  reservedWrites: number;
+}
+
+export type FromWorker =
+  | { t: 'ready'; epoch: number; memBytes: number }
+  | { t: 'out'; items: OutputItem[]; closes: Array<{ conn: number; epoch: number; offset: number }>; timer: bigint | null; guestNow: bigint; consumed: number }
+  | { t: 'collected'; id: number; c: Collected }
+  | { t: 'paused'; id: number }
+  | { t: 'read'; id: number; data: Uint8Array }
+  | { t: 'log'; level: number; msg: string }
+  | { t: 'fault'; code: string; message: string; conn: number | null }
+  | { t: 'error'; code: string; message: string };
