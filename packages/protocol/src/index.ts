@@ -1,1 +1,21 @@
-export {};
+export * from './messages.js';
+export { validateMessage } from './schema.js';
+export {
+  ProtocolError, PeerRefusedError, CLOSE_CODES, CLOSE_NORMAL, CLOSE_OTHER_ERROR, closeCodeFor, closeReason, errorFromClose,
+  type ProtocolErrorCode,
+} from './errors.js';
+export {
+  DEFAULT_LIMITS, PREFIX_BYTES, FrameReader, decodeFrame, encodeFrame, encodeStreamFrame, maxFrameBytes, resolveLimits,
+  type DecodedFrame, type FrameLimits,
+} from './frame.js';
+export {
+  Codec, ENTRY_HEADER_BYTES, MAX_BATCH_PAGES, MAX_PAGES, PageDecoder, PageEncoder,
+  type CodecName, type CodecStats, type DecodedBatch, type EncodedBatch, type PageDecoderOptions, type PageEncoderOptions, type PageSink,
+} from './codec.js';
+export { ImageDigest, digestEquals, digestImage, pageHash, pageHashInto } from './digest.js';
+export {
+  ClientHandshake, ServerHandshake,
+  type ClientHandshakeOptions, type ClientHello, type HandshakeStep, type ServerHandshakeOptions, type ServerIdentity,
+} from './handshake.js';
+export { loadToken, type LoadedToken } from './token.js';
+export { Link, connect, listen, type ConnectOptions, type LinkEvents, type LinkOptions, type ListenOptions, type Listener } from './link.js';

@@ -1,0 +1,343 @@
+/**
+ * Page codecs, chosen page by page.
+ *
+ * Batch layout (the payload of ckpt_pages / ckpt_blocks), little-endian:
+ *
+ *   u32 count
+ *   count x ( u32 pageNo | u8 codec | u32 len | len bytes )
+ *
+ * codec   len        body
+ * ZERO    0          none: the page is all zero
+ * RAW     4096       the page
+ * LZ4     1..4095    LZ4 block of the page
+ * XOR_LZ4 1..4095    LZ4 block of (page XOR the copy of that page last sent)
+ *
+ * XOR_LZ4 (like QEMU's XBZRLE) needs the receiver to hold exactly the copy the sender
+ * last sent: the encoder's cache assumes every batch it produced is applied. When a
+ * batch or checkpoint is lost or refused, call `forget()` (or `forgetPages`) so the
+ * next send of those pages is self-contained.
+ */
+import { MAX_MEMORY_BYTES, PAGE_BYTES } from '@ftvm/guest-abi';
+import { ProtocolError, malformed } from './errors.js';
+import { lz4Compress, lz4Decompress } from './lz4.js';
+
+export const Codec = { ZERO: 0, RAW: 1, LZ4: 2, XOR_LZ4: 3 } as const;
+export type CodecName = keyof typeof Codec;
+const CODEC_NAMES: CodecName[] = ['ZERO', 'RAW', 'LZ4', 'XOR_LZ4'];
+
+/** Bytes before each page body: pageNo, codec, len. */
+export const ENTRY_HEADER_BYTES = 9;
+/** Most pages in one batch: 8192 pages = 32 MiB raw, so a RAW batch fits a 64 MiB payload. */
+export const MAX_BATCH_PAGES = 8192;
+/** Highest page number + 1 (4 GiB of 4 KiB pages). */
+export const MAX_PAGES = MAX_MEMORY_BYTES / PAGE_BYTES;
+
+export interface CodecStats { pages: number; bytes: number }
+
+export interface EncodedBatch {
+  payload: Uint8Array;
+  /** payload.length, bytes. */
+  wireBytes: number;
+  /** pages * 4096, bytes. */
+  rawBytes: number;
+  /** Pages per codec and their wire bytes (entry headers included). */
+  byCodec: Record<CodecName, CodecStats>;
+}
+
+export interface PageEncoderOptions {
+  /** false: ZERO and RAW only (no CPU spent compressing). Default true. */
+  compression?: boolean;
+  /**
+   * Keep a copy of every page last sent, for XOR_LZ4. The cache grows to the highest
+   * page sent: its memory equals the guest image. Default true (ignored without compression).
+   */
+  keepPrevious?: boolean;
+}
+
+const ZERO_PAGE = new Uint8Array(PAGE_BYTES);
+
+const isZeroPage = (page: Uint8Array): boolean => Buffer.compare(page, ZERO_PAGE) === 0;
+
+function emptyStats(): Record<CodecName, CodecStats> {
+  return { ZERO: { pages: 0, bytes: 0 }, RAW: { pages: 0, bytes: 0 }, LZ4: { pages: 0, bytes: 0 }, XOR_LZ4: { pages: 0, bytes: 0 } };
+}
+
+function checkPageNo(pageNo: number, what: string): void {
+  if (!Number.isInteger(pageNo) || pageNo < 0 || pageNo >= MAX_PAGES) throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `${what} ${pageNo} is outside 0..${MAX_PAGES - 1}`);
+}
+
+/** A byte image that grows by doubling up to a cap, for caches and receive images. */
+class GrowableImage {
+  bytes = new Uint8Array(0);
+  constructor(private readonly maxBytes: number) {}
+  ensure(byteLength: number): void {
+    if (byteLength <= this.bytes.length) return;
+    if (byteLength > this.maxBytes) throw malformed(`image of ${byteLength} bytes exceeds the limit ${this.maxBytes}`);
+    const next = new Uint8Array(Math.min(this.maxBytes, Math.max(byteLength, this.bytes.length * 2, 16 * PAGE_BYTES)));
+    next.set(this.bytes);
+    this.bytes = next;
+  }
+}
+
+export class PageEncoder {
+  readonly compression: boolean;
+  readonly keepPrevious: boolean;
+  private readonly cache = new GrowableImage(MAX_MEMORY_BYTES);
+  /** known[p] = 1 when the cache holds the copy of page p last sent. */
+  private known = new Uint8Array(0);
+  private readonly xor = new Uint8Array(PAGE_BYTES);
+  private readonly xorWords = new Int32Array(this.xor.buffer);
+  // Scratch outputs one byte short of a page: lz4 returns 0 when the result would
+  // not be smaller than the page, which is exactly when RAW wins.
+  private readonly lzA = Buffer.alloc(PAGE_BYTES - 1);
+  private readonly lzB = Buffer.alloc(PAGE_BYTES - 1);
+
+  constructor(opts: PageEncoderOptions = {}) {
+    for (const key of ['compression', 'keepPrevious'] as const) {
+      if (opts[key] !== undefined && typeof opts[key] !== 'boolean') throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `${key} must be a boolean`);
+    }
+    this.compression = opts.compression ?? true;
+    this.keepPrevious = this.compression && (opts.keepPrevious ?? true);
+  }
+
+  /** Bytes held by the previous-copy cache. */
+  get cacheBytes(): number {
+    return this.cache.bytes.length;
+  }
+
+  /** Drops every cached copy: the next batch is self-contained (full resync). */
+  forget(): void {
+    this.cache.bytes = new Uint8Array(0);
+    this.known = new Uint8Array(0);
+  }
+
+  /** Drops the cached copies of some pages (their last batch was not applied). */
+  forgetPages(pages: ArrayLike<number>): void {
+    for (let i = 0; i < pages.length; i++) {
+      const p = pages[i]!;
+      if (p < this.known.length) this.known[p] = 0;
+    }
+  }
+
+  /** Encodes `pages` (page numbers) whose contents are `data` (pages.length * 4096 bytes, in order). */
+  encodeBatch(pages: ArrayLike<number>, data: Uint8Array): EncodedBatch {
+    const count = pages.length;
+    if (count > MAX_BATCH_PAGES) throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `a batch holds at most ${MAX_BATCH_PAGES} pages, got ${count}`);
+    if (data.length !== count * PAGE_BYTES) throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `data must be ${count} pages (${count * PAGE_BYTES} bytes), got ${data.length}`);
+    const out = Buffer.allocUnsafe(4 + count * (ENTRY_HEADER_BYTES + PAGE_BYTES));
+    out.writeUInt32LE(count, 0);
+    let at = 4;
+    const byCodec = emptyStats();
+    for (let i = 0; i < count; i++) {
+      const pageNo = pages[i]!;
+      checkPageNo(pageNo, 'page number');
+      const page = data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES);
+      let codec: number = Codec.RAW;
+      let body: Uint8Array = page;
+      if (isZeroPage(page)) {
+        codec = Codec.ZERO;
+        body = ZERO_PAGE.subarray(0, 0);
+      } else if (this.compression) {
+        const n = lz4Compress(page, this.lzA);
+        if (n > 0) {
+          codec = Codec.LZ4;
+          body = this.lzA.subarray(0, n);
+        }
+        if (this.keepPrevious && this.isKnown(pageNo)) {
+          this.xorWithCached(pageNo, page);
+          const m = lz4Compress(this.xor, this.lzB);
+          if (m > 0 && m < body.length) {
+            codec = Codec.XOR_LZ4;
+            body = this.lzB.subarray(0, m);
+          }
+        }
+      }
+      out.writeUInt32LE(pageNo, at);
+      out[at + 4] = codec;
+      out.writeUInt32LE(body.length, at + 5);
+      out.set(body, at + ENTRY_HEADER_BYTES);
+      at += ENTRY_HEADER_BYTES + body.length;
+      const stats = byCodec[CODEC_NAMES[codec]!];
+      stats.pages++;
+      stats.bytes += ENTRY_HEADER_BYTES + body.length;
+      if (this.keepPrevious) this.remember(pageNo, page);
+    }
+    const payload = new Uint8Array(out.subarray(0, at));
+    return { payload, wireBytes: payload.length, rawBytes: count * PAGE_BYTES, byCodec };
+  }
+
+  private isKnown(pageNo: number): boolean {
+    return pageNo < this.known.length && this.known[pageNo] === 1;
+  }
+
+  private remember(pageNo: number, page: Uint8Array): void {
+    this.cache.ensure((pageNo + 1) * PAGE_BYTES);
+    this.cache.bytes.set(page, pageNo * PAGE_BYTES);
+    if (pageNo >= this.known.length) {
+      const next = new Uint8Array(Math.max(pageNo + 1, this.known.length * 2));
+      next.set(this.known);
+      this.known = next;
+    }
+    this.known[pageNo] = 1;
+  }
+
+  private xorWithCached(pageNo: number, page: Uint8Array): void {
+    const prev = new Int32Array(this.cache.bytes.buffer, pageNo * PAGE_BYTES, PAGE_BYTES / 4);
+    if (page.byteOffset % 4 === 0) {
+      const cur = new Int32Array(page.buffer, page.byteOffset, PAGE_BYTES / 4);
+      for (let i = 0; i < PAGE_BYTES / 4; i++) this.xorWords[i] = cur[i]! ^ prev[i]!;
+    } else {
+      const prevBytes = this.cache.bytes.subarray(pageNo * PAGE_BYTES, (pageNo + 1) * PAGE_BYTES);
+      for (let i = 0; i < PAGE_BYTES; i++) this.xor[i] = page[i]! ^ prevBytes[i]!;
+    }
+  }
+}
+
+/** Where decoded pages go when not into the decoder's own image. */
+export interface PageSink {
+  /** The copy of `pageNo` last received (XOR_LZ4 applies onto it); undefined = zeros. */
+  base(pageNo: number): Uint8Array | undefined;
+  /** A decoded page; `page` (4096 bytes) is only valid during the call. */
+  put(pageNo: number, page: Uint8Array): void;
+}
+
+export interface DecodedBatch {
+  count: number;
+  /** Page numbers in batch order. */
+  pages: Uint32Array;
+  wireBytes: number;
+  rawBytes: number;
+}
+
+export interface PageDecoderOptions {
+  /** Largest image the decoder's own image may grow to, bytes. Default 4 GiB. */
+  maxImageBytes?: number;
+  /** Most pages accepted in one batch. Default MAX_BATCH_PAGES. */
+  maxBatchPages?: number;
+}
+
+interface Entry { pageNo: number; codec: number; start: number; len: number }
+
+/**
+ * Applies batches onto an image (`image`, growing as needed) or a `PageSink`. Every
+ * length is checked before use; bad input is FTVM_ERR_FRAME_MALFORMED. The batch is
+ * parsed fully before any page is written, but an LZ4 body found corrupt while
+ * decoding leaves the earlier pages of the batch applied: discard the staged
+ * checkpoint on any error.
+ */
+export class PageDecoder {
+  private readonly store: GrowableImage;
+  readonly maxBatchPages: number;
+  private readonly page = new Uint8Array(PAGE_BYTES);
+  private readonly delta = new Uint8Array(PAGE_BYTES);
+
+  constructor(opts: PageDecoderOptions = {}) {
+    const maxImageBytes = opts.maxImageBytes ?? MAX_MEMORY_BYTES;
+    if (!Number.isSafeInteger(maxImageBytes) || maxImageBytes < 0 || maxImageBytes > MAX_MEMORY_BYTES || maxImageBytes % PAGE_BYTES !== 0) {
+      throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `maxImageBytes must be a multiple of ${PAGE_BYTES} in 0..${MAX_MEMORY_BYTES}, got ${maxImageBytes}`);
+    }
+    const maxBatchPages = opts.maxBatchPages ?? MAX_BATCH_PAGES;
+    if (!Number.isSafeInteger(maxBatchPages) || maxBatchPages < 1) throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `maxBatchPages must be a positive integer, got ${maxBatchPages}`);
+    this.store = new GrowableImage(maxImageBytes);
+    this.maxBatchPages = maxBatchPages;
+  }
+
+  /** The decoded image; its length is a multiple of 4096 and may exceed the guest memory. */
+  get image(): Uint8Array {
+    return this.store.bytes;
+  }
+
+  /** Makes the image at least `bytes` long (e.g. ckpt_begin.memBytes). */
+  ensure(bytes: number): void {
+    this.store.ensure(Math.ceil(bytes / PAGE_BYTES) * PAGE_BYTES);
+  }
+
+  /** Applies a batch onto the decoder's image. `expectedCount`: the header's count, checked. */
+  apply(payload: Uint8Array, expectedCount?: number): DecodedBatch {
+    const entries = this.parse(payload, expectedCount);
+    let top = 0;
+    for (const e of entries) top = Math.max(top, e.pageNo + 1);
+    this.store.ensure(top * PAGE_BYTES);
+    const img = this.store.bytes;
+    return this.decode(payload, entries, {
+      base: (p) => img.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES),
+      put: (p, page) => img.set(page, p * PAGE_BYTES),
+    });
+  }
+
+  /** Decodes a batch into a sink (e.g. a staging area over the last committed image). */
+  decodeInto(payload: Uint8Array, sink: PageSink, expectedCount?: number): DecodedBatch {
+    return this.decode(payload, this.parse(payload, expectedCount), sink);
+  }
+
+  private parse(payload: Uint8Array, expectedCount: number | undefined): Entry[] {
+    if (payload.length < 4) throw malformed(`page batch of ${payload.length} bytes has no count`);
+    const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+    const count = view.getUint32(0, true);
+    if (count > this.maxBatchPages) throw malformed(`page batch count ${count} exceeds ${this.maxBatchPages}`);
+    if (expectedCount !== undefined && count !== expectedCount) throw malformed(`page batch holds ${count} pages, header says ${expectedCount}`);
+    // Smallest possible batch for this count: every entry ZERO.
+    if (4 + count * ENTRY_HEADER_BYTES > payload.length) throw malformed(`page batch of ${payload.length} bytes cannot hold ${count} pages`);
+    const entries: Entry[] = new Array(count);
+    let at = 4;
+    for (let i = 0; i < count; i++) {
+      if (at + ENTRY_HEADER_BYTES > payload.length) throw malformed(`page entry ${i} header runs past the batch end`);
+      const pageNo = view.getUint32(at, true);
+      const codec = view.getUint8(at + 4);
+      const len = view.getUint32(at + 5, true);
+      at += ENTRY_HEADER_BYTES;
+      if (pageNo >= MAX_PAGES) throw malformed(`page entry ${i}: page ${pageNo} is beyond the 4 GiB address space`);
+      switch (codec) {
+        case Codec.ZERO:
+          if (len !== 0) throw malformed(`page entry ${i}: ZERO with ${len} body bytes`);
+          break;
+        case Codec.RAW:
+          if (len !== PAGE_BYTES) throw malformed(`page entry ${i}: RAW with ${len} body bytes, want ${PAGE_BYTES}`);
+          break;
+        case Codec.LZ4:
+        case Codec.XOR_LZ4:
+          if (len < 1 || len >= PAGE_BYTES) throw malformed(`page entry ${i}: ${CODEC_NAMES[codec]} body of ${len} bytes, want 1..${PAGE_BYTES - 1}`);
+          break;
+        default:
+          throw malformed(`page entry ${i}: unknown codec ${codec}`);
+      }
+      if (len > payload.length - at) throw malformed(`page entry ${i}: body of ${len} bytes runs past the batch end`);
+      entries[i] = { pageNo, codec, start: at, len };
+      at += len;
+    }
+    if (at !== payload.length) throw malformed(`page batch has ${payload.length - at} trailing bytes`);
+    return entries;
+  }
+
+  private decode(payload: Uint8Array, entries: Entry[], sink: PageSink): DecodedBatch {
+    const pages = new Uint32Array(entries.length);
+    for (let i = 0; i < entries.length; i++) {
+      const { pageNo, codec, start, len } = entries[i]!;
+      const body = payload.subarray(start, start + len);
+      const page = this.page;
+      if (codec === Codec.ZERO) {
+        page.fill(0);
+      } else if (codec === Codec.RAW) {
+        page.set(body);
+      } else {
+        const target = codec === Codec.LZ4 ? page : this.delta;
+        let n: number;
+        try {
+          n = lz4Decompress(body, target);
+        } catch {
+          n = -1;
+        }
+        if (n !== PAGE_BYTES) throw malformed(`page entry ${i}: ${CODEC_NAMES[codec]} body decodes to ${n} bytes, want ${PAGE_BYTES}`);
+        if (codec === Codec.XOR_LZ4) {
+          const base = sink.base(pageNo);
+          if (base !== undefined && base.length !== PAGE_BYTES) throw malformed(`page ${pageNo}: base copy is ${base.length} bytes`);
+          if (base === undefined) page.set(this.delta);
+          else for (let k = 0; k < PAGE_BYTES; k++) page[k] = this.delta[k]! ^ base[k]!;
+        }
+      }
+      sink.put(pageNo, page);
+      pages[i] = pageNo;
+    }
+    return { count: entries.length, pages, wireBytes: payload.length, rawBytes: entries.length * PAGE_BYTES };
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * Framing. One frame = one WebSocket binary message:
+ *
+ *   u32 headerLength (LE) | msgpack(header) | payload bytes (to the end of the message)
+ *
+ * On a byte stream (raw TCP, snapshot files) each frame is prefixed by its length:
+ *
+ *   u32 frameLength (LE) | frame
+ *
+ * Both decoders are pure, check every length against the limits before buffering or
+ * allocating, and fail with a ProtocolError (FRAME_TRUNCATED, FRAME_TOO_LARGE,
+ * FRAME_MALFORMED), never with another exception.
+ */
+import { Packr, Unpackr } from 'msgpackr';
+import { ProtocolError, malformed, tooLarge, truncated } from './errors.js';
+import { PAYLOAD_TYPES, type Message } from './messages.js';
+import { validateMessage } from './schema.js';
+
+export interface FrameLimits {
+  /** Largest msgpack header, bytes. Default 64 KiB. */
+  maxHeaderBytes: number;
+  /** Largest payload, bytes. Default 64 MiB. */
+  maxPayloadBytes: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<FrameLimits> = Object.freeze({
+  maxHeaderBytes: 64 * 1024,
+  maxPayloadBytes: 64 * 1024 * 1024,
+});
+
+/** Bytes of the u32 length prefixes. */
+export const PREFIX_BYTES = 4;
+
+export interface DecodedFrame {
+  msg: Message;
+  /** A view into the frame's bytes (no copy); empty for messages without payload. */
+  payload: Uint8Array;
+}
+
+/** Fills in defaults and rejects nonsense limits once, naming the option. */
+export function resolveLimits(limits?: Partial<FrameLimits>): FrameLimits {
+  const out = { ...DEFAULT_LIMITS, ...limits };
+  for (const key of ['maxHeaderBytes', 'maxPayloadBytes'] as const) {
+    const v = out[key];
+    // 2^31 keeps every sum of lengths a safe small integer and below Buffer limits.
+    if (!Number.isSafeInteger(v) || v < 16 || v > 2 ** 31) {
+      throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `${key} must be an integer in 16..2^31, got ${String(v)}`);
+    }
+  }
+  return out;
+}
+
+/** Largest frame (without the stream prefix) the limits admit, bytes. */
+export function maxFrameBytes(limits: FrameLimits): number {
+  return PREFIX_BYTES + limits.maxHeaderBytes + limits.maxPayloadBytes;
+}
+
+// No records/structures: every frame must decode on its own, with no state shared
+// across frames. int64 values decode as bigint so i64 globals keep their type.
+const packr = new Packr({ useRecords: false, moreTypes: false, bundleStrings: false });
+const unpackr = new Unpackr({ useRecords: false, moreTypes: false, bundleStrings: false, mapsAsObjects: true, int64AsType: 'bigint' });
+
+const EMPTY = new Uint8Array(0);
+
+/** Encodes one frame. The message is validated like an incoming one. */
+export function encodeFrame(msg: Message, payload: Uint8Array = EMPTY, limits?: Partial<FrameLimits>): Uint8Array {
+  const lim = limits ? resolveLimits(limits) : DEFAULT_LIMITS;
+  const clean = validateMessage(msg);
+  if (payload.length > 0 && !PAYLOAD_TYPES.has(clean.t)) throw malformed(`${clean.t} carries no payload, got ${payload.length} bytes`);
+  if (payload.length > lim.maxPayloadBytes) throw tooLarge(`payload of ${payload.length} bytes exceeds maxPayloadBytes ${lim.maxPayloadBytes}`);
+  const header = packr.pack(clean);
+  if (header.length > lim.maxHeaderBytes) throw tooLarge(`${clean.t} header of ${header.length} bytes exceeds maxHeaderBytes ${lim.maxHeaderBytes}`);
+  const out = new Uint8Array(PREFIX_BYTES + header.length + payload.length);
+  new DataView(out.buffer).setUint32(0, header.length, true);
+  out.set(header, PREFIX_BYTES);
+  out.set(payload, PREFIX_BYTES + header.length);
+  return out;
+}
+
+/** Decodes one frame (a whole WebSocket message). */
+export function decodeFrame(bytes: Uint8Array, limits?: Partial<FrameLimits>): DecodedFrame {
+  const lim = limits ? resolveLimits(limits) : DEFAULT_LIMITS;
+  if (bytes.length < PREFIX_BYTES) throw truncated(`frame of ${bytes.length} bytes is shorter than its ${PREFIX_BYTES}-byte header length`);
+  const headerLength = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0, true);
+  if (headerLength > lim.maxHeaderBytes) throw tooLarge(`header length ${headerLength} exceeds maxHeaderBytes ${lim.maxHeaderBytes}`);
+  if (headerLength === 0) throw malformed('header length is 0');
+  const payloadStart = PREFIX_BYTES + headerLength;
+  if (payloadStart > bytes.length) throw truncated(`header length ${headerLength} runs past the frame end (${bytes.length - PREFIX_BYTES} bytes left)`);
+  const payloadLength = bytes.length - payloadStart;
+  if (payloadLength > lim.maxPayloadBytes) throw tooLarge(`payload of ${payloadLength} bytes exceeds maxPayloadBytes ${lim.maxPayloadBytes}`);
+  let header: unknown;
+  try {
+    header = unpackr.unpack(bytes.subarray(PREFIX_BYTES, payloadStart));
+  } catch (e) {
+    // msgpackr throws plain Errors/RangeErrors (bad type byte, short data, deep nesting).
+    throw new ProtocolError('FTVM_ERR_FRAME_MALFORMED', `header is not valid msgpack: ${(e as Error)?.message ?? String(e)}`.slice(0, 300));
+  }
+  const msg = validateMessage(header);
+  if (payloadLength > 0 && !PAYLOAD_TYPES.has(msg.t)) throw malformed(`${msg.t} carries no payload, got ${payloadLength} bytes`);
+  return { msg, payload: payloadLength > 0 ? bytes.subarray(payloadStart) : EMPTY };
+}
+
+/** Encodes a frame for a byte stream: u32 frameLength | frame. */
+export function encodeStreamFrame(msg: Message, payload?: Uint8Array, limits?: Partial<FrameLimits>): Uint8Array {
+  const frame = encodeFrame(msg, payload, limits);
+  const out = new Uint8Array(PREFIX_BYTES + frame.length);
+  new DataView(out.buffer).setUint32(0, frame.length, true);
+  out.set(frame, PREFIX_BYTES);
+  return out;
+}
+
+/**
+ * Splits a byte stream into frames. Feed chunks of any size with `push`; call `end`
+ * when the stream ends. Buffers at most one frame (<= 4 + maxFrameBytes bytes); a
+ * length prefix above the limit fails before any of that frame is buffered. After
+ * an error the reader stays failed: a byte stream cannot resynchronise.
+ */
+export class FrameReader {
+  readonly limits: FrameLimits;
+  private chunks: Uint8Array[] = [];
+  private buffered = 0;
+  /** Length of the frame being assembled, or -1 while its prefix is incomplete. */
+  private need = -1;
+  private failed: ProtocolError | undefined;
+
+  constructor(limits?: Partial<FrameLimits>) {
+    this.limits = resolveLimits(limits);
+  }
+
+  /** Bytes held for the incomplete frame. */
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+
+  push(chunk: Uint8Array): DecodedFrame[] {
+    if (this.failed) throw this.failed;
+    const out: DecodedFrame[] = [];
+    try {
+      if (chunk.length > 0) {
+        this.chunks.push(chunk);
+        this.buffered += chunk.length;
+      }
+      for (;;) {
+        if (this.need < 0) {
+          if (this.buffered < PREFIX_BYTES) break;
+          const prefix = this.take(PREFIX_BYTES);
+          const len = new DataView(prefix.buffer, prefix.byteOffset, PREFIX_BYTES).getUint32(0, true);
+          if (len > maxFrameBytes(this.limits)) throw tooLarge(`stream frame of ${len} bytes exceeds the limit ${maxFrameBytes(this.limits)}`);
+          if (len < PREFIX_BYTES + 1) throw malformed(`stream frame length ${len} is below the smallest frame`);
+          this.need = len;
+        }
+        if (this.buffered < this.need) break;
+        const frame = this.take(this.need);
+        this.need = -1;
+        out.push(decodeFrame(frame, this.limits));
+      }
+    } catch (e) {
+      this.failed = e instanceof ProtocolError ? e : malformed(String(e));
+      this.chunks = [];
+      this.buffered = 0;
+      throw this.failed;
+    }
+    return out;
+  }
+
+  /** The stream ended: fails with FRAME_TRUNCATED when a frame was cut short. */
+  end(): void {
+    if (this.failed) throw this.failed;
+    if (this.buffered > 0 || this.need >= 0) {
+      this.failed = truncated(`stream ended inside a frame (${this.buffered} of ${this.need < 0 ? PREFIX_BYTES : this.need} bytes)`);
+      throw this.failed;
+    }
+  }
+
+  /** Removes n <= buffered bytes from the front; copies only when they span chunks. */
+  private take(n: number): Uint8Array {
+    const first = this.chunks[0]!;
+    let out: Uint8Array;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = new Uint8Array(n);
+      let at = 0;
+      while (at < n) {
+        const c = this.chunks[0]!;
+        const k = Math.min(c.length, n - at);
+        out.set(c.subarray(0, k), at);
+        at += k;
+        if (k === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(k);
+      }
+    }
+    this.buffered -= n;
+    return out;
+  }
+}

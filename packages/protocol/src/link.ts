@@ -1,0 +1,334 @@
+/**
+ * Authenticated links over WebSocket (`ws`). A node listens on one address for every
+ * link kind; the hello says which link and role the peer wants, and `onLink` dispatches.
+ *
+ * Failure discipline: a bad frame, a message not allowed on the link, a failed
+ * handshake or a handshake timeout emits a coded error on the Link (when anyone
+ * listens), sends `reject` during the handshake, and closes with the code from
+ * CLOSE_CODES. Frames larger than the transport ceiling (4 + maxHeaderBytes +
+ * maxPayloadBytes) are refused by ws itself, before buffering, with close code 1009.
+ */
+import { EventEmitter } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { FtvmError } from '@ftvm/guest-abi';
+import { CLOSE_NORMAL, PeerRefusedError, ProtocolError, closeCodeFor, closeReason, errorFromClose, malformed } from './errors.js';
+import { decodeFrame, encodeFrame, maxFrameBytes, resolveLimits, type FrameLimits } from './frame.js';
+import { ClientHandshake, ServerHandshake, asCoded, type ClientHello, type ServerIdentity } from './handshake.js';
+import { LINK_MESSAGES, type Hello, type LinkKind, type Message, type Welcome } from './messages.js';
+
+export interface LinkOptions {
+  limits?: Partial<FrameLimits>;
+  /** Bytes queued for sending beyond which `send` fails with FTVM_ERR_SEND_BUFFER_FULL. Default 256 MiB. */
+  maxSendBufferedBytes?: number;
+}
+
+export interface LinkEvents {
+  message: [msg: Message, payload: Uint8Array];
+  /** A coded failure; the link is closing. Only emitted when someone listens. */
+  error: [err: FtvmError];
+  close: [code: number, reason: string];
+  /** Queued bytes fell to or below a `drained()` threshold. */
+  drain: [];
+}
+
+const DEFAULT_MAX_SEND_BUFFERED = 256 * 1024 * 1024;
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
+
+function toBytes(data: RawData): Uint8Array {
+  if (Array.isArray(data)) return Buffer.concat(data);
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return data;
+}
+
+/** An established, authenticated link. */
+export class Link extends EventEmitter<LinkEvents> {
+  /** The peer's hello (server side) or welcome (client side). */
+  readonly peer: Hello | Welcome;
+  readonly kind: LinkKind;
+  readonly limits: FrameLimits;
+  private readonly maxSendBuffered: number;
+  private readonly allowed: ReadonlySet<string>;
+  private ended = false;
+  private waiters: { threshold: number; resolve: () => void }[] = [];
+
+  /** @internal: built by listen() and connect() once the handshake succeeded. */
+  constructor(private readonly ws: WebSocket, kind: LinkKind, peer: Hello | Welcome, opts: LinkOptions) {
+    super();
+    this.kind = kind;
+    this.peer = peer;
+    this.limits = resolveLimits(opts.limits);
+    this.maxSendBuffered = opts.maxSendBufferedBytes ?? DEFAULT_MAX_SEND_BUFFERED;
+    this.allowed = LINK_MESSAGES[kind];
+    ws.on('message', (data, isBinary) => this.onData(data, isBinary));
+    ws.on('close', (code, reason) => {
+      this.ended = true;
+      for (const w of this.waiters.splice(0)) w.resolve();
+      this.emit('close', code, reason.toString('utf8'));
+    });
+  }
+
+  get closed(): boolean {
+    return this.ended || this.ws.readyState !== WebSocket.OPEN;
+  }
+
+  /** Bytes accepted by send() and not yet written to the socket. */
+  get bufferedAmount(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  /** Sends one message. Throws a coded error for a bad message, a full buffer or a closed link. */
+  send(msg: Message, payload?: Uint8Array): void {
+    if (this.closed) throw new ProtocolError('FTVM_ERR_LINK_CLOSED', `cannot send ${msg.t}: the ${this.kind} link is closed`);
+    if (!this.allowed.has(msg.t)) throw new ProtocolError('FTVM_ERR_UNEXPECTED_MESSAGE', `${msg.t} is not allowed on a ${this.kind} link`);
+    const frame = encodeFrame(msg, payload, this.limits);
+    if (this.ws.bufferedAmount + frame.length > this.maxSendBuffered) {
+      throw new ProtocolError('FTVM_ERR_SEND_BUFFER_FULL', `${this.ws.bufferedAmount} bytes already queued on the ${this.kind} link (limit ${this.maxSendBuffered}); wait for drained()`);
+    }
+    this.ws.send(frame, { binary: true }, () => this.checkWaiters());
+  }
+
+  /** Resolves once at most `threshold` bytes are queued (or the link closed). */
+  drained(threshold = 0): Promise<void> {
+    if (this.closed || this.ws.bufferedAmount <= threshold) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ threshold, resolve }));
+  }
+
+  /** Stops reading from the peer (receive backpressure); resume() reads again. */
+  pause(): void {
+    this.ws.pause();
+  }
+
+  resume(): void {
+    this.ws.resume();
+  }
+
+  /** A normal close (4000) or one for an error code. */
+  close(code = CLOSE_NORMAL, reason = 'closed'): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.ws.close(code, reason.slice(0, 120));
+  }
+
+  /** Emits `err` (if anyone listens) and closes with its code. */
+  fail(err: FtvmError): void {
+    if (this.ended) return;
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+    this.close(closeCodeFor(err.code), closeReason(err));
+  }
+
+  private checkWaiters(): void {
+    if (this.waiters.length === 0) return;
+    const queued = this.ws.bufferedAmount;
+    const ready = this.waiters.filter((w) => queued <= w.threshold);
+    if (ready.length === 0) return;
+    this.waiters = this.waiters.filter((w) => queued > w.threshold);
+    for (const w of ready) w.resolve();
+    this.emit('drain');
+  }
+
+  private onData(data: RawData, isBinary: boolean): void {
+    if (this.ended) return;
+    let decoded;
+    try {
+      if (!isBinary) throw malformed('text messages are not part of the protocol');
+      decoded = decodeFrame(toBytes(data), this.limits);
+      if (!this.allowed.has(decoded.msg.t)) {
+        throw new ProtocolError('FTVM_ERR_UNEXPECTED_MESSAGE', `${decoded.msg.t} is not allowed on a ${this.kind} link`);
+      }
+    } catch (e) {
+      this.fail(asCoded(e));
+      return;
+    }
+    if (decoded.msg.t === 'reject') {
+      // The peer explains why it is about to close; surface its code.
+      this.fail(new PeerRefusedError(decoded.msg.code, `peer refused the link: ${decoded.msg.message}`));
+      return;
+    }
+    this.emit('message', decoded.msg, decoded.payload);
+  }
+}
+
+export interface ListenOptions extends LinkOptions {
+  host?: string;
+  /** 0 picks a free port. */
+  port: number;
+  token: Uint8Array;
+  /** Who this node is right now (read at each handshake for the welcome). */
+  identity: () => ServerIdentity;
+  /** Refuses a peer by throwing an FtvmError (FTVM_ERR_STALE_TERM, a link this role does not serve, ...). */
+  accept?: (hello: Hello) => void;
+  onLink: (link: Link, hello: Hello) => void;
+  /** Default 5000 ms. */
+  handshakeTimeoutMs?: number;
+  /** Connections still handshaking beyond which new ones are refused at once. Default 64. */
+  maxPendingHandshakes?: number;
+}
+
+export interface Listener {
+  readonly port: number;
+  readonly url: string;
+  /** Links established and still open. */
+  readonly links: ReadonlySet<Link>;
+  close(): Promise<void>;
+}
+
+function validateCommon(opts: { handshakeTimeoutMs?: number; maxSendBufferedBytes?: number; maxPendingHandshakes?: number }): void {
+  for (const key of ['handshakeTimeoutMs', 'maxSendBufferedBytes', 'maxPendingHandshakes'] as const) {
+    const v = opts[key];
+    if (v !== undefined && (!Number.isSafeInteger(v) || v <= 0)) {
+      throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `${key} must be a positive integer, got ${String(v)}`);
+    }
+  }
+}
+
+/** Sends a reject (best effort) and closes with the error's code. */
+function refuse(ws: WebSocket, err: FtvmError, limits: FrameLimits): void {
+  if (ws.readyState !== WebSocket.OPEN) return;
+  try {
+    ws.send(encodeFrame({ t: 'reject', code: err.code, message: err.message.slice(0, 1024) }, undefined, limits));
+  } catch {
+    // The close frame below carries the code anyway.
+  }
+  ws.close(closeCodeFor(err.code), closeReason(err));
+}
+
+export async function listen(opts: ListenOptions): Promise<Listener> {
+  validateCommon(opts);
+  const limits = resolveLimits(opts.limits);
+  const timeoutMs = opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  const maxPending = opts.maxPendingHandshakes ?? 64;
+  const links = new Set<Link>();
+  let pending = 0;
+  const wss = new WebSocketServer({ host: opts.host, port: opts.port, maxPayload: maxFrameBytes(limits), perMessageDeflate: false });
+  wss.on('connection', (ws) => {
+    if (pending >= maxPending) {
+      ws.close(closeCodeFor('FTVM_ERR_SEND_BUFFER_FULL'), 'FTVM_ERR_SEND_BUFFER_FULL: too many handshakes in progress');
+      return;
+    }
+    pending++;
+    let settled = false;
+    const settle = (): void => {
+      if (settled) return;
+      settled = true;
+      pending--;
+      clearTimeout(timer);
+      ws.off('message', onMessage);
+    };
+    const hs = new ServerHandshake({ token: opts.token, identity: opts.identity, accept: opts.accept });
+    const timer = setTimeout(() => {
+      settle();
+      refuse(ws, new ProtocolError('FTVM_ERR_HANDSHAKE_TIMEOUT', `no valid hello within ${timeoutMs} ms`), limits);
+    }, timeoutMs);
+    timer.unref();
+    const onMessage = (data: RawData, isBinary: boolean): void => {
+      if (settled) return;
+      let hello: Hello;
+      let welcome: Welcome;
+      try {
+        if (!isBinary) throw malformed('text messages are not part of the protocol');
+        const { msg } = decodeFrame(toBytes(data), limits);
+        const step = hs.receive(msg);
+        hello = step.done!;
+        welcome = step.reply;
+      } catch (e) {
+        settle();
+        refuse(ws, asCoded(e), limits);
+        return;
+      }
+      settle();
+      ws.send(encodeFrame(welcome, undefined, limits));
+      const link = new Link(ws, hello.link, hello, opts);
+      links.add(link);
+      link.on('close', () => links.delete(link));
+      try {
+        opts.onLink(link, hello);
+      } catch (e) {
+        link.fail(asCoded(e));
+      }
+    };
+    ws.on('message', onMessage);
+    ws.on('close', settle);
+    // Socket errors (resets) end in 'close'; without a listener ws would throw.
+    ws.on('error', () => {});
+    ws.send(encodeFrame(hs.start(), undefined, limits));
+  });
+  wss.on('error', () => {});
+  await new Promise<void>((resolve, reject) => {
+    wss.once('listening', resolve);
+    wss.once('error', (e) => reject(new ProtocolError('FTVM_ERR_LISTEN_FAILED', `cannot listen on ${opts.host ?? '*'}:${opts.port}: ${(e as Error).message}`)));
+  });
+  const port = (wss.address() as AddressInfo).port;
+  const host = opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? opts.host : '127.0.0.1';
+  return {
+    port,
+    url: `ws://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    links,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close(() => resolve());
+      }),
+  };
+}
+
+export interface ConnectOptions extends LinkOptions, ClientHello {
+  token: Uint8Array;
+  /** Handshake deadline including the TCP/WebSocket connect, ms. Default 5000. */
+  timeoutMs?: number;
+  /** Claimed protocol version (tests of the mismatch path). */
+  version?: number;
+}
+
+/** Connects and authenticates; rejects with a coded error (the server's reject code when it refused). */
+export function connect(url: string, opts: ConnectOptions): Promise<Link> {
+  validateCommon({ handshakeTimeoutMs: opts.timeoutMs, maxSendBufferedBytes: opts.maxSendBufferedBytes });
+  const limits = resolveLimits(opts.limits);
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  const { role, link, nodeId, term, epoch, guestDigest } = opts;
+  const hs = new ClientHandshake({ token: opts.token, hello: { role, link, nodeId, term, epoch, guestDigest }, version: opts.version });
+  return new Promise<Link>((resolve, reject) => {
+    const ws = new WebSocket(url, { maxPayload: maxFrameBytes(limits), perMessageDeflate: false });
+    let done = false;
+    const finish = (err: FtvmError | undefined, linkObj?: Link): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      ws.off('message', onMessage);
+      if (err) {
+        if (ws.readyState === WebSocket.OPEN) refuse(ws, err, limits);
+        else ws.terminate();
+        reject(err);
+      } else resolve(linkObj!);
+    };
+    const timer = setTimeout(
+      () => finish(new ProtocolError('FTVM_ERR_HANDSHAKE_TIMEOUT', `no welcome from ${url} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const onMessage = (data: RawData, isBinary: boolean): void => {
+      try {
+        if (!isBinary) throw malformed('text messages are not part of the protocol');
+        const { msg } = decodeFrame(toBytes(data), limits);
+        const step = hs.receive(msg);
+        if (step.reply) ws.send(encodeFrame(step.reply, undefined, limits));
+        if (step.done) finish(undefined, new Link(ws, link, step.done, opts));
+      } catch (e) {
+        if (e instanceof PeerRefusedError) {
+          // The server refused and is closing: do not answer with a reject of our own.
+          done = true;
+          clearTimeout(timer);
+          ws.off('message', onMessage);
+          ws.close(CLOSE_NORMAL, 'refused');
+          reject(e);
+          return;
+        }
+        finish(asCoded(e));
+      }
+    };
+    ws.on('message', onMessage);
+    ws.on('error', (e) => finish(new ProtocolError('FTVM_ERR_CONNECT_FAILED', `cannot connect to ${url}: ${e.message}`)));
+    ws.on('close', (code, reason) => {
+      finish(errorFromClose(code, reason.toString('utf8')) ?? new ProtocolError('FTVM_ERR_CONNECT_FAILED', `${url} closed during the handshake (${code})`));
+    });
+  });
+}

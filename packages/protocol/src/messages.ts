@@ -1,0 +1,174 @@
+/**
+ * Every message ftvm nodes exchange: one discriminated union on `t`.
+ *
+ * Units and ranges: every integer field is a safe non-negative integer (0..2^53-1)
+ * unless said otherwise; `term` is the fencing generation (the proxy bumps it on
+ * every promotion; a message from an older term is refused); `epoch` numbers the
+ * primary's checkpoints, starting at 1 (0 = none yet); byte offsets count bytes of a
+ * connection's stream since it opened. Byte fields are `Uint8Array`.
+ *
+ * Messages that carry a binary payload (outside the msgpack header) are listed in
+ * `PAYLOAD_TYPES`; every other message must arrive with an empty payload.
+ */
+
+export const PROTOCOL_VERSION = 1;
+
+/** Size of handshake nonces, HMAC proofs, image digests and guest digests, bytes. */
+export const NONCE_BYTES = 32;
+export const PROOF_BYTES = 32;
+export const DIGEST_BYTES = 32;
+/** Size of one per-page hash in a scrub response, bytes (see digest.ts). */
+export const PAGE_HASH_BYTES = 8;
+/** Most pages one scrub request may cover (hashes then fit a 32 KiB header). */
+export const MAX_SCRUB_PAGES = 4096;
+/** Most entries in `globals`, `offsets.conns`. */
+export const MAX_GLOBALS = 65536;
+export const MAX_CONNS = 65536;
+/** Most nesting levels in an opaque (`devices`, `clock`, `detail`) value. */
+export const MAX_OPAQUE_DEPTH = 32;
+
+export const ROLES = ['primary', 'secondary', 'proxy', 'receiver', 'cli'] as const;
+export type Role = (typeof ROLES)[number];
+
+/**
+ * What a connection is for; one listener serves them all and dispatches on the hello.
+ * - replication: primary -> secondary checkpoints, acks, heartbeats, scrub.
+ * - net: proxy -> active node client streams; output, commit back.
+ * - control: promotion, fencing and status between nodes, the proxy and the cli.
+ * - migration: pre-copy rounds and disk blocks to a receiver.
+ */
+export const LINKS = ['replication', 'net', 'control', 'migration'] as const;
+export type LinkKind = (typeof LINKS)[number];
+
+/** A msgpack-able value the protocol carries without interpreting (device state, clock). */
+export type Opaque = null | boolean | number | bigint | string | Uint8Array | Opaque[] | { [key: string]: Opaque };
+
+// ---- handshake ----
+
+/** Server -> client, first message on every connection. */
+export interface Challenge { t: 'challenge'; version: number; nonce: Uint8Array }
+/** Client -> server, answer to the challenge. `proof` = HMAC(token, client transcript). */
+export interface Hello {
+  t: 'hello';
+  version: number;
+  role: Role;
+  link: LinkKind;
+  nodeId: string;
+  term: number;
+  epoch?: number;
+  /** sha256 of the guest module the client runs, when it runs one. */
+  guestDigest?: Uint8Array;
+  nonce: Uint8Array;
+  proof: Uint8Array;
+}
+/** Server -> client: handshake accepted; `proof` lets the client authenticate the server. */
+export interface Welcome { t: 'welcome'; nodeId: string; role: Role; term: number; epoch: number; proof: Uint8Array }
+/** Either side, before closing: why the handshake or link failed (an FTVM_ERR_* code). */
+export interface Reject { t: 'reject'; code: string; message: string }
+
+// ---- replication / migration ----
+
+/** Opens checkpoint `epoch`; its pages follow in `ckpt_pages`, then `ckpt_end`. */
+export interface CkptBegin {
+  t: 'ckpt_begin';
+  term: number;
+  epoch: number;
+  /** Size of guest linear memory at the checkpoint, bytes (a multiple of 64 KiB). */
+  memBytes: number;
+  /** Pages this checkpoint carries (dirty pages, or all for a full one). */
+  pageCount: number;
+  /** Mutable global values by index; i64 globals as bigint. */
+  globals: (number | bigint)[];
+  devices: Opaque;
+  clock?: Opaque;
+  /** true: the image is the pages sent (a full sync); false: a delta on the last acked one. */
+  full: boolean;
+}
+/** A batch of encoded pages (payload: see codec.ts). `seq` counts batches from 0 within the epoch. */
+export interface CkptPages { t: 'ckpt_pages'; term: number; epoch: number; seq: number; count: number }
+/** A batch of dirty 4 KiB disk blocks, same payload layout as pages (block numbers). */
+export interface CkptBlocks { t: 'ckpt_blocks'; term: number; epoch: number; seq: number; count: number }
+/** Closes checkpoint `epoch`; `digest` is the image digest after applying it. */
+export interface CkptEnd {
+  t: 'ckpt_end';
+  term: number;
+  epoch: number;
+  pageCount: number;
+  digest: Uint8Array;
+  /** Encoded page bytes sent for this epoch. */
+  wireBytes: number;
+  /** Page bytes before encoding (pageCount * 4096). */
+  rawBytes: number;
+}
+/** The secondary has applied and verified `epoch`; its image digest. */
+export interface Ack { t: 'ack'; term: number; epoch: number; digest: Uint8Array }
+/** The secondary refused `epoch` (digest mismatch, gap, ...); `code` is an FTVM_ERR_* code. */
+export interface Nack { t: 'nack'; term: number; epoch: number; code: string; message: string }
+/** Liveness; `sentAtMs` is the sender's wall clock, ms since the Unix epoch. */
+export interface Heartbeat { t: 'heartbeat'; term: number; epoch: number; sentAtMs: number }
+/** Asks for the per-page hashes of [fromPage, fromPage+count) of the image at `epoch`. */
+export interface ScrubReq { t: 'scrub_req'; term: number; epoch: number; fromPage: number; count: number }
+/** `hashes`: count * PAGE_HASH_BYTES bytes, page by page. */
+export interface ScrubRes { t: 'scrub_res'; term: number; epoch: number; fromPage: number; count: number; hashes: Uint8Array }
+/** Asks the primary to resend [fromPage, fromPage+count) in full in its next checkpoint. */
+export interface ResyncReq { t: 'resync_req'; term: number; fromPage: number; count: number }
+/** Migration PULL: the receiver needs disk blocks [fromBlock, fromBlock+count) now. */
+export interface BlockReq { t: 'block_req'; term: number; fromBlock: number; count: number }
+
+// ---- net link (proxy <-> active node) and control ----
+
+/** A client connection opened (proxy -> node). `remote`: "host:port", for logs only. */
+export interface Open { t: 'open'; conn: number; remote?: string }
+/** Client bytes (payload); `offset` = position of the first payload byte in the input stream. */
+export interface Input { t: 'input'; conn: number; offset: number }
+/** Guest output (payload) produced in `epoch`; held by the proxy until commit(epoch). */
+export interface Output { t: 'output'; conn: number; epoch: number; offset: number }
+/**
+ * A connection closed. Proxy -> node: the client closed after `offset` input bytes.
+ * Node -> proxy: the guest closed it in `epoch` after `offset` output bytes.
+ */
+export interface Close { t: 'close'; conn: number; epoch?: number; offset?: number }
+/** Checkpoint `epoch` is acked: output tagged <= epoch may leave. */
+export interface Commit { t: 'commit'; term: number; epoch: number }
+/** Promotion in `term` (asked by a secondary, granted by the proxy), resuming after `fromEpoch`. */
+export interface Promote { t: 'promote'; term: number; fromEpoch?: number }
+/** Everything from a term older than `term` is refused from now on. */
+export interface Fence { t: 'fence'; term: number }
+export interface ConnOffsets {
+  conn: number;
+  /** Input bytes the guest consumed in the committed state. */
+  inConsumed: number;
+  /** Output bytes the guest produced in the committed state. */
+  outProduced: number;
+  closed: boolean;
+}
+/** The promoted node's committed per-connection offsets: the proxy replays input after them. */
+export interface Offsets { t: 'offsets'; term: number; epoch: number; conns: ConnOffsets[] }
+/** A node's state, for the cli and the proxy. `state` is a short word ("active", "standby"). */
+export interface Status { t: 'status'; role: Role; term: number; epoch: number; state: string; detail?: Opaque }
+
+export type Message =
+  | Challenge | Hello | Welcome | Reject
+  | CkptBegin | CkptPages | CkptBlocks | CkptEnd | Ack | Nack | Heartbeat | ScrubReq | ScrubRes | ResyncReq | BlockReq
+  | Open | Input | Output | Close | Commit | Promote | Fence | Offsets | Status;
+
+export type MessageType = Message['t'];
+export type MessageOf<T extends MessageType> = Extract<Message, { t: T }>;
+
+/** Messages whose frame carries a binary payload after the header. */
+export const PAYLOAD_TYPES: ReadonlySet<MessageType> = new Set<MessageType>(['ckpt_pages', 'ckpt_blocks', 'input', 'output']);
+
+export const HANDSHAKE_TYPES: ReadonlySet<MessageType> = new Set<MessageType>(['challenge', 'hello', 'welcome']);
+
+const COMMON: MessageType[] = ['reject', 'status', 'fence', 'heartbeat'];
+const REPLICATION: MessageType[] = [
+  'ckpt_begin', 'ckpt_pages', 'ckpt_blocks', 'ckpt_end', 'ack', 'nack', 'scrub_req', 'scrub_res', 'resync_req',
+];
+
+/** Messages allowed on each link after the handshake; anything else is FTVM_ERR_UNEXPECTED_MESSAGE. */
+export const LINK_MESSAGES: Readonly<Record<LinkKind, ReadonlySet<MessageType>>> = {
+  replication: new Set([...COMMON, ...REPLICATION]),
+  migration: new Set([...COMMON, ...REPLICATION, 'block_req']),
+  net: new Set([...COMMON, 'open', 'input', 'output', 'close', 'commit', 'promote', 'offsets']),
+  control: new Set([...COMMON, 'commit', 'promote', 'offsets']),
+};
