@@ -1,0 +1,130 @@
+/** WAT fixtures for the instrument tests: ABI boilerplate plus store-kind functions. */
+import binaryen from 'binaryen';
+
+export const ABI_BOILERPLATE = `
+  (global (export "ftvm_abi_version") i32 (i32.const 1))
+  (func (export "ftvm_init"))
+  (func (export "ftvm_alloc") (param i32) (result i32) (i32.const 1048576))
+  (func (export "ftvm_on_open") (param i32))
+  (func (export "ftvm_on_data") (param i32 i32 i32))
+  (func (export "ftvm_on_close") (param i32))
+  (func (export "ftvm_on_timer"))
+`;
+
+/** Compiles WAT text (binaryen's parser) to a wasm binary. */
+export function wat(text: string): Uint8Array {
+  let m: binaryen.Module;
+  try {
+    m = binaryen.parseText(text);
+  } catch (e) {
+    const line = Number(/^(\d+):/.exec(String((e as Error).message ?? e))?.[1] ?? 0);
+    throw new Error(`${String((e as Error).message ?? e)} in: ${text.split('\n')[line - 1]?.slice(0, 300)}`);
+  }
+  try {
+    m.setFeatures(binaryen.Features.All & ~binaryen.Features.GC & ~binaryen.Features.Strings & ~binaryen.Features.MultiMemory & ~binaryen.Features.Memory64);
+    return m.emitBinary();
+  } finally {
+    m.dispose();
+  }
+}
+
+/** A guest module with the full ABI around `body` (memory given in 64 KiB pages). */
+export function guest(body: string, memory = '(memory (export "memory") 40 64)'): Uint8Array {
+  return wat(`(module ${memory} ${ABI_BOILERPLATE} ${body})`);
+}
+
+export type OpKind = 'store' | 'rmw' | 'cmpxchg' | 'lane' | 'fill' | 'copy' | 'init' | 'nested';
+
+export interface OpDef {
+  name: string;
+  kind: OpKind;
+  /** Access width in bytes (store-like ops). */
+  bytes: number;
+  offset: number;
+  atomic: boolean;
+}
+
+const I64_OF_SEED = '(i64.mul (i64.extend_i32_u (local.get $s)) (i64.const -7046029254386353131))';
+const valueOf: Record<string, string> = {
+  i32: '(local.get $s)',
+  i64: I64_OF_SEED,
+  f32: '(f32.reinterpret_i32 (local.get $s))',
+  f64: `(f64.reinterpret_i64 ${I64_OF_SEED})`,
+  v128: '(i32x4.splat (local.get $s))',
+};
+
+interface StoreSpec { op: string; type: string; bytes: number; atomic: boolean; kind: OpKind }
+const STORE_SPECS: StoreSpec[] = [
+  { op: 'i32.store', type: 'i32', bytes: 4, atomic: false, kind: 'store' },
+  { op: 'i32.store8', type: 'i32', bytes: 1, atomic: false, kind: 'store' },
+  { op: 'i32.store16', type: 'i32', bytes: 2, atomic: false, kind: 'store' },
+  { op: 'i64.store', type: 'i64', bytes: 8, atomic: false, kind: 'store' },
+  { op: 'i64.store8', type: 'i64', bytes: 1, atomic: false, kind: 'store' },
+  { op: 'i64.store16', type: 'i64', bytes: 2, atomic: false, kind: 'store' },
+  { op: 'i64.store32', type: 'i64', bytes: 4, atomic: false, kind: 'store' },
+  { op: 'f32.store', type: 'f32', bytes: 4, atomic: false, kind: 'store' },
+  { op: 'f64.store', type: 'f64', bytes: 8, atomic: false, kind: 'store' },
+  { op: 'v128.store', type: 'v128', bytes: 16, atomic: false, kind: 'store' },
+  { op: 'i32.atomic.store', type: 'i32', bytes: 4, atomic: true, kind: 'store' },
+  { op: 'i32.atomic.store8', type: 'i32', bytes: 1, atomic: true, kind: 'store' },
+  { op: 'i32.atomic.store16', type: 'i32', bytes: 2, atomic: true, kind: 'store' },
+  { op: 'i64.atomic.store', type: 'i64', bytes: 8, atomic: true, kind: 'store' },
+  { op: 'i64.atomic.store32', type: 'i64', bytes: 4, atomic: true, kind: 'store' },
+  { op: 'i32.atomic.rmw.add', type: 'i32', bytes: 4, atomic: true, kind: 'rmw' },
+  { op: 'i32.atomic.rmw8.xchg_u', type: 'i32', bytes: 1, atomic: true, kind: 'rmw' },
+  { op: 'i64.atomic.rmw.or', type: 'i64', bytes: 8, atomic: true, kind: 'rmw' },
+  { op: 'i64.atomic.rmw16.sub_u', type: 'i64', bytes: 2, atomic: true, kind: 'rmw' },
+  { op: 'i32.atomic.rmw.cmpxchg', type: 'i32', bytes: 4, atomic: true, kind: 'cmpxchg' },
+  { op: 'i64.atomic.rmw32.cmpxchg_u', type: 'i64', bytes: 4, atomic: true, kind: 'cmpxchg' },
+  { op: 'v128.store8_lane', type: 'v128', bytes: 1, atomic: false, kind: 'lane' },
+  { op: 'v128.store16_lane', type: 'v128', bytes: 2, atomic: false, kind: 'lane' },
+  { op: 'v128.store32_lane', type: 'v128', bytes: 4, atomic: false, kind: 'lane' },
+  { op: 'v128.store64_lane', type: 'v128', bytes: 8, atomic: false, kind: 'lane' },
+];
+
+/** RMW results are returned as i32 (low bits), so JS gets a number for every op. */
+function wrapI64(type: string, expr: string): string {
+  return type === 'i64' ? `(i32.wrap_i64 ${expr})` : expr;
+}
+
+/** Builds the store-kinds module: every op is `(func (param $a $s $c i32) (result i32))`. */
+export function storeKindsModule(): { wasm: Uint8Array; ops: OpDef[]; segmentBytes: number } {
+  const ops: OpDef[] = [];
+  const funcs: string[] = [];
+  const head = (name: string) => `(func (export "${name}") (param $a i32) (param $s i32) (param $c i32) (result i32)`;
+  for (const spec of STORE_SPECS) {
+    // Atomics trap unless ea is aligned; 4088 keeps every width aligned and can reach the next page.
+    for (const offset of spec.atomic ? [0, 4088] : [0, 4093]) {
+      const name = `${spec.op}_o${offset}`;
+      const val = valueOf[spec.type]!;
+      let body: string;
+      if (spec.kind === 'store') body = `(${spec.op} offset=${offset} (local.get $a) ${val}) (i32.const 0)`;
+      else if (spec.kind === 'rmw') body = wrapI64(spec.type, `(${spec.op} offset=${offset} (local.get $a) ${val})`);
+      else if (spec.kind === 'cmpxchg') {
+        // expected = current value read by a load, so the exchange happens and bytes change.
+        const load = spec.type === 'i64' ? `(i64.atomic.load32_u offset=${offset} (local.get $a))` : `(i32.atomic.load offset=${offset} (local.get $a))`;
+        body = wrapI64(spec.type, `(${spec.op} offset=${offset} (local.get $a) ${load} ${val})`);
+      } else body = `(${spec.op} offset=${offset} 1 (local.get $a) ${val}) (i32.const 0)`;
+      funcs.push(`${head(name)} ${body})`);
+      ops.push({ name, kind: spec.kind, bytes: spec.bytes, offset, atomic: spec.atomic });
+    }
+  }
+  // A store nested in the value operand of another one: both pages must be marked, and the
+  // outer store must still use its own pointer (temp locals are per nesting depth).
+  funcs.push(`${head('nested')} (i32.store offset=1 (local.get $a) (block (result i32)
+      (i64.store offset=8190 (local.get $a) ${I64_OF_SEED}) (local.get $s))) (i32.const 0))`);
+  ops.push({ name: 'nested', kind: 'nested', bytes: 4, offset: 1, atomic: false });
+  funcs.push(`${head('fill')} (memory.fill (local.get $a) (local.get $s) (local.get $c)) (i32.const 0))`);
+  ops.push({ name: 'fill', kind: 'fill', bytes: 0, offset: 0, atomic: false });
+  funcs.push(`${head('copy')} (memory.copy (local.get $a) (local.get $s) (local.get $c)) (i32.const 0))`);
+  ops.push({ name: 'copy', kind: 'copy', bytes: 0, offset: 0, atomic: false });
+  funcs.push(`${head('init')} (memory.init $seg (local.get $a) (local.get $s) (local.get $c)) (i32.const 0))`);
+  ops.push({ name: 'init', kind: 'init', bytes: 0, offset: 0, atomic: false });
+  // Reserved-region probes: a store at any address, and an attempt to clear a bytemap byte.
+  funcs.push(`${head('poke8')} (i32.store8 (local.get $a) (local.get $s)) (i32.const 0))`);
+  const segmentBytes = 20000;
+  let seg = '';
+  for (let i = 0; i < segmentBytes; i++) seg += `\\${((i * 131 + 7) & 0xff).toString(16).padStart(2, '0')}`;
+  const wasm = guest(`(data $seg "${seg}") ${funcs.join('\n')}`);
+  return { wasm, ops, segmentBytes };
+}
