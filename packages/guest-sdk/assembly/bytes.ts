@@ -1,0 +1,351 @@
+// Byte-level building blocks for network guests: a bounded per-connection input
+// buffer, a growable output writer and a hash map keyed by byte strings.
+// InputBuffer and ByteWriter hold unmanaged memory (heap.alloc): the GC never moves
+// or frees it, so call free() when done (e.g. in onClose).
+
+import { sendBytes } from "./io";
+
+/** Bytes [ptr, ptr+len) equal [ptr2, ptr2+len2)? */
+export function bytesEqual(a: usize, alen: i32, b: usize, blen: i32): bool {
+  return alen == blen && memory.compare(a, b, <usize>alen) == 0;
+}
+
+/** Bytes equal the ASCII string s (case-insensitive when ci)? s must be ASCII. */
+export function bytesEqualAscii(ptr: usize, len: i32, s: string, ci: bool = false): bool {
+  if (len != s.length) return false;
+  for (let i = 0; i < len; i++) {
+    let a = <u32>load<u8>(ptr + <usize>i);
+    let b = <u32>s.charCodeAt(i);
+    if (ci) {
+      if (a - 65 < 26) a |= 32;
+      if (b - 65 < 26) b |= 32;
+    }
+    if (a != b) return false;
+  }
+  return true;
+}
+
+/** FNV-1a, 32 bits, over [ptr, ptr+len). */
+export function hashBytes(ptr: usize, len: i32): u32 {
+  let h: u32 = 0x811c9dc5;
+  for (let i = 0; i < len; i++) {
+    h = (h ^ <u32>load<u8>(ptr + <usize>i)) * 0x01000193;
+  }
+  return h;
+}
+
+/** A managed copy of [ptr, ptr+len). */
+export function copyBytes(ptr: usize, len: i32): ArrayBuffer {
+  let b = new ArrayBuffer(len);
+  memory.copy(changetype<usize>(b), ptr, <usize>len);
+  return b;
+}
+
+/** Result flag of the last parseI64 call (AssemblyScript has no tuples). */
+export let parseOk: bool = false;
+
+/**
+ * Parses a base-10 signed 64-bit integer that fills [ptr, ptr+len) exactly: optional
+ * '-', digits, no spaces, no '+', no leading zeros (except "0"), in range. Sets
+ * parseOk; returns 0 on failure.
+ */
+export function parseI64(ptr: usize, len: i32): i64 {
+  parseOk = false;
+  if (len <= 0 || len > 20) return 0;
+  let i = 0;
+  let neg = false;
+  if (load<u8>(ptr) == 45) { neg = true; i = 1; if (len == 1) return 0; }
+  let first = load<u8>(ptr + <usize>i);
+  if (first == 48 && len > i + 1) return 0;
+  if (neg && first == 48) return 0;
+  // Accumulate as a negative number: |i64.MIN| does not fit in a positive i64.
+  let acc: i64 = 0;
+  for (; i < len; i++) {
+    let d = <i32>load<u8>(ptr + <usize>i) - 48;
+    if (d < 0 || d > 9) return 0;
+    if (acc < (i64.MIN_VALUE + d) / 10) return 0;
+    acc = acc * 10 - d;
+  }
+  if (!neg) {
+    if (acc == i64.MIN_VALUE) return 0;
+    acc = -acc;
+  }
+  parseOk = true;
+  return acc;
+}
+
+/**
+ * A bounded, growable input buffer for one connection: append what arrives, parse
+ * from data(), consume() what was used. Never grows past `limit` bytes of pending
+ * input: append returns false instead.
+ */
+export class InputBuffer {
+  ptr: usize = 0;
+  cap: i32 = 0;
+  start: i32 = 0;
+  end: i32 = 0;
+
+  constructor(public limit: i32) {}
+
+  /** Address of the first unconsumed byte. */
+  data(): usize { return this.ptr + <usize>this.start; }
+  /** Unconsumed bytes. */
+  get length(): i32 { return this.end - this.start; }
+
+  /** Appends [src, src+len); false (and nothing appended) when it would exceed limit. */
+  append(src: usize, len: i32): bool {
+    if (len <= 0) return true;
+    let pending = this.end - this.start;
+    if (<i64>pending + <i64>len > <i64>this.limit) return false;
+    if (this.end + len > this.cap) {
+      if (pending + len <= this.cap && this.start > 0) {
+        memory.copy(this.ptr, this.ptr + <usize>this.start, <usize>pending);
+      } else {
+        let want = max(max(this.cap * 2, pending + len), 4096);
+        if (want > this.limit) want = max(this.limit, pending + len);
+        let np = heap.alloc(<usize>want);
+        if (pending > 0) memory.copy(np, this.ptr + <usize>this.start, <usize>pending);
+        if (this.ptr != 0) heap.free(this.ptr);
+        this.ptr = np;
+        this.cap = want;
+      }
+      this.start = 0;
+      this.end = pending;
+    }
+    memory.copy(this.ptr + <usize>this.end, src, <usize>len);
+    this.end += len;
+    return true;
+  }
+
+  /** Drops n bytes from the front. An emptied large buffer is released, so idle
+   *  connections do not pin the memory of their largest request. */
+  consume(n: i32): void {
+    this.start += n;
+    if (this.start >= this.end) {
+      this.start = 0;
+      this.end = 0;
+      if (this.cap > 65536) this.free();
+    }
+  }
+
+  /** Releases the memory; the buffer stays usable (and empty). */
+  free(): void {
+    if (this.ptr != 0) heap.free(this.ptr);
+    this.ptr = 0;
+    this.cap = 0;
+    this.start = 0;
+    this.end = 0;
+  }
+}
+
+/**
+ * A growable output buffer: replies are appended and sent in one host call by
+ * flush(). Callers bound its size by flushing (see `pending`).
+ */
+export class ByteWriter {
+  ptr: usize = 0;
+  cap: i32 = 0;
+  len: i32 = 0;
+
+  /** Makes room for n more bytes; returns the write address. */
+  reserve(n: i32): usize {
+    if (this.len + n > this.cap) {
+      let want = max(max(this.cap * 2, this.len + n), 1024);
+      this.ptr = this.ptr == 0 ? heap.alloc(<usize>want) : heap.realloc(this.ptr, <usize>want);
+      this.cap = want;
+    }
+    return this.ptr + <usize>this.len;
+  }
+
+  byte(b: i32): ByteWriter {
+    store<u8>(this.reserve(1), <u8>b);
+    this.len += 1;
+    return this;
+  }
+
+  bytes(src: usize, n: i32): ByteWriter {
+    if (n > 0) {
+      memory.copy(this.reserve(n), src, <usize>n);
+      this.len += n;
+    }
+    return this;
+  }
+
+  buffer(b: ArrayBuffer): ByteWriter {
+    return this.bytes(changetype<usize>(b), b.byteLength);
+  }
+
+  /** Appends an ASCII string byte by byte (chars above 0x7f are truncated: use utf8). */
+  ascii(s: string): ByteWriter {
+    let n = s.length;
+    let p = this.reserve(n);
+    for (let i = 0; i < n; i++) store<u8>(p + <usize>i, <u8>s.charCodeAt(i));
+    this.len += n;
+    return this;
+  }
+
+  utf8(s: string): ByteWriter {
+    return this.buffer(String.UTF8.encode(s));
+  }
+
+  /** Appends the base-10 text of v. */
+  int(v: i64): ByteWriter {
+    let p = this.reserve(20);
+    let u: u64;
+    let n = 0;
+    if (v < 0) {
+      store<u8>(p, 45);
+      n = 1;
+      u = <u64>(-(v + 1)) + 1;
+    } else {
+      u = <u64>v;
+    }
+    let digits = 1;
+    for (let t = u; t >= 10; t /= 10) digits++;
+    for (let i = digits - 1; i >= 0; i--) {
+      store<u8>(p + <usize>(n + i), <u8>(48 + <i32>(u % 10)));
+      u /= 10;
+    }
+    this.len += n + digits;
+    return this;
+  }
+
+  get pending(): i32 { return this.len; }
+
+  /** Sends everything written so far on conn and empties the writer. */
+  flush(conn: i32): void {
+    if (this.len > 0) sendBytes(conn, this.ptr, this.len);
+    this.len = 0;
+    // A writer that once held a huge reply gives the memory back.
+    if (this.cap > (1 << 20)) this.free();
+  }
+
+  /** Drops the content without sending it. */
+  reset(): void { this.len = 0; }
+
+  free(): void {
+    if (this.ptr != 0) heap.free(this.ptr);
+    this.ptr = 0;
+    this.cap = 0;
+    this.len = 0;
+  }
+}
+
+/** One key of a BytesMap. `aux` is free for the owner (e.g. an expiry time). */
+export class BytesEntry<V> {
+  aux: i64 = 0;
+  next: BytesEntry<V> | null = null;
+  constructor(public key: ArrayBuffer, public hash: u32, public value: V) {}
+}
+
+/**
+ * A chained hash map keyed by byte strings, looked up by (ptr, len) without copying
+ * the key. Buckets double when the load reaches 1, up to MAX_BUCKETS.
+ */
+export class BytesMap<V> {
+  static readonly MIN_BUCKETS: i32 = 16;
+  static readonly MAX_BUCKETS: i32 = 1 << 24;
+  buckets: StaticArray<BytesEntry<V> | null> = new StaticArray<BytesEntry<V> | null>(BytesMap.MIN_BUCKETS);
+  size: i32 = 0;
+
+  find(ptr: usize, len: i32): BytesEntry<V> | null {
+    return this.findHashed(ptr, len, hashBytes(ptr, len));
+  }
+
+  findHashed(ptr: usize, len: i32, h: u32): BytesEntry<V> | null {
+    let e = unchecked(this.buckets[<i32>(h & <u32>(this.buckets.length - 1))]);
+    while (e !== null) {
+      if (e.hash == h && e.key.byteLength == len && memory.compare(changetype<usize>(e.key), ptr, <usize>len) == 0) return e;
+      e = e.next;
+    }
+    return null;
+  }
+
+  /** Inserts a new key (copied) or replaces the value of an existing one (aux kept). */
+  set(ptr: usize, len: i32, value: V): BytesEntry<V> {
+    let h = hashBytes(ptr, len);
+    let e = this.findHashed(ptr, len, h);
+    if (e !== null) {
+      e.value = value;
+      return e;
+    }
+    return this.insertNew(copyBytes(ptr, len), h, value);
+  }
+
+  /** Inserts a key known to be absent; `key` is taken, not copied. */
+  insertNew(key: ArrayBuffer, h: u32, value: V): BytesEntry<V> {
+    if (this.size >= this.buckets.length && this.buckets.length < BytesMap.MAX_BUCKETS) this.resize(this.buckets.length << 1);
+    let ne = new BytesEntry<V>(key, h, value);
+    let idx = <i32>(h & <u32>(this.buckets.length - 1));
+    ne.next = unchecked(this.buckets[idx]);
+    unchecked(this.buckets[idx] = ne);
+    this.size++;
+    return ne;
+  }
+
+  delete(ptr: usize, len: i32): bool {
+    let e = this.find(ptr, len);
+    if (e === null) return false;
+    this.deleteEntry(e);
+    return true;
+  }
+
+  deleteEntry(target: BytesEntry<V>): void {
+    let idx = <i32>(target.hash & <u32>(this.buckets.length - 1));
+    let e = unchecked(this.buckets[idx]);
+    let prev: BytesEntry<V> | null = null;
+    while (e !== null) {
+      if (e === target) {
+        if (prev === null) unchecked(this.buckets[idx] = e.next);
+        else prev.next = e.next;
+        this.size--;
+        return;
+      }
+      prev = e;
+      e = e.next;
+    }
+  }
+
+  clear(): void {
+    this.buckets = new StaticArray<BytesEntry<V> | null>(BytesMap.MIN_BUCKETS);
+    this.size = 0;
+  }
+
+  /** All entries, in bucket order. */
+  entries(): Array<BytesEntry<V>> {
+    let out = new Array<BytesEntry<V>>(0);
+    for (let i = 0, n = this.buckets.length; i < n; i++) {
+      let e = unchecked(this.buckets[i]);
+      while (e !== null) { out.push(e); e = e.next; }
+    }
+    return out;
+  }
+
+  /** Some entry, chosen from a random start bucket r; null when empty. */
+  randomEntry(r: u32): BytesEntry<V> | null {
+    if (this.size == 0) return null;
+    let n = this.buckets.length;
+    let start = <i32>(r & <u32>(n - 1));
+    for (let k = 0; k < n; k++) {
+      let e = unchecked(this.buckets[(start + k) & (n - 1)]);
+      if (e !== null) return e;
+    }
+    return null;
+  }
+
+  private resize(n: i32): void {
+    let nb = new StaticArray<BytesEntry<V> | null>(n);
+    let old = this.buckets;
+    for (let i = 0, m = old.length; i < m; i++) {
+      let e = unchecked(old[i]);
+      while (e !== null) {
+        let next = e.next;
+        let idx = <i32>(e.hash & <u32>(n - 1));
+        e.next = unchecked(nb[idx]);
+        unchecked(nb[idx] = e);
+        e = next;
+      }
+    }
+    this.buckets = nb;
+  }
+}
