@@ -57,7 +57,7 @@ export function maxFrameBytes(limits: FrameLimits): number {
 
 // No records/structures: every frame must decode on its own, with no state shared
 // across frames. int64 values decode as bigint so i64 globals keep their type.
-const packr = new Packr({ useRecords: false, moreTypes: false, bundleStrings: false });
+const packr = new Packr({ useRecords: false, moreTypes: false, bundleStrings: false, variableMapSize: true });
 const unpackr = new Unpackr({ useRecords: false, moreTypes: false, bundleStrings: false, mapsAsObjects: true, int64AsType: 'bigint' });
 
 const EMPTY = new Uint8Array(0);

@@ -1,0 +1,216 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { PAGE_BYTES } from '@ftvm/guest-abi';
+import { Codec, ENTRY_HEADER_BYTES, PageDecoder, PageEncoder, type PageSink } from '../src/index.js';
+
+/** A page with kv-like content: mostly zero, a few short records. */
+function kvPage(seed: number): Uint8Array {
+  const p = new Uint8Array(PAGE_BYTES);
+  for (let r = 0; r < 12; r++) {
+    const at = (seed * 97 + r * 331) % (PAGE_BYTES - 40);
+    const text = `key:${seed}:${r}=value-${(seed * r) % 1000}`;
+    for (let i = 0; i < text.length; i++) p[at + i] = text.charCodeAt(i);
+  }
+  return p;
+}
+
+function randomPage(seed: number): Uint8Array {
+  const p = new Uint8Array(PAGE_BYTES);
+  let x = seed * 2654435761 >>> 0;
+  for (let i = 0; i < PAGE_BYTES; i++) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    p[i] = x & 0xff;
+  }
+  return p;
+}
+
+const concat = (pages: Uint8Array[]): Uint8Array => {
+  const out = new Uint8Array(pages.length * PAGE_BYTES);
+  pages.forEach((p, i) => out.set(p, i * PAGE_BYTES));
+  return out;
+};
+
+/** The codec of each entry, read from the batch bytes. */
+function codecsOf(payload: Uint8Array): number[] {
+  const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const out: number[] = [];
+  let at = 4;
+  for (let i = 0, n = dv.getUint32(0, true); i < n; i++) {
+    out.push(payload[at + 4]!);
+    at += ENTRY_HEADER_BYTES + dv.getUint32(at + 5, true);
+  }
+  return out;
+}
+
+const codeOf = (f: () => unknown): string => {
+  try {
+    f();
+  } catch (e) {
+    return (e as { code: string }).code;
+  }
+  return 'no error';
+};
+
+describe('page codecs', () => {
+  it('sends an all-zero page as ZERO with no body bytes', () => {
+    const enc = new PageEncoder();
+    const b = enc.encodeBatch([7], new Uint8Array(PAGE_BYTES));
+    expect(codecsOf(b.payload)).toEqual([Codec.ZERO]);
+    expect(b.wireBytes).toBe(4 + ENTRY_HEADER_BYTES);
+    const dec = new PageDecoder();
+    dec.ensure(8 * PAGE_BYTES);
+    dec.image.fill(0xaa);
+    dec.apply(b.payload, 1);
+    expect(dec.image.subarray(7 * PAGE_BYTES, 8 * PAGE_BYTES).every((x) => x === 0)).toBe(true);
+    expect(dec.image[6 * PAGE_BYTES]).toBe(0xaa);
+  });
+
+  it('sends an incompressible page RAW and a compressible one LZ4', () => {
+    const enc = new PageEncoder({ keepPrevious: false });
+    const b = enc.encodeBatch([0, 1], concat([randomPage(1), kvPage(1)]));
+    expect(codecsOf(b.payload)).toEqual([Codec.RAW, Codec.LZ4]);
+    expect(b.byCodec.RAW.pages).toBe(1);
+    expect(b.byCodec.LZ4.pages).toBe(1);
+    expect(b.byCodec.LZ4.bytes).toBeLessThan(PAGE_BYTES / 4);
+    const dec = new PageDecoder();
+    dec.apply(b.payload);
+    expect(dec.image.subarray(0, 2 * PAGE_BYTES)).toEqual(concat([randomPage(1), kvPage(1)]));
+  });
+
+  it('sends only RAW and ZERO with compression off', () => {
+    const enc = new PageEncoder({ compression: false });
+    const b = enc.encodeBatch([0, 1, 2], concat([kvPage(1), new Uint8Array(PAGE_BYTES), kvPage(1)]));
+    expect(codecsOf(b.payload)).toEqual([Codec.RAW, Codec.ZERO, Codec.RAW]);
+    expect(enc.cacheBytes).toBe(0);
+  });
+
+  it('XOR-deltas a page against the copy last sent when that is smaller', () => {
+    const enc = new PageEncoder();
+    const dec = new PageDecoder();
+    const v1 = randomPage(5);
+    dec.apply(enc.encodeBatch([3], v1).payload);
+    const v2 = new Uint8Array(v1);
+    v2[100] ^= 0xff;
+    v2[2000] = 42;
+    const b = enc.encodeBatch([3], v2);
+    expect(codecsOf(b.payload)).toEqual([Codec.XOR_LZ4]);
+    expect(b.wireBytes).toBeLessThan(100);
+    dec.apply(b.payload);
+    expect(dec.image.subarray(3 * PAGE_BYTES, 4 * PAGE_BYTES)).toEqual(v2);
+  });
+
+  it('never XOR-deltas a page it has not sent, nor after forget()', () => {
+    const enc = new PageEncoder();
+    const v1 = randomPage(9);
+    enc.encodeBatch([1], v1);
+    const v2 = new Uint8Array(v1);
+    v2[0] ^= 1;
+    expect(codecsOf(enc.encodeBatch([2], v2).payload)).toEqual([Codec.RAW]);
+    enc.forget();
+    expect(codecsOf(enc.encodeBatch([1], v2).payload)).toEqual([Codec.RAW]);
+    enc.forgetPages([1]);
+    expect(codecsOf(enc.encodeBatch([1], v1).payload)).toEqual([Codec.RAW]);
+    expect(codecsOf(enc.encodeBatch([1], v2).payload)).toEqual([Codec.XOR_LZ4]);
+  });
+
+  it('applies XOR deltas onto a sink base and writes through put', () => {
+    const enc = new PageEncoder();
+    const committed = new Map<number, Uint8Array>();
+    const staged = new Map<number, Uint8Array>();
+    const sink: PageSink = { base: (p) => committed.get(p), put: (p, page) => staged.set(p, new Uint8Array(page)) };
+    const dec = new PageDecoder();
+    const v1 = kvPage(3);
+    dec.decodeInto(enc.encodeBatch([4], v1).payload, sink);
+    committed.set(4, staged.get(4)!);
+    const v2 = new Uint8Array(v1);
+    v2[10] = 99;
+    const r = dec.decodeInto(enc.encodeBatch([4], v2).payload, sink, 1);
+    expect(Array.from(r.pages)).toEqual([4]);
+    expect(staged.get(4)).toEqual(v2);
+  });
+
+  it('round-trips random batches through every codec (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ page: fc.integer({ min: 0, max: 63 }), kind: fc.integer({ min: 0, max: 3 }), seed: fc.integer({ min: 1, max: 1e6 }) }), { minLength: 1, maxLength: 40 }),
+        fc.boolean(),
+        (steps, compression) => {
+          const enc = new PageEncoder({ compression });
+          const dec = new PageDecoder();
+          const truth = new Uint8Array(64 * PAGE_BYTES);
+          for (const s of steps) {
+            let page: Uint8Array;
+            if (s.kind === 0) page = new Uint8Array(PAGE_BYTES);
+            else if (s.kind === 1) page = randomPage(s.seed);
+            else if (s.kind === 2) page = kvPage(s.seed);
+            else {
+              page = truth.slice(s.page * PAGE_BYTES, (s.page + 1) * PAGE_BYTES);
+              page[s.seed % PAGE_BYTES] ^= 0x5a;
+            }
+            truth.set(page, s.page * PAGE_BYTES);
+            dec.apply(enc.encodeBatch([s.page], page).payload, 1);
+          }
+          dec.ensure(truth.length);
+          expect(Buffer.compare(dec.image.subarray(0, truth.length), truth)).toBe(0);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('reports wire and raw bytes per batch', () => {
+    const b = new PageEncoder().encodeBatch([0, 1, 2], concat([kvPage(1), kvPage(2), new Uint8Array(PAGE_BYTES)]));
+    expect(b.rawBytes).toBe(3 * PAGE_BYTES);
+    expect(b.wireBytes).toBe(b.payload.length);
+    const sum = Object.values(b.byCodec).reduce((a, s) => a + s.bytes, 0);
+    expect(sum + 4).toBe(b.wireBytes);
+  });
+
+  it('refuses bad encoder input with coded errors', () => {
+    const enc = new PageEncoder();
+    expect(codeOf(() => enc.encodeBatch([0, 1], new Uint8Array(PAGE_BYTES)))).toBe('FTVM_ERR_INVALID_OPTION');
+    expect(codeOf(() => enc.encodeBatch([2 ** 20], new Uint8Array(PAGE_BYTES)))).toBe('FTVM_ERR_INVALID_OPTION');
+    expect(codeOf(() => new PageEncoder({ compression: 'yes' as unknown as boolean }))).toBe('FTVM_ERR_INVALID_OPTION');
+  });
+});
+
+describe('PageDecoder on bad input', () => {
+  const good = new PageEncoder().encodeBatch([1, 2, 3], concat([kvPage(1), randomPage(2), new Uint8Array(PAGE_BYTES)])).payload;
+
+  const patch = (f: (dv: DataView, b: Uint8Array) => void): Uint8Array => {
+    const b = new Uint8Array(good);
+    f(new DataView(b.buffer), b);
+    return b;
+  };
+
+  it.each([
+    ['an empty batch', new Uint8Array(0)],
+    ['a count larger than the bytes', patch((dv) => dv.setUint32(0, 4, true))],
+    ['a huge count', patch((dv) => dv.setUint32(0, 0xffffffff, true))],
+    ['an unknown codec', patch((_, b) => { b[8] = 9; })],
+    ['an LZ4 length of a full page', patch((dv) => dv.setUint32(9, PAGE_BYTES, true))],
+    ['a body length past the end', patch((dv) => dv.setUint32(9, 4000, true))],
+    ['a page beyond 4 GiB', patch((dv) => dv.setUint32(4, 2 ** 20, true))],
+    ['trailing bytes', (() => { const b = new Uint8Array(good.length + 1); b.set(good); return b; })()],
+    ['a cut batch', good.subarray(0, good.length - 1)],
+    ['a corrupt LZ4 body', patch((_, b) => { b[13] = 0xff; b[14] = 0xff; b[15] = 0xff; })],
+  ])('refuses %s as malformed', (_, bytes) => {
+    expect(codeOf(() => new PageDecoder().apply(bytes))).toBe('FTVM_ERR_FRAME_MALFORMED');
+  });
+
+  it('refuses a batch whose count differs from the header', () => {
+    expect(codeOf(() => new PageDecoder().apply(good, 2))).toBe('FTVM_ERR_FRAME_MALFORMED');
+  });
+
+  it('refuses to grow its image past maxImageBytes', () => {
+    const b = new PageEncoder().encodeBatch([100], kvPage(1)).payload;
+    expect(codeOf(() => new PageDecoder({ maxImageBytes: 16 * PAGE_BYTES }).apply(b))).toBe('FTVM_ERR_FRAME_MALFORMED');
+  });
+
+  it('writes nothing when the batch structure is bad', () => {
+    const dec = new PageDecoder();
+    dec.ensure(4 * PAGE_BYTES);
+    expect(codeOf(() => dec.apply(good.subarray(0, good.length - 1)))).toBe('FTVM_ERR_FRAME_MALFORMED');
+    expect(dec.image.every((x) => x === 0)).toBe(true);
+  });
+});

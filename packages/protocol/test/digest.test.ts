@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { PAGE_BYTES } from '@ftvm/guest-abi';
+import { ImageDigest, digestEquals, digestImage, pageHash } from '../src/index.js';
+
+describe('image digest', () => {
+  it('equals the from-scratch digest after any sequence of page updates (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ page: fc.integer({ min: 0, max: 31 }), at: fc.integer({ min: 0, max: PAGE_BYTES - 1 }), value: fc.integer({ min: 0, max: 255 }) }), { maxLength: 60 }),
+        (writes) => {
+          const image = new Uint8Array(32 * PAGE_BYTES);
+          const d = new ImageDigest();
+          for (const w of writes) {
+            image[w.page * PAGE_BYTES + w.at] = w.value;
+            d.update(w.page, image, w.page * PAGE_BYTES);
+          }
+          expect(digestEquals(d.value(), digestImage(image))).toBe(true);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('does not depend on the order pages were updated in', () => {
+    const a = new ImageDigest();
+    const b = new ImageDigest();
+    const p1 = new Uint8Array(PAGE_BYTES).fill(1);
+    const p2 = new Uint8Array(PAGE_BYTES).fill(2);
+    a.update(5, p1);
+    a.update(9, p2);
+    b.update(9, p2);
+    b.update(5, p1);
+    expect(a.value()).toEqual(b.value());
+  });
+
+  it('changes when one byte of one page changes, and when a page moves', () => {
+    const image = new Uint8Array(8 * PAGE_BYTES);
+    image[3 * PAGE_BYTES + 17] = 1;
+    const before = digestImage(image);
+    image[3 * PAGE_BYTES + 18] = 1;
+    expect(digestImage(image)).not.toEqual(before);
+    const moved = new Uint8Array(8 * PAGE_BYTES);
+    moved[4 * PAGE_BYTES + 17] = 1;
+    moved[4 * PAGE_BYTES + 18] = 1;
+    expect(digestImage(moved)).not.toEqual(digestImage(image));
+  });
+
+  it('ignores trailing zero pages, so growing memory keeps the digest', () => {
+    const small = new Uint8Array(4 * PAGE_BYTES);
+    small[5] = 7;
+    const big = new Uint8Array(64 * PAGE_BYTES);
+    big[5] = 7;
+    expect(digestImage(big)).toEqual(digestImage(small));
+    expect(digestImage(new Uint8Array(PAGE_BYTES))).toEqual(new Uint8Array(32));
+  });
+
+  it('truncate removes the dropped pages from the digest', () => {
+    const image = new Uint8Array(8 * PAGE_BYTES).fill(3);
+    const d = new ImageDigest();
+    for (let p = 0; p < 8; p++) d.update(p, image, p * PAGE_BYTES);
+    d.truncate(4);
+    expect(d.value()).toEqual(digestImage(image.subarray(0, 4 * PAGE_BYTES)));
+    expect(d.pageCount).toBe(4);
+  });
+
+  it('clone is independent of the original', () => {
+    const d = new ImageDigest();
+    d.update(0, new Uint8Array(PAGE_BYTES).fill(1));
+    const c = d.clone();
+    c.update(1, new Uint8Array(PAGE_BYTES).fill(2));
+    expect(d.value()).not.toEqual(c.value());
+    expect(d.value()).toEqual(digestImage(new Uint8Array(PAGE_BYTES).fill(1)));
+  });
+
+  it('serves per-page hashes for a scrub slice, zero pages beyond the image', () => {
+    const page = new Uint8Array(PAGE_BYTES).fill(9);
+    const d = new ImageDigest();
+    d.update(2, page);
+    const h = d.hashes8(1, 3);
+    expect(h.length).toBe(24);
+    expect(h.subarray(8, 16)).toEqual(pageHash(page));
+    expect(h.subarray(0, 8)).toEqual(pageHash(new Uint8Array(PAGE_BYTES)));
+    expect(h.subarray(16, 24)).toEqual(pageHash(new Uint8Array(PAGE_BYTES)));
+  });
+
+  it('hashes an unaligned page like an aligned copy of it', () => {
+    const buf = new Uint8Array(PAGE_BYTES + 1);
+    for (let i = 0; i < buf.length; i++) buf[i] = (i * 31) & 0xff;
+    const unaligned = buf.subarray(1);
+    expect(pageHash(unaligned)).toEqual(pageHash(new Uint8Array(unaligned)));
+  });
+
+  it('refuses an image whose length is not whole pages', () => {
+    expect(() => digestImage(new Uint8Array(100))).toThrow(expect.objectContaining({ code: 'FTVM_ERR_INVALID_OPTION' }));
+  });
+});
