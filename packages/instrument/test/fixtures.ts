@@ -29,8 +29,8 @@ export function wat(text: string): Uint8Array {
 }
 
 /** A guest module with the full ABI around `body` (memory given in 64 KiB pages). */
-export function guest(body: string, memory = '(memory (export "memory") 40 64)'): Uint8Array {
-  return wat(`(module ${memory} ${ABI_BOILERPLATE} ${body})`);
+export function guest(body: string, memory = '(memory (export "memory") 40 64)', imports = ''): Uint8Array {
+  return wat(`(module ${imports} ${memory} ${ABI_BOILERPLATE} ${body})`);
 }
 
 export type OpKind = 'store' | 'rmw' | 'cmpxchg' | 'lane' | 'fill' | 'copy' | 'init' | 'nested';

@@ -1,0 +1,213 @@
+import { describe, expect, test } from 'vitest';
+import { ABI_VERSION, GLOBAL_EXPORT_PREFIX, PAGE_BYTES, RESERVED_BYTES } from '@ftvm/guest-abi';
+import { BytemapDirtyLog, checkAbi, instrument, INSTRUMENTED_SECTION, type InstrumentResult } from '../src/index.js';
+import { ABI_BOILERPLATE, guest, wat } from './fixtures.js';
+
+const MEMORY = '(memory (export "memory") 20)';
+const FNS = `
+  (func (export "ftvm_init"))
+  (func (export "ftvm_alloc") (param i32) (result i32) (i32.const 0))
+  (func (export "ftvm_on_open") (param i32))
+  (func (export "ftvm_on_data") (param i32 i32 i32))
+  (func (export "ftvm_on_close") (param i32))
+  (func (export "ftvm_on_timer"))`;
+const VERSION = `(global (export "ftvm_abi_version") i32 (i32.const ${ABI_VERSION}))`;
+
+function codeOf(f: () => unknown): string | undefined {
+  try {
+    f();
+  } catch (e) {
+    return (e as { code?: string }).code;
+  }
+  return undefined;
+}
+
+function messageOf(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return '';
+}
+
+describe('checkAbi', () => {
+  test('accepts a complete guest and reports its version, exports and imports', () => {
+    const r = checkAbi(guest('', MEMORY, '(import "ftvm" "send" (func (param i32 i32 i32)))'));
+    expect(r.version).toBe(ABI_VERSION);
+    expect(r.imports).toEqual([{ module: 'ftvm', name: 'send', kind: 'func', signature: { params: ['i32', 'i32', 'i32'], results: [] } }]);
+    expect(r.exports.find((e) => e.name === 'ftvm_on_data')?.signature).toEqual({ params: ['i32', 'i32', 'i32'], results: [] });
+    expect(r.memory).toMatchObject({ initial: 20, imported: false });
+  });
+
+  test('rejects bytes that are not wasm with FTVM_ERR_WASM_INVALID', () => {
+    expect(codeOf(() => checkAbi(new TextEncoder().encode('hello world')))).toBe('FTVM_ERR_WASM_INVALID');
+    const truncated = guest('', MEMORY).subarray(0, 40);
+    expect(codeOf(() => checkAbi(truncated))).toBe('FTVM_ERR_WASM_INVALID');
+  });
+
+  test('names a missing version export', () => {
+    const w = wat(`(module ${MEMORY} ${FNS})`);
+    expect(codeOf(() => checkAbi(w))).toBe('FTVM_ERR_ABI_VERSION_MISSING');
+    expect(messageOf(() => checkAbi(w))).toContain('ftvm_abi_version');
+  });
+
+  test('rejects a mutable version global as missing', () => {
+    const w = wat(`(module ${MEMORY} ${FNS} (global (export "ftvm_abi_version") (mut i32) (i32.const 1)))`);
+    expect(codeOf(() => checkAbi(w))).toBe('FTVM_ERR_ABI_VERSION_MISSING');
+  });
+
+  test('names found and expected versions on a mismatch', () => {
+    const w = wat(`(module ${MEMORY} ${FNS} (global (export "ftvm_abi_version") i32 (i32.const 7)))`);
+    expect(codeOf(() => checkAbi(w))).toBe('FTVM_ERR_ABI_VERSION_MISMATCH');
+    expect(messageOf(() => checkAbi(w))).toMatch(/found 7, expected 1/);
+  });
+
+  test('names a missing required export', () => {
+    const w = wat(`(module ${MEMORY} ${VERSION} ${FNS.replace('(func (export "ftvm_on_timer"))', '')})`);
+    expect(codeOf(() => checkAbi(w))).toBe('FTVM_ERR_ABI_MISSING_EXPORT');
+    expect(messageOf(() => checkAbi(w))).toContain('ftvm_on_timer');
+    const noMem = wat(`(module (memory 20) ${VERSION} ${FNS})`);
+    expect(messageOf(() => checkAbi(noMem))).toContain('"memory"');
+  });
+
+  test('names an export with the wrong signature', () => {
+    const w = wat(`(module ${MEMORY} ${VERSION} ${FNS.replace('(func (export "ftvm_alloc") (param i32) (result i32) (i32.const 0))', '(func (export "ftvm_alloc") (param i64) (result i32) (i32.const 0))')})`);
+    expect(codeOf(() => checkAbi(w))).toBe('FTVM_ERR_ABI_BAD_SIGNATURE');
+    expect(messageOf(() => checkAbi(w))).toContain('ftvm_alloc');
+  });
+
+  test('rejects imports from other modules, unknown names and wrong signatures', () => {
+    const other = guest('', MEMORY, '(import "env" "abort" (func (param i32 i32 i32 i32)))');
+    expect(codeOf(() => checkAbi(other))).toBe('FTVM_ERR_ABI_UNKNOWN_IMPORT');
+    expect(messageOf(() => checkAbi(other))).toContain('env.abort');
+    const unknown = guest('', MEMORY, '(import "ftvm" "exec" (func))');
+    expect(codeOf(() => checkAbi(unknown))).toBe('FTVM_ERR_ABI_UNKNOWN_IMPORT');
+    const badSig = guest('', MEMORY, '(import "ftvm" "rdtsc" (func (result i32)))');
+    expect(codeOf(() => checkAbi(badSig))).toBe('FTVM_ERR_ABI_UNKNOWN_IMPORT');
+    expect(messageOf(() => checkAbi(badSig))).toContain('ftvm.rdtsc');
+  });
+
+  test('instrument runs the ABI check unless told not to', () => {
+    const w = wat(`(module ${MEMORY} ${FNS})`);
+    expect(codeOf(() => instrument(w))).toBe('FTVM_ERR_ABI_VERSION_MISSING');
+    expect(instrument(w, { checkAbi: false }).mode).toBe('bytemap');
+  });
+});
+
+describe('instrument', () => {
+  test('rejects bad options by name', () => {
+    expect(messageOf(() => instrument(guest(''), { precise: 'yes' as unknown as boolean }))).toContain('precise');
+    expect(codeOf(() => instrument(guest(''), { optimize: 1 as unknown as boolean }))).toBe('FTVM_ERR_INSTRUMENT_OPTION');
+  });
+
+  test('exports every mutable global as ftvm_g<index> and lists already exported ones under their name', async () => {
+    const w = guest(`
+      (global $a (mut i32) (i32.const 5))
+      (global $k i64 (i64.const 1))
+      (global $b (export "counter") (mut i64) (i64.const 9))
+      (global $c (mut f64) (f64.const 1.5))
+      (func (export "bump") (global.set $a (i32.add (global.get $a) (i32.const 1))))`);
+    const r = instrument(w);
+    // global 0 is ftvm_abi_version (immutable), then $a=1, $k=2, $b=3, $c=4
+    expect(r.stats.globalExports).toEqual([
+      { name: `${GLOBAL_EXPORT_PREFIX}1`, index: 1, type: 'i32', added: true },
+      { name: 'counter', index: 3, type: 'i64', added: false },
+      { name: `${GLOBAL_EXPORT_PREFIX}4`, index: 4, type: 'f64', added: true },
+    ]);
+    expect(r.stats.mutableGlobals).toBe(3);
+    const { instance } = await WebAssembly.instantiate(r.wasm, {});
+    const ex = instance.exports as Record<string, WebAssembly.Global & (() => void)>;
+    (ex.bump as () => void)();
+    expect(ex.ftvm_g1!.value).toBe(6);
+    ex.ftvm_g1!.value = 40; // the VMM restores globals through the same export
+    (ex.bump as () => void)();
+    expect(ex.ftvm_g1!.value).toBe(41);
+    expect(ex.ftvm_g4!.value).toBe(1.5);
+  });
+
+  test('falls back to shadow, with a warning, when the memory is imported', () => {
+    const w = wat(`(module (import "env" "memory" (memory 20)) (export "memory" (memory 0)) ${VERSION} ${FNS}
+      (global $g (mut i32) (i32.const 0)))`);
+    const r = instrument(w);
+    expect(r.mode).toBe('shadow');
+    expect(r.warnings.join()).toMatch(/memory is imported/);
+    expect(r.stats.globalExports.map((g) => g.name)).toEqual(['ftvm_g1']);
+    expect(r.stats.stores).toBe(0);
+  });
+
+  test('falls back to shadow when an active data segment lies in the reserved region', () => {
+    const w = guest(`(data (i32.const 1024) "hello") (func (export "st") (param i32) (i32.store (local.get 0) (i32.const 1)))`);
+    const r = instrument(w);
+    expect(r.mode).toBe('shadow');
+    expect(r.warnings.join()).toMatch(/data segment 0 starts at byte 1024, inside the reserved bytemap region/);
+    // Untouched apart from nothing-to-export: the input bytes come back.
+    expect(Buffer.compare(Buffer.from(r.wasm), Buffer.from(w))).toBe(0);
+  });
+
+  test('accepts data at or above the reserved region', () => {
+    const w = guest(`(data (i32.const ${RESERVED_BYTES}) "hello") (data "passive")`);
+    expect(instrument(w).mode).toBe('bytemap');
+  });
+
+  test('counts each kind of rewritten access', () => {
+    const w = guest(`(data $d "xyz")
+      (func (export "f") (param $p i32)
+        (i32.store (local.get $p) (i32.const 1))
+        (i64.store8 offset=3 (local.get $p) (i64.const 1))
+        (v128.store (local.get $p) (v128.const i64x2 1 2))
+        (i32.atomic.store (local.get $p) (i32.const 1))
+        (drop (i32.atomic.rmw.add (local.get $p) (i32.const 1)))
+        (drop (i64.atomic.rmw.cmpxchg (local.get $p) (i64.const 1) (i64.const 2)))
+        (v128.store16_lane 3 (local.get $p) (v128.const i64x2 1 2))
+        (memory.fill (local.get $p) (i32.const 0) (i32.const 10))
+        (memory.copy (local.get $p) (i32.const 0) (i32.const 10))
+        (memory.init $d (local.get $p) (i32.const 0) (i32.const 3)))`);
+    const s = instrument(w).stats;
+    expect(s).toMatchObject({ stores: 4, atomicRmw: 1, atomicCmpxchg: 1, simdLaneStores: 1, bulkOps: 3 });
+    expect(s.functions).toBe(7);
+    expect(s.outputBytes).toBeGreaterThan(s.inputBytes);
+  });
+
+  test('precise: false marks only the page of ea of a page-crossing store', async () => {
+    const w = guest('(func (export "st") (param i32) (i64.store (local.get 0) (i64.const -1)))');
+    const pagesAfter = async (r: InstrumentResult) => {
+      const { instance } = await WebAssembly.instantiate(r.wasm, {});
+      const ex = instance.exports as { st: (p: number) => void; memory: WebAssembly.Memory };
+      ex.st(RESERVED_BYTES + 4092);
+      return [...new BytemapDirtyLog().collect(new Uint8Array(ex.memory.buffer)).pages];
+    };
+    expect(await pagesAfter(instrument(w))).toEqual([256, 257]);
+    expect(await pagesAfter(instrument(w, { precise: false }))).toEqual([256]);
+  });
+
+  test('optimize: true gives a module that marks the same pages', async () => {
+    const w = guest('(func (export "st") (param i32) (param i32) (i32.store offset=4094 (local.get 0) (local.get 1)) (memory.fill (local.get 1) (i32.const 1) (i32.const 5000)))');
+    const r = instrument(w, { optimize: true });
+    const { instance } = await WebAssembly.instantiate(r.wasm, {});
+    const ex = instance.exports as { st: (p: number, q: number) => void; memory: WebAssembly.Memory };
+    ex.st(RESERVED_BYTES, RESERVED_BYTES + 10 * PAGE_BYTES + 4000);
+    expect([...new BytemapDirtyLog().collect(new Uint8Array(ex.memory.buffer)).pages]).toEqual([256, 257, 266, 267, 268]);
+  });
+
+  test('leaves an already instrumented module unchanged and says so', () => {
+    const once = instrument(guest('(global (mut i32) (i32.const 0)) (func (export "st") (param i32) (i32.store (local.get 0) (i32.const 1)))'));
+    const twice = instrument(once.wasm);
+    expect(Buffer.compare(Buffer.from(twice.wasm), Buffer.from(once.wasm))).toBe(0);
+    expect(twice.mode).toBe('bytemap');
+    expect(twice.warnings.join()).toMatch(/already instrumented/);
+    expect(twice.stats.globalExports).toEqual([{ name: 'ftvm_g1', index: 1, type: 'i32', added: false }]);
+    expect(INSTRUMENTED_SECTION).toBe('ftvm.instrumented');
+  });
+
+  test('a store whose operands never complete is left as is and the module still validates', async () => {
+    const w = guest(`(func (export "f") (param i32) (result i32)
+      (block $out (result i32)
+        (i32.store (local.get 0) (br $out (i32.const 7)))
+        (i32.const 0)))`);
+    const r = instrument(w);
+    expect(r.mode).toBe('bytemap');
+    const { instance } = await WebAssembly.instantiate(r.wasm, {});
+    expect((instance.exports.f as (p: number) => number)(RESERVED_BYTES)).toBe(7);
+  });
+});
