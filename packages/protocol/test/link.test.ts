@@ -1,0 +1,208 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { WebSocket } from 'ws';
+import {
+  ProtocolError, connect, encodeFrame, listen, loadToken,
+  type ConnectOptions, type Hello, type Link, type Listener, type ListenOptions, type Message,
+} from '../src/index.js';
+
+const token = new TextEncoder().encode('link-test-token');
+const listeners: Listener[] = [];
+afterEach(async () => {
+  await Promise.all(listeners.splice(0).map((l) => l.close()));
+});
+
+async function server(extra: Partial<ListenOptions> = {}): Promise<{ l: Listener; links: { link: Link; hello: Hello }[] }> {
+  const links: { link: Link; hello: Hello }[] = [];
+  const l = await listen({
+    host: '127.0.0.1', port: 0, token,
+    identity: () => ({ nodeId: 'srv', role: 'primary', term: 5, epoch: 12 }),
+    onLink: (link, hello) => links.push({ link, hello }),
+    ...extra,
+  });
+  listeners.push(l);
+  return { l, links };
+}
+
+const client = (over: Partial<ConnectOptions> = {}): Omit<ConnectOptions, 'link'> & Partial<ConnectOptions> => ({
+  token, role: 'proxy', nodeId: 'px', term: 5, ...over,
+});
+
+const nextMessage = (link: Link): Promise<{ msg: Message; payload: Uint8Array }> =>
+  new Promise((resolve) => link.once('message', (msg, payload) => resolve({ msg, payload })));
+const nextClose = (link: Link): Promise<{ code: number; reason: string }> =>
+  new Promise((resolve) => link.once('close', (code, reason) => resolve({ code, reason })));
+
+async function rejection(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    return (e as { code: string }).code;
+  }
+  return 'no error';
+}
+
+/** A raw WebSocket that reads the challenge and then sends `bytes`; resolves with the close code. */
+function rawClose(url: string, send?: Uint8Array | string): Promise<number> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url);
+    ws.on('error', () => {});
+    ws.once('message', () => {
+      if (send !== undefined) ws.send(send);
+    });
+    ws.on('close', (code) => resolve(code));
+  });
+}
+
+describe('links', () => {
+  it('carries messages and payloads both ways after the handshake', async () => {
+    const { l, links } = await server();
+    const c = await connect(l.url, { ...client(), link: 'net' });
+    expect(c.peer).toMatchObject({ t: 'welcome', nodeId: 'srv', role: 'primary', term: 5, epoch: 12 });
+    await new Promise((r) => setTimeout(r, 10));
+    const s = links[0]!.link;
+    expect(links[0]!.hello).toMatchObject({ role: 'proxy', link: 'net', nodeId: 'px' });
+    const got = nextMessage(s);
+    c.send({ t: 'input', conn: 1, offset: 0 }, new TextEncoder().encode('PING'));
+    const m = await got;
+    expect(m.msg).toEqual({ t: 'input', conn: 1, offset: 0 });
+    expect(new TextDecoder().decode(m.payload)).toBe('PING');
+    const back = nextMessage(c);
+    s.send({ t: 'output', conn: 1, epoch: 12, offset: 0 }, new TextEncoder().encode('PONG'));
+    expect(new TextDecoder().decode((await back).payload)).toBe('PONG');
+    c.close();
+  });
+
+  it('serves every link kind on one listener and dispatches on the hello', async () => {
+    const { l, links } = await server();
+    await connect(l.url, { ...client({ role: 'primary' }), link: 'replication' });
+    await connect(l.url, { ...client({ role: 'proxy' }), link: 'net' });
+    await connect(l.url, { ...client({ role: 'cli' }), link: 'control' });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(links.map((x) => `${x.hello.role}/${x.link.kind}`).sort()).toEqual(['cli/control', 'primary/replication', 'proxy/net']);
+    expect(l.links.size).toBe(3);
+  });
+
+  it('refuses a client with the wrong token and keeps serving', async () => {
+    const { l, links } = await server();
+    expect(await rejection(connect(l.url, { ...client({ token: new TextEncoder().encode('nope') }), link: 'net' }))).toBe('FTVM_ERR_AUTH_FAILED');
+    expect(links).toHaveLength(0);
+    await connect(l.url, { ...client(), link: 'net' });
+  });
+
+  it('refuses a wrong protocol version with its close code', async () => {
+    const { l } = await server();
+    expect(await rejection(connect(l.url, { ...client({ version: 2 }), link: 'net' }))).toBe('FTVM_ERR_PROTO_VERSION');
+  });
+
+  it('refuses a stale term through the accept hook', async () => {
+    const { l } = await server({
+      accept: (h) => {
+        if (h.term < 5) throw new ProtocolError('FTVM_ERR_STALE_TERM', `term ${h.term} is older than 5`);
+      },
+    });
+    expect(await rejection(connect(l.url, { ...client({ term: 4 }), link: 'net' }))).toBe('FTVM_ERR_STALE_TERM');
+  });
+
+  it('closes a connection that never says hello with 4007', async () => {
+    const { l } = await server({ handshakeTimeoutMs: 100 });
+    expect(await rawClose(l.url)).toBe(4007);
+  });
+
+  it('fails connect with HANDSHAKE_TIMEOUT when the server never answers', async () => {
+    const { WebSocketServer } = await import('ws');
+    const silent = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise((r) => silent.once('listening', r));
+    const port = (silent.address() as { port: number }).port;
+    expect(await rejection(connect(`ws://127.0.0.1:${port}`, { ...client(), link: 'net', timeoutMs: 100 }))).toBe('FTVM_ERR_HANDSHAKE_TIMEOUT');
+    await new Promise((r) => silent.close(r));
+  });
+
+  it('closes with a coded close on garbage before the hello', async () => {
+    const { l } = await server();
+    expect(await rawClose(l.url, new Uint8Array([1, 2]))).toBe(4003);
+    expect(await rawClose(l.url, 'hello as text')).toBe(4004);
+    expect(await rawClose(l.url, encodeFrame({ t: 'fence', term: 1 }))).toBe(4006);
+  });
+
+  it('closes an established link on a bad frame and reports the code to both sides', async () => {
+    const { l, links } = await server();
+    const c = await connect(l.url, { ...client(), link: 'net' });
+    await new Promise((r) => setTimeout(r, 10));
+    const s = links[0]!.link;
+    const errors: string[] = [];
+    s.on('error', (e) => errors.push(e.code));
+    const closed = nextClose(c);
+    // A message of the replication link on a net link.
+    (c as unknown as { ws: WebSocket }).ws.send(encodeFrame({ t: 'ack', term: 5, epoch: 1, digest: new Uint8Array(32) }));
+    const { code, reason } = await closed;
+    expect(code).toBe(4006);
+    expect(reason).toMatch(/^FTVM_ERR_UNEXPECTED_MESSAGE/);
+    expect(errors).toEqual(['FTVM_ERR_UNEXPECTED_MESSAGE']);
+  });
+
+  it('refuses oversized frames: 4002 within the transport ceiling, 1009 beyond it', async () => {
+    const limits = { maxHeaderBytes: 1024, maxPayloadBytes: 4096 };
+    const { l } = await server({ limits });
+    const c1 = await connect(l.url, { ...client(), link: 'net', limits });
+    const closed1 = nextClose(c1);
+    const frame = encodeFrame({ t: 'input', conn: 1, offset: 0 }, new Uint8Array(4097));
+    (c1 as unknown as { ws: WebSocket }).ws.send(frame);
+    expect((await closed1).code).toBe(4002);
+    const c2 = await connect(l.url, { ...client(), link: 'net', limits });
+    const closed2 = nextClose(c2);
+    (c2 as unknown as { ws: WebSocket }).ws.send(new Uint8Array(4 + 1024 + 4096 + 1));
+    expect((await closed2).code).toBe(1009);
+  });
+
+  it('refuses to queue beyond maxSendBufferedBytes and resolves drained() once flushed', async () => {
+    const { l } = await server();
+    const c = await connect(l.url, { ...client(), link: 'net', maxSendBufferedBytes: 1 << 20 });
+    const chunk = new Uint8Array(256 * 1024);
+    let code = 'no error';
+    try {
+      for (let i = 0; i < 64; i++) c.send({ t: 'input', conn: 1, offset: i * chunk.length }, chunk);
+    } catch (e) {
+      code = (e as { code: string }).code;
+    }
+    expect(code).toBe('FTVM_ERR_SEND_BUFFER_FULL');
+    await c.drained(0);
+    expect(c.bufferedAmount).toBe(0);
+  });
+
+  it('refuses to send a message the link does not carry, or on a closed link', async () => {
+    const { l } = await server();
+    const c = await connect(l.url, { ...client(), link: 'control' });
+    expect(() => c.send({ t: 'input', conn: 1, offset: 0 })).toThrow(expect.objectContaining({ code: 'FTVM_ERR_UNEXPECTED_MESSAGE' }));
+    c.close();
+    expect(() => c.send({ t: 'fence', term: 1 })).toThrow(expect.objectContaining({ code: 'FTVM_ERR_LINK_CLOSED' }));
+  });
+
+  it('fails connect with CONNECT_FAILED when nothing listens', async () => {
+    const { l } = await server();
+    const url = l.url;
+    await l.close();
+    listeners.length = 0;
+    expect(await rejection(connect(url, { ...client(), link: 'net', timeoutMs: 2000 }))).toBe('FTVM_ERR_CONNECT_FAILED');
+  });
+});
+
+describe('loadToken', () => {
+  it('prefers the token file, trimmed, over the environment', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ftvm-token-'));
+    writeFileSync(join(dir, 't'), '  abc\n');
+    expect(loadToken({ tokenFile: join(dir, 't'), env: 'envtoken' })).toEqual({ token: new TextEncoder().encode('abc'), source: 'file' });
+    expect(loadToken({ env: 'envtoken' }).source).toBe('env');
+    expect(loadToken({}).source).toBe('none');
+    expect(loadToken({}).token.length).toBe(0);
+  });
+
+  it('refuses a missing or empty token file with a coded error', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ftvm-token-'));
+    writeFileSync(join(dir, 'empty'), '\n');
+    expect(() => loadToken({ tokenFile: join(dir, 'empty') })).toThrow(expect.objectContaining({ code: 'FTVM_ERR_TOKEN_FILE' }));
+    expect(() => loadToken({ tokenFile: join(dir, 'absent') })).toThrow(expect.objectContaining({ code: 'FTVM_ERR_TOKEN_FILE' }));
+  });
+});
