@@ -19,3 +19,5 @@ export {
   type DirtyLog,
 } from './dirty-log.js';
 export type { FuncType, MemoryDesc, ValType, ExternKind } from './wasm-reader.js';
+export { cacheKey, defaultCacheDir, instrumentCached, type CachedInstrumentResult } from './cache.js';
+export { inspectModule, type InspectReport } from './cli-inspect.js';
