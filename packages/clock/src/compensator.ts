@@ -297,6 +297,18 @@ export class ClockCompensator {
     return this.tscBase + ((hostNs - this.hostBase) * this.tscHzBig) / NS_PER_S;
   }
 
+  /**
+   * For a 1 GHz TSC, the offset with tsc(h) = h + offset: what a vCPU worker that computes
+   * rdtsc() from its own host clock needs. It changes only at construction and restore.
+   * FTVM_ERR_CLOCK_STATE for other frequencies (use tscAt()).
+   */
+  tscOffset(): bigint {
+    if (this.tscHz !== 1_000_000_000) {
+      throw clockError('FTVM_ERR_CLOCK_STATE', `tscOffset() needs tscHz 1e9 (got ${this.tscHz}); use tscAt(h)`);
+    }
+    return this.tscBase - this.hostBase;
+  }
+
   guestNowNs(hostNs: bigint): bigint {
     return pvclockTimeNs(this.cur, this.tscAt(hostNs));
   }

@@ -102,11 +102,11 @@ export function checkFields(fields: PvclockFields): void {
 }
 
 function checkAddress(view: DataView, addr: number): void {
-  // 8-byte alignment keeps the u64 fields naturally aligned, as KVM's structure is.
-  if (!Number.isInteger(addr) || addr < 0 || addr % 8 !== 0 || addr + PVCLOCK.size > view.byteLength) {
+  // 4-byte alignment keeps the u32 version word aligned (the VMM's clock_register checks the same).
+  if (!Number.isInteger(addr) || addr < 0 || addr % 4 !== 0 || addr + PVCLOCK.size > view.byteLength) {
     throw clockError(
       'FTVM_ERR_CLOCK_ADDRESS',
-      `pvclock address ${addr} must be 8-byte aligned with ${PVCLOCK.size} bytes inside a ${view.byteLength}-byte view`,
+      `pvclock address ${addr} must be 4-byte aligned with ${PVCLOCK.size} bytes inside a ${view.byteLength}-byte view`,
     );
   }
 }
@@ -126,17 +126,27 @@ export function loadPvclockFields(view: DataView, addr: number): PvclockFields {
 /**
  * The host's update protocol, one store per step so a test can interleave guest reads
  * between any two stores: version := odd, the five fields, version := even.
- * Each update adds 2 to the version. A version found odd (junk, or an update torn by a
- * crash) is first rounded up to even, as KVM does on its first write. Returns the new
- * (even) version.
+ * Each update adds 2 to the version. Without `version`, the next one is derived from the
+ * page itself (the page travels in checkpoints, so the sequence survives failover); a
+ * version found odd (junk, or an update torn by a crash) is first rounded up to even, as
+ * KVM does on its first write. With `version` (an even u32: the value after the update),
+ * the caller keeps the sequence and version - 1 is written first. Returns the new version.
  */
-export function* pvclockWriteSteps(view: DataView, addr: number, fields: PvclockFields): Generator<void, number, void> {
+export function* pvclockWriteSteps(view: DataView, addr: number, fields: PvclockFields, version?: number): Generator<void, number, void> {
   checkAddress(view, addr);
   checkFields(fields);
-  let base = view.getUint32(addr + PVCLOCK.version, true);
-  if (base % 2 === 1) base = (base + 1) >>> 0;
-  const odd = (base + 1) >>> 0;
-  const even = (base + 2) >>> 0;
+  if (version !== undefined && (!Number.isInteger(version) || version < 0 || version > 0xffff_fffe || version % 2 !== 0)) {
+    throw clockError('FTVM_ERR_CLOCK_OPTION', `version must be an even u32 (the value after the update), got ${version}`);
+  }
+  let even: number;
+  if (version === undefined) {
+    let base = view.getUint32(addr + PVCLOCK.version, true);
+    if (base % 2 === 1) base = (base + 1) >>> 0;
+    even = (base + 2) >>> 0;
+  } else {
+    even = version;
+  }
+  const odd = (even - 1) >>> 0;
   view.setUint32(addr + PVCLOCK.version, odd, true);
   yield;
   view.setBigUint64(addr + PVCLOCK.tscTimestamp, fields.tscTimestamp, true);
@@ -153,9 +163,9 @@ export function* pvclockWriteSteps(view: DataView, addr: number, fields: Pvclock
   return even;
 }
 
-/** Runs the whole update protocol at once. Returns the new version. */
-export function writePvclock(view: DataView, addr: number, fields: PvclockFields): number {
-  const steps = pvclockWriteSteps(view, addr, fields);
+/** Runs the whole update protocol at once (see pvclockWriteSteps). Returns the new version. */
+export function writePvclock(view: DataView, addr: number, fields: PvclockFields, version?: number): number {
+  const steps = pvclockWriteSteps(view, addr, fields, version);
   for (;;) {
     const r = steps.next();
     if (r.done === true) return r.value;

@@ -98,6 +98,15 @@ describe('ClockCompensator basics', () => {
     expect(paused.fields.flags).toBe(PVCLOCK.FLAG_TSC_STABLE | PVCLOCK.FLAG_GUEST_STOPPED);
   });
 
+  it('exposes the 1 GHz TSC as host time plus an offset that restore moves forward', () => {
+    const c = new ClockCompensator(T0);
+    expect(c.tscOffset()).toBe(-T0);
+    const r = ClockCompensator.restore(c.snapshot(T0 + 5n * S), T0 + 7n * S);
+    expect(T0 + 9n * S + r.tscOffset()).toBe(r.tscAt(T0 + 9n * S));
+    expect(r.tscAt(T0 + 7n * S)).toBe(7n * S);
+    expect(code(() => new ClockCompensator(T0, { tscHz: 2e9 }).tscOffset())).toBe('FTVM_ERR_CLOCK_STATE');
+  });
+
   it('freezes guest time while paused and keeps the TSC running', () => {
     const c = new ClockCompensator(T0, { mode: 'step' });
     c.pause(T0 + 10n * MS);

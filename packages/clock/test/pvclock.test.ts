@@ -116,6 +116,23 @@ describe('writePvclock / readPvclock', () => {
     expect(writePvclock(view, 0, fields)).toBe(10);
   });
 
+  it('writes version - 1, then the given even version, when the caller keeps the sequence', () => {
+    const view = new DataView(new ArrayBuffer(32));
+    const steps = pvclockWriteSteps(view, 0, fields, 8);
+    steps.next();
+    expect(view.getUint32(0, true)).toBe(7);
+    while (steps.next().done !== true);
+    expect(view.getUint32(0, true)).toBe(8);
+    expect(code(() => writePvclock(view, 0, fields, 9))).toBe('FTVM_ERR_CLOCK_OPTION');
+  });
+
+  it('wraps the version around u32', () => {
+    const view = new DataView(new ArrayBuffer(32));
+    view.setUint32(0, 0xffff_fffe, true);
+    expect(writePvclock(view, 0, fields)).toBe(0);
+    expect(readPvclock(view, 0, () => 123n).version).toBe(0);
+  });
+
   it('reads back the time at the given TSC', () => {
     const view = new DataView(new ArrayBuffer(32));
     writePvclock(view, 0, fields);
@@ -151,7 +168,7 @@ describe('writePvclock / readPvclock', () => {
   it('rejects a structure outside the view or misaligned with FTVM_ERR_CLOCK_ADDRESS', () => {
     const view = new DataView(new ArrayBuffer(64));
     expect(code(() => writePvclock(view, 40, fields))).toBe('FTVM_ERR_CLOCK_ADDRESS');
-    expect(code(() => writePvclock(view, 4, fields))).toBe('FTVM_ERR_CLOCK_ADDRESS');
+    expect(code(() => writePvclock(view, 2, fields))).toBe('FTVM_ERR_CLOCK_ADDRESS');
     expect(code(() => readPvclock(view, -8, () => 0n))).toBe('FTVM_ERR_CLOCK_ADDRESS');
   });
 
