@@ -13,7 +13,8 @@
  */
 import { Packr, Unpackr } from 'msgpackr';
 import { ProtocolError, malformed, tooLarge, truncated } from './errors.js';
-import { PAYLOAD_TYPES, type Message } from './messages.js';
+import { MAX_OPAQUE_DEPTH, PAYLOAD_TYPES, type Message } from './messages.js';
+import { scanMsgpack } from './msgpack-scan.js';
 import { validateMessage } from './schema.js';
 
 export interface FrameLimits {
@@ -88,9 +89,12 @@ export function decodeFrame(bytes: Uint8Array, limits?: Partial<FrameLimits>): D
   if (payloadStart > bytes.length) throw truncated(`header length ${headerLength} runs past the frame end (${bytes.length - PREFIX_BYTES} bytes left)`);
   const payloadLength = bytes.length - payloadStart;
   if (payloadLength > lim.maxPayloadBytes) throw tooLarge(`payload of ${payloadLength} bytes exceeds maxPayloadBytes ${lim.maxPayloadBytes}`);
+  const headerBytes = bytes.subarray(PREFIX_BYTES, payloadStart);
+  // Levels: the scan's root, the header map, then the opaque value's own levels.
+  scanMsgpack(headerBytes, MAX_OPAQUE_DEPTH + 4);
   let header: unknown;
   try {
-    header = unpackr.unpack(bytes.subarray(PREFIX_BYTES, payloadStart));
+    header = unpackr.unpack(headerBytes);
   } catch (e) {
     // msgpackr throws plain Errors/RangeErrors (bad type byte, short data, deep nesting).
     throw new ProtocolError('FTVM_ERR_FRAME_MALFORMED', `header is not valid msgpack: ${(e as Error)?.message ?? String(e)}`.slice(0, 300));

@@ -65,6 +65,8 @@ function opaqueAt(v: unknown, p: string, depth: number): unknown {
     const out: Record<string, unknown> = {};
     for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
       if (k === '__proto__') return fail(p, 'plain data without __proto__ keys', v);
+      // Like JSON: an undefined property is an absent one (msgpack has no undefined).
+      if (x === undefined) continue;
       out[k] = opaqueAt(x, `${p}.${k}`, depth + 1);
     }
     return out;

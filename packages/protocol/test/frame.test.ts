@@ -210,3 +210,35 @@ describe('FrameReader', () => {
     expect(() => new FrameReader({ maxHeaderBytes: -1 })).toThrow(/maxHeaderBytes/);
   });
 });
+
+describe('header msgpack pre-check', () => {
+  it('refuses extension types, the unused type byte and values after the header value', () => {
+    expect(codeOf(() => decodeFrame(rawFrame({ t: 'status', role: 'cli', term: 0, epoch: 0, state: 's', detail: new Date(0) })))).toBe('FTVM_ERR_FRAME_MALFORMED');
+    const withC1 = new Uint8Array([1, 0, 0, 0, 0xc1]);
+    expect(codeOf(() => decodeFrame(withC1))).toBe('FTVM_ERR_FRAME_MALFORMED');
+    const two = new Uint8Array([2, 0, 0, 0, 0x80, 0x80]);
+    expect(codeOf(() => decodeFrame(two))).toBe('FTVM_ERR_FRAME_MALFORMED');
+  });
+
+  it('refuses a huge claimed array count quickly, at the end of the data', () => {
+    const f = new Uint8Array([5, 0, 0, 0, 0xdd, 0xff, 0xff, 0xff, 0xff]);
+    const t0 = performance.now();
+    expect(codeOf(() => decodeFrame(f))).toBe('FTVM_ERR_FRAME_MALFORMED');
+    expect(performance.now() - t0).toBeLessThan(50);
+  });
+
+  it('refuses headers nested deeper than the opaque limit allows', () => {
+    const depth = 1000;
+    const h = new Uint8Array(depth + 1).fill(0x91);
+    h[depth] = 0x01;
+    const f = new Uint8Array(4 + h.length);
+    new DataView(f.buffer).setUint32(0, h.length, true);
+    f.set(h, 4);
+    expect(codeOf(() => decodeFrame(f))).toBe('FTVM_ERR_FRAME_MALFORMED');
+  });
+
+  it('drops undefined properties of opaque values like JSON', () => {
+    const msg = { t: 'status', role: 'cli', term: 0, epoch: 0, state: 's', detail: { a: 1, b: undefined } } as const;
+    expect(decodeFrame(encodeFrame(msg as unknown as Message)).msg).toEqual({ ...msg, detail: { a: 1 } });
+  });
+});
