@@ -49,7 +49,7 @@ export interface Checkpoint {
   devices: DeviceState;
 }
 
-const packr = new Packr({ useRecords: false, moreTypes: false, useBigInt64: true });
+const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'bigint' });
 
 export function encodeCheckpoint(c: Checkpoint): Uint8Array {
   return packr.pack(c);

@@ -14,7 +14,7 @@ import {
   RESERVED_BYTES,
   RESERVED_PAGES,
 } from '@ftvm/guest-abi';
-import { BytemapDirtyLog, ShadowDirtyLog } from '@ftvm/instrument';
+import { BytemapDirtyLog, ShadowDirtyLog, copyPages } from '@ftvm/instrument';
 import type { PvclockFields } from '@ftvm/clock';
 import { pvclockTimeNs, writePvclock } from '@ftvm/clock';
 import type { ConnState, DeviceState, GlobalValue } from './checkpoint.js';
@@ -57,6 +57,18 @@ const shadow = init.dirtyMode === 'shadow' ? new ShadowDirtyLog() : null;
 let knownMemBytes = 0;
 
 const mem = () => new Uint8Array(memory.buffer);
+
+let reservedView: Uint32Array | null = null;
+/**
+ * Whether any page of the reserved region is marked: checked after every event (64
+ * words), so a store into the dirty log is attributed to the event that made it.
+ */
+function reservedMarked(): boolean {
+  if (!bytemap) return false;
+  if (!reservedView || reservedView.buffer !== memory.buffer) reservedView = new Uint32Array(memory.buffer, 0, RESERVED_PAGES / 4);
+  for (let i = 0; i < reservedView.length; i++) if (reservedView[i] !== 0) return true;
+  return false;
+}
 
 /** Host writes into guest memory mark their pages so they travel with the epoch. */
 function markHostWrite(addr: number, len: number): void {
@@ -200,16 +212,21 @@ function runEvents(events: GuestEvent[]): void {
     watch[2] = BigInt(c + 1);
     watch[1] = seq;
     Atomics.store(watch, 0, 1n);
+    let fault: { code: string; message: string } | null = null;
     try {
       dispatch(ev);
+      if (reservedMarked()) fault = { code: 'FTVM_ERR_GUEST_RESERVED_WRITE', message: 'guest stored into the reserved region [0, 1 MiB) that holds its dirty log' };
     } catch (e) {
+      fault = { code: 'FTVM_ERR_GUEST_TRAP', message: `guest trapped: ${(e as Error).message}` };
+    }
+    if (fault) {
       Atomics.store(watch, 0, 0n);
       // Output of the faulting event is partial: it never leaves.
       outbox.length = mark;
       closes.length = markCloses;
       flush();
       faulted = true;
-      post({ t: 'fault', code: 'FTVM_ERR_GUEST_TRAP', message: `guest trapped: ${(e as Error).message}`, conn: c >= 0 ? c : null });
+      post({ t: 'fault', ...fault, conn: c >= 0 ? c : null });
       return;
     }
     Atomics.store(watch, 0, 0n);
@@ -255,19 +272,17 @@ function collect(id: number, full: boolean, resume: boolean): void {
     }
     if (reservedWrites) m.fill(0, 0, RESERVED_BYTES);
   } else {
-    pages = shadow!.collect(m, memBytes);
+    pages = shadow!.collect(m, memBytes).pages;
   }
   if (full) {
-    const n = memBytes / PAGE_BYTES - RESERVED_PAGES;
+    // The reserved region is the dirty log (all zero after a scan): only a shadow-logged guest owns it.
+    const first = bytemap ? RESERVED_PAGES : 0;
+    const n = memBytes / PAGE_BYTES - first;
     pages = new Uint32Array(n);
-    for (let i = 0; i < n; i++) pages[i] = RESERVED_PAGES + i;
+    for (let i = 0; i < n; i++) pages[i] = first + i;
   }
   knownMemBytes = memBytes;
-  const data = new Uint8Array(pages.length * PAGE_BYTES);
-  for (let i = 0; i < pages.length; i++) {
-    const off = pages[i]! * PAGE_BYTES;
-    data.set(m.subarray(off, off + PAGE_BYTES), i * PAGE_BYTES);
-  }
+  const data = copyPages(m, pages);
   const c: Collected = {
     epoch,
     memBytes,
@@ -322,12 +337,12 @@ async function boot(): Promise<void> {
     }
     epoch = r.epoch + 1;
     // The image now equals the checkpoint: nothing is dirty.
-    mem().fill(0, 0, RESERVED_BYTES);
+    if (bytemap) mem().fill(0, 0, RESERVED_BYTES);
   } else {
     fn('ftvm_init')();
   }
   knownMemBytes = memory.buffer.byteLength;
-  if (shadow) shadow.collect(mem(), knownMemBytes);
+  if (shadow) shadow.resetTo(mem(), knownMemBytes);
   if (bytemap && r) bytemap.collect(mem(), knownMemBytes);
   post({ t: 'ready', epoch, memBytes: knownMemBytes });
 }

@@ -21,7 +21,8 @@ export const inspectCommand: CommandSpec = {
       throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `cannot read '${file}': ${(e as Error).message}`);
     }
     const report = inspectModule(bytes);
-    process.stdout.write(f.json ? `${JSON.stringify(report.data, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n` : `${report.text}\n`);
-    return 0;
+    const { text: _text, ...data } = report;
+    process.stdout.write(f.json ? `${JSON.stringify(data, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n` : `${report.text}\n`);
+    return report.abi.ok ? 0 : 1;
   },
 };
