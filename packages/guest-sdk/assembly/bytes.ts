@@ -349,3 +349,19 @@ export class BytesMap<V> {
     this.buckets = nb;
   }
 }
+
+/** Index of the first `b` in [ptr, ptr+len), or -1. */
+export function indexOfByte(ptr: usize, len: i32, b: u8): i32 {
+  for (let i = 0; i < len; i++) if (load<u8>(ptr + <usize>i) == b) return i;
+  return -1;
+}
+
+/** Index of the first occurrence of [needle, needle+nlen) in [ptr, ptr+len), or -1. */
+export function indexOfBytes(ptr: usize, len: i32, needle: usize, nlen: i32): i32 {
+  if (nlen == 0) return 0;
+  let first = load<u8>(needle);
+  for (let i = 0; i + nlen <= len; i++) {
+    if (load<u8>(ptr + <usize>i) == first && memory.compare(ptr + <usize>i, needle, <usize>nlen) == 0) return i;
+  }
+  return -1;
+}

@@ -13,6 +13,6 @@ export {
 } from "./io";
 export { setTimer, after, afterNs, cancelTimer, timerCount, nextDeadline, MAX_TIMERS } from "./timers";
 export {
-  bytesEqual, bytesEqualAscii, hashBytes, copyBytes, parseI64, parseOk,
+  bytesEqual, bytesEqualAscii, hashBytes, copyBytes, parseI64, parseOk, indexOfByte, indexOfBytes,
   InputBuffer, ByteWriter, BytesEntry, BytesMap,
 } from "./bytes";

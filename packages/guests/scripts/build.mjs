@@ -10,6 +10,8 @@ import { readFileSync, writeFileSync, existsSync, mkdirSync, readdirSync, rename
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
+import { spawn } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkgDir = join(here, '..');
@@ -40,30 +42,42 @@ function tsFiles(dir) {
 function inputHash(name, ascVersion) {
   const h = createHash('sha256');
   h.update(JSON.stringify({ ascVersion, ASC_FLAGS, name }));
-  // Every guest hashes the shared sources too: a guest may import a sibling helper.
-  for (const f of [...tsFiles(srcDir), ...tsFiles(sdkDir)]) {
+  // A guest imports only the SDK (never a sibling guest).
+  for (const f of [join(srcDir, `${name}.ts`), ...tsFiles(sdkDir)]) {
     h.update(relative(pkgDir, f));
     h.update(readFileSync(f));
   }
   return h.digest('hex');
 }
 
-async function compile(asc, name) {
+const ascBin = join(dirname(require.resolve('assemblyscript/package.json')), 'bin', 'asc.js');
+
+// One asc process per guest, run in parallel: asc spends most of its time in binaryen's
+// single-threaded optimizer.
+function compile(name) {
   const entry = join(srcDir, `${name}.ts`);
   const out = join(outDir, `${name}.wasm`);
   const tmp = `${out}.tmp`;
-  let errText = '';
-  const { error } = await asc.main([relative(pkgDir, entry), ...ASC_FLAGS, '-o', relative(pkgDir, tmp)], {
-    stdout: { write: (s) => { errText += s; return true; } },
-    stderr: { write: (s) => { errText += s; return true; } },
-    // asc resolves paths against the package directory, where node_modules/@ftvm/guest-sdk is reachable.
-    baseDir: pkgDir,
+  return new Promise((resolve, reject) => {
+    // cwd = the package: asc finds @ftvm/guest-sdk in node_modules from there.
+    const child = spawn(process.execPath, [ascBin, relative(pkgDir, entry), ...ASC_FLAGS, '-o', relative(pkgDir, tmp)], {
+      cwd: pkgDir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let text = '';
+    child.stdout.on('data', (d) => (text += d));
+    child.stderr.on('data', (d) => (text += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) {
+        rmSync(tmp, { force: true });
+        reject(new Error(`guest ${name}: asc exited with ${code}\n${text}`));
+        return;
+      }
+      renameSync(tmp, out);
+      resolve();
+    });
   });
-  if (error) {
-    rmSync(tmp, { force: true });
-    throw new Error(`guest ${name}: compile failed: ${error.message}\n${errText}`);
-  }
-  renameSync(tmp, out);
 }
 
 async function main() {
@@ -71,20 +85,34 @@ async function main() {
   const force = args.includes('--force');
   const names = args.filter((a) => !a.startsWith('--'));
   for (const n of names) if (!GUESTS.includes(n)) throw new Error(`unknown guest '${n}' (known: ${GUESTS.join(', ')})`);
-  const { default: asc } = await import('assemblyscript/asc');
-  const ascVersion = asc.version;
+  const ascVersion = JSON.parse(readFileSync(join(dirname(ascBin), '..', 'package.json'), 'utf8')).version;
   mkdirSync(outDir, { recursive: true });
   const t0 = Date.now();
-  const built = [];
+  const stale = [];
   for (const name of names.length ? names : GUESTS) {
     const hash = inputHash(name, ascVersion);
     const hashFile = join(outDir, `${name}.hash`);
     const wasm = join(outDir, `${name}.wasm`);
     if (!force && existsSync(wasm) && existsSync(hashFile) && readFileSync(hashFile, 'utf8') === hash) continue;
-    await compile(asc, name);
-    writeFileSync(hashFile, hash);
-    built.push(name);
+    // The old hash goes first: an interrupted build must not look up to date.
+    rmSync(hashFile, { force: true });
+    stale.push({ name, hash, hashFile });
   }
+  const failed = [];
+  const queue = [...stale];
+  const worker = async () => {
+    for (let g = queue.shift(); g; g = queue.shift()) {
+      try {
+        await compile(g.name);
+        writeFileSync(g.hashFile, g.hash);
+      } catch (e) {
+        failed.push(e);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(availableParallelism(), stale.length)) }, worker));
+  if (failed.length) throw new Error(failed.map((e) => (e instanceof Error ? e.message : String(e))).join('\n'));
+  const built = stale.map((g) => g.name);
   console.log(built.length ? `guests: built ${built.join(', ')} in ${Date.now() - t0} ms` : 'guests: up to date');
 }
 
