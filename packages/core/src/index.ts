@@ -1,1 +1,12 @@
-export {};
+export { CORE_ERR, CoreOptionError, CoreProtocolError } from './errors.js';
+export type { CoreErrorCode } from './errors.js';
+export type { NodeId, ConnOffsets, StateOffsets } from './types.js';
+export { cloneOffsets } from './types.js';
+export { periodic, syncIo, adaptive, createPolicy, POLICY_NAMES } from './policy.js';
+export type { EpochPolicy, EpochPolicyInput, EpochDecision, PolicyName, PeriodicOptions, SyncIoOptions, AdaptiveOptions, PolicyOptions } from './policy.js';
+export { ProxyCore } from './proxy.js';
+export type { ProxyOptions, ProxyState, ProxyAction, NodeHello, OutputEvent, CommitEvent } from './proxy.js';
+export { PrimaryCore } from './primary.js';
+export type { PrimaryOptions, PrimaryState, PrimaryAction, SecondaryLostPolicy, EpochCollected } from './primary.js';
+export { SecondaryCore } from './secondary.js';
+export type { SecondaryOptions, SecondaryState, SecondaryAction } from './secondary.js';

@@ -1,0 +1,428 @@
+import { CORE_ERR, CoreOptionError, CoreProtocolError } from './errors.js';
+import { optEnum, optNumber, rejectUnknown } from './options.js';
+import { adaptive, type EpochPolicy } from './policy.js';
+import { cloneOffsets, type ConnOffsets, type StateOffsets } from './types.js';
+
+/**
+ * The primary's epoch machine: when to end an epoch, what to send, when output may
+ * leave. The guarantee it serves: output of epoch N MUST NOT be released before ack(N)
+ * while a secondary protects the guest; without one it is released unprotected
+ * (`continue`, said loudly) or held (`block`).
+ *
+ * States:
+ * - unprotected: no secondary; epochs commit as soon as collected (policy `continue`).
+ * - blocked: no secondary; nothing commits, no epoch ends (policy `block`).
+ * - syncing: a secondary joined; the next checkpoint is full, then deltas follow.
+ *   Under `continue` epochs still commit unacked until the full checkpoint is acked.
+ * - protected: every commit follows the secondary's ack of that epoch.
+ * - stopped: fenced or stopped; no more actions.
+ */
+export type PrimaryState = 'unprotected' | 'blocked' | 'syncing' | 'protected' | 'stopped';
+
+export type SecondaryLostPolicy = 'continue' | 'block';
+
+export interface PrimaryOptions {
+  /** Fencing term this primary runs in (given by the proxy's promote; 0 at a fresh bootstrap). */
+  term: number;
+  /** Epoch of the image the guest starts from: 0 for a fresh boot, the committed epoch after a promotion. */
+  startEpoch?: number;
+  /** Clock reading at start, ms: the first epoch begins here. */
+  nowMs: number;
+  /** When to end epochs. Default adaptive() with its defaults. */
+  policy?: EpochPolicy;
+  /** Most epochs collected and not yet acked. Default 8. A full window stops epochs from ending. */
+  maxInFlightEpochs?: number;
+  /** Most staged bytes of epochs collected and not yet acked. Default 256 MiB. */
+  maxInFlightBytes?: number;
+  /** What to do when the secondary is lost. Default 'continue'. */
+  onSecondaryLost?: SecondaryLostPolicy;
+  /** No ack or heartbeat from the secondary for this long while a checkpoint is outstanding: lost, ms. Default 1000. */
+  secondaryTimeoutMs?: number;
+}
+
+/**
+ * Actions, in the order they must be performed. Ordering rules for the runtime:
+ * - `collect{epoch}`: at the next event boundary copy the dirty pages (every page if
+ *   `full`) and device state, then let the vCPU run epoch+1 at once unless a
+ *   `pauseVcpu` is in force; report with epochCollected(). Output the guest produces up
+ *   to that boundary is tagged `epoch`, after it epoch+1.
+ * - `sendCheckpoint{epoch}`: send the staged checkpoint; checkpoints go out in epoch order.
+ * - `commit{epoch}`: send it to the proxy AFTER every output of epochs <= epoch has been
+ *   sent on the same (ordered) net link. It is emitted only after ack(epoch) unless
+ *   `acked` is false (no secondary: the guest runs unprotected). Staged copies of
+ *   epochs <= epoch may be freed.
+ * - `pauseVcpu` holds the vCPU at the next event boundary until `resumeVcpu`.
+ * - `cancelCheckpoints`: drop every staged checkpoint not yet sent (the secondary will
+ *   not take them any more).
+ * - `stop`: stop the guest now; commit nothing more.
+ */
+export type PrimaryAction =
+  | { type: 'collect'; epoch: number; full: boolean }
+  | { type: 'pauseVcpu'; reason: string }
+  | { type: 'resumeVcpu' }
+  | { type: 'startFullSync'; epoch: number }
+  | { type: 'sendCheckpoint'; term: number; epoch: number; full: boolean }
+  | { type: 'cancelCheckpoints'; reason: string }
+  | { type: 'commit'; term: number; epoch: number; acked: boolean; offsets: StateOffsets }
+  | { type: 'protectionChanged'; protected: boolean; reason: string }
+  | { type: 'stop'; reason: string };
+
+export interface EpochCollected {
+  epoch: number;
+  nowMs: number;
+  /** Bytes staged for this checkpoint (pages + device state). */
+  bytes: number;
+  offsets: StateOffsets;
+}
+
+interface InFlight {
+  epoch: number;
+  bytes: number;
+  offsets: StateOffsets;
+  collectedAtMs: number;
+  sentAtMs: number | undefined;
+  full: boolean;
+}
+
+const MiB = 1024 * 1024;
+
+export class PrimaryCore {
+  readonly options: Readonly<Required<Omit<PrimaryOptions, 'nowMs' | 'term' | 'startEpoch'>>>;
+  private _state: PrimaryState;
+  private readonly _term: number;
+  private running: number;
+  private collecting: { epoch: number; full: boolean } | undefined;
+  private _committedEpoch: number;
+  /** Highest epoch committed without an ack; protection is regained once an ack reaches it. */
+  private unackedCommit = 0;
+  private protectedAnnounced = false;
+  private inFlight: InFlight[] = [];
+  private inFlightBytes = 0;
+  private fullSyncEpoch: number | undefined;
+  /** Sync-io: the vCPU is held until this epoch is acked (or the hold is released). */
+  private holdUntil: number | undefined;
+  private epochStartMs: number;
+  private lastEpochEndMs = -Infinity;
+  /** First output time per epoch not yet collected (running, and running+1 during a collect). */
+  private outputSince = new Map<number, number>();
+  private dirtyBytes = 0;
+  private lastSecondaryHeardMs = -Infinity;
+  private policyDeadline: number | undefined;
+  private actions: PrimaryAction[] = [];
+
+  constructor(opts: PrimaryOptions) {
+    const o = opts as unknown as Record<string, unknown>;
+    rejectUnknown('primary', o, ['term', 'startEpoch', 'nowMs', 'policy', 'maxInFlightEpochs', 'maxInFlightBytes', 'onSecondaryLost', 'secondaryTimeoutMs']);
+    this._term = optNumber('primary', o, 'term', NaN, { min: 0, integer: true });
+    if (Number.isNaN(this._term)) throw new CoreOptionError(CORE_ERR.OPTION, 'primary.term is required (an integer >= 0)');
+    const startEpoch = optNumber('primary', o, 'startEpoch', 0, { min: 0, integer: true });
+    const nowMs = optNumber('primary', o, 'nowMs', NaN);
+    if (Number.isNaN(nowMs)) throw new CoreOptionError(CORE_ERR.OPTION, 'primary.nowMs is required (a finite number, ms)');
+    if (opts.policy !== undefined && typeof opts.policy?.decide !== 'function') {
+      throw new CoreOptionError(CORE_ERR.OPTION, 'primary.policy must be an EpochPolicy (see createPolicy)');
+    }
+    this.options = {
+      policy: opts.policy ?? adaptive(),
+      maxInFlightEpochs: optNumber('primary', o, 'maxInFlightEpochs', 8, { min: 1, integer: true }),
+      maxInFlightBytes: optNumber('primary', o, 'maxInFlightBytes', 256 * MiB, { min: 1 }),
+      onSecondaryLost: optEnum('primary', o, 'onSecondaryLost', ['continue', 'block'] as const, 'continue'),
+      secondaryTimeoutMs: optNumber('primary', o, 'secondaryTimeoutMs', 1000, { minExclusive: 0 }),
+    };
+    this.running = startEpoch + 1;
+    this._committedEpoch = startEpoch;
+    this.epochStartMs = nowMs;
+    this._state = this.options.onSecondaryLost === 'continue' ? 'unprotected' : 'blocked';
+    this.actions.push({
+      type: 'protectionChanged',
+      protected: false,
+      reason: this._state === 'blocked' ? 'no secondary yet; output held (block)' : 'no secondary yet; running unprotected',
+    });
+  }
+
+  get state(): PrimaryState {
+    return this._state;
+  }
+  get term(): number {
+    return this._term;
+  }
+  /** The epoch the vCPU is running (its output is tagged with it). */
+  get runningEpoch(): number {
+    return this.running;
+  }
+  get committedEpoch(): number {
+    return this._committedEpoch;
+  }
+  get inFlightEpochs(): number {
+    return this.inFlight.length;
+  }
+  get isProtected(): boolean {
+    return this.protectedAnnounced;
+  }
+  /** The vCPU is held by sync-io until an ack. */
+  get vcpuHeld(): boolean {
+    return this.holdUntil !== undefined;
+  }
+
+  takeActions(): PrimaryAction[] {
+    const a = this.actions;
+    this.actions = [];
+    return a;
+  }
+
+  /** When tick() should next be called (ms), if no other event comes first. */
+  nextDeadline(): number | undefined {
+    let d = this.policyDeadline;
+    const t = this.secondaryDeadline();
+    if (t !== undefined && (d === undefined || t < d)) d = t;
+    return d;
+  }
+
+  // ---- events ----
+
+  tick(nowMs: number): void {
+    if (this._state === 'stopped') return;
+    const t = this.secondaryDeadline();
+    if (t !== undefined && nowMs >= t) {
+      this.secondaryLost(`no ack from the secondary for ${this.options.secondaryTimeoutMs} ms`);
+    }
+    this.evaluate(nowMs);
+  }
+
+  /** The guest produced output tagged `epoch` (the runtime has sent it to the proxy). */
+  outputProduced(ev: { epoch: number; nowMs: number }): void {
+    if (this._state === 'stopped') return;
+    if (ev.epoch < this.running) return; // belongs to an epoch already collected or being collected
+    if (!this.outputSince.has(ev.epoch)) this.outputSince.set(ev.epoch, ev.nowMs);
+    this.evaluate(ev.nowMs);
+  }
+
+  /** How many bytes the running epoch has dirtied so far (an estimate; runtime's choice of rate). */
+  dirtyEstimate(bytes: number, nowMs: number): void {
+    if (this._state === 'stopped') return;
+    this.dirtyBytes = bytes;
+    this.evaluate(nowMs);
+  }
+
+  epochCollected(ev: EpochCollected): void {
+    if (this._state === 'stopped') return;
+    if (this.collecting === undefined || ev.epoch !== this.collecting.epoch) {
+      throw new CoreProtocolError(CORE_ERR.ORDER, `epochCollected(${ev.epoch}) but ${this.collecting === undefined ? 'no collect is pending' : `collect ${this.collecting.epoch} is pending`}`);
+    }
+    const full = this.collecting.full;
+    this.collecting = undefined;
+    this.running = ev.epoch + 1;
+    this.epochStartMs = ev.nowMs;
+    this.lastEpochEndMs = ev.nowMs;
+    this.dirtyBytes = 0;
+    for (const e of [...this.outputSince.keys()]) if (e <= ev.epoch) this.outputSince.delete(e);
+    const rec: InFlight = { epoch: ev.epoch, bytes: ev.bytes, offsets: cloneOffsets(ev.offsets), collectedAtMs: ev.nowMs, sentAtMs: undefined, full };
+
+    switch (this._state) {
+      case 'unprotected':
+        this.commit(ev.epoch, false, rec.offsets);
+        break;
+      case 'blocked':
+        // Only a collect issued before the secondary was lost lands here; the next full sync covers it.
+        break;
+      case 'syncing':
+        if (!full && this.fullSyncEpoch === undefined) {
+          // A delta begun before the secondary joined: it cannot go to the new secondary.
+          if (this.options.onSecondaryLost === 'continue') this.commit(ev.epoch, false, rec.offsets);
+          break;
+        }
+        this.track(rec);
+        if (this.options.onSecondaryLost === 'continue' && ev.epoch > this._committedEpoch) {
+          // Still unprotected until the full image is acked: keep output flowing.
+          this.commit(ev.epoch, false, rec.offsets);
+        }
+        break;
+      case 'protected':
+        this.track(rec);
+        break;
+    }
+    if (this.holdUntil !== undefined && this.holdUntil === ev.epoch && (this._state === 'unprotected' || this._committedEpoch >= ev.epoch)) {
+      this.release();
+    }
+    this.evaluate(ev.nowMs);
+  }
+
+  /** The runtime finished writing checkpoint `epoch` to the replication link. */
+  checkpointSent(ev: { epoch: number; nowMs: number }): void {
+    const f = this.inFlight.find((x) => x.epoch === ev.epoch);
+    if (f !== undefined && f.sentAtMs === undefined) f.sentAtMs = ev.nowMs;
+  }
+
+  /** Any message from the secondary (heartbeat included) proves it is alive. */
+  secondaryHeard(nowMs: number): void {
+    this.lastSecondaryHeardMs = Math.max(this.lastSecondaryHeardMs, nowMs);
+  }
+
+  ack(ev: { term: number; epoch: number; nowMs: number }): void {
+    if (this._state !== 'protected' && this._state !== 'syncing') return;
+    if (ev.term !== this._term) return;
+    this.secondaryHeard(ev.nowMs);
+    const done = this.inFlight.filter((x) => x.epoch <= ev.epoch);
+    if (done.length === 0) return; // duplicate or for a discarded epoch
+    this.inFlight = this.inFlight.filter((x) => x.epoch > ev.epoch);
+    for (const d of done) this.inFlightBytes -= d.bytes;
+    if (this._state === 'syncing' && this.fullSyncEpoch !== undefined && ev.epoch >= this.fullSyncEpoch) {
+      this._state = 'protected';
+      this.fullSyncEpoch = undefined;
+    }
+    if (ev.epoch > this._committedEpoch) this.commit(ev.epoch, true, mergeOffsets(done));
+    if (this._state === 'protected' && !this.protectedAnnounced && ev.epoch >= this.unackedCommit) {
+      this.protectedAnnounced = true;
+      this.actions.push({ type: 'protectionChanged', protected: true, reason: `secondary holds epoch ${ev.epoch}` });
+    }
+    if (this.holdUntil !== undefined && ev.epoch >= this.holdUntil) this.release();
+    this.evaluate(ev.nowMs);
+  }
+
+  /** The secondary refused `epoch` (gap, digest mismatch...): it needs a full sync. */
+  nack(ev: { term: number; epoch: number; code: string; nowMs: number }): void {
+    if (this._state !== 'protected' && this._state !== 'syncing') return;
+    if (ev.term !== this._term) return;
+    this.secondaryHeard(ev.nowMs);
+    if (!this.inFlight.some((x) => x.epoch === ev.epoch)) return; // about an epoch already abandoned
+    this.abandonInFlight(`secondary refused epoch ${ev.epoch} (${ev.code})`);
+    this.enterSyncing();
+    this.evaluate(ev.nowMs);
+  }
+
+  secondaryConnected(nowMs: number): void {
+    if (this._state === 'stopped') return;
+    if (this._state === 'protected' || this._state === 'syncing') this.abandonInFlight('secondary reconnected');
+    this.lastSecondaryHeardMs = nowMs;
+    this.enterSyncing();
+    this.evaluate(nowMs);
+  }
+
+  secondaryDisconnected(nowMs: number, reason = 'replication link closed'): void {
+    if (this._state !== 'protected' && this._state !== 'syncing') return;
+    this.secondaryLost(reason);
+    this.evaluate(nowMs);
+  }
+
+  /** The proxy (or the secondary) says a newer term exists: this primary must stop. */
+  fenced(term: number, _nowMs: number): void {
+    if (this._state === 'stopped' || term <= this._term) return;
+    this._state = 'stopped';
+    this.inFlight = [];
+    this.inFlightBytes = 0;
+    this.policyDeadline = undefined;
+    this.actions.push({ type: 'cancelCheckpoints', reason: `fenced by term ${term}` });
+    this.actions.push({ type: 'stop', reason: `fenced: term ${term} supersedes ${this._term}` });
+  }
+
+  // ---- internals ----
+
+  private track(rec: InFlight): void {
+    this.inFlight.push(rec);
+    this.inFlightBytes += rec.bytes;
+    this.actions.push({ type: 'sendCheckpoint', term: this._term, epoch: rec.epoch, full: rec.full });
+  }
+
+  private commit(epoch: number, acked: boolean, offsets: StateOffsets): void {
+    this._committedEpoch = epoch;
+    if (!acked) this.unackedCommit = epoch;
+    this.actions.push({ type: 'commit', term: this._term, epoch, acked, offsets });
+  }
+
+  private release(): void {
+    this.holdUntil = undefined;
+    this.actions.push({ type: 'resumeVcpu' });
+  }
+
+  private enterSyncing(): void {
+    this._state = 'syncing';
+    this.fullSyncEpoch = undefined;
+  }
+
+  /** Epochs sent but never to be acked: drop them; under `continue` their output is released unprotected. */
+  private abandonInFlight(reason: string): void {
+    const last = this.inFlight[this.inFlight.length - 1];
+    this.inFlight = [];
+    this.inFlightBytes = 0;
+    this.actions.push({ type: 'cancelCheckpoints', reason });
+    if (this.protectedAnnounced || this._state === 'protected') {
+      this.protectedAnnounced = false;
+      this.actions.push({
+        type: 'protectionChanged',
+        protected: false,
+        reason: this.options.onSecondaryLost === 'continue' ? `${reason}; running unprotected` : `${reason}; output held (block)`,
+      });
+    }
+    if (this.options.onSecondaryLost === 'continue') {
+      if (last !== undefined && last.epoch > this._committedEpoch) this.commit(last.epoch, false, last.offsets);
+      if (this.holdUntil !== undefined && this.holdUntil <= this._committedEpoch) this.release();
+    }
+  }
+
+  private secondaryLost(reason: string): void {
+    if (this._state !== 'protected' && this._state !== 'syncing') return;
+    const wasAnnounced = this.protectedAnnounced || this._state === 'protected';
+    this.abandonInFlight(reason);
+    this.fullSyncEpoch = undefined;
+    this._state = this.options.onSecondaryLost === 'continue' ? 'unprotected' : 'blocked';
+    if (!wasAnnounced) {
+      // Was still syncing: say again that protection did not come back.
+      this.actions.push({ type: 'protectionChanged', protected: false, reason: `${reason} during full sync` });
+    }
+  }
+
+  private secondaryDeadline(): number | undefined {
+    if (this._state !== 'protected' && this._state !== 'syncing') return undefined;
+    const oldest = this.inFlight[0];
+    if (oldest === undefined) return undefined;
+    const since = Math.max(this.lastSecondaryHeardMs, oldest.sentAtMs ?? oldest.collectedAtMs);
+    return since + this.options.secondaryTimeoutMs;
+  }
+
+  /** Asks the policy whether to end the running epoch; emits collect when it says so. */
+  private evaluate(nowMs: number): void {
+    this.policyDeadline = undefined;
+    if (this._state === 'stopped' || this._state === 'blocked' || this.collecting !== undefined) return;
+    if (this._state === 'syncing' && this.fullSyncEpoch === undefined) {
+      // A secondary waits for its full image: end an epoch now, whatever the policy or window.
+      this.fullSyncEpoch = this.running;
+      this.actions.push({ type: 'startFullSync', epoch: this.running });
+      this.startCollect(true);
+      return;
+    }
+    if (this.holdUntil !== undefined) return; // sync-io: nothing runs, nothing to end
+    const since = this.outputSince.get(this.running);
+    const decision = this.options.policy.decide({
+      nowMs,
+      epochStartMs: this.epochStartMs,
+      lastEpochEndMs: this.lastEpochEndMs,
+      outputPending: since !== undefined,
+      outputPendingSinceMs: since,
+      dirtyBytesEstimate: this.dirtyBytes,
+      inFlight: this.inFlight.length,
+      windowFull: this.inFlight.length >= this.options.maxInFlightEpochs || this.inFlightBytes >= this.options.maxInFlightBytes,
+    });
+    if (!decision.endEpoch) {
+      this.policyDeadline = decision.nextDeadlineMs;
+      return;
+    }
+    if (decision.waitForAck && this._state !== 'unprotected') {
+      this.holdUntil = this.running;
+      this.actions.push({ type: 'pauseVcpu', reason: `sync-io: epoch ${this.running} waits for its ack` });
+    }
+    this.startCollect(false);
+  }
+
+  private startCollect(full: boolean): void {
+    this.collecting = { epoch: this.running, full };
+    this.actions.push({ type: 'collect', epoch: this.running, full });
+  }
+}
+
+/** One commit covering several epochs: the latest offsets of each connection, closes included. */
+function mergeOffsets(epochs: InFlight[]): StateOffsets {
+  const last = epochs[epochs.length - 1]!;
+  if (epochs.length === 1) return last.offsets;
+  const byConn = new Map<number, ConnOffsets>();
+  for (const e of epochs) for (const c of e.offsets.conns) byConn.set(c.conn, c);
+  return { epoch: last.offsets.epoch, maxConnId: last.offsets.maxConnId, conns: [...byConn.values()].sort((a, b) => a.conn - b.conn) };
+}

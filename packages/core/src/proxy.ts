@@ -1,0 +1,737 @@
+import { ByteQueue } from './byte-queue.js';
+import { CORE_ERR, CoreOptionError, CoreProtocolError } from './errors.js';
+import { optNumber, rejectUnknown } from './options.js';
+import type { ConnOffsets, NodeId, StateOffsets } from './types.js';
+
+/**
+ * The output-commit proxy and failover witness, as a pure machine.
+ *
+ * Safety rules it keeps (each one is checked by the tests):
+ * 1. Output leaves for a client only when a state containing it is committed: by a
+ *    `commit` from the current term's active primary (up to its offsets), or by the
+ *    offsets of a promoted node's restored image (which is committed by construction).
+ * 2. Every byte of client input stays in the log until a committed state has consumed
+ *    it, so a promoted node can be given exactly the input its image has not seen.
+ * 3. Only one node is active per term; a message carrying an older term is refused and
+ *    its sender fenced. The proxy alone creates terms (failover = term + 1).
+ * 4. A node is promoted only if its committed image holds every epoch whose output was
+ *    released without an ack (the unacked floor): acked epochs are in the secondary's
+ *    image by construction, unacked ones (primary running unprotected) are not.
+ */
+
+export type ProxyState = 'idle' | 'active' | 'lost' | 'promoting';
+
+export interface ProxyOptions {
+  /** Node ids the proxy has links to (2 in a normal deployment). */
+  nodes: NodeId[];
+  /** Silence from the active primary after which it is lost, ms. Default 1000. */
+  failoverTimeoutMs?: number;
+  /** A promoted node must answer with its offsets within this, ms. Default 10000. */
+  promoteTimeoutMs?: number;
+  /** Total logged (uncommitted) client input, bytes; above it every client is paused. Default 64 MiB. */
+  maxInputLogBytes?: number;
+  /** Logged input of one connection, bytes; above it that client is paused. Default 8 MiB. */
+  maxConnInputLogBytes?: number;
+  /** Total held (uncommitted) output, bytes; above it the active node's link is paused. Default 64 MiB. */
+  maxHeldOutputBytes?: number;
+  /** First connection id handed out. Default 1. */
+  firstConnId?: number;
+}
+
+/** What a node says when its link comes up. */
+export type NodeHello =
+  | {
+      role: 'primary';
+      term: number;
+      /** The node's current (live, possibly uncommitted) offsets. A fresh guest: epoch 0, no conns. */
+      live: StateOffsets;
+    }
+  | {
+      role: 'secondary';
+      term: number;
+      /** Epoch of its committed image; 0 = none (cannot be promoted). */
+      committedEpoch: number;
+    };
+
+export interface OutputEvent {
+  term: number;
+  epoch: number;
+  conn: number;
+  offset: number;
+  bytes: Uint8Array;
+}
+
+export interface CommitEvent {
+  term: number;
+  epoch: number;
+  /** true: the secondary acked this epoch; false: committed unprotected (no secondary). */
+  acked: boolean;
+  offsets: StateOffsets;
+}
+
+/**
+ * Actions, in the order they must be performed.
+ * Ordering rules for the runtime:
+ * - `writeClient` of a connection is in stream order; never reorder two of them.
+ * - After `activeChanged{node}`, every forward* action for that node goes out on its net
+ *   link in action order: the replay of logged input precedes any new input.
+ * - `forwardInput` carries the stream offset of its first byte; a node drops bytes it
+ *   already holds (a re-adopted live primary may get some twice).
+ * - `closeClient` comes after the last `writeClient` of that connection.
+ */
+export type ProxyAction =
+  | { type: 'writeClient'; conn: number; bytes: Uint8Array }
+  | { type: 'closeClient'; conn: number }
+  | { type: 'pauseClient'; conn: number }
+  | { type: 'resumeClient'; conn: number }
+  | { type: 'forwardOpen'; node: NodeId; term: number; conn: number }
+  | { type: 'forwardInput'; node: NodeId; term: number; conn: number; offset: number; bytes: Uint8Array }
+  | { type: 'forwardClose'; node: NodeId; term: number; conn: number; offset: number }
+  | { type: 'sendPromote'; node: NodeId; term: number }
+  | { type: 'sendFence'; node: NodeId; term: number }
+  | { type: 'denyPromote'; node: NodeId; term: number; reason: string }
+  /**
+   * The node clients are served by changed (undefined: none right now). `resendOutputFrom`
+   * lists connections whose output the proxy is missing: the node must resend its
+   * retained output of each from that offset (bytes it produced but the proxy never got).
+   */
+  | { type: 'activeChanged'; node: NodeId | undefined; term: number; reason: string; resendOutputFrom: { conn: number; offset: number }[] }
+  /** The proxy has received all output of epochs <= epoch: the node may drop its retained copies. */
+  | { type: 'confirmCommit'; node: NodeId; term: number; epoch: number }
+  /** The active primary is lost and no node may be promoted (reason says why); loud. */
+  | { type: 'failoverBlocked'; reason: string }
+  | { type: 'pauseNode'; node: NodeId }
+  | { type: 'resumeNode'; node: NodeId }
+  /** A message was ignored (old term, not from the active node...), for logs and metrics. */
+  | { type: 'refused'; node: NodeId; what: string; reason: string };
+
+interface NodeRec {
+  id: NodeId;
+  up: boolean;
+  role: 'primary' | 'secondary' | 'fenced' | undefined;
+  term: number;
+  committedEpoch: number;
+  lastHeardMs: number;
+  /** Term the node was last told to fence at (avoids a fence per refused message). */
+  fencedAt: number;
+}
+
+interface ConnRec {
+  id: number;
+  /** Logged client input [start, end); start = committed inConsumed. */
+  log: ByteQueue;
+  /** Input offset at which the client closed its side; undefined while open. */
+  clientClosedAt: number | undefined;
+  /** Output received from the active node, not yet released: [released, received). */
+  held: ByteQueue;
+  /** Highest output offset known committed (may exceed what was received). */
+  committedOut: number;
+  /** The committed state says closed: close the client once output reaches committedOut. */
+  closing: boolean;
+  paused: boolean;
+  /** What the current active node has been sent: its open, input up to sentTo, its close. */
+  sentOpen: boolean;
+  sentTo: number;
+  sentClose: boolean;
+}
+
+const MiB = 1024 * 1024;
+
+export class ProxyCore {
+  readonly options: Readonly<Required<ProxyOptions>>;
+  private _term = 0;
+  private _state: ProxyState = 'idle';
+  private _active: NodeId | undefined;
+  private promotingSinceMs = 0;
+  /** Highest epoch released without an ack; a candidate's image must reach it. */
+  private unackedFloor = 0;
+  private _committedEpoch = 0;
+  private blockedReported = false;
+  private readonly nodes = new Map<NodeId, NodeRec>();
+  private readonly conns = new Map<number, ConnRec>();
+  private nextConnId: number;
+  private logBytes = 0;
+  private heldBytes = 0;
+  private allPaused = false;
+  private nodePaused = false;
+  /** The node and term whose output `held` queues hold. */
+  private heldFrom: { node: NodeId; term: number } | undefined;
+  private actions: ProxyAction[] = [];
+
+  constructor(opts: ProxyOptions) {
+    const o = opts as unknown as Record<string, unknown>;
+    rejectUnknown('proxy', o, ['nodes', 'failoverTimeoutMs', 'promoteTimeoutMs', 'maxInputLogBytes', 'maxConnInputLogBytes', 'maxHeldOutputBytes', 'firstConnId']);
+    if (!Array.isArray(opts?.nodes) || opts.nodes.length === 0 || opts.nodes.some((n) => typeof n !== 'string' || n === '')) {
+      throw new CoreOptionError(CORE_ERR.OPTION, 'proxy.nodes must be a non-empty array of node ids');
+    }
+    if (new Set(opts.nodes).size !== opts.nodes.length) {
+      throw new CoreOptionError(CORE_ERR.OPTION, 'proxy.nodes must not repeat a node id');
+    }
+    this.options = {
+      nodes: [...opts.nodes],
+      failoverTimeoutMs: optNumber('proxy', o, 'failoverTimeoutMs', 1000, { minExclusive: 0 }),
+      promoteTimeoutMs: optNumber('proxy', o, 'promoteTimeoutMs', 10_000, { minExclusive: 0 }),
+      maxInputLogBytes: optNumber('proxy', o, 'maxInputLogBytes', 64 * MiB, { min: 1, integer: true }),
+      maxConnInputLogBytes: optNumber('proxy', o, 'maxConnInputLogBytes', 8 * MiB, { min: 1, integer: true }),
+      maxHeldOutputBytes: optNumber('proxy', o, 'maxHeldOutputBytes', 64 * MiB, { min: 1, integer: true }),
+      firstConnId: optNumber('proxy', o, 'firstConnId', 1, { min: 1, integer: true }),
+    };
+    this.nextConnId = this.options.firstConnId;
+    for (const id of opts.nodes) {
+      this.nodes.set(id, { id, up: false, role: undefined, term: 0, committedEpoch: 0, lastHeardMs: 0, fencedAt: -1 });
+    }
+  }
+
+  get term(): number {
+    return this._term;
+  }
+  get state(): ProxyState {
+    return this._state;
+  }
+  /** The node serving clients in the current term (undefined while idle or promoting). */
+  get active(): NodeId | undefined {
+    return this._state === 'active' ? this._active : undefined;
+  }
+  get committedEpoch(): number {
+    return this._committedEpoch;
+  }
+  get inputLogBytes(): number {
+    return this.logBytes;
+  }
+  get heldOutputBytes(): number {
+    return this.heldBytes;
+  }
+  get connCount(): number {
+    return this.conns.size;
+  }
+
+  /** Drains the actions produced since the last call, in order. */
+  takeActions(): ProxyAction[] {
+    const a = this.actions;
+    this.actions = [];
+    return a;
+  }
+
+  /** When tick() should next be called (ms), if nothing else happens first. */
+  nextDeadline(): number | undefined {
+    if (this._state === 'active' && this._active !== undefined) {
+      const n = this.node(this._active);
+      return n.up ? n.lastHeardMs + this.options.failoverTimeoutMs : undefined;
+    }
+    if (this._state === 'promoting') return this.promotingSinceMs + this.options.promoteTimeoutMs;
+    return undefined;
+  }
+
+  // ---- clients ----
+
+  /** A client connected; returns its connection id (never reused, never known to an older guest state). */
+  clientOpen(_nowMs: number): number {
+    const id = this.nextConnId++;
+    const c: ConnRec = {
+      id,
+      log: new ByteQueue(0),
+      clientClosedAt: undefined,
+      held: new ByteQueue(0),
+      committedOut: 0,
+      closing: false,
+      paused: false,
+      sentOpen: false,
+      sentTo: 0,
+      sentClose: false,
+    };
+    this.conns.set(id, c);
+    if (this.allPaused) {
+      c.paused = true;
+      this.actions.push({ type: 'pauseClient', conn: id });
+    }
+    this.pump(c);
+    return id;
+  }
+
+  /** Bytes from a client: logged, and forwarded at once when a node is active. */
+  clientData(conn: number, bytes: Uint8Array, _nowMs: number): void {
+    const c = this.conn(conn);
+    if (c.clientClosedAt !== undefined) {
+      throw new CoreProtocolError(CORE_ERR.ORDER, `clientData on connection ${conn} after its clientClose`);
+    }
+    if (bytes.length === 0) return;
+    // The runtime stops reading on pauseClient; twice the soft limit means it did not.
+    if (c.log.size + bytes.length > 2 * this.options.maxConnInputLogBytes || this.logBytes + bytes.length > 2 * this.options.maxInputLogBytes) {
+      throw new CoreProtocolError(
+        CORE_ERR.INPUT_LOG_FULL,
+        `input log of connection ${conn} would exceed twice maxConnInputLogBytes/maxInputLogBytes: the client was not paused`,
+      );
+    }
+    c.log.push(bytes);
+    this.logBytes += bytes.length;
+    this.pump(c);
+    this.flowConn(c);
+    this.flowAll();
+  }
+
+  /** The client closed its side (EOF). Output already produced still reaches it. */
+  clientClose(conn: number, _nowMs: number): void {
+    const c = this.conn(conn);
+    if (c.clientClosedAt !== undefined) return;
+    c.clientClosedAt = c.log.end;
+    this.pump(c);
+  }
+
+  // ---- nodes ----
+
+  nodeUp(node: NodeId, nowMs: number): void {
+    const n = this.node(node);
+    n.up = true;
+    n.lastHeardMs = nowMs;
+    n.role = undefined;
+    n.committedEpoch = 0;
+    n.fencedAt = -1;
+  }
+
+  nodeDown(node: NodeId, nowMs: number): void {
+    const n = this.node(node);
+    n.up = false;
+    if (this._state === 'active' && this._active === node) this.activeLost(`link to ${node} closed`, nowMs);
+    else if (this._state === 'promoting' && this._active === node) this.promotionFailed(`link to ${node} closed while promoting`, nowMs);
+  }
+
+  nodeHello(node: NodeId, hello: NodeHello, nowMs: number): void {
+    const n = this.node(node);
+    n.up = true;
+    n.lastHeardMs = nowMs;
+    n.term = hello.term;
+    if (hello.role === 'secondary') {
+      n.role = 'secondary';
+      n.committedEpoch = hello.committedEpoch;
+      if (this._active === node && this._state === 'active') {
+        // The node we served from now calls itself a secondary: it is not serving any more.
+        this.activeLost(`${node} said hello as secondary`, nowMs);
+      } else if (this._active === node && this._state === 'promoting') {
+        this.promotionFailed(`${node} said hello as secondary while being promoted`, nowMs);
+      }
+      this.retryFailover(nowMs);
+      return;
+    }
+    n.committedEpoch = 0;
+    if (hello.term < this._term) {
+      n.role = 'fenced';
+      this.fence(n, `hello as primary with term ${hello.term} < ${this._term}`);
+      return;
+    }
+    const other = this._active !== undefined && this._active !== node ? this.nodes.get(this._active) : undefined;
+    if (hello.term === this._term && other !== undefined && this._state !== 'idle') {
+      // Another node holds this term (serving, lost, or being promoted): a term has one primary.
+      n.role = 'fenced';
+      this.fence(n, `term ${hello.term} already belongs to ${other.id}`);
+      return;
+    }
+    if (hello.term > this._term && other !== undefined) {
+      // Only a proxy that lost its memory sees a newer term; the newest primary wins.
+      other.role = 'fenced';
+      if (other.up) this.fence(other, `superseded by ${node} in term ${hello.term}`, hello.term);
+    }
+    this._term = hello.term;
+    n.role = 'primary';
+    this.adopt(node, hello.live, 'live', `${node} is primary in term ${hello.term}`);
+  }
+
+  /** Heartbeat or status from a node (any message refreshes liveness). */
+  nodeStatus(node: NodeId, status: { term: number; committedEpoch?: number }, nowMs: number): void {
+    const n = this.node(node);
+    if (!n.up) return;
+    if (status.term < this._term && n.role === 'primary') {
+      this.fence(n, `status with term ${status.term} < ${this._term}`);
+      return;
+    }
+    this.heardFromLost(n, status.term, nowMs);
+    n.lastHeardMs = nowMs;
+    if (status.committedEpoch !== undefined && n.role === 'secondary') {
+      n.committedEpoch = Math.max(n.committedEpoch, status.committedEpoch);
+      this.retryFailover(nowMs);
+    }
+  }
+
+  output(node: NodeId, ev: OutputEvent, nowMs: number): void {
+    if (!this.fromActive(node, ev.term, 'output', nowMs)) return;
+    const c = this.conns.get(ev.conn);
+    if (c === undefined) {
+      this.actions.push({ type: 'refused', node, what: 'output', reason: `unknown or finished connection ${ev.conn}` });
+      return;
+    }
+    let { bytes, offset } = ev;
+    if (offset > c.held.end) {
+      throw new CoreProtocolError(CORE_ERR.STREAM_GAP, `output of connection ${ev.conn} at offset ${offset}, expected ${c.held.end}`);
+    }
+    if (offset < c.held.end) {
+      // A resend overlapping what we hold: keep only the new tail.
+      const skip = c.held.end - offset;
+      if (skip >= bytes.length) return;
+      bytes = bytes.subarray(skip);
+      offset = c.held.end;
+    }
+    c.held.push(bytes, ev.epoch);
+    this.heldBytes += bytes.length;
+    if (c.committedOut > c.held.start) this.release(c, c.committedOut);
+    this.flowNode();
+  }
+
+  commit(node: NodeId, ev: CommitEvent, nowMs: number): void {
+    if (!this.fromActive(node, ev.term, 'commit', nowMs)) return;
+    if (ev.epoch <= this._committedEpoch) return;
+    if (!ev.acked) this.unackedFloor = Math.max(this.unackedFloor, ev.epoch);
+    this._committedEpoch = ev.epoch;
+    this.applyCommitted(ev.offsets);
+    this.actions.push({ type: 'confirmCommit', node, term: ev.term, epoch: ev.epoch });
+    this.flowAll();
+    this.flowNode();
+  }
+
+  /** A secondary lost its primary and asks to be promoted. Granted only if the proxy lost it too. */
+  promoteRequest(node: NodeId, req: { term: number; committedEpoch: number }, nowMs: number): void {
+    const n = this.node(node);
+    n.lastHeardMs = nowMs;
+    if (n.role === 'secondary') n.committedEpoch = Math.max(n.committedEpoch, req.committedEpoch);
+    if (this._state === 'active' && this._active !== node && !this.isLost(this._active!, nowMs)) {
+      this.actions.push({ type: 'denyPromote', node, term: this._term, reason: `the proxy still hears ${this._active}` });
+      return;
+    }
+    if (this._state === 'active') this.activeLost(`${node} asked for promotion and ${this._active} is silent`, nowMs);
+    if (!(this._state === 'promoting' && this._active === node)) {
+      this.actions.push({ type: 'denyPromote', node, term: this._term, reason: this.ineligible(n) ?? `state ${this._state}` });
+    }
+  }
+
+  /** The promoted node restored its committed image; these are that image's offsets. */
+  promoted(node: NodeId, ev: { term: number; offsets: StateOffsets }, nowMs: number): void {
+    if (this._state !== 'promoting' || this._active !== node || ev.term !== this._term) {
+      this.actions.push({ type: 'refused', node, what: 'promoted', reason: `not promoting ${node} in term ${ev.term} (term ${this._term}, ${this._state})` });
+      return;
+    }
+    const n = this.node(node);
+    n.role = 'primary';
+    n.term = ev.term;
+    n.lastHeardMs = nowMs;
+    if (ev.offsets.epoch < this.unackedFloor) {
+      throw new CoreProtocolError(CORE_ERR.STALE_IMAGE, `promoted image epoch ${ev.offsets.epoch} is older than released unacked epoch ${this.unackedFloor}`);
+    }
+    this._committedEpoch = Math.max(this._committedEpoch, ev.offsets.epoch);
+    this.adopt(node, ev.offsets, 'promoted', `${node} promoted in term ${ev.term}`);
+  }
+
+  tick(nowMs: number): void {
+    if (this._state === 'active' && this.isLost(this._active!, nowMs)) {
+      this.activeLost(`no message from ${this._active} for ${this.options.failoverTimeoutMs} ms`, nowMs);
+    } else if (this._state === 'promoting' && nowMs - this.promotingSinceMs >= this.options.promoteTimeoutMs) {
+      this.promotionFailed(`${this._active} did not answer promote within ${this.options.promoteTimeoutMs} ms`, nowMs);
+    } else if (this._state === 'lost') {
+      this.retryFailover(nowMs);
+    }
+  }
+
+  // ---- internals ----
+
+  private node(id: NodeId): NodeRec {
+    const n = this.nodes.get(id);
+    if (n === undefined) throw new CoreProtocolError(CORE_ERR.UNKNOWN_NODE, `unknown node ${id} (known: ${[...this.nodes.keys()].join(', ')})`);
+    return n;
+  }
+
+  private conn(id: number): ConnRec {
+    const c = this.conns.get(id);
+    if (c === undefined) throw new CoreProtocolError(CORE_ERR.UNKNOWN_CONN, `unknown connection ${id}`);
+    return c;
+  }
+
+  private isLost(id: NodeId, nowMs: number): boolean {
+    const n = this.node(id);
+    return !n.up || nowMs - n.lastHeardMs >= this.options.failoverTimeoutMs;
+  }
+
+  /** Accepts a primary-only message only from the active node of the current term. */
+  private fromActive(node: NodeId, term: number, what: string, nowMs: number): boolean {
+    const n = this.node(node);
+    if (term < this._term) {
+      this.fence(n, `${what} with term ${term} < ${this._term}`);
+      return false;
+    }
+    this.heardFromLost(n, term, nowMs);
+    if (this._state !== 'active' || this._active !== node || term !== this._term) {
+      this.actions.push({ type: 'refused', node, what, reason: `${node} is not the active primary of term ${term}` });
+      return false;
+    }
+    n.lastHeardMs = nowMs;
+    return true;
+  }
+
+  /**
+   * The lost active primary speaks again on the same, never-closed link, and nobody was
+   * promoted: it is active again, and gets the input that arrived meanwhile.
+   */
+  private heardFromLost(n: NodeRec, term: number, nowMs: number): void {
+    if (this._state !== 'lost' || this._active !== n.id || term !== this._term || !n.up || n.role !== 'primary') return;
+    n.lastHeardMs = nowMs;
+    this._state = 'active';
+    this.actions.push({ type: 'activeChanged', node: n.id, term, reason: `${n.id} heard again`, resendOutputFrom: [] });
+    for (const c of [...this.conns.values()].sort((a, b) => a.id - b.id)) this.pump(c);
+  }
+
+  private fence(n: NodeRec, reason: string, term = this._term): void {
+    this.actions.push({ type: 'refused', node: n.id, what: 'message', reason });
+    if (n.fencedAt >= term || !n.up) return;
+    n.fencedAt = term;
+    this.actions.push({ type: 'sendFence', node: n.id, term });
+  }
+
+  private ineligible(n: NodeRec): string | undefined {
+    if (!n.up) return `${n.id} is down`;
+    if (n.role !== 'secondary') return `${n.id} is not a secondary`;
+    if (n.committedEpoch < 1) return `${n.id} has no committed image`;
+    if (n.committedEpoch < this.unackedFloor) {
+      return `${n.id}'s image (epoch ${n.committedEpoch}) lacks epoch ${this.unackedFloor}, released unprotected`;
+    }
+    return undefined;
+  }
+
+  private activeLost(reason: string, nowMs: number): void {
+    const old = this.node(this._active!);
+    this._state = 'lost';
+    this.blockedReported = false;
+    this.actions.push({ type: 'activeChanged', node: undefined, term: this._term, reason, resendOutputFrom: [] });
+    if (this.nodePaused) {
+      this.nodePaused = false;
+      this.actions.push({ type: 'resumeNode', node: old.id });
+    }
+    this.retryFailover(nowMs);
+  }
+
+  private retryFailover(nowMs: number): void {
+    if (this._state !== 'lost') return;
+    let reasons: string[] = [];
+    for (const n of this.nodes.values()) {
+      if (n.id === this._active) continue;
+      const why = this.ineligible(n);
+      if (why !== undefined) {
+        reasons.push(why);
+        continue;
+      }
+      const old = this.node(this._active!);
+      this._term += 1;
+      // Fence the old primary now: anything it still sends carries the old term.
+      old.role = 'fenced';
+      if (old.up) this.fence(old, `failover to ${n.id}`);
+      this._state = 'promoting';
+      this._active = n.id;
+      this.promotingSinceMs = nowMs;
+      this.actions.push({ type: 'sendPromote', node: n.id, term: this._term });
+      return;
+    }
+    if (reasons.length === 0) reasons = ['no other node'];
+    if (!this.blockedReported) {
+      this.blockedReported = true;
+      this.actions.push({ type: 'failoverBlocked', reason: `${this._active} lost; cannot promote: ${reasons.join('; ')}` });
+    }
+  }
+
+  private promotionFailed(reason: string, nowMs: number): void {
+    const n = this.node(this._active!);
+    n.role = 'fenced';
+    if (n.up) this.fence(n, reason);
+    this._state = 'lost';
+    this.blockedReported = false;
+    this.retryFailover(nowMs);
+  }
+
+  /**
+   * Serve clients from `node`, whose guest state has offsets `s`:
+   * - 'promoted': s is a committed image. Held output up to s.outProduced is released
+   *   (its epoch committed even if the old primary never heard the ack), the rest is
+   *   discarded; the input log is trimmed to s.inConsumed and the rest replayed.
+   * - 'live': s is a running primary's current state (not committed): nothing is
+   *   released; input past s.inConsumed is replayed.
+   * Either way connections the state does not know (id > s.maxConnId) are replayed
+   * from their open, and missing output is asked for again.
+   */
+  private adopt(node: NodeId, s: StateOffsets, mode: 'promoted' | 'live', reason: string): void {
+    const sameSource = this.heldFrom !== undefined && this.heldFrom.node === node && this.heldFrom.term === this._term;
+    this._state = 'active';
+    this._active = node;
+    this.heldFrom = { node, term: this._term };
+    const listed = new Map<number, ConnOffsets>(s.conns.map((c) => [c.conn, c]));
+    const resend: { conn: number; offset: number }[] = [];
+    const finished: ConnRec[] = [];
+    const ordered = [...this.conns.values()].sort((a, b) => a.id - b.id);
+    for (const c of ordered) {
+      const o = listed.get(c.id);
+      // Unreleased output of another node or term is not this state's: it is replaced below.
+      if (mode === 'live' && !sameSource) this.dropHeld(c, c.held.start);
+      if (o !== undefined) {
+        if (o.inConsumed < c.log.start || o.inConsumed > c.log.end) {
+          throw new CoreProtocolError(CORE_ERR.STALE_IMAGE, `connection ${c.id}: state consumed ${o.inConsumed}, proxy log holds [${c.log.start}, ${c.log.end})`);
+        }
+        if (mode === 'promoted') {
+          this.release(c, o.outProduced);
+          this.dropHeld(c, o.outProduced);
+          this.trimInput(c, o.inConsumed);
+        }
+        if (o.outProduced > c.held.end) resend.push({ conn: c.id, offset: c.held.end });
+        c.sentOpen = true;
+        c.sentTo = o.inConsumed;
+        c.sentClose = o.closed;
+        if (o.closed && mode === 'promoted') finished.push(c);
+      } else if (c.id <= s.maxConnId) {
+        // Known to the state but not listed: closed in it. Output of epochs <= s.epoch is committed.
+        c.sentOpen = true;
+        c.sentTo = c.log.end;
+        c.sentClose = true;
+        if (mode === 'promoted') {
+          for (const ch of c.held.takeTaggedUpTo(s.epoch)) this.write(c, ch.bytes);
+          this.dropHeld(c, c.held.start);
+          c.committedOut = Math.max(c.committedOut, c.held.start);
+          finished.push(c);
+        }
+      } else {
+        if (c.held.start > 0 || c.log.start > 0) {
+          throw new CoreProtocolError(CORE_ERR.STALE_IMAGE, `connection ${c.id} has committed traffic but the state does not know it (maxConnId ${s.maxConnId})`);
+        }
+        this.dropHeld(c, 0);
+        c.sentOpen = false;
+        c.sentTo = 0;
+        c.sentClose = false;
+      }
+    }
+    this.nextConnId = Math.max(this.nextConnId, s.maxConnId + 1);
+    for (const c of finished) this.finish(c);
+    this.actions.push({ type: 'activeChanged', node, term: this._term, reason, resendOutputFrom: resend });
+    // The replay: in connection order, everything the state has not seen, before any new input.
+    for (const c of ordered) if (this.conns.has(c.id)) this.pump(c);
+    this.flowAll();
+    this.flowNode();
+  }
+
+  /** Forwards to the active node whatever of this connection it has not been sent yet. */
+  private pump(c: ConnRec): void {
+    if (this._state !== 'active') return;
+    const node = this._active!;
+    const term = this._term;
+    if (!c.sentOpen) {
+      c.sentOpen = true;
+      this.actions.push({ type: 'forwardOpen', node, term, conn: c.id });
+    }
+    if (c.sentClose) return;
+    if (c.sentTo < c.log.end) {
+      for (const ch of c.log.peekFrom(c.sentTo)) {
+        this.actions.push({ type: 'forwardInput', node, term, conn: c.id, offset: ch.offset, bytes: ch.bytes });
+      }
+      c.sentTo = c.log.end;
+    }
+    if (c.clientClosedAt !== undefined) {
+      c.sentClose = true;
+      this.actions.push({ type: 'forwardClose', node, term, conn: c.id, offset: c.clientClosedAt });
+    }
+  }
+
+  /** A commit from the active primary: release and trim by its offsets. */
+  private applyCommitted(s: StateOffsets): void {
+    const listed = new Map<number, ConnOffsets>(s.conns.map((c) => [c.conn, c]));
+    for (const c of [...this.conns.values()]) {
+      const o = listed.get(c.id);
+      if (o !== undefined) {
+        this.release(c, o.outProduced);
+        this.trimInput(c, o.inConsumed);
+        if (o.closed) this.finish(c);
+      } else if (c.id <= s.maxConnId) {
+        for (const ch of c.held.takeTaggedUpTo(s.epoch)) this.write(c, ch.bytes);
+        c.committedOut = Math.max(c.committedOut, c.held.start);
+        this.finish(c);
+      }
+    }
+  }
+
+  /** Output below `upTo` is committed: write what we hold of it, remember the rest is owed. */
+  private release(c: ConnRec, upTo: number): void {
+    if (upTo < c.held.start) {
+      throw new CoreProtocolError(CORE_ERR.STALE_IMAGE, `connection ${c.id}: committed output ${upTo} is behind released ${c.held.start}`);
+    }
+    c.committedOut = Math.max(c.committedOut, upTo);
+    for (const ch of c.held.takeUpTo(c.committedOut)) this.write(c, ch.bytes);
+    if (c.closing) this.finish(c);
+  }
+
+  private write(c: ConnRec, bytes: Uint8Array): void {
+    this.heldBytes -= bytes.length;
+    this.actions.push({ type: 'writeClient', conn: c.id, bytes });
+  }
+
+  private dropHeld(c: ConnRec, from: number): void {
+    const before = c.held.size;
+    c.held.truncate(from);
+    this.heldBytes -= before - c.held.size;
+  }
+
+  private trimInput(c: ConnRec, inConsumed: number): void {
+    if (inConsumed > c.log.end) {
+      throw new CoreProtocolError(CORE_ERR.STREAM_GAP, `connection ${c.id}: guest consumed ${inConsumed} input bytes, proxy received ${c.log.end}`);
+    }
+    if (inConsumed <= c.log.start) return;
+    const before = c.log.size;
+    c.log.takeUpTo(inConsumed);
+    this.logBytes -= before - c.log.size;
+    this.flowConn(c);
+  }
+
+  /** The committed state closed the connection: close the client once its owed output is written. */
+  private finish(c: ConnRec): void {
+    if (!this.conns.has(c.id)) return;
+    c.closing = true;
+    if (c.held.start < c.committedOut) return; // output still owed (resend pending)
+    this.dropHeld(c, c.held.start);
+    this.logBytes -= c.log.size;
+    this.conns.delete(c.id);
+    this.actions.push({ type: 'closeClient', conn: c.id });
+  }
+
+  private flowConn(c: ConnRec): void {
+    if (this.allPaused || !this.conns.has(c.id)) return;
+    const lim = this.options.maxConnInputLogBytes;
+    if (!c.paused && c.log.size > lim) {
+      c.paused = true;
+      this.actions.push({ type: 'pauseClient', conn: c.id });
+    } else if (c.paused && c.log.size <= lim / 2) {
+      c.paused = false;
+      this.actions.push({ type: 'resumeClient', conn: c.id });
+    }
+  }
+
+  private flowAll(): void {
+    const lim = this.options.maxInputLogBytes;
+    if (!this.allPaused && this.logBytes > lim) {
+      this.allPaused = true;
+      for (const c of this.conns.values()) {
+        if (!c.paused) {
+          c.paused = true;
+          this.actions.push({ type: 'pauseClient', conn: c.id });
+        }
+      }
+    } else if (this.allPaused && this.logBytes <= lim / 2) {
+      this.allPaused = false;
+      for (const c of this.conns.values()) {
+        if (c.paused && c.log.size <= this.options.maxConnInputLogBytes / 2) {
+          c.paused = false;
+          this.actions.push({ type: 'resumeClient', conn: c.id });
+        }
+      }
+    }
+  }
+
+  private flowNode(): void {
+    if (this._state !== 'active') return;
+    const lim = this.options.maxHeldOutputBytes;
+    if (!this.nodePaused && this.heldBytes > lim) {
+      this.nodePaused = true;
+      this.actions.push({ type: 'pauseNode', node: this._active! });
+    } else if (this.nodePaused && this.heldBytes <= lim / 2) {
+      this.nodePaused = false;
+      this.actions.push({ type: 'resumeNode', node: this._active! });
+    }
+  }
+}
