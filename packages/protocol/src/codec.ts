@@ -12,6 +12,10 @@
  * LZ4     1..4095    LZ4 block of the page
  * XOR_LZ4 1..4095    LZ4 block of (page XOR the copy of that page last sent)
  *
+ * The encoder picks per page: ZERO if all zero; else the smaller of LZ4 and XOR_LZ4
+ * (XOR_LZ4 only when it holds the page's previous copy; a delta of at most 128 bytes
+ * is taken without trying LZ4); RAW when neither is smaller than the page.
+ *
  * XOR_LZ4 (like QEMU's XBZRLE) needs the receiver to hold exactly the copy the sender
  * last sent: the encoder's cache assumes every batch it produced is applied. When a
  * batch or checkpoint is lost or refused, call `forget()` (or `forgetPages`) so the
@@ -24,6 +28,9 @@ import { lz4Compress, lz4Decompress } from './lz4.js';
 export const Codec = { ZERO: 0, RAW: 1, LZ4: 2, XOR_LZ4: 3 } as const;
 export type CodecName = keyof typeof Codec;
 const CODEC_NAMES: CodecName[] = ['ZERO', 'RAW', 'LZ4', 'XOR_LZ4'];
+
+/** An XOR_LZ4 body at most this long (bytes) is sent without also trying plain LZ4. */
+const SMALL_DELTA_BYTES = 128;
 
 /** Bytes before each page body: pageNo, codec, len. */
 export const ENTRY_HEADER_BYTES = 9;
@@ -91,6 +98,7 @@ export class PageEncoder {
   // not be smaller than the page, which is exactly when RAW wins.
   private readonly lzA = Buffer.alloc(PAGE_BYTES - 1);
   private readonly lzB = Buffer.alloc(PAGE_BYTES - 1);
+  private scratch = Buffer.alloc(0);
 
   constructor(opts: PageEncoderOptions = {}) {
     for (const key of ['compression', 'keepPrevious'] as const) {
@@ -124,7 +132,10 @@ export class PageEncoder {
     const count = pages.length;
     if (count > MAX_BATCH_PAGES) throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `a batch holds at most ${MAX_BATCH_PAGES} pages, got ${count}`);
     if (data.length !== count * PAGE_BYTES) throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `data must be ${count} pages (${count * PAGE_BYTES} bytes), got ${data.length}`);
-    const out = Buffer.allocUnsafe(4 + count * (ENTRY_HEADER_BYTES + PAGE_BYTES));
+    const worst = 4 + count * (ENTRY_HEADER_BYTES + PAGE_BYTES);
+    // A warm scratch buffer: fresh multi-MiB allocations cost more in page faults than encoding.
+    if (this.scratch.length < worst) this.scratch = Buffer.allocUnsafe(Math.max(worst, this.scratch.length * 2));
+    const out = this.scratch;
     out.writeUInt32LE(count, 0);
     let at = 4;
     const byCodec = emptyStats();
@@ -138,18 +149,19 @@ export class PageEncoder {
         codec = Codec.ZERO;
         body = ZERO_PAGE.subarray(0, 0);
       } else if (this.compression) {
-        const n = lz4Compress(page, this.lzA);
-        if (n > 0) {
-          codec = Codec.LZ4;
-          body = this.lzA.subarray(0, n);
-        }
+        let delta = 0;
         if (this.keepPrevious && this.isKnown(pageNo)) {
           this.xorWithCached(pageNo, page);
-          const m = lz4Compress(this.xor, this.lzB);
-          if (m > 0 && m < body.length) {
-            codec = Codec.XOR_LZ4;
-            body = this.lzB.subarray(0, m);
-          }
+          delta = lz4Compress(this.xor, this.lzB);
+        }
+        // A delta this small cannot lose to plain LZ4 by more than a few bytes: skip that attempt.
+        const plain = delta > 0 && delta <= SMALL_DELTA_BYTES ? 0 : lz4Compress(page, this.lzA);
+        if (delta > 0 && (plain === 0 || delta < plain)) {
+          codec = Codec.XOR_LZ4;
+          body = this.lzB.subarray(0, delta);
+        } else if (plain > 0) {
+          codec = Codec.LZ4;
+          body = this.lzA.subarray(0, plain);
         }
       }
       out.writeUInt32LE(pageNo, at);
@@ -230,6 +242,8 @@ export class PageDecoder {
   readonly maxBatchPages: number;
   private readonly page = new Uint8Array(PAGE_BYTES);
   private readonly delta = new Uint8Array(PAGE_BYTES);
+  private readonly page32 = new Int32Array(this.page.buffer);
+  private readonly delta32 = new Int32Array(this.delta.buffer);
 
   constructor(opts: PageDecoderOptions = {}) {
     const maxImageBytes = opts.maxImageBytes ?? MAX_MEMORY_BYTES;
@@ -332,7 +346,10 @@ export class PageDecoder {
           const base = sink.base(pageNo);
           if (base !== undefined && base.length !== PAGE_BYTES) throw malformed(`page ${pageNo}: base copy is ${base.length} bytes`);
           if (base === undefined) page.set(this.delta);
-          else for (let k = 0; k < PAGE_BYTES; k++) page[k] = this.delta[k]! ^ base[k]!;
+          else if (base.byteOffset % 4 === 0) {
+            const b32 = new Int32Array(base.buffer, base.byteOffset, PAGE_BYTES / 4);
+            for (let k = 0; k < PAGE_BYTES / 4; k++) this.page32[k] = this.delta32[k]! ^ b32[k]!;
+          } else for (let k = 0; k < PAGE_BYTES; k++) page[k] = this.delta[k]! ^ base[k]!;
         }
       }
       sink.put(pageNo, page);

@@ -129,6 +129,19 @@ describe('page codecs', () => {
     expect(staged.get(4)).toEqual(v2);
   });
 
+  it('applies an XOR delta onto an unaligned base copy', () => {
+    const enc = new PageEncoder();
+    const v1 = randomPage(11);
+    enc.encodeBatch([0], v1);
+    const v2 = new Uint8Array(v1);
+    v2[4095] ^= 0x80;
+    const holder = new Uint8Array(PAGE_BYTES + 1);
+    holder.set(v1, 1);
+    let out: Uint8Array | undefined;
+    new PageDecoder().decodeInto(enc.encodeBatch([0], v2).payload, { base: () => holder.subarray(1), put: (_, p) => { out = new Uint8Array(p); } });
+    expect(out).toEqual(v2);
+  });
+
   it('round-trips random batches through every codec (property)', () => {
     fc.assert(
       fc.property(
