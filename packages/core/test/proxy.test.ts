@@ -1,0 +1,249 @@
+import { describe, expect, it } from 'vitest';
+import { ProxyCore, type ProxyAction, type StateOffsets } from '../src/index.js';
+
+const te = new TextEncoder();
+const td = new TextDecoder();
+const b = (s: string) => te.encode(s);
+const none: StateOffsets = { epoch: 0, maxConnId: 0, conns: [] };
+
+function written(actions: ProxyAction[], conn: number): string {
+  return actions
+    .filter((a): a is Extract<ProxyAction, { type: 'writeClient' }> => a.type === 'writeClient' && a.conn === conn)
+    .map((a) => td.decode(a.bytes))
+    .join('');
+}
+const ofType = <T extends ProxyAction['type']>(actions: ProxyAction[], t: T) =>
+  actions.filter((a): a is Extract<ProxyAction, { type: T }> => a.type === t);
+
+/** A proxy with `a` active in term 1 and `b` a secondary holding `bEpoch`. */
+function setup(opts: Partial<ConstructorParameters<typeof ProxyCore>[0]> = {}, bEpoch = 1) {
+  const p = new ProxyCore({ nodes: ['a', 'b'], failoverTimeoutMs: 100, ...opts });
+  p.nodeUp('a', 0);
+  p.nodeHello('a', { role: 'primary', term: 1, live: none }, 0);
+  p.nodeUp('b', 0);
+  p.nodeHello('b', { role: 'secondary', term: 1, committedEpoch: bEpoch }, 0);
+  p.takeActions();
+  return p;
+}
+
+describe('ProxyCore output commit', () => {
+  it('never releases output of epoch N before commit(N), then releases it in order', () => {
+    const p = setup();
+    const c = p.clientOpen(1);
+    p.clientData(c, b('INCR\n'), 1);
+    p.output('a', { term: 1, epoch: 3, conn: c, offset: 0, bytes: b('1\n') }, 2);
+    p.output('a', { term: 1, epoch: 4, conn: c, offset: 2, bytes: b('2\n') }, 3);
+    expect(written(p.takeActions(), c)).toBe('');
+    p.commit('a', { term: 1, epoch: 3, acked: true, offsets: { epoch: 3, maxConnId: c, conns: [{ conn: c, inConsumed: 5, outProduced: 2, closed: false }] } }, 4);
+    const a3 = p.takeActions();
+    expect(written(a3, c)).toBe('1\n');
+    expect(ofType(a3, 'confirmCommit')).toEqual([{ type: 'confirmCommit', node: 'a', term: 1, epoch: 3 }]);
+    p.commit('a', { term: 1, epoch: 4, acked: true, offsets: { epoch: 4, maxConnId: c, conns: [{ conn: c, inConsumed: 5, outProduced: 4, closed: false }] } }, 5);
+    expect(written(p.takeActions(), c)).toBe('2\n');
+    expect(p.heldOutputBytes).toBe(0);
+  });
+
+  it('forwards client input at once and trims the log only up to the committed inConsumed', () => {
+    const p = setup();
+    const c = p.clientOpen(1);
+    expect(p.takeActions()).toEqual([{ type: 'forwardOpen', node: 'a', term: 1, conn: c }]);
+    p.clientData(c, b('abcdef'), 1);
+    expect(ofType(p.takeActions(), 'forwardInput')).toMatchObject([{ node: 'a', conn: c, offset: 0 }]);
+    p.commit('a', { term: 1, epoch: 2, acked: true, offsets: { epoch: 2, maxConnId: c, conns: [{ conn: c, inConsumed: 4, outProduced: 0, closed: false }] } }, 2);
+    expect(p.inputLogBytes).toBe(2);
+  });
+
+  it('refuses output and commits from a node that is not the active primary', () => {
+    const p = setup();
+    const c = p.clientOpen(1);
+    p.output('b', { term: 1, epoch: 1, conn: c, offset: 0, bytes: b('x') }, 2);
+    p.commit('b', { term: 1, epoch: 1, acked: true, offsets: { epoch: 1, maxConnId: c, conns: [{ conn: c, inConsumed: 0, outProduced: 1, closed: false }] } }, 2);
+    const acts = p.takeActions();
+    expect(written(acts, c)).toBe('');
+    expect(ofType(acts, 'refused')).toHaveLength(2);
+  });
+
+  it('closes the client only after its committed output has been written', () => {
+    const p = setup();
+    const c = p.clientOpen(1);
+    p.output('a', { term: 1, epoch: 2, conn: c, offset: 0, bytes: b('bye') }, 2);
+    p.commit('a', { term: 1, epoch: 2, acked: true, offsets: { epoch: 2, maxConnId: c, conns: [{ conn: c, inConsumed: 0, outProduced: 3, closed: true }] } }, 3);
+    const acts = p.takeActions().filter((a) => a.type === 'writeClient' || a.type === 'closeClient');
+    expect(acts.map((a) => a.type)).toEqual(['writeClient', 'closeClient']);
+    expect(p.connCount).toBe(0);
+  });
+});
+
+describe('ProxyCore failover', () => {
+  function withTraffic() {
+    const p = setup({}, 2);
+    const c = p.clientOpen(1);
+    p.clientData(c, b('INCR\n'), 1);
+    p.clientData(c, b('INCR\n'), 2);
+    p.clientData(c, b('INCR\n'), 3);
+    p.output('a', { term: 1, epoch: 2, conn: c, offset: 0, bytes: b('1\n') }, 3);
+    p.output('a', { term: 1, epoch: 3, conn: c, offset: 2, bytes: b('2\n') }, 3);
+    p.output('a', { term: 1, epoch: 4, conn: c, offset: 4, bytes: b('3\n') }, 3);
+    p.takeActions();
+    return { p, c };
+  }
+
+  it('promotes the secondary with a new term when the active link closes, and fences the old term', () => {
+    const { p } = withTraffic();
+    p.nodeDown('a', 10);
+    const acts = p.takeActions();
+    expect(ofType(acts, 'sendPromote')).toEqual([{ type: 'sendPromote', node: 'b', term: 2 }]);
+    expect(p.term).toBe(2);
+    expect(p.state).toBe('promoting');
+    p.nodeUp('a', 11);
+    p.nodeHello('a', { role: 'primary', term: 1, live: none }, 11);
+    expect(ofType(p.takeActions(), 'sendFence')).toEqual([{ type: 'sendFence', node: 'a', term: 2 }]);
+  });
+
+  it('fails over when the active primary is silent for failoverTimeoutMs, fencing it on its open link', () => {
+    const { p } = withTraffic();
+    // Last heard at 3 ms (its output).
+    p.tick(102.9);
+    expect(ofType(p.takeActions(), 'sendPromote')).toHaveLength(0);
+    p.tick(103);
+    const acts = p.takeActions();
+    expect(ofType(acts, 'sendFence')).toEqual([{ type: 'sendFence', node: 'a', term: 2 }]);
+    expect(ofType(acts, 'sendPromote')).toEqual([{ type: 'sendPromote', node: 'b', term: 2 }]);
+    p.output('a', { term: 1, epoch: 5, conn: 1, offset: 6, bytes: b('4\n') }, 101);
+    expect(ofType(p.takeActions(), 'writeClient')).toHaveLength(0);
+  });
+
+  it('releases held output up to the promoted image offsets, discards the rest and replays exactly the unconsumed input', () => {
+    const { p, c } = withTraffic();
+    p.nodeDown('a', 10);
+    p.takeActions();
+    p.clientData(c, b('INCR\n'), 11); // arrives while promoting: logged, not forwarded
+    expect(ofType(p.takeActions(), 'forwardInput')).toHaveLength(0);
+    // b's image is epoch 3: it consumed 2 requests and produced "1\n2\n" (epoch 3 committed though a never heard the ack).
+    p.promoted('b', { term: 2, offsets: { epoch: 3, maxConnId: c, conns: [{ conn: c, inConsumed: 10, outProduced: 4, closed: false }] } }, 12);
+    const acts = p.takeActions();
+    expect(written(acts, c)).toBe('1\n2\n');
+    const fwd = ofType(acts, 'forwardInput');
+    expect(fwd.every((f) => f.node === 'b' && f.term === 2)).toBe(true);
+    expect(fwd.map((f) => [f.offset, td.decode(f.bytes)])).toEqual([[10, 'INCR\n'], [15, 'INCR\n']]);
+    expect(ofType(acts, 'activeChanged')).toMatchObject([{ node: 'b', term: 2, resendOutputFrom: [] }]);
+    expect(p.heldOutputBytes).toBe(0);
+    // The new primary recomputes request 3 and answers at offset 4: released on its commit.
+    p.output('b', { term: 2, epoch: 4, conn: c, offset: 4, bytes: b('3\n') }, 13);
+    p.commit('b', { term: 2, epoch: 4, acked: true, offsets: { epoch: 4, maxConnId: c, conns: [{ conn: c, inConsumed: 20, outProduced: 6, closed: false }] } }, 14);
+    expect(written(p.takeActions(), c)).toBe('3\n');
+  });
+
+  it('asks the promoted node to resend committed output the proxy never received', () => {
+    const { p, c } = withTraffic();
+    p.nodeDown('a', 10);
+    p.takeActions();
+    p.promoted('b', { term: 2, offsets: { epoch: 5, maxConnId: c, conns: [{ conn: c, inConsumed: 15, outProduced: 8, closed: false }] } }, 12);
+    const acts = p.takeActions();
+    expect(written(acts, c)).toBe('1\n2\n3\n');
+    expect(ofType(acts, 'activeChanged')[0]!.resendOutputFrom).toEqual([{ conn: c, offset: 6 }]);
+    p.output('b', { term: 2, epoch: 5, conn: c, offset: 6, bytes: b('4\n') }, 13);
+    expect(written(p.takeActions(), c)).toBe('4\n'); // committed already: released on arrival
+  });
+
+  it('replays open and all input of connections the promoted image never saw, and gives new ids past its maxConnId', () => {
+    const p = setup({}, 1);
+    const c1 = p.clientOpen(1);
+    p.clientData(c1, b('x'), 1);
+    p.nodeDown('a', 2);
+    p.takeActions();
+    p.promoted('b', { term: 2, offsets: { epoch: 1, maxConnId: 0, conns: [] } }, 3);
+    const acts = p.takeActions().filter((a) => a.type.startsWith('forward'));
+    expect(acts.map((a) => a.type)).toEqual(['forwardOpen', 'forwardInput']);
+    const p2 = setup({}, 1);
+    p2.nodeDown('a', 2);
+    p2.promoted('b', { term: 2, offsets: { epoch: 1, maxConnId: 41, conns: [] } }, 3);
+    expect(p2.clientOpen(4)).toBe(42);
+  });
+
+  it('refuses to promote a secondary whose image lacks an epoch released without an ack', () => {
+    const p = setup({}, 3);
+    const c = p.clientOpen(1);
+    p.commit('a', { term: 1, epoch: 5, acked: false, offsets: { epoch: 5, maxConnId: c, conns: [{ conn: c, inConsumed: 0, outProduced: 0, closed: false }] } }, 2);
+    p.takeActions();
+    p.nodeDown('a', 3);
+    const acts = p.takeActions();
+    expect(ofType(acts, 'sendPromote')).toHaveLength(0);
+    expect(ofType(acts, 'failoverBlocked')[0]!.reason).toMatch(/lacks epoch 5/);
+    p.nodeStatus('b', { term: 1, committedEpoch: 5 }, 4);
+    expect(ofType(p.takeActions(), 'sendPromote')).toEqual([{ type: 'sendPromote', node: 'b', term: 2 }]);
+  });
+
+  it('denies a promote request while it still hears the active primary (witness rule)', () => {
+    const p = setup();
+    p.promoteRequest('b', { term: 1, committedEpoch: 1 }, 50);
+    expect(ofType(p.takeActions(), 'denyPromote')).toHaveLength(1);
+    p.promoteRequest('b', { term: 1, committedEpoch: 1 }, 150);
+    expect(ofType(p.takeActions(), 'sendPromote')).toEqual([{ type: 'sendPromote', node: 'b', term: 2 }]);
+  });
+
+  it('fences a second node claiming to be primary in the current term', () => {
+    const p = setup();
+    p.nodeUp('b', 1);
+    p.nodeHello('b', { role: 'primary', term: 1, live: none }, 1);
+    expect(ofType(p.takeActions(), 'sendFence')).toEqual([{ type: 'sendFence', node: 'b', term: 1 }]);
+    expect(p.active).toBe('a');
+  });
+
+  it('takes a silent primary back when it speaks again and no node could be promoted, forwarding what it missed', () => {
+    const p = setup({}, 0);
+    const c = p.clientOpen(1);
+    p.tick(200);
+    expect(p.state).toBe('lost');
+    p.clientData(c, b('late'), 201);
+    p.takeActions();
+    p.nodeStatus('a', { term: 1 }, 202);
+    const acts = p.takeActions();
+    expect(p.state).toBe('active');
+    expect(ofType(acts, 'forwardInput').map((f) => td.decode(f.bytes))).toEqual(['late']);
+  });
+});
+
+describe('ProxyCore flow control', () => {
+  it('pauses a client whose logged input exceeds its limit and resumes it once commits trim the log', () => {
+    const p = setup({ maxConnInputLogBytes: 10, maxInputLogBytes: 1000 });
+    const c = p.clientOpen(1);
+    p.takeActions();
+    p.clientData(c, b('0123456789'), 1);
+    expect(ofType(p.takeActions(), 'pauseClient')).toHaveLength(0);
+    p.clientData(c, b('a'), 1);
+    expect(ofType(p.takeActions(), 'pauseClient')).toEqual([{ type: 'pauseClient', conn: c }]);
+    p.commit('a', { term: 1, epoch: 2, acked: true, offsets: { epoch: 2, maxConnId: c, conns: [{ conn: c, inConsumed: 11, outProduced: 0, closed: false }] } }, 2);
+    expect(ofType(p.takeActions(), 'resumeClient')).toEqual([{ type: 'resumeClient', conn: c }]);
+  });
+
+  it('pauses every client when the total log exceeds its limit, and refuses input past twice the limit', () => {
+    const p = setup({ maxConnInputLogBytes: 100, maxInputLogBytes: 10 });
+    const c1 = p.clientOpen(1);
+    const c2 = p.clientOpen(1);
+    p.takeActions();
+    p.clientData(c1, b('0123456789X'), 1);
+    expect(ofType(p.takeActions(), 'pauseClient').map((a) => a.conn).sort()).toEqual([c1, c2]);
+    expect(() => p.clientData(c2, b('0123456789'), 1)).toThrow(expect.objectContaining({ code: 'FTVM_ERR_CORE_INPUT_LOG_FULL' }));
+  });
+
+  it('pauses the active node when held output exceeds its limit', () => {
+    const p = setup({ maxHeldOutputBytes: 4 });
+    const c = p.clientOpen(1);
+    p.output('a', { term: 1, epoch: 2, conn: c, offset: 0, bytes: b('12345') }, 2);
+    expect(ofType(p.takeActions(), 'pauseNode')).toEqual([{ type: 'pauseNode', node: 'a' }]);
+  });
+
+  it('rejects output that skips bytes of the stream', () => {
+    const p = setup();
+    const c = p.clientOpen(1);
+    expect(() => p.output('a', { term: 1, epoch: 2, conn: c, offset: 3, bytes: b('x') }, 2)).toThrow(
+      expect.objectContaining({ code: 'FTVM_ERR_CORE_STREAM_GAP' }),
+    );
+  });
+
+  it('validates its options, naming the option', () => {
+    expect(() => new ProxyCore({ nodes: [] })).toThrow(/proxy\.nodes/);
+    expect(() => new ProxyCore({ nodes: ['a'], failoverTimeoutMs: 0 })).toThrow(/proxy\.failoverTimeoutMs must be > 0/);
+  });
+});
