@@ -20,6 +20,7 @@ export const CLOSE_CODES = {
   FTVM_ERR_HANDSHAKE_TIMEOUT: 4007,
   FTVM_ERR_STALE_TERM: 4008,
   FTVM_ERR_SEND_BUFFER_FULL: 4009,
+  FTVM_ERR_BUSY: 4010,
 } as const;
 
 export type ProtocolErrorCode = keyof typeof CLOSE_CODES;

@@ -50,6 +50,7 @@ export class Link extends EventEmitter<LinkEvents> {
   private readonly maxSendBuffered: number;
   private readonly allowed: ReadonlySet<string>;
   private ended = false;
+  private minTerm = 0;
   private waiters: { threshold: number; resolve: () => void }[] = [];
 
   /** @internal: built by listen() and connect() once the handshake succeeded. */
@@ -92,6 +93,15 @@ export class Link extends EventEmitter<LinkEvents> {
   drained(threshold = 0): Promise<void> {
     if (this.closed || this.ws.bufferedAmount <= threshold) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push({ threshold, resolve }));
+  }
+
+  /**
+   * Fences the link: from now on an incoming message whose `term` is below `term`
+   * closes it with FTVM_ERR_STALE_TERM (4008). Never lowers the fence.
+   */
+  setMinTerm(term: number): void {
+    if (!Number.isSafeInteger(term) || term < 0) throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `term must be a safe non-negative integer, got ${term}`);
+    this.minTerm = Math.max(this.minTerm, term);
   }
 
   /** Stops reading from the peer (receive backpressure); resume() reads again. */
@@ -138,6 +148,11 @@ export class Link extends EventEmitter<LinkEvents> {
       }
     } catch (e) {
       this.fail(asCoded(e));
+      return;
+    }
+    const term = (decoded.msg as { term?: number }).term;
+    if (term !== undefined && term < this.minTerm) {
+      this.fail(new ProtocolError('FTVM_ERR_STALE_TERM', `${decoded.msg.t} from term ${term}, the link is fenced below ${this.minTerm}`));
       return;
     }
     if (decoded.msg.t === 'reject') {
@@ -203,7 +218,7 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
   const wss = new WebSocketServer({ host: opts.host, port: opts.port, maxPayload: maxFrameBytes(limits), perMessageDeflate: false });
   wss.on('connection', (ws) => {
     if (pending >= maxPending) {
-      ws.close(closeCodeFor('FTVM_ERR_SEND_BUFFER_FULL'), 'FTVM_ERR_SEND_BUFFER_FULL: too many handshakes in progress');
+      ws.close(closeCodeFor('FTVM_ERR_BUSY'), `FTVM_ERR_BUSY: ${maxPending} handshakes already in progress`);
       return;
     }
     pending++;

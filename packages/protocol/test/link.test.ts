@@ -111,6 +111,15 @@ describe('links', () => {
     expect(await rawClose(l.url)).toBe(4007);
   });
 
+  it('refuses connections beyond maxPendingHandshakes with 4010', async () => {
+    const { l } = await server({ maxPendingHandshakes: 1, handshakeTimeoutMs: 300 });
+    const first = new WebSocket(l.url);
+    first.on('error', () => {});
+    await new Promise((r) => first.once('message', r));
+    expect(await rawClose(l.url)).toBe(4010);
+    first.terminate();
+  });
+
   it('fails connect with HANDSHAKE_TIMEOUT when the server never answers', async () => {
     const { WebSocketServer } = await import('ws');
     const silent = new WebSocketServer({ host: '127.0.0.1', port: 0 });
@@ -141,6 +150,17 @@ describe('links', () => {
     expect(code).toBe(4006);
     expect(reason).toMatch(/^FTVM_ERR_UNEXPECTED_MESSAGE/);
     expect(errors).toEqual(['FTVM_ERR_UNEXPECTED_MESSAGE']);
+  });
+
+  it('closes a fenced link with 4008 when a message from an older term arrives', async () => {
+    const { l, links } = await server();
+    const c = await connect(l.url, { ...client(), link: 'net' });
+    await new Promise((r) => setTimeout(r, 10));
+    const s = links[0]!.link;
+    s.setMinTerm(6);
+    const closed = nextClose(c);
+    c.send({ t: 'commit', term: 5, epoch: 3 });
+    expect((await closed).code).toBe(4008);
   });
 
   it('refuses oversized frames: 4002 within the transport ceiling, 1009 beyond it', async () => {
