@@ -185,6 +185,11 @@ function cmdSet(p: usize, n: i32): void {
       else { out.ascii("ERR pattern must be seq, random or hot\n"); return; }
       continue;
     }
+    if (!bytesEqualAscii(tok, eq, "ws_pages") && !bytesEqualAscii(tok, eq, "rate") &&
+        !bytesEqualAscii(tok, eq, "seed") && !bytesEqualAscii(tok, eq, "tick_ms")) {
+      out.ascii("ERR unknown key '").bytes(tok, eq).ascii("'\n");
+      return;
+    }
     let v = parseI64(vp, vl);
     if (!parseOk || v < 0) { out.ascii("ERR ").bytes(tok, eq).ascii(" must be a non-negative integer\n"); return; }
     if (bytesEqualAscii(tok, eq, "ws_pages")) {
@@ -199,7 +204,7 @@ function cmdSet(p: usize, n: i32): void {
     } else if (bytesEqualAscii(tok, eq, "tick_ms")) {
       if (v < 1 || v > 10_000) { out.ascii("ERR tick_ms must be in 1..10000\n"); return; }
       newTick = v * 1_000_000;
-    } else { out.ascii("ERR unknown key '").bytes(tok, eq).ascii("'\n"); return; }
+    }
   }
   if (!ensurePages(<i32>newWs)) { out.ascii("ERR out of memory for ws_pages=").int(newWs).ascii("\n"); return; }
   let wasRunning = rate > 0 && wsPages > 0;
