@@ -13,13 +13,12 @@ export async function compileFixtureGuest(name: string): Promise<string> {
   const { default: asc } = (await import('assemblyscript/asc')) as unknown as { default: { main: (a: string[], o: object) => Promise<{ error: Error | null }> } };
   const out = join(root, 'test/fixtures/build', `${name}.wasm`);
   mkdirSync(dirname(out), { recursive: true });
-  const pkgDir = join(root, 'packages/guests');
   let text = '';
   const sink = { write: (s: string) => ((text += s), true) };
-  const { error } = await asc.main([relative(pkgDir, join(root, 'test/fixtures/guests', `${name}.ts`)), ...ASC_FLAGS, '-o', relative(pkgDir, out)], {
+  const { error } = await asc.main([`test/fixtures/guests/${name}.ts`, ...ASC_FLAGS, '-o', relative(root, out)], {
     stdout: sink,
     stderr: sink,
-    baseDir: pkgDir,
+    baseDir: root,
   });
   if (error) throw new Error(`compiling ${name}: ${error.message}\n${text}`);
   readFileSync(out);

@@ -145,6 +145,9 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     const bad = err.conn;
     const replay = this.log.filter((e) => e.k === 'timer' || e.conn !== bad);
     if (bad !== undefined) replay.push({ k: 'close', conn: bad });
+    // The replayed events are now all that happened since the checkpoint.
+    this.log = replay;
+    this.logBytes = replay.reduce((n, e) => n + (e.k === 'data' ? e.data.length : 0), 0);
     let ok = true;
     try {
       const ckpt: Checkpoint = this.image.toCheckpoint(this.guest.digest);
