@@ -18,7 +18,7 @@ export function defaultCacheDir(): string {
 }
 
 export function cacheKey(wasm: Uint8Array, opts: InstrumentOptions = {}): string {
-  const o = { precise: opts.precise ?? true, optimize: opts.optimize ?? false, checkAbi: opts.checkAbi ?? true };
+  const o = { precise: opts.precise ?? true, coalesce: opts.coalesce ?? true, optimize: opts.optimize ?? false, checkAbi: opts.checkAbi ?? true };
   return createHash('sha256')
     .update(`ftvm-instrument v${INSTRUMENTER_VERSION} ${JSON.stringify(o)}\n`)
     .update(wasm)

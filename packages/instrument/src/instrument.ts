@@ -22,6 +22,13 @@ export interface InstrumentOptions {
    */
   precise?: boolean;
   /**
+   * Let a run of adjacent stores through the same pointer local, spanning at most one
+   * page boundary, share one pair of marks after the run (with a probe load first, so a
+   * run that would trap part-way traps before its first store). Marks stay exact; it
+   * removes most of the cost on struct-field writes. Default true.
+   */
+  coalesce?: boolean;
+  /**
    * Binaryen function-local clean-up passes after the rewrite (simplify-locals,
    * vacuum, ...). Default false: bench/instrument measured no gain (see bench/results/instrument.md).
    */
@@ -62,12 +69,12 @@ export interface InstrumentResult {
 
 function validateOptions(opts: InstrumentOptions): Required<InstrumentOptions> {
   if (opts === null || typeof opts !== 'object') throw new InstrumentError('FTVM_ERR_INSTRUMENT_OPTION', 'options must be an object');
-  for (const k of ['precise', 'optimize', 'checkAbi'] as const) {
+  for (const k of ['precise', 'coalesce', 'optimize', 'checkAbi'] as const) {
     if (opts[k] !== undefined && typeof opts[k] !== 'boolean') {
       throw new InstrumentError('FTVM_ERR_INSTRUMENT_OPTION', `${k} must be a boolean, got ${typeof opts[k]}`);
     }
   }
-  return { precise: opts.precise ?? true, optimize: opts.optimize ?? false, checkAbi: opts.checkAbi ?? true };
+  return { precise: opts.precise ?? true, coalesce: opts.coalesce ?? true, optimize: opts.optimize ?? false, checkAbi: opts.checkAbi ?? true };
 }
 
 /** Exports every mutable global not yet exported, as GLOBAL_EXPORT_PREFIX + index. */
@@ -110,7 +117,7 @@ function shadowReason(s: WasmSummary): string | undefined {
   return undefined;
 }
 
-function bytemapRewrite(wasm: Uint8Array, precise: boolean, optimize: boolean): { wasm: Uint8Array; stats: RewriteStats } {
+function bytemapRewrite(wasm: Uint8Array, o: Required<InstrumentOptions>): { wasm: Uint8Array; stats: RewriteStats } {
   let m: binaryen.Module;
   try {
     m = binaryen.readBinary(wasm);
@@ -119,10 +126,10 @@ function bytemapRewrite(wasm: Uint8Array, precise: boolean, optimize: boolean): 
   }
   try {
     m.setFeatures(FEATURES);
-    const stats = rewriteModule(m, precise);
+    const stats = rewriteModule(m, o.precise, o.coalesce);
     m.addCustomSection(INSTRUMENTED_SECTION, Uint8Array.of(INSTRUMENTER_VERSION));
     if (!m.validate()) throw new UnsupportedModule('binaryen rejected the rewritten module (validation failed)');
-    if (optimize) {
+    if (o.optimize) {
       // Function-local passes only: global-level passes could renumber or drop globals.
       m.runPasses(['simplify-locals', 'vacuum', 'reorder-locals', 'coalesce-locals']);
     }
@@ -132,7 +139,7 @@ function bytemapRewrite(wasm: Uint8Array, precise: boolean, optimize: boolean): 
   }
 }
 
-const ZERO_REWRITE: RewriteStats = { functions: 0, stores: 0, atomicRmw: 0, atomicCmpxchg: 0, simdLaneStores: 0, bulkOps: 0 };
+const ZERO_REWRITE: RewriteStats = { functions: 0, stores: 0, storeGroups: 0, atomicRmw: 0, atomicCmpxchg: 0, simdLaneStores: 0, bulkOps: 0 };
 
 /**
  * Rewrites a guest so every store-like instruction marks its 4 KiB page(s) in the dirty
@@ -158,7 +165,7 @@ export function instrument(wasm: Uint8Array, opts: InstrumentOptions = {}): Inst
       warnings.push(`dirty logging falls back to shadow compare (O(memory) per epoch): ${reason}`);
     } else {
       try {
-        const r = bytemapRewrite(wasm, o.precise, o.optimize);
+        const r = bytemapRewrite(wasm, o);
         out = r.wasm;
         rewrite = r.stats;
       } catch (e) {

@@ -22,7 +22,10 @@ export const MARK_RANGE_FUNCTION = '__ftvm_mark_range';
 
 export interface RewriteStats {
   functions: number;
+  /** Plain and atomic stores of every width, v128 stores included. */
   stores: number;
+  /** Runs of >= 2 adjacent stores that share one set of marks (see coalesce). */
+  storeGroups: number;
   atomicRmw: number;
   atomicCmpxchg: number;
   simdLaneStores: number;
@@ -121,6 +124,77 @@ const LANE_BYTES = new Map<number, number>([
   [b.Store64LaneVec128, 8],
 ]);
 
+/**
+ * Unary and binary ops that can trap: a value operand using one cannot join a store group.
+ * Two sets: binaryen numbers unary and binary ops independently (AddInt64 == TruncSFloat32ToInt32).
+ */
+const opSet = (names: string[]) => new Set<number>(names.map((k) => (binaryen as unknown as Record<string, number>)[k]!));
+const TRAPPING_UNARY = opSet([
+  'TruncSFloat32ToInt32', 'TruncSFloat32ToInt64', 'TruncUFloat32ToInt32', 'TruncUFloat32ToInt64',
+  'TruncSFloat64ToInt32', 'TruncSFloat64ToInt64', 'TruncUFloat64ToInt32', 'TruncUFloat64ToInt64',
+]);
+const TRAPPING_BINARY = opSet(['DivSInt32', 'DivUInt32', 'RemSInt32', 'RemUInt32', 'DivSInt64', 'DivUInt64', 'RemSInt64', 'RemUInt64']);
+
+interface Access { offset: number; bytes: number }
+interface GroupMember { expr: Ref; offset: number; bytes: number; loads: Access[] }
+
+/**
+ * When `e` is a plain store `store offset=o (local.get x) value` whose value can neither
+ * trap (except by loads from x + const), branch, call, write memory nor write x, returns
+ * it as a group candidate; otherwise undefined.
+ */
+function groupCandidate(e: Ref): (GroupMember & { base: number }) | undefined {
+  if (b.getExpressionId(e) !== b.StoreId) return undefined;
+  const info = b.getExpressionInfo(e) as unknown as Info;
+  if (info.isAtomic || info.type !== b.none) return undefined;
+  const ptr = info.ptr as Ref;
+  if (b.getExpressionId(ptr) !== b.LocalGetId) return undefined;
+  const base = (b.getExpressionInfo(ptr) as unknown as { index: number }).index;
+  const offset = (info.offset as number) >>> 0;
+  const bytes = info.bytes as number;
+  if (offset + bytes > 2 ** 32) return undefined;
+  const loads: Access[] = [];
+  return simpleValue(info.value as Ref, base, loads) ? { expr: e, base, offset, bytes, loads } : undefined;
+}
+
+function simpleValue(e: Ref, base: number, loads: Access[]): boolean {
+  const id = b.getExpressionId(e);
+  switch (id) {
+    case b.LocalGetId:
+    case b.ConstId:
+    case b.GlobalGetId:
+      return true;
+    case b.LocalSetId: {
+      const i = b.getExpressionInfo(e) as unknown as { index: number; value: Ref };
+      return i.index !== base && simpleValue(i.value, base, loads);
+    }
+    case b.UnaryId: {
+      const i = b.getExpressionInfo(e) as unknown as { op: number; value: Ref };
+      return !TRAPPING_UNARY.has(i.op) && simpleValue(i.value, base, loads);
+    }
+    case b.BinaryId: {
+      const i = b.getExpressionInfo(e) as unknown as { op: number; left: Ref; right: Ref };
+      return !TRAPPING_BINARY.has(i.op) && simpleValue(i.left, base, loads) && simpleValue(i.right, base, loads);
+    }
+    case b.SelectId: {
+      const i = b.getExpressionInfo(e) as unknown as { ifTrue: Ref; ifFalse: Ref; condition: Ref };
+      return simpleValue(i.ifTrue, base, loads) && simpleValue(i.ifFalse, base, loads) && simpleValue(i.condition, base, loads);
+    }
+    case b.LoadId: {
+      const i = b.getExpressionInfo(e) as unknown as Info;
+      const ptr = i.ptr as Ref;
+      if (i.isAtomic || b.getExpressionId(ptr) !== b.LocalGetId) return false;
+      if ((b.getExpressionInfo(ptr) as unknown as { index: number }).index !== base) return false;
+      const offset = (i.offset as number) >>> 0;
+      if (offset + (i.bytes as number) > 2 ** 32) return false;
+      loads.push({ offset, bytes: i.bytes as number });
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
 const idNames = new Map<number, string>(
   Object.entries(binaryen)
     .filter(([k, v]) => /^[A-Z]\w*Id$/.test(k) && typeof v === 'number')
@@ -144,8 +218,8 @@ type Info = Record<string, unknown> & { id: number; type: number };
  * Rewrites every defined function of `m` in place and adds the mark-range helper.
  * Throws UnsupportedModule on an expression kind it does not know (it never guesses).
  */
-export function rewriteModule(m: binaryen.Module, precise: boolean): RewriteStats {
-  const stats: RewriteStats = { functions: 0, stores: 0, atomicRmw: 0, atomicCmpxchg: 0, simdLaneStores: 0, bulkOps: 0 };
+export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: boolean): RewriteStats {
+  const stats: RewriteStats = { functions: 0, stores: 0, storeGroups: 0, atomicRmw: 0, atomicCmpxchg: 0, simdLaneStores: 0, bulkOps: 0 };
   let markRange = MARK_RANGE_FUNCTION;
   for (let n = 1; m.getFunction(markRange) !== 0; n++) markRange = `${MARK_RANGE_FUNCTION}_${n}`;
 
@@ -218,10 +292,74 @@ export function rewriteModule(m: binaryen.Module, precise: boolean): RewriteStat
       return m.block(null, [...pre, e, mark], b.none);
     };
 
+    /**
+     * Adjacent stores `store offset=o_i (local.get x) v_i` in one block whose bytes span at
+     * most one page boundary (max end - min offset <= 4096) share two marks placed after
+     * the last one: page(x + min offset) and page(x + max end - 1), each the page of a byte
+     * some store of the run wrote, so the marks stay exact. Their values cannot trap, branch,
+     * call or write x (groupCandidate). Loads from x inside later values and later stores
+     * could still trap after an earlier store wrote unmarked bytes, so a probe load of the
+     * run's highest byte goes first: a run that would trap part-way traps before its first
+     * store. Returns the number of children consumed (0: no group at i).
+     */
+    const tryGroup = (e: Ref, children: Ref[], i: number): number => {
+      const first = groupCandidate(children[i]!);
+      if (!first) return 0;
+      const members: GroupMember[] = [first];
+      let minOff = first.offset;
+      let maxEnd = first.offset + first.bytes;
+      let maxStart = first.offset;
+      for (let j = i + 1; j < children.length; j++) {
+        const c = groupCandidate(children[j]!);
+        if (!c || c.base !== first.base) break;
+        const lo = Math.min(minOff, c.offset);
+        const hi = Math.max(maxEnd, c.offset + c.bytes);
+        if (hi - lo > 4096) break;
+        members.push(c);
+        minOff = lo;
+        maxEnd = hi;
+        maxStart = Math.max(maxStart, c.offset);
+      }
+      if (members.length < 2) return 0;
+      // Highest byte any access after the first store touches.
+      let probeEnd = 0;
+      for (const [k, mem] of members.entries()) {
+        if (k > 0) probeEnd = Math.max(probeEnd, mem.offset + mem.bytes);
+        for (const l of k > 0 ? mem.loads : []) probeEnd = Math.max(probeEnd, l.offset + l.bytes);
+      }
+      const x = first.base;
+      const out: Ref[] = [];
+      if (probeEnd > first.offset + first.bytes) out.push(m.drop(m.i32.load8_u(probeEnd - 1, 1, m.local.get(x, b.i32))));
+      out.push(...members.map((mem) => mem.expr));
+      out.push(markAt(pageOf(addrPlus(x, minOff))));
+      const last = precise ? maxEnd - 1 : maxStart;
+      if (last !== minOff) out.push(markAt(pageOf(addrPlus(x, last))));
+      raw._BinaryenBlockSetChildAt!(e, i, m.block(null, out, b.none));
+      for (let j = 1; j < members.length; j++) raw._BinaryenBlockSetChildAt!(e, i + j, m.nop());
+      stats.stores += members.length;
+      stats.storeGroups++;
+      return members.length;
+    };
+
     const visit = (e: Ref, depth: number): Ref => {
       if (e === 0) return e;
       const id = b.getExpressionId(e);
       if (LEAVES.has(id)) return e;
+      if (id === b.BlockId && coalesce) {
+        const children = (b.getExpressionInfo(e) as unknown as { children: Ref[] }).children;
+        for (let i = 0; i < children.length; ) {
+          const used = tryGroup(e, children, i);
+          if (used > 0) {
+            i += used;
+            continue;
+          }
+          const c = children[i]!;
+          const nc = visit(c, depth);
+          if (nc !== c) raw._BinaryenBlockSetChildAt!(e, i, nc);
+          i++;
+        }
+        return e;
+      }
       const childSlots = CHILDREN.get(id);
       if (!childSlots) throw new UnsupportedModule(`function "${finfo.name}" uses ${idNames.get(id) ?? `expression #${id}`}, which the dirty-log rewriter does not support`);
       let info = b.getExpressionInfo(e) as unknown as Info;

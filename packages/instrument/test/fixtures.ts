@@ -33,7 +33,7 @@ export function guest(body: string, memory = '(memory (export "memory") 40 64)',
   return wat(`(module ${imports} ${memory} ${ABI_BOILERPLATE} ${body})`);
 }
 
-export type OpKind = 'store' | 'rmw' | 'cmpxchg' | 'lane' | 'fill' | 'copy' | 'init' | 'nested';
+export type OpKind = 'store' | 'rmw' | 'cmpxchg' | 'lane' | 'fill' | 'copy' | 'init' | 'nested' | 'group';
 
 export interface OpDef {
   name: string;
@@ -42,6 +42,8 @@ export interface OpDef {
   bytes: number;
   offset: number;
   atomic: boolean;
+  /** Bytes written relative to the pointer argument, as [offset, bytes] (store-like ops). */
+  writes: [number, number][];
 }
 
 const I64_OF_SEED = '(i64.mul (i64.extend_i32_u (local.get $s)) (i64.const -7046029254386353131))';
@@ -106,20 +108,47 @@ export function storeKindsModule(): { wasm: Uint8Array; ops: OpDef[]; segmentByt
         body = wrapI64(spec.type, `(${spec.op} offset=${offset} (local.get $a) ${load} ${val})`);
       } else body = `(${spec.op} offset=${offset} 1 (local.get $a) ${val}) (i32.const 0)`;
       funcs.push(`${head(name)} ${body})`);
-      ops.push({ name, kind: spec.kind, bytes: spec.bytes, offset, atomic: spec.atomic });
+      ops.push({ name, kind: spec.kind, bytes: spec.bytes, offset, atomic: spec.atomic, writes: [[offset, spec.bytes]] });
     }
   }
   // A store nested in the value operand of another one: both pages must be marked, and the
   // outer store must still use its own pointer (temp locals are per nesting depth).
   funcs.push(`${head('nested')} (i32.store offset=1 (local.get $a) (block (result i32)
       (i64.store offset=8190 (local.get $a) ${I64_OF_SEED}) (local.get $s))) (i32.const 0))`);
-  ops.push({ name: 'nested', kind: 'nested', bytes: 4, offset: 1, atomic: false });
+  ops.push({ name: 'nested', kind: 'nested', bytes: 4, offset: 1, atomic: false, writes: [[1, 4], [8190, 8]] });
+  // Runs of adjacent stores through one pointer local: the rewriter coalesces their marks.
+  const groups: { name: string; body: string; writes: [number, number][] }[] = [
+    {
+      name: 'group_struct',
+      body: `(i32.store (local.get $a) (local.get $s))
+        (i32.store offset=4 (local.get $a) (i32.add (i32.load offset=4 (local.get $a)) (i32.const 1)))
+        (i64.store offset=8 (local.get $a) (i64.add (i64.load offset=8 (local.get $a)) ${I64_OF_SEED}))`,
+      writes: [[0, 4], [4, 4], [8, 8]],
+    },
+    {
+      name: 'group_span4096',
+      body: `(i32.store offset=4092 (local.get $a) (local.get $s)) (i32.store16 (local.get $a) (local.get $s))
+        (v128.store offset=100 (local.get $a) (i32x4.splat (local.tee $c (i32.mul (local.get $s) (i32.const 3)))))`,
+      writes: [[4092, 4], [0, 2], [100, 16]],
+    },
+    {
+      name: 'group_split',
+      body: `(i64.store offset=4090 (local.get $a) ${I64_OF_SEED}) (i32.store (local.get $a) (local.get $s))
+        (i32.store16 offset=2000 (local.get $a) (i32.load offset=6000 (local.get $a)))
+        (f64.store offset=9000 (local.get $a) (f64.const 1.5)) (i32.store8 offset=9001 (local.get $a) (local.get $s))`,
+      writes: [[4090, 8], [0, 4], [2000, 2], [9000, 8], [9001, 1]],
+    },
+  ];
+  for (const g of groups) {
+    funcs.push(`${head(g.name)} ${g.body} (i32.const 0))`);
+    ops.push({ name: g.name, kind: 'group', bytes: 0, offset: 0, atomic: false, writes: g.writes });
+  }
   funcs.push(`${head('fill')} (memory.fill (local.get $a) (local.get $s) (local.get $c)) (i32.const 0))`);
-  ops.push({ name: 'fill', kind: 'fill', bytes: 0, offset: 0, atomic: false });
+  ops.push({ name: 'fill', kind: 'fill', bytes: 0, offset: 0, atomic: false, writes: [] });
   funcs.push(`${head('copy')} (memory.copy (local.get $a) (local.get $s) (local.get $c)) (i32.const 0))`);
-  ops.push({ name: 'copy', kind: 'copy', bytes: 0, offset: 0, atomic: false });
+  ops.push({ name: 'copy', kind: 'copy', bytes: 0, offset: 0, atomic: false, writes: [] });
   funcs.push(`${head('init')} (memory.init $seg (local.get $a) (local.get $s) (local.get $c)) (i32.const 0))`);
-  ops.push({ name: 'init', kind: 'init', bytes: 0, offset: 0, atomic: false });
+  ops.push({ name: 'init', kind: 'init', bytes: 0, offset: 0, atomic: false, writes: [] });
   // Reserved-region probes: a store at any address, and an attempt to clear a bytemap byte.
   funcs.push(`${head('poke8')} (i32.store8 (local.get $a) (local.get $s)) (i32.const 0))`);
   const segmentBytes = 20000;

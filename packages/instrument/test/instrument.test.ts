@@ -169,6 +169,20 @@ describe('instrument', () => {
     expect(s.outputBytes).toBeGreaterThan(s.inputBytes);
   });
 
+  test('keeps stores whose value may trap or call out of a store group', () => {
+    const run = (v: string) => `(i32.store (local.get 0) ${v}) (i32.store offset=4 (local.get 0) (i32.const 2))`;
+    const grouped = guest(`(func (export "f") (param i32) ${run('(i32.add (local.get 0) (i32.const 1))')})`);
+    const div = guest(`(func (export "f") (param i32) (i32.store offset=4 (local.get 0) (i32.const 2)) ${run('(i32.div_s (i32.const 1) (local.get 0))')})`);
+    const call = guest(`(func $g (result i32) (i32.const 1)) (func (export "f") (param i32) (i32.store offset=4 (local.get 0) (i32.const 2)) ${run('(call $g)')})`);
+    const otherPtr = guest(`(func (export "f") (param i32 i32) (i32.store (local.get 0) (i32.const 1)) (i32.store (local.get 1) (i32.const 1)))`);
+    expect(instrument(grouped).stats.storeGroups).toBe(1);
+    expect(instrument(grouped, { coalesce: false }).stats.storeGroups).toBe(0);
+    // A store whose value may trap (or call) neither opens nor joins a run, so its neighbours stay alone.
+    expect(instrument(div).stats).toMatchObject({ stores: 3, storeGroups: 0 });
+    expect(instrument(call).stats).toMatchObject({ stores: 3, storeGroups: 0 });
+    expect(instrument(otherPtr).stats.storeGroups).toBe(0);
+  });
+
   test('precise: false marks only the page of ea of a page-crossing store', async () => {
     const w = guest('(func (export "st") (param i32) (i64.store (local.get 0) (i64.const -1)))');
     const pagesAfter = async (r: InstrumentResult) => {

@@ -1,0 +1,73 @@
+// Guest slowdown from dirty-log instrumentation: uninstrumented vs instrumented, per routine.
+// Usage: npx tsc -b packages/instrument && node bench/instrument/overhead.mjs [--runs 7] [--json]
+// Prints a markdown table (median ms of --runs interleaved runs after 2 warm-up runs).
+import { readFileSync } from 'node:fs';
+import { buildGuest } from './build-guest.mjs';
+import { instrument } from '../../packages/instrument/dist/index.js';
+
+const args = process.argv.slice(2);
+const RUNS = Number(args[args.indexOf('--runs') + 1] ?? 7) || 7;
+const JSON_OUT = args.includes('--json');
+
+const wasm = readFileSync(buildGuest());
+const variants = [
+  { name: 'plain', bytes: wasm },
+  { name: 'precise', ...pick(instrument(wasm)) },
+  { name: 'align', ...pick(instrument(wasm, { precise: false })) },
+  { name: 'precise+opt', ...pick(instrument(wasm, { optimize: true })) },
+];
+function pick(r) {
+  if (r.mode !== 'bytemap') throw new Error(`bench guest fell back to ${r.mode}: ${r.warnings.join('; ')}`);
+  return { bytes: r.wasm, stats: r.stats };
+}
+
+const MiB = 1 << 20;
+const routines = [
+  { name: 'kvInsert', kind: 'store-heavy', args: [2_000_000, 20] },
+  { name: 'sortRun', kind: 'store-heavy', args: [1_000_000] },
+  { name: 'matmul', kind: 'store-heavy', args: [160] },
+  { name: 'seqWrite', kind: 'worst case', args: [16 * MiB, 6] },
+  { name: 'hashRead', kind: 'loads only', args: [16 * MiB, 6] },
+  { name: 'mandel', kind: 'compute only', args: [300, 200] },
+];
+
+const instances = [];
+for (const v of variants) {
+  const { instance } = await WebAssembly.instantiate(v.bytes, {});
+  instances.push(instance.exports);
+}
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[s.length >> 1]; };
+const rows = [];
+for (const r of routines) {
+  const times = variants.map(() => []);
+  const results = new Set();
+  for (let round = 0; round < RUNS + 2; round++) {
+    for (let v = 0; v < variants.length; v++) {
+      const t0 = performance.now();
+      const res = instances[v][r.name](...r.args);
+      const dt = performance.now() - t0;
+      results.add(String(res));
+      if (round >= 2) times[v].push(dt);
+    }
+  }
+  if (results.size !== 1) throw new Error(`${r.name}: variants disagree: ${[...results].join(' / ')}`);
+  const med = times.map(median);
+  rows.push({ routine: r.name, kind: r.kind, ms: Object.fromEntries(variants.map((v, i) => [v.name, med[i]])) });
+}
+
+const geo = (xs) => Math.exp(xs.reduce((a, x) => a + Math.log(x), 0) / xs.length);
+const ratio = (row, v) => row.ms[v] / row.ms.plain;
+if (JSON_OUT) {
+  console.log(JSON.stringify({ runs: RUNS, rows, stats: variants[1].stats }, null, 2));
+} else {
+  const vs = variants.slice(1).map((v) => v.name);
+  console.log(`| routine | kind | plain ms | ${vs.map((v) => `${v} ms (x)`).join(' | ')} |`);
+  console.log(`|---|---|---:|${vs.map(() => '---:').join('|')}|`);
+  for (const row of rows) {
+    console.log(`| ${row.routine} | ${row.kind} | ${row.ms.plain.toFixed(1)} | ${vs.map((v) => `${row.ms[v].toFixed(1)} (${ratio(row, v).toFixed(2)}x)`).join(' | ')} |`);
+  }
+  const heavy = rows.filter((r) => r.kind === 'store-heavy');
+  console.log(`| **store-heavy geomean** | kv, sort, matmul | | ${vs.map((v) => `**${geo(heavy.map((r) => ratio(r, v))).toFixed(2)}x**`).join(' | ')} |`);
+  console.log(`\nmedian of ${RUNS} interleaved runs after 2 warm-up runs; x = instrumented / plain.`);
+}
