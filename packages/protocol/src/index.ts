@@ -18,4 +18,4 @@ export {
   type ClientHandshakeOptions, type ClientHello, type HandshakeStep, type ServerHandshakeOptions, type ServerIdentity,
 } from './handshake.js';
 export { loadToken, type LoadedToken } from './token.js';
-export { Link, connect, listen, type ConnectOptions, type LinkEvents, type LinkOptions, type ListenOptions, type Listener } from './link.js';
+export { Link, PREAUTH_MAX_MESSAGE_BYTES, connect, listen, type ConnectOptions, type LinkEvents, type LinkOptions, type ListenOptions, type Listener } from './link.js';

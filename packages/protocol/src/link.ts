@@ -33,6 +33,21 @@ export interface LinkEvents {
 }
 
 const DEFAULT_MAX_SEND_BUFFERED = 256 * 1024 * 1024;
+/**
+ * Largest message accepted before the handshake completes, bytes: a hello or welcome
+ * is under 1 KiB. Keeps unauthenticated peers from making the listener buffer
+ * maxPendingHandshakes x 64 MiB.
+ */
+export const PREAUTH_MAX_MESSAGE_BYTES = 16 * 1024;
+
+/**
+ * Changes ws's per-connection message ceiling. ws has no public setter; its receiver
+ * field is stable across ws 8.x. If it ever moves, the listener-wide ceiling applies.
+ */
+function setMessageCeiling(ws: WebSocket, bytes: number): void {
+  const receiver = (ws as unknown as { _receiver?: { _maxPayload?: unknown } })._receiver;
+  if (receiver && typeof receiver._maxPayload === 'number') receiver._maxPayload = bytes;
+}
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
 
 function toBytes(data: RawData): Uint8Array {
@@ -222,6 +237,7 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
       return;
     }
     pending++;
+    setMessageCeiling(ws, Math.min(PREAUTH_MAX_MESSAGE_BYTES, maxFrameBytes(limits)));
     let settled = false;
     const settle = (): void => {
       if (settled) return;
@@ -252,6 +268,7 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
         return;
       }
       settle();
+      setMessageCeiling(ws, maxFrameBytes(limits));
       ws.send(encodeFrame(welcome, undefined, limits));
       const link = new Link(ws, hello.link, hello, opts);
       links.add(link);
@@ -326,7 +343,10 @@ export function connect(url: string, opts: ConnectOptions): Promise<Link> {
         const { msg } = decodeFrame(toBytes(data), limits);
         const step = hs.receive(msg);
         if (step.reply) ws.send(encodeFrame(step.reply, undefined, limits));
-        if (step.done) finish(undefined, new Link(ws, link, step.done, opts));
+        if (step.done) {
+          setMessageCeiling(ws, maxFrameBytes(limits));
+          finish(undefined, new Link(ws, link, step.done, opts));
+        }
       } catch (e) {
         if (e instanceof PeerRefusedError) {
           // The server refused and is closing: do not answer with a reject of our own.
@@ -340,6 +360,7 @@ export function connect(url: string, opts: ConnectOptions): Promise<Link> {
         finish(asCoded(e));
       }
     };
+    ws.on('open', () => setMessageCeiling(ws, Math.min(PREAUTH_MAX_MESSAGE_BYTES, maxFrameBytes(limits))));
     ws.on('message', onMessage);
     ws.on('error', (e) => finish(new ProtocolError('FTVM_ERR_CONNECT_FAILED', `cannot connect to ${url}: ${e.message}`)));
     ws.on('close', (code, reason) => {

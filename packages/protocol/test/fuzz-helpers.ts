@@ -6,7 +6,7 @@
  */
 import { WebSocket } from 'ws';
 import {
-  ClientHandshake, CLOSE_CODES, LINK_MESSAGES, PageEncoder, closeCodeFor, decodeFrame, encodeFrame, maxFrameBytes, resolveLimits,
+  ClientHandshake, CLOSE_CODES, LINK_MESSAGES, PREAUTH_MAX_MESSAGE_BYTES, PageEncoder, closeCodeFor, decodeFrame, encodeFrame, maxFrameBytes, resolveLimits,
   type FrameLimits, type LinkKind, type Message, type Role,
 } from '../src/index.js';
 
@@ -178,7 +178,7 @@ export interface FuzzReport {
 /**
  * Sends `n` fuzzed frames to the listener at `url`, one connection per frame. For a
  * frame our decoder rejects, the listener must close with exactly closeCodeFor(code)
- * (or 1009 when the frame exceeds the transport ceiling). A frame the decoder accepts
+ * (or 1009 when the frame exceeds the transport ceiling: 16 KiB before the handshake). A frame the decoder accepts
  * but the link does not allow must close with 4006. A frame the link accepts may close
  * with any 4xxx code; if it does not close within 20 ms, a truncated frame follows and
  * the link must then close with a 4xxx code. Every connection must end before `timeoutMs`.
@@ -204,7 +204,8 @@ export async function fuzzListener(url: string, n: number, opts: FuzzListenerOpt
 }
 
 function expectation(frame: Uint8Array, limits: FrameLimits, link: LinkKind | undefined): { codes: number[] | 'any4xxx'; valid: boolean } {
-  if (frame.length > maxFrameBytes(limits)) return { codes: [1009], valid: false };
+  const ceiling = link === undefined ? Math.min(PREAUTH_MAX_MESSAGE_BYTES, maxFrameBytes(limits)) : maxFrameBytes(limits);
+  if (frame.length > ceiling) return { codes: [1009], valid: false };
   try {
     const { msg } = decodeFrame(frame, limits);
     if (link === undefined) return { codes: 'any4xxx', valid: true }; // handshake: version/auth/unexpected

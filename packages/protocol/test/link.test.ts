@@ -111,6 +111,16 @@ describe('links', () => {
     expect(await rawClose(l.url)).toBe(4007);
   });
 
+  it('accepts only small messages before the handshake, full-size ones after it', async () => {
+    const { l, links } = await server();
+    expect(await rawClose(l.url, new Uint8Array(20 * 1024))).toBe(1009);
+    const c = await connect(l.url, { ...client(), link: 'net' });
+    await new Promise((r) => setTimeout(r, 10));
+    const got = nextMessage(links[0]!.link);
+    c.send({ t: 'input', conn: 1, offset: 0 }, new Uint8Array(1 << 20));
+    expect((await got).payload.length).toBe(1 << 20);
+  });
+
   it('refuses connections beyond maxPendingHandshakes with 4010', async () => {
     const { l } = await server({ maxPendingHandshakes: 1, handshakeTimeoutMs: 300 });
     const first = new WebSocket(l.url);
