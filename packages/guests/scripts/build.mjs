@@ -7,7 +7,7 @@
 
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { spawn } from 'node:child_process';
@@ -54,9 +54,7 @@ const ascBin = join(dirname(require.resolve('assemblyscript/package.json')), 'bi
 
 // One asc process per guest, run in parallel: asc spends most of its time in binaryen's
 // single-threaded optimizer.
-function compile(name) {
-  const entry = join(srcDir, `${name}.ts`);
-  const out = join(outDir, `${name}.wasm`);
+export function compileGuest(entry, out) {
   const tmp = `${out}.tmp`;
   return new Promise((resolve, reject) => {
     // cwd = the package: asc finds @ftvm/guest-sdk in node_modules from there.
@@ -71,7 +69,7 @@ function compile(name) {
     child.on('close', (code) => {
       if (code !== 0) {
         rmSync(tmp, { force: true });
-        reject(new Error(`guest ${name}: asc exited with ${code}\n${text}`));
+        reject(new Error(`${relative(pkgDir, entry)}: asc exited with ${code}\n${text}`));
         return;
       }
       renameSync(tmp, out);
@@ -103,7 +101,7 @@ async function main() {
   const worker = async () => {
     for (let g = queue.shift(); g; g = queue.shift()) {
       try {
-        await compile(g.name);
+        await compileGuest(join(srcDir, `${g.name}.ts`), join(outDir, `${g.name}.wasm`));
         writeFileSync(g.hashFile, g.hash);
       } catch (e) {
         failed.push(e);
@@ -116,7 +114,10 @@ async function main() {
   console.log(built.length ? `guests: built ${built.join(', ')} in ${Date.now() - t0} ms` : 'guests: up to date');
 }
 
-main().catch((e) => {
-  console.error(e instanceof Error ? e.message : e);
-  process.exit(1);
-});
+// Run as a script (not when imported for compileGuest/ASC_FLAGS).
+if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
+  main().catch((e) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exit(1);
+  });
+}
