@@ -30,7 +30,10 @@ export interface ClockDeviceState {
 }
 
 export interface DeviceState {
+  /** Open connections, plus those closed since the previous checkpoint. */
   conns: ConnState[];
+  /** Highest connection id the guest has seen opened (ids are never reused). */
+  maxConnId: number;
   /** Armed one-shot timer deadline in guest ns, or null. */
   timerDeadlineNs: bigint | null;
   clock: ClockDeviceState;
@@ -65,7 +68,7 @@ export function decodeCheckpoint(bytes: Uint8Array): Checkpoint {
   if (!c || c.format !== 1) throw new VmmError('FTVM_ERR_CHECKPOINT_INVALID', `checkpoint format ${String(c?.format)} is not 1`);
   if (!(c.memory instanceof Uint8Array) || c.memory.length !== c.memBytes || c.memBytes % PAGE_BYTES !== 0)
     throw new VmmError('FTVM_ERR_CHECKPOINT_INVALID', `checkpoint memory is ${c.memory?.length} bytes, header says ${c.memBytes}`);
-  if (!Array.isArray(c.globals) || !c.devices || !Array.isArray(c.devices.conns))
+  if (!Array.isArray(c.globals) || !c.devices || !Array.isArray(c.devices.conns) || !Number.isSafeInteger(c.devices.maxConnId))
     throw new VmmError('FTVM_ERR_CHECKPOINT_INVALID', 'checkpoint lacks globals or device state');
   return c;
 }
@@ -82,7 +85,7 @@ export function checkpointDigest(c: Pick<Checkpoint, 'memory' | 'globals' | 'dev
   h.update(`globals:${c.globals.map((g) => `${typeof g === 'bigint' ? 'L' : 'N'}${g.toString()}`).join(',')};`);
   const conns = [...c.devices.conns].sort((a, b) => a.conn - b.conn);
   h.update(`conns:${conns.map((s) => `${s.conn}/${s.inConsumed}/${s.outProduced}/${s.closed ? 1 : 0}`).join(',')};`);
-  h.update(`timer:${c.devices.timerDeadlineNs ?? 'none'};pvclock:${c.devices.clock.pvclockAddr}`);
+  h.update(`maxConn:${c.devices.maxConnId};timer:${c.devices.timerDeadlineNs ?? 'none'};pvclock:${c.devices.clock.pvclockAddr}`);
   return h.digest('hex');
 }
 

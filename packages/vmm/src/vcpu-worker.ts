@@ -93,14 +93,9 @@ function defaultFields(): PvclockFields {
   return { tscTimestamp: tsc, systemTime: tsc, mul: DEFAULT_MUL, shift: DEFAULT_SHIFT, flags: PVCLOCK.FLAG_TSC_STABLE };
 }
 
-function conn(c: number): ConnState {
-  let s = conns.get(c);
-  if (!s) {
-    s = { conn: c, inConsumed: 0, outProduced: 0, closed: false };
-    conns.set(c, s);
-  }
-  return s;
-}
+/** Highest connection id ever opened: ids are never reused, so one <= it that is gone was closed. */
+let maxConnId = 0;
+
 
 const decoder = new TextDecoder();
 const imports = {
@@ -150,12 +145,14 @@ function fn(name: string): (...a: number[]) => number {
 function dispatch(ev: GuestEvent): void {
   switch (ev.k) {
     case 'open':
-      conn(ev.conn);
+      if (conns.has(ev.conn) || ev.conn <= maxConnId) return;
+      conns.set(ev.conn, { conn: ev.conn, inConsumed: 0, outProduced: 0, closed: false });
+      maxConnId = ev.conn;
       fn('ftvm_on_open')(ev.conn);
       return;
     case 'data': {
-      const s = conn(ev.conn);
-      if (s.closed) return;
+      const s = conns.get(ev.conn);
+      if (!s || s.closed) return;
       for (let off = 0; off < ev.data.length; off += MAX_DATA_CHUNK) {
         const chunk = ev.data.subarray(off, off + MAX_DATA_CHUNK);
         const ptr = fn('ftvm_alloc')(chunk.length) >>> 0;
@@ -170,8 +167,8 @@ function dispatch(ev: GuestEvent): void {
       return;
     }
     case 'close': {
-      const s = conn(ev.conn);
-      if (!s.closed) {
+      const s = conns.get(ev.conn);
+      if (s && !s.closed) {
         s.closed = true;
         fn('ftvm_on_close')(ev.conn);
       }
@@ -243,6 +240,7 @@ function deviceState(): DeviceState {
   const tsc = h + tscOffset;
   return {
     conns: [...conns.values()].map((s) => ({ ...s })),
+    maxConnId,
     timerDeadlineNs: timerDeadline,
     clock: {
       pvclockAddr,
@@ -293,6 +291,9 @@ function collect(id: number, full: boolean, resume: boolean): void {
     pauseMs: 0,
     reservedWrites,
   };
+  // A closed connection is reported in the checkpoint that saw it close, then forgotten:
+  // device state stays bounded by the open connections.
+  for (const [id, st] of conns) if (st.closed) conns.delete(id);
   epoch++;
   c.pauseMs = performance.now() - t0;
   post({ t: 'collected', id, c }, [data.buffer as ArrayBuffer, pages.buffer as ArrayBuffer]);
@@ -319,7 +320,8 @@ async function boot(): Promise<void> {
       globals[i]!.value = v;
     });
     conns.clear();
-    for (const s of r.devices.conns) conns.set(s.conn, { ...s });
+    for (const s of r.devices.conns) if (!s.closed) conns.set(s.conn, { ...s });
+    maxConnId = r.devices.maxConnId;
     timerDeadline = r.devices.timerDeadlineNs;
     pvclockAddr = r.devices.clock.pvclockAddr;
     // Continue the virtual TSC from its checkpointed value plus the wall time elapsed since.
