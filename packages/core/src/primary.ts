@@ -54,6 +54,8 @@ export interface PrimaryOptions {
  * - `pauseVcpu` holds the vCPU at the next event boundary until `resumeVcpu`.
  * - `cancelCheckpoints`: drop every staged checkpoint not yet sent (the secondary will
  *   not take them any more).
+ * - `disconnectSecondary`: close the replication link (a silent secondary must come back
+ *   through secondaryConnected, which starts a full sync).
  * - `stop`: stop the guest now; commit nothing more.
  */
 export type PrimaryAction =
@@ -63,6 +65,8 @@ export type PrimaryAction =
   | { type: 'startFullSync'; epoch: number }
   | { type: 'sendCheckpoint'; term: number; epoch: number; full: boolean }
   | { type: 'cancelCheckpoints'; reason: string }
+  /** The secondary stopped answering: close the replication link; a reconnect starts a full sync. */
+  | { type: 'disconnectSecondary'; reason: string }
   | { type: 'commit'; term: number; epoch: number; acked: boolean; offsets: StateOffsets }
   | { type: 'protectionChanged'; protected: boolean; reason: string }
   | { type: 'stop'; reason: string };
@@ -183,7 +187,9 @@ export class PrimaryCore {
     if (this._state === 'stopped') return;
     const t = this.secondaryDeadline();
     if (t !== undefined && nowMs >= t) {
-      this.secondaryLost(`no ack from the secondary for ${this.options.secondaryTimeoutMs} ms`);
+      const reason = `no ack from the secondary for ${this.options.secondaryTimeoutMs} ms`;
+      this.secondaryLost(reason);
+      this.actions.push({ type: 'disconnectSecondary', reason });
     }
     this.evaluate(nowMs);
   }

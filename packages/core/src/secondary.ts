@@ -118,7 +118,9 @@ export class SecondaryCore {
     if (this._state !== 'standby') return undefined;
     let d: number | undefined;
     if (this.reportedEpoch < this._committedEpoch) d = this.lastReportMs + this.options.reportIntervalMs;
-    const lostAt = this.primaryUp ? this.lastHeardMs + this.options.primaryTimeoutMs : this.lastRequestMs + this.options.primaryTimeoutMs;
+    // Promotion is (re)requested once the primary is silent, at most once per timeout.
+    const silentAt = this.primaryUp ? this.lastHeardMs + this.options.primaryTimeoutMs : -Infinity;
+    const lostAt = Math.max(silentAt, this.lastRequestMs + this.options.primaryTimeoutMs);
     return d === undefined ? lostAt : Math.min(d, lostAt);
   }
 

@@ -93,7 +93,7 @@ describe('PrimaryCore', () => {
     expect(ofType(p.takeActions(), 'commit')).toHaveLength(0);
     p.tick(60);
     const a = p.takeActions();
-    expect(types(a).slice(0, 3)).toEqual(['cancelCheckpoints', 'protectionChanged', 'commit']);
+    expect(types(a).slice(0, 4)).toEqual(['cancelCheckpoints', 'protectionChanged', 'commit', 'disconnectSecondary']);
     expect(ofType(a, 'commit')[0]).toMatchObject({ epoch: 2, acked: false });
     expect(ofType(a, 'protectionChanged')[0]).toMatchObject({ protected: false });
     expect(p.state).toBe('unprotected');
