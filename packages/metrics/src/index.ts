@@ -1,1 +1,19 @@
-export {};
+export { MetricsError } from './errors.js';
+export {
+  FtvmEvents, diagnosticsChannelName, EVENT_NAMES, ROLES, POLICIES, CODECS, CLOCK_MODES, TASKS, PROGRESS_UNITS, PEERS,
+} from './events.js';
+export type {
+  FtvmEventMap, FtvmEventName, FtvmListener, FtvmEventsOptions, FtvmDiagnosticsMessage, Role, PolicyName, CodecName,
+  CodecStats, ClockMode, TaskName, ProgressUnit, PeerName,
+} from './events.js';
+export {
+  createRoleMetrics, METRIC_NAMES, PAUSE_BUCKETS, DELAY_BUCKETS, EPOCH_DURATION_BUCKETS, DIRTY_PAGES_BUCKETS,
+  COMPRESSION_WINDOW, MAX_FAULT_CODES,
+} from './registry.js';
+export type { RoleMetrics, RoleMetricsOptions, Readiness } from './registry.js';
+export { StatusRecorder } from './status.js';
+export type { RoleState, StatusSample, StatusSnapshot, StatusRecorderOptions } from './status.js';
+export { startMetricsServer } from './server.js';
+export type { MetricsServer, MetricsServerOptions } from './server.js';
+export { STATUS_PAGE_HTML } from './status-page.js';
+export { Ring, Reservoir } from './window.js';

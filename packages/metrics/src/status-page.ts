@@ -1,0 +1,205 @@
+/**
+ * The built-in status page served at `/` on the metrics port: one self-contained HTML file
+ * (inline CSS, JS and SVG; no external URL, the host may be offline) polling `api/status`
+ * every second. It is for the one-machine default where no Grafana runs. Data strings are
+ * written with textContent only; SVG markup is built from numbers and fixed names.
+ */
+export const STATUS_PAGE_HTML = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>ftvm status</title>
+<style>
+  :root { --bg:#0f1419; --panel:#182028; --fg:#e6e6e6; --dim:#8a96a3; --ok:#2fbf71; --bad:#e5484d; --warn:#f5a524; --a:#4ea1ff; --b:#f5a524; }
+  * { box-sizing: border-box; }
+  body { margin:0; font:14px/1.4 system-ui, sans-serif; background:var(--bg); color:var(--fg); }
+  header { display:flex; flex-wrap:wrap; gap:16px; align-items:center; padding:12px 20px; border-bottom:1px solid #263241; }
+  h1 { font-size:18px; margin:0; }
+  .badge { padding:6px 12px; border-radius:6px; font-weight:700; letter-spacing:.04em; }
+  .ok { background:var(--ok); color:#06220f; } .bad { background:var(--bad); color:#2a0506; } .warn { background:var(--warn); color:#2a1a00; }
+  .dim { color:var(--dim); }
+  main { padding:16px 20px; display:grid; gap:16px; grid-template-columns:repeat(auto-fill, minmax(420px, 1fr)); }
+  .tiles { grid-column:1/-1; display:grid; gap:12px; grid-template-columns:repeat(auto-fill, minmax(150px, 1fr)); }
+  .tile, .chart { background:var(--panel); border-radius:8px; padding:10px 12px; }
+  .tile .v { font-size:22px; font-weight:600; font-variant-numeric:tabular-nums; }
+  .tile .k, .chart h2 { font-size:12px; color:var(--dim); text-transform:uppercase; letter-spacing:.05em; margin:0 0 4px; font-weight:600; }
+  .legend { font-size:12px; color:var(--dim); display:flex; gap:14px; font-variant-numeric:tabular-nums; }
+  .legend i { display:inline-block; width:10px; height:3px; vertical-align:middle; margin-right:4px; }
+  svg { width:100%; height:140px; display:block; }
+  .progress { grid-column:1/-1; }
+  .bar { height:10px; background:#263241; border-radius:5px; overflow:hidden; margin:4px 0 10px; }
+  .bar > div { height:100%; background:var(--a); }
+</style>
+</head>
+<body>
+<header>
+  <h1>ftvm <span id="role">…</span> <span class="dim">term <span id="term">–</span></span></h1>
+  <span id="protection" class="badge warn">CONNECTING</span>
+  <span id="reason" class="dim"></span>
+  <span id="ready" class="badge warn">–</span>
+  <span class="dim" style="margin-left:auto">updated <span id="updated">never</span> · <span id="conn">connecting</span></span>
+</header>
+<main>
+  <section class="tiles">
+    <div class="tile"><div class="k">committed epoch</div><div class="v" id="t-epoch">–</div></div>
+    <div class="tile"><div class="k">epochs / s</div><div class="v" id="t-eps">–</div></div>
+    <div class="tile"><div class="k">pause p99</div><div class="v" id="t-pause">–</div></div>
+    <div class="tile"><div class="k">wire / raw</div><div class="v" id="t-bw">–</div></div>
+    <div class="tile"><div class="k">compression</div><div class="v" id="t-ratio">–</div></div>
+    <div class="tile"><div class="k">in flight</div><div class="v" id="t-inflight">–</div></div>
+    <div class="tile"><div class="k">output held</div><div class="v" id="t-held">–</div></div>
+    <div class="tile"><div class="k">clients</div><div class="v" id="t-clients">–</div></div>
+    <div class="tile"><div class="k">failovers</div><div class="v" id="t-failovers">–</div></div>
+    <div class="tile"><div class="k">clock drift</div><div class="v" id="t-drift">–</div></div>
+  </section>
+  <section class="chart"><h2>protection state</h2><div id="c-protected"></div></section>
+  <section class="chart"><h2>epochs per second</h2><div id="c-epochs"></div></section>
+  <section class="chart"><h2>epoch pause (ms)</h2><div id="c-pause"></div></section>
+  <section class="chart"><h2>bandwidth wire vs raw (bytes/s)</h2><div id="c-bw"></div></section>
+  <section class="chart"><h2>output delay (ms)</h2><div id="c-delay"></div></section>
+  <section class="chart"><h2>failovers (total)</h2><div id="c-failovers"></div></section>
+  <section class="chart"><h2>clock drift (ms)</h2><div id="c-drift"></div></section>
+  <section class="chart progress" id="progress" hidden><h2>tasks</h2><div id="tasks"></div></section>
+</main>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+const W = 600, H = 140, PADL = 4, PADR = 4, PADT = 8, PADB = 16;
+
+function fmtNum(v, digits) {
+  if (v === null || v === undefined || !isFinite(v)) return "–";
+  const a = Math.abs(v);
+  if (a >= 1e9) return (v / 1e9).toFixed(1) + "G";
+  if (a >= 1e6) return (v / 1e6).toFixed(1) + "M";
+  if (a >= 1e4) return (v / 1e3).toFixed(1) + "k";
+  return v.toFixed(digits === undefined ? (a < 10 ? 2 : 0) : digits);
+}
+function fmtBytes(v) {
+  if (v === null || v === undefined || !isFinite(v)) return "–";
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < u.length - 1) { v /= 1024; i++; }
+  return v.toFixed(i === 0 ? 0 : 1) + " " + u[i];
+}
+function fmtMs(v) {
+  if (v === null || v === undefined || !isFinite(v)) return "–";
+  if (Math.abs(v) < 1) return (v * 1000).toFixed(0) + " µs";
+  if (Math.abs(v) < 1000) return v.toFixed(1) + " ms";
+  return (v / 1000).toFixed(2) + " s";
+}
+
+// series: [{ name, color, values: (number|null)[] }]; nulls break the line.
+function chart(el, series, opts) {
+  opts = opts || {};
+  let lo = opts.min !== undefined ? opts.min : 0, hi = opts.max !== undefined ? opts.max : 0;
+  for (const s of series) for (const v of s.values) if (v !== null && isFinite(v)) { if (v > hi && opts.max === undefined) hi = v; if (v < lo && opts.min === undefined) lo = v; }
+  if (hi === lo) hi = lo + 1;
+  const n = Math.max(2, ...series.map((s) => s.values.length));
+  const x = (i) => PADL + (i / (n - 1)) * (W - PADL - PADR);
+  const y = (v) => PADT + (1 - (v - lo) / (hi - lo)) * (H - PADT - PADB);
+  let svg = '<svg viewBox="0 0 ' + W + ' ' + H + '" preserveAspectRatio="none">';
+  svg += '<line x1="0" x2="' + W + '" y1="' + y(0).toFixed(1) + '" y2="' + y(0).toFixed(1) + '" stroke="#334" stroke-width="1"/>';
+  for (const s of series) {
+    const off = n - s.values.length;
+    let pts = [];
+    const flush = () => { if (pts.length) svg += '<polyline fill="none" stroke="' + s.color + '" stroke-width="1.6" points="' + pts.join(" ") + '"/>'; pts = []; };
+    s.values.forEach((v, i) => {
+      if (v === null || !isFinite(v)) { flush(); return; }
+      if (opts.step && pts.length) pts.push(x(off + i).toFixed(1) + "," + pts[pts.length - 1].split(",")[1]);
+      pts.push(x(off + i).toFixed(1) + "," + y(v).toFixed(1));
+    });
+    flush();
+  }
+  svg += '<text x="' + (W - 2) + '" y="12" fill="#8a96a3" font-size="11" text-anchor="end">' + (opts.fmt || fmtNum)(hi) + '</text>';
+  svg += '<text x="' + (W - 2) + '" y="' + (H - 3) + '" fill="#8a96a3" font-size="11" text-anchor="end">' + (opts.fmt || fmtNum)(lo) + '</text>';
+  svg += '</svg>';
+  const legend = document.createElement("div");
+  legend.className = "legend";
+  for (const s of series) {
+    const item = document.createElement("span");
+    const swatch = document.createElement("i");
+    swatch.style.background = s.color;
+    item.appendChild(swatch);
+    let last = null;
+    for (let i = s.values.length - 1; i >= 0; i--) if (s.values[i] !== null) { last = s.values[i]; break; }
+    item.appendChild(document.createTextNode(s.name + " " + (opts.fmt || fmtNum)(last)));
+    legend.appendChild(item);
+  }
+  el.innerHTML = svg;
+  el.appendChild(legend);
+}
+
+function setBadge(el, cls, text) { el.className = "badge " + cls; el.textContent = text; }
+
+function render(s) {
+  const c = s.current, xs = s.samples, last = xs.length ? xs[xs.length - 1] : null;
+  $("role").textContent = c.role;
+  $("term").textContent = String(c.term);
+  setBadge($("protection"), c.protected ? "ok" : "bad", c.protected ? "PROTECTED" : "UNPROTECTED");
+  $("reason").textContent = c.protectionReason;
+  setBadge($("ready"), c.ready ? "ok" : "warn", c.ready ? "READY" : "NOT READY");
+  $("ready").title = c.readyReason;
+  $("updated").textContent = new Date(s.now).toLocaleTimeString();
+  $("t-epoch").textContent = c.committedEpoch === null ? "–" : String(c.committedEpoch);
+  $("t-eps").textContent = last ? fmtNum(last.epochsPerSec, 1) : "–";
+  $("t-pause").textContent = last ? fmtMs(last.pauseP99Ms) : "–";
+  $("t-bw").textContent = last ? fmtBytes(last.wireBytesPerSec) + "/s / " + fmtBytes(last.rawBytesPerSec) + "/s" : "–";
+  $("t-ratio").textContent = c.compressionRatio === null ? "–" : fmtNum(c.compressionRatio, 2) + "×";
+  $("t-inflight").textContent = c.inFlightEpochs + " / " + fmtBytes(c.inFlightBytes);
+  $("t-held").textContent = fmtBytes(c.outputHeldBytes) + " / " + c.outputHeldConns + " conn";
+  $("t-clients").textContent = String(c.clients);
+  $("t-failovers").textContent = c.failoversTotal + (c.lastFailoverMs === null ? "" : " (last " + fmtMs(c.lastFailoverMs) + ")");
+  $("t-drift").textContent = fmtMs(c.driftNs / 1e6) + (c.clockMode ? " " + c.clockMode : "");
+  const col = (k) => xs.map((p) => p[k]);
+  chart($("c-protected"), [{ name: "protected", color: "#2fbf71", values: col("protected") }], { min: 0, max: 1, step: true, fmt: (v) => (v ? "yes" : "no") });
+  chart($("c-epochs"), [{ name: "epochs/s", color: "#4ea1ff", values: col("epochsPerSec") }]);
+  chart($("c-pause"), [
+    { name: "p50", color: "#4ea1ff", values: col("pauseP50Ms") },
+    { name: "p99", color: "#f5a524", values: col("pauseP99Ms") },
+  ], { fmt: fmtMs });
+  chart($("c-bw"), [
+    { name: "wire", color: "#4ea1ff", values: col("wireBytesPerSec") },
+    { name: "raw", color: "#f5a524", values: col("rawBytesPerSec") },
+  ], { fmt: (v) => fmtBytes(v) + "/s" });
+  chart($("c-delay"), [
+    { name: "p50", color: "#4ea1ff", values: col("outputDelayP50Ms") },
+    { name: "p99", color: "#f5a524", values: col("outputDelayP99Ms") },
+  ], { fmt: fmtMs });
+  chart($("c-failovers"), [{ name: "failovers", color: "#e5484d", values: col("failoversTotal") }], { step: true, fmt: (v) => fmtNum(v, 0) });
+  chart($("c-drift"), [{ name: "drift", color: "#b18cff", values: col("driftMs") }], { fmt: fmtMs });
+  const tasks = Object.entries(c.progress || {});
+  $("progress").hidden = tasks.length === 0;
+  const box = $("tasks");
+  box.replaceChildren();
+  for (const [name, t] of tasks) {
+    const label = document.createElement("div");
+    const pct = t.total > 0 ? Math.min(100, (100 * t.done) / t.total) : 0;
+    label.textContent = name + ": " + fmtNum(t.done, 0) + " / " + fmtNum(t.total, 0) + " " + t.unit + " (" + pct.toFixed(0) + "%)";
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    const fill = document.createElement("div");
+    fill.style.width = pct.toFixed(1) + "%";
+    bar.appendChild(fill);
+    box.appendChild(label);
+    box.appendChild(bar);
+  }
+}
+
+async function poll() {
+  try {
+    const r = await fetch("api/status", { cache: "no-store" });
+    if (!r.ok) throw new Error("status " + r.status);
+    render(await r.json());
+    $("conn").textContent = "live";
+  } catch (e) {
+    $("conn").textContent = "disconnected";
+  } finally {
+    setTimeout(poll, 1000);
+  }
+}
+poll();
+</script>
+</body>
+</html>
+`;
