@@ -10,7 +10,7 @@ import { sampleMessages } from './fuzz-helpers.js';
 const packr = new Packr({ useRecords: false });
 
 /** A frame with an arbitrary header object, bypassing encode-side validation. */
-function rawFrame(header: unknown, payload = new Uint8Array(0)): Uint8Array {
+function rawFrame(header: unknown, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
   const h = packr.pack(header);
   const out = new Uint8Array(4 + h.length + payload.length);
   new DataView(out.buffer).setUint32(0, h.length, true);

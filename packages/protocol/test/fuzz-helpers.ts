@@ -89,7 +89,7 @@ export function mutateFrame(r: () => number, frame: Uint8Array, limits: FrameLim
   const out = new Uint8Array(frame);
   const dv = new DataView(out.buffer);
   // Frames already cut below one header byte only take the length-agnostic mutations.
-  const kind = out.length < 5 ? pick(r, [1, 6, 7]) : Math.floor(r() * 10);
+  const kind = out.length < 5 ? pick(r, [1, 6, 7]) : Math.floor(r() * 11);
   switch (kind) {
     case 0: { // flip 1..8 bits anywhere
       for (let i = 0, n = 1 + Math.floor(r() * 8); i < n; i++) out[Math.floor(r() * out.length)]! ^= 1 << Math.floor(r() * 8);
@@ -145,6 +145,13 @@ export function mutateFrame(r: () => number, frame: Uint8Array, limits: FrameLim
       const res = new Uint8Array(out.length);
       res.set(out);
       for (let i = 0; i < 3; i++) res[Math.floor(r() * res.length)] = pick(r, [0x00, 0xff, 0x80, 0x7f, 0xc0, 0xd9]);
+      return res;
+    }
+    case 10: { // inflate the payload to just past a size limit (skipped for limits over 1 MiB)
+      const sizes = [PREAUTH_MAX_MESSAGE_BYTES + 1, limits.maxPayloadBytes + 1, maxFrameBytes(limits) + 1].filter((x) => x <= 1 << 20);
+      const size = sizes.length > 0 ? pick(r, sizes) : out.length + 1;
+      const res = new Uint8Array(Math.max(size, out.length));
+      res.set(out);
       return res;
     }
     default: { // two mutations stacked

@@ -82,12 +82,15 @@ describe('fuzzing a live listener', () => {
     const report = await fuzzListener(listener.url, 1500, { token, limits, seed: 11 });
     expect(report.failures.slice(0, 5)).toEqual([]);
     expect(report.sent).toBe(1500);
+    // Every failure class reached the listener: version/auth/unexpected, malformed, truncated, too large.
+    for (const code of [1009, 4002, 4003, 4004, 4006]) expect(report.closes[code], `close ${code}`).toBeGreaterThan(0);
   });
 
   it('closes every bad frame on an established link with its 4xxx code', async () => {
     const report = await fuzzListener(listener.url, 1500, { token, limits, seed: 12, link: 'replication', role: 'primary' });
     expect(report.failures.slice(0, 5)).toEqual([]);
     expect(report.valid).toBeGreaterThan(0);
+    for (const code of [1009, 4002, 4003, 4004, 4006]) expect(report.closes[code], `close ${code}`).toBeGreaterThan(0);
   });
 
   it('still accepts new connections after the fuzzing', async () => {
