@@ -41,6 +41,7 @@ export function errorFromClose(closeCode: number, reason: string): ProtocolError
   if (closeCode === CLOSE_NORMAL || closeCode === 1000 || closeCode === 1001) return undefined;
   const m = /^(FTVM_ERR_[A-Z0-9_]+): ?(.*)$/s.exec(reason);
   if (m) return new ProtocolError(m[1]!, `peer closed the link (${closeCode}): ${m[2]}`);
+  if (closeCode === 1009) return new ProtocolError('FTVM_ERR_FRAME_TOO_LARGE', `a message exceeded the WebSocket size ceiling (1009): ${reason}`);
   for (const [code, value] of Object.entries(CLOSE_CODES)) {
     if (value === closeCode) return new ProtocolError(code, `peer closed the link (${closeCode}): ${reason}`);
   }

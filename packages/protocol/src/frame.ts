@@ -136,6 +136,10 @@ export class FrameReader {
     return this.buffered;
   }
 
+  /**
+   * Adds bytes; returns the frames they complete. Payloads may be views into pushed
+   * chunks: do not overwrite a chunk while frames decoded from it are in use.
+   */
   push(chunk: Uint8Array): DecodedFrame[] {
     if (this.failed) throw this.failed;
     const out: DecodedFrame[] = [];

@@ -25,7 +25,10 @@ export interface LinkOptions {
 
 export interface LinkEvents {
   message: [msg: Message, payload: Uint8Array];
-  /** A coded failure; the link is closing. Only emitted when someone listens. */
+  /**
+   * A coded failure: found locally (the link is closing with its code), or the reason the
+   * peer gave for closing it abnormally. Only emitted when someone listens.
+   */
   error: [err: FtvmError];
   close: [code: number, reason: string];
   /** Queued bytes fell to or below a `drained()` threshold. */
@@ -78,9 +81,14 @@ export class Link extends EventEmitter<LinkEvents> {
     this.allowed = LINK_MESSAGES[kind];
     ws.on('message', (data, isBinary) => this.onData(data, isBinary));
     ws.on('close', (code, reason) => {
+      const text = reason.toString('utf8');
+      const byPeer = !this.ended;
       this.ended = true;
       for (const w of this.waiters.splice(0)) w.resolve();
-      this.emit('close', code, reason.toString('utf8'));
+      // The peer (or ws, for an oversized message) ended the link for a reason: surface it.
+      const err = byPeer ? errorFromClose(code, text) : undefined;
+      if (err && this.listenerCount('error') > 0) this.emit('error', err);
+      this.emit('close', code, text);
     });
   }
 

@@ -160,6 +160,14 @@ describe('links', () => {
     expect(code).toBe(4006);
     expect(reason).toMatch(/^FTVM_ERR_UNEXPECTED_MESSAGE/);
     expect(errors).toEqual(['FTVM_ERR_UNEXPECTED_MESSAGE']);
+    // The sender learns why from the close frame.
+    const peerErrors: string[] = [];
+    const c2 = await connect(l.url, { ...client(), link: 'net' });
+    c2.on('error', (e) => peerErrors.push(e.code));
+    const closed2 = nextClose(c2);
+    (c2 as unknown as { ws: WebSocket }).ws.send(new Uint8Array([9, 9]));
+    expect((await closed2).code).toBe(4003);
+    expect(peerErrors).toEqual(['FTVM_ERR_FRAME_TRUNCATED']);
   });
 
   it('closes a fenced link with 4008 when a message from an older term arrives', async () => {
