@@ -421,7 +421,7 @@ export class ProxyCore {
   tick(nowMs: number): void {
     if (this._state === 'active' && this.isLost(this._active!, nowMs)) {
       this.activeLost(`no message from ${this._active} for ${this.options.failoverTimeoutMs} ms`, nowMs);
-    } else if (this._state === 'promoting' && nowMs - this.promotingSinceMs >= this.options.promoteTimeoutMs) {
+    } else if (this._state === 'promoting' && nowMs >= this.promotingSinceMs + this.options.promoteTimeoutMs) {
       this.promotionFailed(`${this._active} did not answer promote within ${this.options.promoteTimeoutMs} ms`, nowMs);
     } else if (this._state === 'lost') {
       this.retryFailover(nowMs);
@@ -444,7 +444,7 @@ export class ProxyCore {
 
   private isLost(id: NodeId, nowMs: number): boolean {
     const n = this.node(id);
-    return !n.up || nowMs - n.lastHeardMs >= this.options.failoverTimeoutMs;
+    return !n.up || nowMs >= n.lastHeardMs + this.options.failoverTimeoutMs;
   }
 
   /** Accepts a primary-only message only from the active node of the current term. */

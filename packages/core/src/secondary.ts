@@ -240,7 +240,7 @@ export class SecondaryCore {
   tick(nowMs: number): void {
     if (this._state !== 'standby') return;
     this.report(nowMs, false);
-    if (!this.primaryUp || nowMs - this.lastHeardMs >= this.options.primaryTimeoutMs) {
+    if (!this.primaryUp || nowMs >= this.lastHeardMs + this.options.primaryTimeoutMs) {
       this.maybeRequestPromotion(nowMs, this.primaryUp ? `no message from the primary for ${this.options.primaryTimeoutMs} ms` : 'replication link down');
     }
   }
@@ -274,7 +274,7 @@ export class SecondaryCore {
 
   private report(nowMs: number, force: boolean): void {
     if (this.reportedEpoch >= this._committedEpoch) return;
-    if (!force && nowMs - this.lastReportMs < this.options.reportIntervalMs) return;
+    if (!force && nowMs < this.lastReportMs + this.options.reportIntervalMs) return;
     this.lastReportMs = nowMs;
     this.reportedEpoch = this._committedEpoch;
     this.actions.push({ type: 'reportCommitted', term: this._term, epoch: this._committedEpoch });
@@ -282,7 +282,7 @@ export class SecondaryCore {
 
   private maybeRequestPromotion(nowMs: number, reason: string): void {
     if (this._state !== 'standby') return;
-    if (nowMs - this.lastRequestMs < this.options.primaryTimeoutMs) return;
+    if (nowMs < this.lastRequestMs + this.options.primaryTimeoutMs) return;
     this.lastRequestMs = nowMs;
     this.report(nowMs, true);
     this.actions.push({ type: 'promoteRequest', term: this._term, committedEpoch: this._committedEpoch, reason });

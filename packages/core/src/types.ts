@@ -2,6 +2,9 @@
  * Plain types shared by the machines. The runtimes translate them to and from wire
  * messages; core never sees bytes on a socket.
  *
+ * Deadlines: every machine compares `nowMs >= since + timeout` with the same sum that
+ * its nextDeadline() returns, so a tick at the deadline always acts (no float drift).
+ *
  * Units: times are ms (the runtime's monotonic clock, any origin); byte offsets count
  * bytes of one connection's stream since it opened; epochs number a primary's
  * checkpoints from 1 (0 = none yet) and keep counting across terms (a promoted node
