@@ -68,6 +68,16 @@ describe('BytemapDirtyLog', () => {
     expect(log.collect(mem).pages.length).toBe(0);
   });
 
+  test('reports and clears non-1 garbage bytes a guest left in the bytemap', () => {
+    const mem = new Uint8Array(MEM_PAGES * PAGE_BYTES);
+    mem[RESERVED_PAGES + 9] = 0xff;
+    mem[RESERVED_PAGES + 17] = 0x7f; // with the next byte: a NaN-patterned word
+    mem[RESERVED_PAGES + 23] = 0xff;
+    const r = new BytemapDirtyLog().collect(mem);
+    expect([...r.pages]).toEqual([RESERVED_PAGES + 9, RESERVED_PAGES + 17, RESERVED_PAGES + 23]);
+    expect(mem.subarray(0, MEM_PAGES).every((b) => b === 0)).toBe(true);
+  });
+
   test('scans only the bytemap of the current memory size', () => {
     const mem = new Uint8Array(MEM_PAGES * PAGE_BYTES);
     mem[RESERVED_PAGES + 60] = 1;
