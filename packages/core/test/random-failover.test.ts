@@ -23,7 +23,7 @@ function randomRun(seed: number) {
     policy: pol.policy,
     policyOptions: { ...pol.policyOptions },
     delayMs: [r.range(0.01, 0.2), r.range(0.3, 3)],
-    onSecondaryLost: 'continue',
+    onSecondaryLost: r.chance(0.25) ? 'block' : 'continue',
   });
   c.start();
   c.run(30);
@@ -45,7 +45,16 @@ function randomRun(seed: number) {
       });
     }
   }
-  // First fault: kill the primary at a random moment; the dead node comes back as a secondary.
+  // Sometimes the secondary dies first (the primary then runs unprotected or blocked).
+  if (r.chance(0.25)) {
+    c.clock.at(30 + r.range(0, 200), () => {
+      const s = c.secondaryName();
+      if (s === undefined) return;
+      c.kill(s);
+      c.clock.after(r.range(5, 150), () => c.restart(s));
+    });
+  }
+  // Then the primary is killed at a random moment; the dead node comes back as a secondary.
   const killAt = 30 + r.range(0, 350);
   const second = r.int(0, 2); // 0 none, 1 kill the new primary later, 2 partition it for a while
   c.clock.at(killAt, () => {
@@ -54,7 +63,7 @@ function randomRun(seed: number) {
     c.kill(p);
     c.clock.after(r.range(5, 80), () => c.restart(p));
     if (second === 0) return;
-    c.clock.after(r.range(100, 400), () => {
+    c.clock.after(r.range(5, 400), () => {
       const q = c.primaryName();
       if (q === undefined || c.nodes[q].mode !== 'primary') return;
       if (second === 1) {
@@ -90,7 +99,7 @@ describe('random failover (simulation)', () => {
     }
     // The property must actually be exercised: most runs fail over and recover fully.
     if (process.env.FTVM_SIM_STATS) console.log({ answeredRuns, failovers });
-    expect(failovers).toBeGreaterThan(400);
-    expect(answeredRuns).toBeGreaterThan(350);
+    expect(failovers).toBeGreaterThan(350);
+    expect(answeredRuns).toBeGreaterThan(300);
   });
 });
