@@ -29,6 +29,8 @@ const T_STRING: u8 = 0;
 const T_LIST: u8 = 1;
 const T_SET: u8 = 2;
 const T_HASH: u8 = 3;
+const T_ZSET: u8 = 4;
+const T_STREAM: u8 = 5;
 
 abstract class Value {
   constructor(public type: u8) {}
@@ -90,6 +92,59 @@ class SetV extends Value {
 class HashV extends Value {
   m: BytesMap<ArrayBuffer> = new BytesMap<ArrayBuffer>();
   constructor() { super(T_HASH); }
+}
+
+class ZItem {
+  constructor(public score: f64, public member: ArrayBuffer) {}
+}
+
+/** Orders by score, then member bytes (as Redis does). */
+function zcmp(score: f64, m: usize, mlen: i32, it: ZItem): i32 {
+  if (score < it.score) return -1;
+  if (score > it.score) return 1;
+  let ilen = it.member.byteLength;
+  let c = memory.compare(m, changetype<usize>(it.member), <usize>min(mlen, ilen));
+  if (c != 0) return c;
+  return mlen - ilen;
+}
+
+/** A sorted set: member -> score map plus an array kept sorted (insert O(n)). */
+class ZSetV extends Value {
+  dict: BytesMap<f64> = new BytesMap<f64>();
+  sorted: Array<ZItem> = new Array<ZItem>();
+  constructor() { super(T_ZSET); }
+
+  /** Index of the first item not less than (score, member). */
+  private lowerBound(score: f64, m: usize, mlen: i32): i32 {
+    let lo = 0, hi = this.sorted.length;
+    while (lo < hi) {
+      let mid = (lo + hi) >>> 1;
+      if (zcmp(score, m, mlen, unchecked(this.sorted[mid])) > 0) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  }
+  insert(score: f64, member: ArrayBuffer): void {
+    let m = changetype<usize>(member);
+    let idx = this.lowerBound(score, m, member.byteLength);
+    this.sorted.push(new ZItem(score, member));
+    for (let i = this.sorted.length - 1; i > idx; i--) unchecked(this.sorted[i] = this.sorted[i - 1]);
+    unchecked(this.sorted[idx] = new ZItem(score, member));
+  }
+  remove(score: f64, member: ArrayBuffer): void {
+    let idx = this.lowerBound(score, changetype<usize>(member), member.byteLength);
+    if (idx < this.sorted.length) this.sorted.splice(idx, 1);
+  }
+}
+
+class StreamEntry {
+  constructor(public ms: i64, public seq: i64, public fields: Array<ArrayBuffer>) {}
+}
+
+class StreamV extends Value {
+  entries: Array<StreamEntry> = new Array<StreamEntry>();
+  lastMs: i64 = 0;
+  lastSeq: i64 = 0;
+  constructor() { super(T_STREAM); }
 }
 
 // ---- state --------------------------------------------------------------------
@@ -241,6 +296,8 @@ function lookupOrCreate(i: i32, t: u8): BytesEntry<Value> | null {
   let v: Value;
   if (t == T_LIST) v = new ListV();
   else if (t == T_SET) v = new SetV();
+  else if (t == T_ZSET) v = new ZSetV();
+  else if (t == T_STREAM) v = new StreamV();
   else v = new HashV();
   return db.insertNew(copyBytes(AP(i), AL(i)), hashBytes(AP(i), AL(i)), v);
 }
@@ -630,6 +687,229 @@ function cmdHlen(): void {
   rInt(e === null ? 0 : changetype<HashV>(e.value).m.size);
 }
 
+// ---- sorted sets and streams (what redis-benchmark's default run needs) -------
+
+/** Parses a Redis float argument: decimal/exponent notation or [+-]inf; sets parseOk. */
+function parseScore(p: usize, n: i32): f64 {
+  parseOk = false;
+  if (n <= 0 || n > 64) return 0;
+  if (bytesEqualAscii(p, n, "inf", true) || bytesEqualAscii(p, n, "+inf", true)) { parseOk = true; return Infinity; }
+  if (bytesEqualAscii(p, n, "-inf", true)) { parseOk = true; return -Infinity; }
+  let digits = 0;
+  for (let i = 0; i < n; i++) {
+    let c = load<u8>(p + <usize>i);
+    if (c >= 48 && c <= 57) digits++;
+    else if (c != 43 && c != 45 && c != 46 && c != 101 && c != 69) return 0;
+  }
+  if (digits == 0) return 0;
+  let v = F64.parseFloat(String.UTF8.decodeUnsafe(p, <usize>n));
+  if (isNaN(v)) return 0;
+  parseOk = true;
+  return v;
+}
+
+/** Redis' score text: integers without a fraction, inf/-inf, else the shortest round-trip form. */
+function rScore(v: f64): void {
+  if (v == Infinity) { rBulkStr("inf"); return; }
+  if (v == -Infinity) { rBulkStr("-inf"); return; }
+  if (v == Math.floor(v) && Math.abs(v) < 1e17) {
+    let w = new ByteWriter();
+    w.int(<i64>v);
+    rBulk(w.ptr, w.len);
+    w.free();
+    return;
+  }
+  rBulkStr(v.toString());
+}
+
+function cmdZadd(): void {
+  if (argc < 4) { errArity(); return; }
+  let nx = false, xx = false, ch = false;
+  let i = 2;
+  for (; i < argc; i++) {
+    if (argIs(i, "NX")) nx = true;
+    else if (argIs(i, "XX")) xx = true;
+    else if (argIs(i, "CH")) ch = true;
+    else break;
+  }
+  if (nx && xx) { rErr("ERR XX and NX options at the same time are not compatible"); return; }
+  if (i >= argc || ((argc - i) & 1) != 0) { errSyntax(); return; }
+  for (let k = i; k < argc; k += 2) {
+    parseScore(AP(k), AL(k));
+    if (!parseOk) { rErr("ERR value is not a valid float"); return; }
+  }
+  let e = lookupTyped(1, T_ZSET);
+  if (wrongType) return;
+  if (e === null) {
+    if (xx) { rInt(0); return; }
+    e = lookupOrCreate(1, T_ZSET);
+  }
+  let z = changetype<ZSetV>(changetype<BytesEntry<Value>>(e).value);
+  let added = 0, changed = 0;
+  for (let k = i; k < argc; k += 2) {
+    let score = parseScore(AP(k), AL(k));
+    let mp = AP(k + 1), ml = AL(k + 1);
+    let h = hashBytes(mp, ml);
+    let f = z.dict.findHashed(mp, ml, h);
+    if (f === null) {
+      if (xx) continue;
+      let member = copyBytes(mp, ml);
+      z.dict.insertNew(member, h, score);
+      z.insert(score, member);
+      added++;
+    } else if (!nx && f.value != score) {
+      z.remove(f.value, f.key);
+      f.value = score;
+      z.insert(score, f.key);
+      changed++;
+    }
+  }
+  if (z.dict.size == 0) removeEntry(changetype<BytesEntry<Value>>(e));
+  rInt(ch ? added + changed : added);
+}
+
+function cmdZpopmin(): void {
+  if (argc != 2 && argc != 3) { errArity(); return; }
+  let count: i64 = 1;
+  if (argc == 3) {
+    count = parseI64(AP(2), AL(2));
+    if (!parseOk || count < 0) { rErr("ERR value is out of range, must be positive"); return; }
+  }
+  let e = lookupTyped(1, T_ZSET);
+  if (wrongType) return;
+  if (e === null) { rArray(0); return; }
+  let z = changetype<ZSetV>(e.value);
+  let n = <i32>min(count, <i64>z.sorted.length);
+  rArray(n * 2);
+  let items = z.sorted.slice(0, n);
+  z.sorted.splice(0, n);
+  for (let k = 0; k < n; k++) {
+    let it = unchecked(items[k]);
+    z.dict.delete(changetype<usize>(it.member), it.member.byteLength);
+    rBulkBuf(it.member);
+    rScore(it.score);
+  }
+  if (z.sorted.length == 0) removeEntry(e);
+}
+
+function cmdZcard(): void {
+  if (argc != 2) { errArity(); return; }
+  let e = lookupTyped(1, T_ZSET);
+  if (wrongType) return;
+  rInt(e === null ? 0 : changetype<ZSetV>(e.value).sorted.length);
+}
+
+function cmdZscore(): void {
+  if (argc != 3) { errArity(); return; }
+  let e = lookupTyped(1, T_ZSET);
+  if (wrongType) return;
+  if (e === null) { rNil(); return; }
+  let f = changetype<ZSetV>(e.value).dict.find(AP(2), AL(2));
+  if (f === null) rNil(); else rScore(f.value);
+}
+
+function cmdZrange(): void {
+  if (argc != 4 && argc != 5) { errArity(); return; }
+  let withScores = argc == 5;
+  if (withScores && !argIs(4, "WITHSCORES")) { errSyntax(); return; }
+  let start = parseI64(AP(2), AL(2));
+  if (!parseOk) { errNotInt(); return; }
+  let stop = parseI64(AP(3), AL(3));
+  if (!parseOk) { errNotInt(); return; }
+  let e = lookupTyped(1, T_ZSET);
+  if (wrongType) return;
+  if (e === null) { rArray(0); return; }
+  let z = changetype<ZSetV>(e.value);
+  let n = <i64>z.sorted.length;
+  if (start < 0) start += n;
+  if (stop < 0) stop += n;
+  if (start < 0) start = 0;
+  if (start > stop || start >= n) { rArray(0); return; }
+  if (stop >= n) stop = n - 1;
+  rArray(<i32>(stop - start + 1) * (withScores ? 2 : 1));
+  for (let k = <i32>start; k <= <i32>stop; k++) {
+    let it = unchecked(z.sorted[k]);
+    rBulkBuf(it.member);
+    if (withScores) rScore(it.score);
+  }
+}
+
+/** Parses "<ms>" or "<ms>-<seq>" into xMs/xSeq; false when malformed. */
+let xMs: i64 = 0;
+let xSeq: i64 = 0;
+function parseStreamId(p: usize, n: i32): bool {
+  let dash = -1;
+  for (let k = 0; k < n; k++) if (load<u8>(p + <usize>k) == 45) { dash = k; break; }
+  if (dash < 0) {
+    xMs = parseI64(p, n);
+    xSeq = 0;
+    return parseOk && xMs >= 0;
+  }
+  xMs = parseI64(p, dash);
+  if (!parseOk || xMs < 0) return false;
+  xSeq = parseI64(p + <usize>(dash + 1), n - dash - 1);
+  return parseOk && xSeq >= 0;
+}
+
+function cmdXadd(): void {
+  if (argc < 5) { errArity(); return; }
+  let i = 2;
+  let maxLen: i64 = -1;
+  if (argIs(i, "MAXLEN")) {
+    i++;
+    if (i < argc && (argIs(i, "~") || argIs(i, "="))) i++;
+    if (i >= argc) { errSyntax(); return; }
+    maxLen = parseI64(AP(i), AL(i));
+    if (!parseOk || maxLen < 0) { rErr("ERR The MAXLEN argument must be >= 0."); return; }
+    i++;
+  }
+  if (i >= argc || ((argc - i - 1) & 1) != 0 || argc - i - 1 < 2) { errArity(); return; }
+  let e = lookupTyped(1, T_STREAM);
+  if (wrongType) return;
+  let idArg = i;
+  let auto = AL(idArg) == 1 && load<u8>(AP(idArg)) == 42;
+  if (!auto && !parseStreamId(AP(idArg), AL(idArg))) { rErr("ERR Invalid stream ID specified as stream command argument"); return; }
+  let lastMs: i64 = 0, lastSeq: i64 = 0;
+  if (e !== null) {
+    let cur = changetype<StreamV>(e.value);
+    lastMs = cur.lastMs;
+    lastSeq = cur.lastSeq;
+  }
+  let ms: i64, seq: i64;
+  if (auto) {
+    // Stream ids use guest time: ms since guest boot, not wall time.
+    ms = tnow / 1_000_000;
+    if (ms <= lastMs) { ms = lastMs; seq = lastSeq + 1; } else seq = 0;
+  } else {
+    ms = xMs;
+    seq = xSeq;
+    if (ms == 0 && seq == 0) { rErr("ERR The ID specified in XADD must be greater than 0-0"); return; }
+    if (ms < lastMs || (ms == lastMs && seq <= lastSeq)) {
+      rErr("ERR The ID specified in XADD is equal or smaller than the target stream top item");
+      return;
+    }
+  }
+  if (e === null) e = lookupOrCreate(1, T_STREAM);
+  let st = changetype<StreamV>(changetype<BytesEntry<Value>>(e).value);
+  let fields = new Array<ArrayBuffer>(0);
+  for (let k = idArg + 1; k < argc; k++) fields.push(copyBytes(AP(k), AL(k)));
+  st.entries.push(new StreamEntry(ms, seq, fields));
+  st.lastMs = ms;
+  st.lastSeq = seq;
+  if (maxLen >= 0 && <i64>st.entries.length > maxLen) st.entries.splice(0, st.entries.length - <i32>maxLen);
+  let w = new ByteWriter();
+  w.int(ms).byte(45).int(seq);
+  rBulk(w.ptr, w.len);
+  w.free();
+}
+
+function cmdXlen(): void {
+  if (argc != 2) { errArity(); return; }
+  let e = lookupTyped(1, T_STREAM);
+  if (wrongType) return;
+  rInt(e === null ? 0 : changetype<StreamV>(e.value).entries.length);
+}
+
 function cmdExpire(unitMs: i64): void {
   if (argc < 3 || argc > 4) { errArity(); return; }
   let v = parseI64(AP(2), AL(2));
@@ -684,7 +964,7 @@ function cmdType(): void {
   let e = lookup(1);
   if (e === null) { rSimple("none"); return; }
   let t = e.value.type;
-  rSimple(t == T_STRING ? "string" : t == T_LIST ? "list" : t == T_SET ? "set" : "hash");
+  rSimple(t == T_STRING ? "string" : t == T_LIST ? "list" : t == T_SET ? "set" : t == T_ZSET ? "zset" : t == T_STREAM ? "stream" : "hash");
 }
 
 function cmdConfig(): void {
@@ -768,11 +1048,15 @@ function dispatch(): void {
     if (argIs(0, "INFO")) { cmdInfo(); return; }
     if (argIs(0, "PTTL")) { cmdTtl(1_000_000); return; }
     if (argIs(0, "TYPE")) { cmdType(); return; }
+    if (argIs(0, "ZADD")) { cmdZadd(); return; }
+    if (argIs(0, "XADD")) { cmdXadd(); return; }
+    if (argIs(0, "XLEN")) { cmdXlen(); return; }
     if (argIs(0, "QUIT")) { rOk(); conns.get(curConn).closing = true; return; }
   } else if (n == 5) {
     if (argIs(0, "LPUSH")) { cmdPush(true); return; }
     if (argIs(0, "RPUSH")) { cmdPush(false); return; }
     if (argIs(0, "SCARD")) { cmdScard(); return; }
+    if (argIs(0, "ZCARD")) { cmdZcard(); return; }
   } else if (n == 6) {
     if (argIs(0, "EXISTS")) { cmdExists(); return; }
     if (argIs(0, "INCRBY")) { cmdIncrBy(false); return; }
@@ -785,6 +1069,8 @@ function dispatch(): void {
     if (argIs(0, "CONFIG")) { cmdConfig(); return; }
     if (argIs(0, "CLIENT")) { cmdClient(); return; }
     if (argIs(0, "SELECT")) { cmdSelect(); return; }
+    if (argIs(0, "ZSCORE")) { cmdZscore(); return; }
+    if (argIs(0, "ZRANGE")) { cmdZrange(); return; }
   } else {
     if (argIs(0, "FLUSHALL") || argIs(0, "FLUSHDB")) { cmdFlushall(); return; }
     if (argIs(0, "SMEMBERS")) { cmdSmembers(); return; }
@@ -793,6 +1079,7 @@ function dispatch(): void {
     if (argIs(0, "PEXPIRE")) { cmdExpire(1); return; }
     if (argIs(0, "PERSIST")) { cmdPersist(); return; }
     if (argIs(0, "COMMAND")) { cmdCommand(); return; }
+    if (argIs(0, "ZPOPMIN")) { cmdZpopmin(); return; }
   }
   errUnknown();
 }

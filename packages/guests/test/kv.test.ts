@@ -197,6 +197,42 @@ describe('kv: lists, sets, hashes, expiry', () => {
   });
 });
 
+describe('kv: sorted sets and streams (redis-benchmark default run)', () => {
+  it('implements ZADD, ZCARD, ZSCORE, ZRANGE and ZPOPMIN in score order', () => {
+    expect(q(cmd('ZADD', 'z', '3', 'c', '1', 'a', '2', 'b'), cmd('ZADD', 'z', '1.5', 'a'), cmd('ZCARD', 'z'))).toBe(
+      int(3) + int(0) + int(3),
+    );
+    expect(q(cmd('ZRANGE', 'z', '0', '-1', 'WITHSCORES'))).toBe(arr(bulk('a'), bulk('1.5'), bulk('b'), bulk('2'), bulk('c'), bulk('3')));
+    expect(q(cmd('ZSCORE', 'z', 'b'), cmd('ZSCORE', 'z', 'q'))).toBe(bulk('2') + NIL);
+    expect(q(cmd('ZADD', 'z', 'CH', '0', 'c'), cmd('ZRANGE', 'z', '0', '0'))).toBe(int(1) + arr(bulk('c')));
+    expect(q(cmd('ZPOPMIN', 'z'), cmd('ZPOPMIN', 'z', '5'), cmd('EXISTS', 'z'))).toBe(
+      arr(bulk('c'), bulk('0')) + arr(bulk('a'), bulk('1.5'), bulk('b'), bulk('2')) + int(0),
+    );
+    expect(q(cmd('ZPOPMIN', 'z'))).toBe('*0\r\n');
+    expect(q(cmd('ZADD', 'z', 'x', 'm'))).toBe('-ERR value is not a valid float\r\n');
+    expect(q(cmd('ZADD', 'z', '-inf', 'lo', '+inf', 'hi'), cmd('ZRANGE', 'z', '0', '-1', 'WITHSCORES'))).toBe(
+      int(2) + arr(bulk('lo'), bulk('-inf'), bulk('hi'), bulk('inf')),
+    );
+  });
+
+  it('orders equal scores by member bytes', () => {
+    q(cmd('ZADD', 'z', '1', 'bb', '1', 'b', '1', 'a', '0', 'zz'));
+    expect(q(cmd('ZRANGE', 'z', '0', '-1'))).toBe(arr(bulk('zz'), bulk('a'), bulk('b'), bulk('bb')));
+  });
+
+  it('implements XADD with guest-time ids and XLEN', () => {
+    h.advance(5 * MS);
+    expect(q(cmd('XADD', 's', '*', 'f', 'v'))).toBe(bulk('1005-0'));
+    expect(q(cmd('XADD', 's', '*', 'f', 'v'))).toBe(bulk('1005-1'));
+    expect(q(cmd('XADD', 's', '1005-1', 'f', 'v'))).toBe(
+      '-ERR The ID specified in XADD is equal or smaller than the target stream top item\r\n',
+    );
+    expect(q(cmd('XADD', 's', '2000-7', 'f', 'v'), cmd('XLEN', 's'), cmd('TYPE', 's'))).toBe(bulk('2000-7') + int(3) + '+stream\r\n');
+    expect(q(cmd('XADD', 's', 'MAXLEN', '~', '2', '*', 'f', 'v'), cmd('XLEN', 's'))).toBe(bulk('2000-8') + int(2));
+    expect(q(cmd('XADD', 's', '*', 'f'))).toBe("-ERR wrong number of arguments for 'xadd' command\r\n");
+  });
+});
+
 describe('kv: admin commands clients send', () => {
   it('answers CONFIG GET save and appendonly as redis-benchmark expects', () => {
     expect(q(cmd('CONFIG', 'GET', 'save'))).toBe(arr(bulk('save'), bulk('')));
