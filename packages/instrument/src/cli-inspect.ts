@@ -17,7 +17,8 @@ export interface InspectReport {
 }
 
 function mib(pages: number): string {
-  return `${((pages * WASM_PAGE_BYTES) / (1 << 20)).toFixed(pages * WASM_PAGE_BYTES < 1 << 20 ? 3 : 0)} MiB`;
+  const v = (pages * WASM_PAGE_BYTES) / (1 << 20);
+  return `${Number.isInteger(v) ? v : v.toFixed(2)} MiB`;
 }
 
 export function inspectModule(wasm: Uint8Array): InspectReport {
