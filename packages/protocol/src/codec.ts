@@ -47,7 +47,7 @@ export interface EncodedBatch {
   wireBytes: number;
   /** pages * 4096, bytes. */
   rawBytes: number;
-  /** Pages per codec and their wire bytes (entry headers included). */
+  /** Pages per codec and their encoded body bytes (without the 9-byte entry headers), as @ftvm/metrics counts them. */
   byCodec: Record<CodecName, CodecStats>;
 }
 
@@ -171,7 +171,7 @@ export class PageEncoder {
       at += ENTRY_HEADER_BYTES + body.length;
       const stats = byCodec[CODEC_NAMES[codec]!];
       stats.pages++;
-      stats.bytes += ENTRY_HEADER_BYTES + body.length;
+      stats.bytes += body.length;
       if (this.keepPrevious) this.remember(pageNo, page);
     }
     const payload = new Uint8Array(out.subarray(0, at));

@@ -118,20 +118,36 @@ export interface BlockReq { t: 'block_req'; term: number; fromBlock: number; cou
 // ---- net link (proxy <-> active node) and control ----
 
 /** A client connection opened (proxy -> node). `remote`: "host:port", for logs only. */
-export interface Open { t: 'open'; conn: number; remote?: string }
-/** Client bytes (payload); `offset` = position of the first payload byte in the input stream. */
-export interface Input { t: 'input'; conn: number; offset: number }
-/** Guest output (payload) produced in `epoch`; held by the proxy until commit(epoch). */
-export interface Output { t: 'output'; conn: number; epoch: number; offset: number }
+export interface Open { t: 'open'; term: number; conn: number; remote?: string }
+/**
+ * Client bytes (payload), proxy -> node; `offset` = position of the first payload byte
+ * in the input stream. A node drops bytes it already holds (replays may overlap).
+ */
+export interface Input { t: 'input'; term: number; conn: number; offset: number }
+/** Guest output (payload) produced in `epoch`, node -> proxy; held by the proxy until commit(epoch). */
+export interface Output { t: 'output'; term: number; conn: number; epoch: number; offset: number }
 /**
  * A connection closed. Proxy -> node: the client closed after `offset` input bytes.
  * Node -> proxy: the guest closed it in `epoch` after `offset` output bytes.
  */
-export interface Close { t: 'close'; conn: number; epoch?: number; offset?: number }
-/** Checkpoint `epoch` is acked: output tagged <= epoch may leave. */
-export interface Commit { t: 'commit'; term: number; epoch: number }
-/** Promotion in `term` (asked by a secondary, granted by the proxy), resuming after `fromEpoch`. */
-export interface Promote { t: 'promote'; term: number; fromEpoch?: number }
+export interface Close { t: 'close'; term: number; conn: number; epoch?: number; offset?: number }
+/**
+ * Node -> proxy: checkpoint `epoch` is committed (acked by the secondary, or committed
+ * unprotected when `acked` is false): output tagged <= epoch may leave. The offsets
+ * are that state's (see `Offsets`).
+ */
+export interface Commit { t: 'commit'; term: number; epoch: number; acked: boolean; maxConnId: number; conns: ConnOffsets[] }
+/** Proxy -> node: all output of epochs <= epoch has reached the proxy; retained copies may go. */
+export interface Confirm { t: 'confirm'; term: number; epoch: number }
+/** Proxy -> node: resend retained output of each connection from `offset` (the proxy never got it). */
+export interface Resend { t: 'resend'; term: number; conns: { conn: number; offset: number }[] }
+/**
+ * Promotion in `term`: asked by a secondary (fromEpoch = its committed epoch, reason),
+ * granted by the proxy (then the node answers with `offsets`).
+ */
+export interface Promote { t: 'promote'; term: number; fromEpoch?: number; reason?: string }
+/** A promotion in `term` was refused (by the proxy, or by a node that cannot take it). */
+export interface PromoteDeny { t: 'promote_deny'; term: number; reason: string }
 /** Everything from a term older than `term` is refused from now on. */
 export interface Fence { t: 'fence'; term: number }
 export interface ConnOffsets {
@@ -142,15 +158,20 @@ export interface ConnOffsets {
   outProduced: number;
   closed: boolean;
 }
-/** The promoted node's committed per-connection offsets: the proxy replays input after them. */
-export interface Offsets { t: 'offsets'; term: number; epoch: number; conns: ConnOffsets[] }
+/**
+ * A node's per-connection offsets at `epoch`: sent by a promoted node (its committed
+ * image; the proxy replays input after them) and by a primary when its net link comes
+ * up (its live state). `maxConnId`: highest connection id the state has seen opened
+ * (0: none); the proxy opens ids in increasing order, so higher ids are unknown to it.
+ */
+export interface Offsets { t: 'offsets'; term: number; epoch: number; maxConnId: number; conns: ConnOffsets[] }
 /** A node's state, for the cli and the proxy. `state` is a short word ("active", "standby"). */
 export interface Status { t: 'status'; role: Role; term: number; epoch: number; state: string; detail?: Opaque }
 
 export type Message =
   | Challenge | Hello | Welcome | Reject
   | CkptBegin | CkptPages | CkptBlocks | CkptEnd | Ack | Nack | Heartbeat | ScrubReq | ScrubRes | ResyncReq | BlockReq
-  | Open | Input | Output | Close | Commit | Promote | Fence | Offsets | Status;
+  | Open | Input | Output | Close | Commit | Confirm | Resend | Promote | PromoteDeny | Fence | Offsets | Status;
 
 export type MessageType = Message['t'];
 export type MessageOf<T extends MessageType> = Extract<Message, { t: T }>;
@@ -161,6 +182,7 @@ export const PAYLOAD_TYPES: ReadonlySet<MessageType> = new Set<MessageType>(['ck
 export const HANDSHAKE_TYPES: ReadonlySet<MessageType> = new Set<MessageType>(['challenge', 'hello', 'welcome']);
 
 const COMMON: MessageType[] = ['reject', 'status', 'fence', 'heartbeat'];
+const CONTROL: MessageType[] = ['commit', 'confirm', 'resend', 'promote', 'promote_deny', 'offsets'];
 const REPLICATION: MessageType[] = [
   'ckpt_begin', 'ckpt_pages', 'ckpt_blocks', 'ckpt_end', 'ack', 'nack', 'scrub_req', 'scrub_res', 'resync_req',
 ];
@@ -169,6 +191,6 @@ const REPLICATION: MessageType[] = [
 export const LINK_MESSAGES: Readonly<Record<LinkKind, ReadonlySet<MessageType>>> = {
   replication: new Set([...COMMON, ...REPLICATION]),
   migration: new Set([...COMMON, ...REPLICATION, 'block_req']),
-  net: new Set([...COMMON, 'open', 'input', 'output', 'close', 'commit', 'promote', 'offsets']),
-  control: new Set([...COMMON, 'commit', 'promote', 'offsets']),
+  net: new Set([...COMMON, ...CONTROL, 'open', 'input', 'output', 'close']),
+  control: new Set([...COMMON, ...CONTROL]),
 };

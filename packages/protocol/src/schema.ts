@@ -52,6 +52,11 @@ const conns: Check = (v, p) => {
   return v.map((c, i) => object(CONN_FIELDS, c, `${p}[${i}]`));
 };
 
+const resendConns: Check = (v, p) => {
+  if (!Array.isArray(v) || v.length > MAX_CONNS) return fail(p, `an array of at most ${MAX_CONNS} entries`, v);
+  return v.map((c, i) => object(RESEND_FIELDS, c, `${p}[${i}]`));
+};
+
 /** Plain msgpack data only: no Date/Map/Set/RegExp/Error a msgpack extension could produce. */
 const opaque: Check = (v, p) => opaqueAt(v, p, 0);
 function opaqueAt(v: unknown, p: string, depth: number): unknown {
@@ -81,6 +86,8 @@ const CONN_FIELDS: Record<string, FieldSpec> = {
   conn: req(uint), inConsumed: req(uint), outProduced: req(uint), closed: req(bool),
 };
 
+const RESEND_FIELDS: Record<string, FieldSpec> = { conn: req(uint), offset: req(uint) };
+
 const term = req(uint);
 const epoch = req(uint);
 const NODE_ID = str(128);
@@ -107,14 +114,17 @@ export const SCHEMAS = {
   scrub_res: { term, epoch, fromPage: req(uint), count: req(uint), hashes: req(bytesMax(MAX_SCRUB_PAGES * PAGE_HASH_BYTES)) },
   resync_req: { term, fromPage: req(uint), count: req(uint) },
   block_req: { term, fromBlock: req(uint), count: req(uint) },
-  open: { conn: req(uint), remote: opt(str(256)) },
-  input: { conn: req(uint), offset: req(uint) },
-  output: { conn: req(uint), epoch, offset: req(uint) },
-  close: { conn: req(uint), epoch: opt(uint), offset: opt(uint) },
-  commit: { term, epoch },
-  promote: { term, fromEpoch: opt(uint) },
+  open: { term, conn: req(uint), remote: opt(str(256)) },
+  input: { term, conn: req(uint), offset: req(uint) },
+  output: { term, conn: req(uint), epoch, offset: req(uint) },
+  close: { term, conn: req(uint), epoch: opt(uint), offset: opt(uint) },
+  commit: { term, epoch, acked: req(bool), maxConnId: req(uint), conns: req(conns) },
+  confirm: { term, epoch },
+  resend: { term, conns: req(resendConns) },
+  promote: { term, fromEpoch: opt(uint), reason: opt(str(256)) },
+  promote_deny: { term, reason: req(str(256)) },
   fence: { term },
-  offsets: { term, epoch, conns: req(conns) },
+  offsets: { term, epoch, maxConnId: req(uint), conns: req(conns) },
   status: { role: req(oneOf(ROLES)), term, epoch, state: req(str(64)), detail: opt(opaque) },
 } satisfies Record<MessageType, Record<string, FieldSpec>>;
 

@@ -176,7 +176,7 @@ describe('page codecs', () => {
     expect(b.rawBytes).toBe(3 * PAGE_BYTES);
     expect(b.wireBytes).toBe(b.payload.length);
     const sum = Object.values(b.byCodec).reduce((a, s) => a + s.bytes, 0);
-    expect(sum + 4).toBe(b.wireBytes);
+    expect(sum + 4 + 3 * ENTRY_HEADER_BYTES).toBe(b.wireBytes);
   });
 
   it('refuses bad encoder input with coded errors', () => {

@@ -66,9 +66,9 @@ describe('frames', () => {
 
   it('refuses a payload over maxPayloadBytes on decode and on encode', () => {
     const big = new Uint8Array(1025);
-    const f = encodeFrame({ t: 'input', conn: 1, offset: 0 }, big);
+    const f = encodeFrame({ t: 'input', term: 5, conn: 1, offset: 0 }, big);
     expect(codeOf(() => decodeFrame(f, { maxPayloadBytes: 1024 }))).toBe('FTVM_ERR_FRAME_TOO_LARGE');
-    expect(codeOf(() => encodeFrame({ t: 'input', conn: 1, offset: 0 }, big, { maxPayloadBytes: 1024 }))).toBe('FTVM_ERR_FRAME_TOO_LARGE');
+    expect(codeOf(() => encodeFrame({ t: 'input', term: 5, conn: 1, offset: 0 }, big, { maxPayloadBytes: 1024 }))).toBe('FTVM_ERR_FRAME_TOO_LARGE');
   });
 
   it('refuses a header over maxHeaderBytes on encode', () => {
@@ -120,7 +120,7 @@ describe('frames', () => {
     expect(codeOf(() => validateMessage({ t: 'fence', term: 2 ** 53 }))).toBe('FTVM_ERR_FRAME_MALFORMED');
     expect(codeOf(() => validateMessage({ t: 'fence', term: -1 }))).toBe('FTVM_ERR_FRAME_MALFORMED');
     expect(codeOf(() => validateMessage({ t: 'fence', term: 1n }))).toBe('FTVM_ERR_FRAME_MALFORMED');
-    expect(codeOf(() => validateMessage({ t: 'open', conn: 1, remote: 'x'.repeat(257) }))).toBe('FTVM_ERR_FRAME_MALFORMED');
+    expect(codeOf(() => validateMessage({ t: 'open', term: 5, conn: 1, remote: 'x'.repeat(257) }))).toBe('FTVM_ERR_FRAME_MALFORMED');
     expect(codeOf(() => validateMessage({ t: 'reject', code: 'nope', message: '' }))).toBe('FTVM_ERR_FRAME_MALFORMED');
   });
 

@@ -65,12 +65,12 @@ describe('links', () => {
     const s = links[0]!.link;
     expect(links[0]!.hello).toMatchObject({ role: 'proxy', link: 'net', nodeId: 'px' });
     const got = nextMessage(s);
-    c.send({ t: 'input', conn: 1, offset: 0 }, new TextEncoder().encode('PING'));
+    c.send({ t: 'input', term: 5, conn: 1, offset: 0 }, new TextEncoder().encode('PING'));
     const m = await got;
-    expect(m.msg).toEqual({ t: 'input', conn: 1, offset: 0 });
+    expect(m.msg).toEqual({ t: 'input', term: 5, conn: 1, offset: 0 });
     expect(new TextDecoder().decode(m.payload)).toBe('PING');
     const back = nextMessage(c);
-    s.send({ t: 'output', conn: 1, epoch: 12, offset: 0 }, new TextEncoder().encode('PONG'));
+    s.send({ t: 'output', term: 5, conn: 1, epoch: 12, offset: 0 }, new TextEncoder().encode('PONG'));
     expect(new TextDecoder().decode((await back).payload)).toBe('PONG');
     c.close();
   });
@@ -117,7 +117,7 @@ describe('links', () => {
     const c = await connect(l.url, { ...client(), link: 'net' });
     await new Promise((r) => setTimeout(r, 10));
     const got = nextMessage(links[0]!.link);
-    c.send({ t: 'input', conn: 1, offset: 0 }, new Uint8Array(1 << 20));
+    c.send({ t: 'input', term: 5, conn: 1, offset: 0 }, new Uint8Array(1 << 20));
     expect((await got).payload.length).toBe(1 << 20);
   });
 
@@ -177,7 +177,7 @@ describe('links', () => {
     const s = links[0]!.link;
     s.setMinTerm(6);
     const closed = nextClose(c);
-    c.send({ t: 'commit', term: 5, epoch: 3 });
+    c.send({ t: 'confirm', term: 5, epoch: 3 });
     expect((await closed).code).toBe(4008);
   });
 
@@ -186,7 +186,7 @@ describe('links', () => {
     const { l } = await server({ limits });
     const c1 = await connect(l.url, { ...client(), link: 'net', limits });
     const closed1 = nextClose(c1);
-    const frame = encodeFrame({ t: 'input', conn: 1, offset: 0 }, new Uint8Array(4097));
+    const frame = encodeFrame({ t: 'input', term: 5, conn: 1, offset: 0 }, new Uint8Array(4097));
     (c1 as unknown as { ws: WebSocket }).ws.send(frame);
     expect((await closed1).code).toBe(4002);
     const c2 = await connect(l.url, { ...client(), link: 'net', limits });
@@ -201,7 +201,7 @@ describe('links', () => {
     const chunk = new Uint8Array(256 * 1024);
     let code = 'no error';
     try {
-      for (let i = 0; i < 64; i++) c.send({ t: 'input', conn: 1, offset: i * chunk.length }, chunk);
+      for (let i = 0; i < 64; i++) c.send({ t: 'input', term: 5, conn: 1, offset: i * chunk.length }, chunk);
     } catch (e) {
       code = (e as { code: string }).code;
     }
@@ -213,7 +213,7 @@ describe('links', () => {
   it('refuses to send a message the link does not carry, or on a closed link', async () => {
     const { l } = await server();
     const c = await connect(l.url, { ...client(), link: 'control' });
-    expect(() => c.send({ t: 'input', conn: 1, offset: 0 })).toThrow(expect.objectContaining({ code: 'FTVM_ERR_UNEXPECTED_MESSAGE' }));
+    expect(() => c.send({ t: 'input', term: 5, conn: 1, offset: 0 })).toThrow(expect.objectContaining({ code: 'FTVM_ERR_UNEXPECTED_MESSAGE' }));
     c.close();
     expect(() => c.send({ t: 'fence', term: 1 })).toThrow(expect.objectContaining({ code: 'FTVM_ERR_LINK_CLOSED' }));
   });
