@@ -1,7 +1,7 @@
 // SDK behaviour through a test-only guest (test/fixtures/sdkprobe.ts) and the shipped ones.
 
-import { describe, it, expect, beforeAll } from 'vitest';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,12 +12,18 @@ import { GuestHarness } from './harness.js';
 const MS = 1_000_000;
 const C = 1;
 let wasm: Uint8Array;
+let dir = '';
 
 beforeAll(async () => {
-  const out = join(mkdtempSync(join(tmpdir(), 'ftvm-sdkprobe-')), 'sdkprobe.wasm');
+  dir = mkdtempSync(join(tmpdir(), 'ftvm-sdkprobe-'));
+  const out = join(dir, 'sdkprobe.wasm');
   await compileGuest(fileURLToPath(new URL('./fixtures/sdkprobe.ts', import.meta.url)), out);
   wasm = new Uint8Array(readFileSync(out));
 }, 180_000);
+
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
 
 function boot(): GuestHarness {
   const h = new GuestHarness(wasm).init();
