@@ -133,6 +133,8 @@ interface ConnRec {
   sentOpen: boolean;
   sentTo: number;
   sentClose: boolean;
+  /** Last commit that listed this connection. */
+  stamp: number;
 }
 
 const MiB = 1024 * 1024;
@@ -157,6 +159,9 @@ export class ProxyCore {
   /** The node and term whose output `held` queues hold. */
   private heldFrom: { node: NodeId; term: number } | undefined;
   private actions: ProxyAction[] = [];
+  private commitStamp = 0;
+  /** Ids of live connections possibly newer than the last committed state's maxConnId. */
+  private recent: number[] = [];
 
   constructor(opts: ProxyOptions) {
     const o = opts as unknown as Record<string, unknown>;
@@ -238,7 +243,9 @@ export class ProxyCore {
       sentOpen: false,
       sentTo: 0,
       sentClose: false,
+      stamp: 0,
     };
+    this.recent.push(id);
     this.conns.set(id, c);
     if (this.allPaused) {
       c.paused = true;
@@ -630,20 +637,28 @@ export class ProxyCore {
     }
   }
 
-  /** A commit from the active primary: release and trim by its offsets. */
+  /** A commit from the active primary: release and trim by its offsets. O(listed) unless a close went unlisted. */
   private applyCommitted(s: StateOffsets): void {
-    const listed = new Map<number, ConnOffsets>(s.conns.map((c) => [c.conn, c]));
+    let listedLive = 0;
+    const stamp = ++this.commitStamp;
+    for (const o of s.conns) {
+      const c = this.conns.get(o.conn);
+      if (c === undefined) continue;
+      c.stamp = stamp;
+      this.release(c, o.outProduced);
+      this.trimInput(c, o.inConsumed);
+      if (o.closed) this.finish(c);
+      if (this.conns.has(c.id)) listedLive++;
+    }
+    // Connections the state knows (id <= maxConnId) but does not list were closed in it.
+    // Skip the scan when every live connection is listed or newer than the state.
+    this.recent = this.recent.filter((id) => id > s.maxConnId && this.conns.has(id));
+    if (listedLive + this.recent.length >= this.conns.size) return;
     for (const c of [...this.conns.values()]) {
-      const o = listed.get(c.id);
-      if (o !== undefined) {
-        this.release(c, o.outProduced);
-        this.trimInput(c, o.inConsumed);
-        if (o.closed) this.finish(c);
-      } else if (c.id <= s.maxConnId) {
-        for (const ch of c.held.takeTaggedUpTo(s.epoch)) this.write(c, ch.bytes);
-        c.committedOut = Math.max(c.committedOut, c.held.start);
-        this.finish(c);
-      }
+      if (c.stamp === stamp || c.id > s.maxConnId) continue;
+      for (const ch of c.held.takeTaggedUpTo(s.epoch)) this.write(c, ch.bytes);
+      c.committedOut = Math.max(c.committedOut, c.held.start);
+      this.finish(c);
     }
   }
 

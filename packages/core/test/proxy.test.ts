@@ -63,6 +63,21 @@ describe('ProxyCore output commit', () => {
     expect(ofType(acts, 'refused')).toHaveLength(2);
   });
 
+  it('treats a connection the committed state knows but does not list as closed in it, releasing its output of committed epochs', () => {
+    const p = setup();
+    const c1 = p.clientOpen(1);
+    const c2 = p.clientOpen(1);
+    p.output('a', { term: 1, epoch: 2, conn: c1, offset: 0, bytes: b('last words') }, 2);
+    p.output('a', { term: 1, epoch: 2, conn: c2, offset: 0, bytes: b('ok') }, 2);
+    p.takeActions();
+    p.commit('a', { term: 1, epoch: 2, acked: true, offsets: { epoch: 2, maxConnId: c2, conns: [{ conn: c2, inConsumed: 0, outProduced: 2, closed: false }] } }, 3);
+    const acts = p.takeActions();
+    expect(written(acts, c1)).toBe('last words');
+    expect(ofType(acts, 'closeClient')).toEqual([{ type: 'closeClient', conn: c1 }]);
+    expect(written(acts, c2)).toBe('ok');
+    expect(p.connCount).toBe(1);
+  });
+
   it('closes the client only after its committed output has been written', () => {
     const p = setup();
     const c = p.clientOpen(1);

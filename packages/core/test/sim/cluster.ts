@@ -567,6 +567,8 @@ export class Cluster {
   readonly events: string[] = [];
   readonly timeoutMs: number;
   private proxyTimerGen = 0;
+  /** Called with every chunk a client receives (closed-loop workloads, latency probes). */
+  onClientData: ((c: SimClient, text: string) => void) | undefined;
   private started = false;
 
   constructor(opts: ClusterOptions = {}) {
@@ -731,7 +733,9 @@ export class Cluster {
     switch (a.type) {
       case 'writeClient': {
         const c = this.byConn.get(a.conn)!;
-        c.received += td.decode(a.bytes);
+        const text = td.decode(a.bytes);
+        c.received += text;
+        this.onClientData?.(c, text);
         break;
       }
       case 'closeClient':
