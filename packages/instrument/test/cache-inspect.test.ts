@@ -62,7 +62,7 @@ describe('inspectModule', () => {
     const r = inspectModule(guest('(global (mut i32) (i32.const 3))', '(memory (export "memory") 20 64)', '(import "ftvm" "rdtsc" (func (result i64)))'));
     expect(r.abi.ok).toBe(true);
     expect(r.text).toMatch(/ABI: +version 1/);
-    expect(r.text).toMatch(/initial 20 pages \(1 MiB\), max 64 pages \(4 MiB\)/);
+    expect(r.text).toMatch(/initial 20 pages \(1.25 MiB\), max 64 pages \(4 MiB\)/);
     expect(r.text).toContain('ftvm.rdtsc  func () -> (i64)');
     expect(r.text).toContain('ftvm_on_data  func (i32, i32, i32) -> ()');
     expect(r.text).toMatch(/Dirty log: +bytemap/);
