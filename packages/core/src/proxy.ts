@@ -403,6 +403,7 @@ export class ProxyCore {
       return;
     }
     if (this._state === 'active') this.activeLost(`${node} asked for promotion and ${this._active} is silent`, nowMs);
+    else this.retryFailover(nowMs); // the request may carry a newer committed epoch
     if (!(this._state === 'promoting' && this._active === node)) {
       this.actions.push({ type: 'denyPromote', node, term: this._term, reason: this.ineligible(n) ?? `state ${this._state}` });
     }

@@ -189,6 +189,16 @@ describe('ProxyCore failover', () => {
     expect(ofType(p.takeActions(), 'sendPromote')).toEqual([{ type: 'sendPromote', node: 'b', term: 2 }]);
   });
 
+  it('promotes on a promote request whose committed epoch reaches the unacked floor after failover was blocked', () => {
+    const p = setup({}, 1);
+    const c = p.clientOpen(1);
+    p.commit('a', { term: 1, epoch: 4, acked: false, offsets: { epoch: 4, maxConnId: c, conns: [{ conn: c, inConsumed: 0, outProduced: 0, closed: false }] } }, 2);
+    p.nodeDown('a', 3);
+    expect(ofType(p.takeActions(), 'failoverBlocked')).toHaveLength(1);
+    p.promoteRequest('b', { term: 1, committedEpoch: 4 }, 4);
+    expect(ofType(p.takeActions(), 'sendPromote')).toEqual([{ type: 'sendPromote', node: 'b', term: 2 }]);
+  });
+
   it('denies a promote request while it still hears the active primary (witness rule)', () => {
     const p = setup();
     p.promoteRequest('b', { term: 1, committedEpoch: 1 }, 50);

@@ -30,9 +30,16 @@ function randomRun(seed: number) {
   const names = ['c1', 'c2', 'c3'].slice(0, r.int(1, 3));
   for (const n of names) c.clientOpen(n);
   let total = 0;
+  const quitters = new Set<string>();
   for (const n of names) {
     const count = r.int(5, 40);
     total += count;
+    // Some clients end with QUIT (the guest closes), some by closing their side.
+    const ending = r.int(0, 3);
+    if (ending === 1) {
+      quitters.add(n);
+      c.clock.at(340, () => c.clientSend(n, 'QUIT\n'));
+    } else if (ending === 2) c.clock.at(340, () => c.clientClose(n));
     for (let k = 0; k < count; k++) {
       const at = 30 + r.range(0, 300);
       const split = r.chance(0.2);
@@ -77,7 +84,11 @@ function randomRun(seed: number) {
   });
   c.run(2000);
   const blocked = c.events.some((e) => e.includes('failoverBlocked'));
-  return { c, total, blocked, problems: c.check() };
+  const problems = c.check();
+  if (!blocked) {
+    for (const q of quitters) if (!c.client(q).closedByServer) problems.push(`${q} sent QUIT but was not closed`);
+  }
+  return { c, total, blocked, problems };
 }
 
 describe('random failover (simulation)', () => {

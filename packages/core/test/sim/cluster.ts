@@ -47,6 +47,8 @@ interface GuestConn {
   outProduced: number;
   closed: boolean;
   partial: string;
+  /** Closed and already listed by one checkpoint: dropped from the next (the VMM contract's minimum). */
+  reported?: boolean;
 }
 interface Guest {
   counter: number;
@@ -68,6 +70,14 @@ function offsetsOf(g: Guest, epoch: number): StateOffsets {
     maxConnId: g.maxConnId,
     conns: Object.entries(g.conns).map(([id, c]) => ({ conn: Number(id), inConsumed: c.inConsumed, outProduced: c.outProduced, closed: c.closed })),
   };
+}
+
+/** After a checkpoint listed a closed connection, the guest forgets it (only maxConnId remembers it). */
+function forgetReported(g: Guest): void {
+  for (const [id, c] of Object.entries(g.conns)) {
+    if (c.closed && c.reported) delete g.conns[id];
+    else if (c.closed) c.reported = true;
+  }
 }
 
 // ---------------------------------------------------------------- network
@@ -360,7 +370,10 @@ class SimNode {
       return;
     }
     const c = g.conns[m.conn];
-    if (c === undefined) throw new Error(`${this.id}: ${m.t} for connection ${m.conn} it never saw opened`);
+    if (c === undefined) {
+      if (m.conn <= g.maxConnId) return; // closed and forgotten: late input is dropped
+      throw new Error(`${this.id}: ${m.t} for connection ${m.conn} it never saw opened`);
+    }
     if (m.t === 'close') {
       c.closed = true;
       return;
@@ -449,8 +462,10 @@ class SimNode {
     switch (a.type) {
       case 'collect': {
         const json = JSON.stringify(this.guest);
+        const offsets = offsetsOf(this.guest!, a.epoch);
         this.staged.set(a.epoch, json);
-        core.epochCollected({ epoch: a.epoch, nowMs: now, bytes: json.length, offsets: offsetsOf(this.guest!, a.epoch) });
+        forgetReported(this.guest!);
+        core.epochCollected({ epoch: a.epoch, nowMs: now, bytes: json.length, offsets });
         break;
       }
       case 'sendCheckpoint': {

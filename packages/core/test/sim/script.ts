@@ -13,7 +13,7 @@
  *   cut <x>-<y> | uncut <x>-<y>    close a link and keep it down / let it come back
  *   drop <x>-<y>                   lose the messages in flight on that link
  *   corrupt <x>-><y>               corrupt the next page batch sent from x to y
- *   expect client <c> got "<text>" | expect client <c> replies <n>
+ *   expect client <c> got "<text>" | replies <n> | closed | paused | reading
  *   expect active <node|none> | expect term <n> | expect state <node> <mode>
  *   expect protected <node> <true|false> | expect event "<substring>"
  *   expect consistent              the end-to-end oracle (Cluster.check) finds nothing
@@ -118,6 +118,8 @@ export function runScript(text: string): ScriptResult {
             if (cl.received !== t[4]) fail(`client ${t[2]} got ${JSON.stringify(cl.received)}, want ${JSON.stringify(t[4])}`);
           } else if (t[3] === 'replies') {
             if (cl.replies().length !== Number(t[4])) fail(`client ${t[2]} has ${cl.replies().length} replies, want ${t[4]}`);
+          } else if (t[3] === 'paused' || t[3] === 'reading') {
+            if (cl.paused !== (t[3] === 'paused')) fail(`client ${t[2]} paused=${cl.paused}, want ${t[3]}`);
           } else if (t[3] === 'closed') {
             if (!cl.closedByServer) fail(`client ${t[2]} was not closed by the server`);
           } else throw new Error(`${where}: unknown client expectation`);
