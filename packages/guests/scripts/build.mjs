@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { spawn } from 'node:child_process';
 import { availableParallelism } from 'node:os';
+import { ASC_FLAGS } from './asc-flags.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkgDir = join(here, '..');
@@ -22,16 +23,9 @@ const sdkDir = join(dirname(require.resolve('@ftvm/guest-sdk/package.json')), 'a
 
 export const GUESTS = ['kv', 'http', 'dirtier', 'clockprobe'];
 
-// The flags every ftvm guest needs (see packages/guest-sdk/README.md):
-// - incremental runtime: the stub runtime never frees, a long-running server would leak;
-// - memoryBase 1 MiB: [0, 1 MiB) is the VMM's dirty bytemap;
-// - abort mapped into the SDK, so module "ftvm" is the only import module.
-export const ASC_FLAGS = [
-  '--runtime', 'incremental',
-  '--memoryBase', '1048576',
-  '-O3',
-  '--use', 'abort=~lib/@ftvm/guest-sdk/assembly/abort/ftvmAbort',
-];
+// The flags every ftvm guest needs live in asc-flags.mjs (side-effect free, so other
+// packages' tests can import them without running a build).
+export { ASC_FLAGS };
 
 function tsFiles(dir) {
   return readdirSync(dir, { withFileTypes: true })
