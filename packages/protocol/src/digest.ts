@@ -139,6 +139,11 @@ export class ImageDigest {
     accumulate(this.sum, pageNo, h0 >>> 0, h1 >>> 0, 1);
   }
 
+  /** Page `pageNo` is zero again (it leaves the sum). */
+  remove(pageNo: number): void {
+    if (pageNo < this.pages) this.setHash(pageNo, Z0, Z1);
+  }
+
   /** Covers `pageCount` pages; new pages are zero (they add nothing to the digest). */
   grow(pageCount: number): void {
     if (pageCount <= this.pages) return;

@@ -16,7 +16,8 @@ const MAX_TOKEN_FILE_BYTES = 4096;
  * With neither, both sides use an empty secret; the handshake still runs, so a peer
  * with a token configured cannot talk to one without.
  */
-export function loadToken(opts: { tokenFile?: string; env?: string } = { env: process.env.FTVM_TOKEN }): LoadedToken {
+export function loadToken({ tokenFile, env = process.env.FTVM_TOKEN }: { tokenFile?: string; env?: string } = {}): LoadedToken {
+  const opts = { tokenFile, env };
   if (opts.tokenFile !== undefined) {
     let text: Buffer;
     try {
@@ -29,7 +30,7 @@ export function loadToken(opts: { tokenFile?: string; env?: string } = { env: pr
     if (token.length === 0) throw new ProtocolError('FTVM_ERR_TOKEN_FILE', `token file ${opts.tokenFile} is empty`);
     return { token: new Uint8Array(Buffer.from(token, 'utf8')), source: 'file' };
   }
-  const env = opts.env?.trim();
-  if (env) return { token: new Uint8Array(Buffer.from(env, 'utf8')), source: 'env' };
+  const fromEnv = opts.env?.trim();
+  if (fromEnv) return { token: new Uint8Array(Buffer.from(fromEnv, 'utf8')), source: 'env' };
   return { token: new Uint8Array(0), source: 'none' };
 }

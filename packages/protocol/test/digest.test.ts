@@ -64,6 +64,15 @@ describe('image digest', () => {
     expect(d.pageCount).toBe(4);
   });
 
+  it('remove makes a page count as zero', () => {
+    const d = new ImageDigest();
+    d.update(0, new Uint8Array(PAGE_BYTES).fill(1));
+    const one = d.value();
+    d.update(3, new Uint8Array(PAGE_BYTES).fill(2));
+    d.remove(3);
+    expect(d.value()).toEqual(one);
+  });
+
   it('clone is independent of the original', () => {
     const d = new ImageDigest();
     d.update(0, new Uint8Array(PAGE_BYTES).fill(1));

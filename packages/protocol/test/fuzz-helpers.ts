@@ -164,6 +164,7 @@ export function mutateFrame(r: () => number, frame: Uint8Array, limits: FrameLim
 }
 
 export interface FuzzListenerOptions {
+  /** The listener's token (needed only with `link`). Default: empty. */
   token: Uint8Array;
   /** Authenticate first and fuzz an established link of this kind; undefined: fuzz the handshake. */
   link?: LinkKind;
@@ -193,7 +194,8 @@ export interface FuzzReport {
  * with any 4xxx code; if it does not close within 20 ms, a truncated frame follows and
  * the link must then close with a 4xxx code. Every connection must end before `timeoutMs`.
  */
-export async function fuzzListener(url: string, n: number, opts: FuzzListenerOptions): Promise<FuzzReport> {
+export async function fuzzListener(url: string, n: number, options: Partial<FuzzListenerOptions> = {}): Promise<FuzzReport> {
+  const opts: FuzzListenerOptions = { token: new Uint8Array(0), ...options };
   const limits = resolveLimits(opts.limits);
   const r = rng(opts.seed ?? 1);
   const frames = sampleFrames();

@@ -233,8 +233,16 @@ describe('loadToken', () => {
     writeFileSync(join(dir, 't'), '  abc\n');
     expect(loadToken({ tokenFile: join(dir, 't'), env: 'envtoken' })).toEqual({ token: new TextEncoder().encode('abc'), source: 'file' });
     expect(loadToken({ env: 'envtoken' }).source).toBe('env');
-    expect(loadToken({}).source).toBe('none');
-    expect(loadToken({}).token.length).toBe(0);
+    expect(loadToken({ env: '' }).source).toBe('none');
+    expect(loadToken({ env: '' }).token.length).toBe(0);
+    const saved = process.env.FTVM_TOKEN;
+    process.env.FTVM_TOKEN = 'from-env';
+    try {
+      expect(loadToken()).toEqual({ token: new TextEncoder().encode('from-env'), source: 'env' });
+    } finally {
+      if (saved === undefined) delete process.env.FTVM_TOKEN;
+      else process.env.FTVM_TOKEN = saved;
+    }
   });
 
   it('refuses a missing or empty token file with a coded error', () => {
