@@ -309,15 +309,19 @@ export class PrimaryCore {
     this.evaluate(nowMs);
   }
 
-  /** The proxy (or the secondary) says a newer term exists: this primary must stop. */
+  /**
+   * The proxy (or the secondary) says another node is primary in `term`: this primary must
+   * stop. A fence for our own term counts too: the proxy gave the term to someone else
+   * (two nodes claimed it). Only an older term is ignored (a stale fence).
+   */
   fenced(term: number, _nowMs: number): void {
-    if (this._state === 'stopped' || term <= this._term) return;
+    if (this._state === 'stopped' || term < this._term) return;
     this._state = 'stopped';
     this.inFlight = [];
     this.inFlightBytes = 0;
     this.policyDeadline = undefined;
     this.actions.push({ type: 'cancelCheckpoints', reason: `fenced by term ${term}` });
-    this.actions.push({ type: 'stop', reason: `fenced: term ${term} supersedes ${this._term}` });
+    this.actions.push({ type: 'stop', reason: `fenced: term ${term} belongs to another node (ours: ${this._term})` });
   }
 
   // ---- internals ----

@@ -411,7 +411,8 @@ export class ProxyCore {
 
   /** The promoted node restored its committed image; these are that image's offsets. */
   promoted(node: NodeId, ev: { term: number; offsets: StateOffsets }, nowMs: number): void {
-    if (this._state !== 'promoting' || this._active !== node || ev.term !== this._term) {
+    const late = this._state === 'lost' && this._active === node && ev.term === this._term;
+    if (!(this._state === 'promoting' || late) || this._active !== node || ev.term !== this._term) {
       this.actions.push({ type: 'refused', node, what: 'promoted', reason: `not promoting ${node} in term ${ev.term} (term ${this._term}, ${this._state})` });
       return;
     }
@@ -540,12 +541,16 @@ export class ProxyCore {
     }
   }
 
+  /**
+   * The candidate did not answer. It is not fenced: nobody else can hold this term, so a
+   * late `promoted` (or a hello as primary of this term) is still accepted. Meanwhile
+   * another node may be promoted in a newer term, which fences it.
+   */
   private promotionFailed(reason: string, nowMs: number): void {
-    const n = this.node(this._active!);
-    n.role = 'fenced';
-    if (n.up) this.fence(n, reason);
     this._state = 'lost';
     this.blockedReported = false;
+    this.actions.push({ type: 'failoverBlocked', reason });
+    this.blockedReported = true;
     this.retryFailover(nowMs);
   }
 

@@ -162,6 +162,15 @@ describe('PrimaryCore', () => {
     expect(p.state).toBe('stopped');
   });
 
+  it('stops on a fence for its own term (the proxy gave the term to another node) but ignores an older one', () => {
+    const p = new PrimaryCore({ term: 3, nowMs: 0 });
+    p.takeActions();
+    p.fenced(2, 1);
+    expect(p.state).toBe('unprotected');
+    p.fenced(3, 2);
+    expect(p.state).toBe('stopped');
+  });
+
   it('rejects an epochCollected it did not ask for', () => {
     const p = new PrimaryCore({ term: 1, nowMs: 0 });
     expect(() => p.epochCollected({ epoch: 1, nowMs: 0, bytes: 0, offsets: offs(1) })).toThrow(expect.objectContaining({ code: 'FTVM_ERR_CORE_ORDER' }));

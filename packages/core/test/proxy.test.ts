@@ -199,6 +199,19 @@ describe('ProxyCore failover', () => {
     expect(ofType(p.takeActions(), 'sendPromote')).toEqual([{ type: 'sendPromote', node: 'b', term: 2 }]);
   });
 
+  it('reports a promotion that times out, and still accepts the late answer of that candidate in the same term', () => {
+    const p = setup({ promoteTimeoutMs: 500 }, 2);
+    const c = p.clientOpen(1);
+    p.nodeDown('a', 10);
+    p.takeActions();
+    expect(p.nextDeadline()).toBe(510);
+    p.tick(510);
+    expect(ofType(p.takeActions(), 'failoverBlocked')[0]!.reason).toMatch(/did not answer promote/);
+    expect(p.state).toBe('lost');
+    p.promoted('b', { term: 2, offsets: { epoch: 2, maxConnId: c, conns: [{ conn: c, inConsumed: 0, outProduced: 0, closed: false }] } }, 900);
+    expect(p.active).toBe('b');
+  });
+
   it('denies a promote request while it still hears the active primary (witness rule)', () => {
     const p = setup();
     p.promoteRequest('b', { term: 1, committedEpoch: 1 }, 50);
