@@ -136,28 +136,52 @@ const TRAPPING_UNARY = opSet([
 const TRAPPING_BINARY = opSet(['DivSInt32', 'DivUInt32', 'RemSInt32', 'RemUInt32', 'DivSInt64', 'DivUInt64', 'RemSInt64', 'RemUInt64']);
 
 interface Access { offset: number; bytes: number }
-interface GroupMember { expr: Ref; offset: number; bytes: number; loads: Access[] }
+
+/** The pointer operand of a store run: a local or a global (AS's shadow-stack pointer). */
+type Base = { local: number } | { global: string };
+const sameBase = (a: Base, c: Base) => ('local' in a ? 'local' in c && a.local === c.local : 'global' in c && a.global === c.global);
+
+interface GroupMember {
+  expr: Ref;
+  base: Base;
+  offset: number;
+  bytes: number;
+  /** Loads from the base inside the value (they can trap). */
+  loads: Access[];
+  /** The value is not `simple`: allowed for the first store of a run only. */
+  complex: boolean;
+}
+
+function baseOf(ptr: Ref): Base | undefined {
+  const id = b.getExpressionId(ptr);
+  if (id === b.LocalGetId) return { local: (b.getExpressionInfo(ptr) as unknown as { index: number }).index };
+  if (id === b.GlobalGetId) return { global: (b.getExpressionInfo(ptr) as unknown as { name: string }).name };
+  return undefined;
+}
 
 /**
- * When `e` is a plain store `store offset=o (local.get x) value` whose value can neither
- * trap (except by loads from x + const), branch, call, write memory nor write x, returns
- * it as a group candidate; otherwise undefined.
+ * A plain store `store offset=o (local.get x | global.get g) value` as a run member.
+ * Later members need a `simple` value: it can neither trap (except by loads from the base,
+ * which the run's probe covers), branch, call, write memory nor write the base. The first
+ * member's value runs before any store of the run, so it may do anything except change
+ * the base (`complex`).
  */
-function groupCandidate(e: Ref): (GroupMember & { base: number }) | undefined {
+function groupCandidate(e: Ref, first: boolean): GroupMember | undefined {
   if (b.getExpressionId(e) !== b.StoreId) return undefined;
   const info = b.getExpressionInfo(e) as unknown as Info;
   if (info.isAtomic || info.type !== b.none) return undefined;
-  const ptr = info.ptr as Ref;
-  if (b.getExpressionId(ptr) !== b.LocalGetId) return undefined;
-  const base = (b.getExpressionInfo(ptr) as unknown as { index: number }).index;
+  const base = baseOf(info.ptr as Ref);
+  if (!base) return undefined;
   const offset = (info.offset as number) >>> 0;
   const bytes = info.bytes as number;
   if (offset + bytes > 2 ** 32) return undefined;
   const loads: Access[] = [];
-  return simpleValue(info.value as Ref, base, loads) ? { expr: e, base, offset, bytes, loads } : undefined;
+  if (simpleValue(info.value as Ref, base, loads)) return { expr: e, base, offset, bytes, loads, complex: false };
+  if (!first || mayChangeBase(info.value as Ref, base)) return undefined;
+  return { expr: e, base, offset, bytes, loads: [], complex: true };
 }
 
-function simpleValue(e: Ref, base: number, loads: Access[]): boolean {
+function simpleValue(e: Ref, base: Base, loads: Access[]): boolean {
   const id = b.getExpressionId(e);
   switch (id) {
     case b.LocalGetId:
@@ -166,7 +190,7 @@ function simpleValue(e: Ref, base: number, loads: Access[]): boolean {
       return true;
     case b.LocalSetId: {
       const i = b.getExpressionInfo(e) as unknown as { index: number; value: Ref };
-      return i.index !== base && simpleValue(i.value, base, loads);
+      return !('local' in base && i.index === base.local) && simpleValue(i.value, base, loads);
     }
     case b.UnaryId: {
       const i = b.getExpressionInfo(e) as unknown as { op: number; value: Ref };
@@ -182,9 +206,8 @@ function simpleValue(e: Ref, base: number, loads: Access[]): boolean {
     }
     case b.LoadId: {
       const i = b.getExpressionInfo(e) as unknown as Info;
-      const ptr = i.ptr as Ref;
-      if (i.isAtomic || b.getExpressionId(ptr) !== b.LocalGetId) return false;
-      if ((b.getExpressionInfo(ptr) as unknown as { index: number }).index !== base) return false;
+      const lb = baseOf(i.ptr as Ref);
+      if (i.isAtomic || !lb || !sameBase(lb, base)) return false;
       const offset = (i.offset as number) >>> 0;
       if (offset + (i.bytes as number) > 2 ** 32) return false;
       loads.push({ offset, bytes: i.bytes as number });
@@ -193,6 +216,24 @@ function simpleValue(e: Ref, base: number, loads: Access[]): boolean {
     default:
       return false;
   }
+}
+
+/** Conservative: true when evaluating `e` could change the base (a local.set of it; for a global, a global.set or any call). */
+function mayChangeBase(e: Ref, base: Base): boolean {
+  const id = b.getExpressionId(e);
+  if (LEAVES.has(id)) return false;
+  const slotsOf = CHILDREN.get(id);
+  if (!slotsOf) return true;
+  const info = b.getExpressionInfo(e) as unknown as Info;
+  if ('local' in base) {
+    if (id === b.LocalSetId && info.index === base.local) return true;
+  } else if (id === b.GlobalSetId || id === b.CallId || id === b.CallIndirectId) return true;
+  for (const slot of slotsOf) {
+    const v = info[slot.key];
+    const list = Array.isArray(v) ? (v as Ref[]) : v ? [v as Ref] : [];
+    for (const c of list) if (mayChangeBase(c, base)) return true;
+  }
+  return false;
 }
 
 const idNames = new Map<number, string>(
@@ -281,37 +322,50 @@ export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: bo
     };
 
     const instrumentBulk = (e: Ref, info: Info, depth: number, kind: 'MemoryFill' | 'MemoryCopy' | 'MemoryInit', second: string): Ref => {
+      const size = info.size as Ref;
+      const constSize = b.getExpressionId(size) === b.ConstId ? (b.getExpressionInfo(size) as unknown as { value: number }).value >>> 0 : -1;
+      // Zero length writes nothing (the op may still trap on its bounds check).
+      if (constSize === 0) return e;
       const d = temp('d', b.i32, depth);
       const s = temp('s', b.i32, depth);
-      const n = temp('n', b.i32, depth);
-      const pre = [m.local.set(d, info.dest as Ref), m.local.set(s, info[second] as Ref), m.local.set(n, info.size as Ref)];
+      const secondSetter = `_Binaryen${kind}Set${second[0]!.toUpperCase()}${second.slice(1)}`;
+      const pre = [m.local.set(d, info.dest as Ref), m.local.set(s, info[second] as Ref)];
       raw[`_Binaryen${kind}SetDest`]!(e, m.local.get(d, b.i32));
-      raw[`_Binaryen${kind}Set${second[0]!.toUpperCase()}${second.slice(1)}`]!(e, m.local.get(s, b.i32));
+      raw[secondSetter]!(e, m.local.get(s, b.i32));
+      if (constSize > 0 && constSize <= 4096) {
+        // A constant length of at most one page spans at most two pages: inline marks, no call.
+        const marks = [markAt(pageOf(m.local.get(d, b.i32)))];
+        if (constSize > 1) marks.push(markAt(pageOf(addrPlus(d, constSize - 1))));
+        return m.block(null, [...pre, e, ...marks], b.none);
+      }
+      const n = temp('n', b.i32, depth);
+      pre.push(m.local.set(n, size));
       raw[`_Binaryen${kind}SetSize`]!(e, m.local.get(n, b.i32));
       const mark = m.call(markRange, [m.local.get(d, b.i32), m.local.get(n, b.i32)], b.none);
       return m.block(null, [...pre, e, mark], b.none);
     };
 
     /**
-     * Adjacent stores `store offset=o_i (local.get x) v_i` in one block whose bytes span at
-     * most one page boundary (max end - min offset <= 4096) share two marks placed after
-     * the last one: page(x + min offset) and page(x + max end - 1), each the page of a byte
-     * some store of the run wrote, so the marks stay exact. Their values cannot trap, branch,
-     * call or write x (groupCandidate). Loads from x inside later values and later stores
-     * could still trap after an earlier store wrote unmarked bytes, so a probe load of the
-     * run's highest byte goes first: a run that would trap part-way traps before its first
-     * store. Returns the number of children consumed (0: no group at i).
+     * Adjacent stores `store offset=o_i (base) v_i` in one block, base a local or a global,
+     * whose bytes span at most one page boundary (max end - min offset <= 4096) share two
+     * marks placed after the last one: page(base + min offset) and page(base + max end - 1),
+     * each the page of a byte some store of the run wrote, so the marks stay exact. Values
+     * after the first cannot trap, branch, call or change the base (groupCandidate). Loads
+     * from the base inside them and the later stores could still trap after an earlier
+     * store wrote unmarked bytes, so a probe load of the run's highest byte runs right
+     * before the first store: a run that would trap part-way traps before writing anything.
+     * Returns the number of children consumed (0: no run starts at i).
      */
-    const tryGroup = (e: Ref, children: Ref[], i: number): number => {
-      const first = groupCandidate(children[i]!);
+    const tryGroup = (e: Ref, children: Ref[], i: number, depth: number): number => {
+      const first = groupCandidate(children[i]!, true);
       if (!first) return 0;
       const members: GroupMember[] = [first];
       let minOff = first.offset;
       let maxEnd = first.offset + first.bytes;
       let maxStart = first.offset;
       for (let j = i + 1; j < children.length; j++) {
-        const c = groupCandidate(children[j]!);
-        if (!c || c.base !== first.base) break;
+        const c = groupCandidate(children[j]!, false);
+        if (!c || !sameBase(c.base, first.base)) break;
         const lo = Math.min(minOff, c.offset);
         const hi = Math.max(maxEnd, c.offset + c.bytes);
         if (hi - lo > 4096) break;
@@ -321,19 +375,31 @@ export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: bo
         maxStart = Math.max(maxStart, c.offset);
       }
       if (members.length < 2) return 0;
+      const baseExpr = (): Ref => ('local' in first.base ? m.local.get(first.base.local, b.i32) : m.global.get(first.base.global, b.i32));
       // Highest byte any access after the first store touches.
       let probeEnd = 0;
-      for (const [k, mem] of members.entries()) {
-        if (k > 0) probeEnd = Math.max(probeEnd, mem.offset + mem.bytes);
-        for (const l of k > 0 ? mem.loads : []) probeEnd = Math.max(probeEnd, l.offset + l.bytes);
+      for (const mem of members.slice(1)) {
+        probeEnd = Math.max(probeEnd, mem.offset + mem.bytes);
+        for (const l of mem.loads) probeEnd = Math.max(probeEnd, l.offset + l.bytes);
       }
-      const x = first.base;
+      const probe = probeEnd > first.offset + first.bytes ? m.drop(m.i32.load8_u(probeEnd - 1, 1, baseExpr())) : 0;
       const out: Ref[] = [];
-      if (probeEnd > first.offset + first.bytes) out.push(m.drop(m.i32.load8_u(probeEnd - 1, 1, m.local.get(x, b.i32))));
+      if (first.complex) {
+        // The first value may hold stores of its own (instrumented here) and must run before the probe.
+        const sinfo = b.getExpressionInfo(first.expr) as unknown as Info;
+        let v = visit(sinfo.value as Ref, depth + 1);
+        if (probe) {
+          const vt = b.getExpressionType(v);
+          const t = temp('v', vt, depth);
+          v = m.block(null, [m.local.set(t, v), probe, m.local.get(t, vt)], vt);
+        }
+        raw._BinaryenStoreSetValue!(first.expr, v);
+      } else if (probe) out.push(probe);
       out.push(...members.map((mem) => mem.expr));
-      out.push(markAt(pageOf(addrPlus(x, minOff))));
+      const at = (k: number): Ref => (k === 0 ? baseExpr() : m.i32.add(baseExpr(), m.i32.const(k | 0)));
+      out.push(markAt(pageOf(at(minOff))));
       const last = precise ? maxEnd - 1 : maxStart;
-      if (last !== minOff) out.push(markAt(pageOf(addrPlus(x, last))));
+      if (last !== minOff) out.push(markAt(pageOf(at(last))));
       raw._BinaryenBlockSetChildAt!(e, i, m.block(null, out, b.none));
       for (let j = 1; j < members.length; j++) raw._BinaryenBlockSetChildAt!(e, i + j, m.nop());
       stats.stores += members.length;
@@ -348,7 +414,7 @@ export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: bo
       if (id === b.BlockId && coalesce) {
         const children = (b.getExpressionInfo(e) as unknown as { children: Ref[] }).children;
         for (let i = 0; i < children.length; ) {
-          const used = tryGroup(e, children, i);
+          const used = tryGroup(e, children, i, depth);
           if (used > 0) {
             i += used;
             continue;

@@ -33,7 +33,7 @@ export function guest(body: string, memory = '(memory (export "memory") 40 64)',
   return wat(`(module ${imports} ${memory} ${ABI_BOILERPLATE} ${body})`);
 }
 
-export type OpKind = 'store' | 'rmw' | 'cmpxchg' | 'lane' | 'fill' | 'copy' | 'init' | 'nested' | 'group';
+export type OpKind = 'store' | 'rmw' | 'cmpxchg' | 'lane' | 'fill' | 'copy' | 'init' | 'nested' | 'group' | 'constbulk';
 
 export interface OpDef {
   name: string;
@@ -139,6 +139,30 @@ export function storeKindsModule(): { wasm: Uint8Array; ops: OpDef[]; segmentByt
       writes: [[4090, 8], [0, 4], [2000, 2], [9000, 8], [9001, 1]],
     },
   ];
+  groups.push(
+    {
+      // Base is a global (like AssemblyScript's shadow-stack pointer).
+      name: 'group_global',
+      body: `(global.set $gp (local.get $a)) (i32.store (global.get $gp) (local.get $s))
+        (i64.store offset=4 (global.get $gp) (i64.load offset=4 (global.get $gp))) (i32.store16 offset=4094 (global.get $gp) (local.get $s))`,
+      writes: [[0, 4], [4, 8], [4094, 2]],
+    },
+    {
+      // The first value calls and stores (allowed: it runs before the run's first store).
+      name: 'group_complex_first',
+      body: `(i32.store offset=6 (local.get $a) (block (result i32)
+          (i32.store offset=9000 (local.get $a) (local.get $s)) (call $id (local.get $s))))
+        (i64.store offset=10 (local.get $a) (i64.load offset=2 (local.get $a)))`,
+      writes: [[6, 4], [9000, 4], [10, 8]],
+    },
+  );
+  funcs.push('(global $gp (mut i32) (i32.const 0)) (func $id (param i32) (result i32) (local.get 0))');
+  for (const len of [0, 1, 4096, 4097]) {
+    funcs.push(`${head(`fill_c${len}`)} (memory.fill (local.get $a) (local.get $s) (i32.const ${len})) (i32.const 0))`);
+    ops.push({ name: `fill_c${len}`, kind: 'constbulk', bytes: len, offset: 0, atomic: false, writes: len ? [[0, len]] : [] });
+  }
+  funcs.push(`${head('copy_c3000')} (memory.copy (local.get $a) (i32.const ${1 << 20}) (i32.const 3000)) (i32.const 0))`);
+  ops.push({ name: 'copy_c3000', kind: 'constbulk', bytes: 3000, offset: 0, atomic: false, writes: [[0, 3000]] });
   for (const g of groups) {
     funcs.push(`${head(g.name)} ${g.body} (i32.const 0))`);
     ops.push({ name: g.name, kind: 'group', bytes: 0, offset: 0, atomic: false, writes: g.writes });

@@ -169,18 +169,21 @@ describe('instrument', () => {
     expect(s.outputBytes).toBeGreaterThan(s.inputBytes);
   });
 
-  test('keeps stores whose value may trap or call out of a store group', () => {
-    const run = (v: string) => `(i32.store (local.get 0) ${v}) (i32.store offset=4 (local.get 0) (i32.const 2))`;
-    const grouped = guest(`(func (export "f") (param i32) ${run('(i32.add (local.get 0) (i32.const 1))')})`);
-    const div = guest(`(func (export "f") (param i32) (i32.store offset=4 (local.get 0) (i32.const 2)) ${run('(i32.div_s (i32.const 1) (local.get 0))')})`);
-    const call = guest(`(func $g (result i32) (i32.const 1)) (func (export "f") (param i32) (i32.store offset=4 (local.get 0) (i32.const 2)) ${run('(call $g)')})`);
-    const otherPtr = guest(`(func (export "f") (param i32 i32) (i32.store (local.get 0) (i32.const 1)) (i32.store (local.get 1) (i32.const 1)))`);
-    expect(instrument(grouped).stats.storeGroups).toBe(1);
-    expect(instrument(grouped, { coalesce: false }).stats.storeGroups).toBe(0);
-    // A store whose value may trap (or call) neither opens nor joins a run, so its neighbours stay alone.
-    expect(instrument(div).stats).toMatchObject({ stores: 3, storeGroups: 0 });
-    expect(instrument(call).stats).toMatchObject({ stores: 3, storeGroups: 0 });
-    expect(instrument(otherPtr).stats.storeGroups).toBe(0);
+  test('lets only a run\'s first store have a value that may trap or call, and never one that changes the base', () => {
+    const groups = (body: string) => instrument(guest(`(global $sp (mut i32) (i32.const 0)) (func $g (result i32) (i32.const 1)) (func (export "f") (param i32) ${body})`)).stats.storeGroups;
+    const second = '(i32.store offset=4 (local.get 0) (i32.const 2))';
+    expect(groups(`(i32.store (local.get 0) (i32.add (local.get 0) (i32.const 1))) ${second}`)).toBe(1);
+    expect(groups(`(i32.store (local.get 0) (i32.div_s (i32.const 1) (local.get 0))) ${second}`)).toBe(1);
+    expect(groups(`(i32.store (local.get 0) (call $g)) ${second}`)).toBe(1);
+    expect(groups(`${second} (i32.store (local.get 0) (i32.div_s (i32.const 1) (local.get 0)))`)).toBe(0);
+    expect(groups(`${second} (i32.store (local.get 0) (call $g))`)).toBe(0);
+    expect(groups(`(i32.store (local.get 0) (local.tee 0 (i32.const 8))) ${second}`)).toBe(0);
+    expect(groups('(i32.store (local.get 0) (i32.const 1)) (i32.store (i32.const 64) (i32.const 1))')).toBe(0);
+    // A call may move a global base (the shadow-stack pointer), so it cannot open a global-based run.
+    const gsecond = '(i32.store offset=4 (global.get $sp) (i32.const 2))';
+    expect(groups(`(i32.store (global.get $sp) (i32.const 1)) ${gsecond}`)).toBe(1);
+    expect(groups(`(i32.store (global.get $sp) (call $g)) ${gsecond}`)).toBe(0);
+    expect(instrument(guest(`(func (export "f") (param i32) (i32.store (local.get 0) (i32.const 1)) ${second})`), { coalesce: false }).stats.storeGroups).toBe(0);
   });
 
   test('precise: false marks only the page of ea of a page-crossing store', async () => {
