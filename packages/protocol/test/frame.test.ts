@@ -220,11 +220,11 @@ describe('header msgpack pre-check', () => {
     expect(codeOf(() => decodeFrame(two))).toBe('FTVM_ERR_FRAME_MALFORMED');
   });
 
-  it('refuses a huge claimed array count quickly, at the end of the data', () => {
+  it('refuses a huge claimed array count at the end of the data, without allocating it', () => {
     const f = new Uint8Array([5, 0, 0, 0, 0xdd, 0xff, 0xff, 0xff, 0xff]);
-    const t0 = performance.now();
     expect(codeOf(() => decodeFrame(f))).toBe('FTVM_ERR_FRAME_MALFORMED');
-    expect(performance.now() - t0).toBeLessThan(50);
+    const map = new Uint8Array([5, 0, 0, 0, 0xdf, 0xff, 0xff, 0xff, 0xff]);
+    expect(codeOf(() => decodeFrame(map))).toBe('FTVM_ERR_FRAME_MALFORMED');
   });
 
   it('refuses headers nested deeper than the opaque limit allows', () => {

@@ -20,7 +20,6 @@ describe('fuzzing decodeFrame and PageDecoder in process', () => {
     const frames = sampleFrames();
     const codes = new Map<string, number>();
     const crashes: string[] = [];
-    const started = Date.now();
     for (let i = 0; i < 100_000; i++) {
       const frame = mutateFrame(r, frames[Math.floor(r() * frames.length)]!);
       classify(() => {
@@ -33,7 +32,6 @@ describe('fuzzing decodeFrame and PageDecoder in process', () => {
     expect(codes.get('FTVM_ERR_FRAME_MALFORMED')).toBeGreaterThan(10_000);
     expect(codes.get('FTVM_ERR_FRAME_TRUNCATED')).toBeGreaterThan(1_000);
     expect(codes.get('FTVM_ERR_FRAME_TOO_LARGE')).toBeGreaterThan(1_000);
-    expect(Date.now() - started).toBeLessThan(50_000);
   });
 
   it('returns or throws a coded error for 100,000 mutated page batches', () => {
