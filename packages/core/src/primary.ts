@@ -36,7 +36,7 @@ export interface PrimaryOptions {
   maxInFlightBytes?: number;
   /** What to do when the secondary is lost. Default 'continue'. */
   onSecondaryLost?: SecondaryLostPolicy;
-  /** No ack or heartbeat from the secondary for this long while a checkpoint is outstanding: lost, ms. Default 1000. */
+  /** Secondary silent, or a sent checkpoint unacked, for this long: lost, ms. Default 1000. */
   secondaryTimeoutMs?: number;
 }
 
@@ -111,6 +111,7 @@ export class PrimaryCore {
   private outputSince = new Map<number, number>();
   private dirtyBytes = 0;
   private lastSecondaryHeardMs = -Infinity;
+  private lastAckMs = -Infinity;
   private policyDeadline: number | undefined;
   private actions: PrimaryAction[] = [];
 
@@ -187,7 +188,7 @@ export class PrimaryCore {
     if (this._state === 'stopped') return;
     const t = this.secondaryDeadline();
     if (t !== undefined && nowMs >= t) {
-      const reason = `no ack from the secondary for ${this.options.secondaryTimeoutMs} ms`;
+      const reason = `no progress from the secondary for ${this.options.secondaryTimeoutMs} ms`;
       this.secondaryLost(reason);
       this.actions.push({ type: 'disconnectSecondary', reason });
     }
@@ -269,6 +270,7 @@ export class PrimaryCore {
     this.secondaryHeard(ev.nowMs);
     const done = this.inFlight.filter((x) => x.epoch <= ev.epoch);
     if (done.length === 0) return; // duplicate or for a discarded epoch
+    this.lastAckMs = ev.nowMs;
     this.inFlight = this.inFlight.filter((x) => x.epoch > ev.epoch);
     for (const d of done) this.inFlightBytes -= d.bytes;
     if (this._state === 'syncing' && this.fullSyncEpoch !== undefined && ev.epoch >= this.fullSyncEpoch) {
@@ -380,12 +382,20 @@ export class PrimaryCore {
     }
   }
 
+  /**
+   * When the secondary counts as lost: silent (no message at all) for secondaryTimeoutMs,
+   * or alive but not acking: the oldest sent checkpoint unacked for secondaryTimeoutMs
+   * since it was sent or since the last ack, whichever is later. Heartbeats prove
+   * liveness, not progress, so they do not extend the second limit. A checkpoint still
+   * being written has no ack deadline yet (the link's own liveness covers it).
+   */
   private secondaryDeadline(): number | undefined {
     if (this._state !== 'protected' && this._state !== 'syncing') return undefined;
+    const t = this.options.secondaryTimeoutMs;
+    let d = this.lastSecondaryHeardMs + t;
     const oldest = this.inFlight[0];
-    if (oldest === undefined) return undefined;
-    const since = Math.max(this.lastSecondaryHeardMs, oldest.sentAtMs ?? oldest.collectedAtMs);
-    return since + this.options.secondaryTimeoutMs;
+    if (oldest?.sentAtMs !== undefined) d = Math.min(d, Math.max(oldest.sentAtMs, this.lastAckMs) + t);
+    return d;
   }
 
   /** Asks the policy whether to end the running epoch; emits collect when it says so. */

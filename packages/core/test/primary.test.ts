@@ -88,6 +88,8 @@ describe('PrimaryCore', () => {
     p.epochCollected({ epoch: 2, nowMs: 10, bytes: 1, offsets: offs(2) });
     p.checkpointSent({ epoch: 2, nowMs: 10 });
     p.takeActions();
+    // Heartbeats prove the secondary alive but do not excuse a missing ack.
+    p.secondaryHeard(30);
     expect(p.nextDeadline()).toBe(60);
     p.tick(59);
     expect(ofType(p.takeActions(), 'commit')).toHaveLength(0);
@@ -97,6 +99,16 @@ describe('PrimaryCore', () => {
     expect(ofType(a, 'commit')[0]).toMatchObject({ epoch: 2, acked: false });
     expect(ofType(a, 'protectionChanged')[0]).toMatchObject({ protected: false });
     expect(p.state).toBe('unprotected');
+  });
+
+  it('counts a secondary that stays silent as lost even with nothing in flight', () => {
+    const p = protectedPrimary({ secondaryTimeoutMs: 50, policy: periodic({ intervalMs: 1000 }) });
+    p.secondaryHeard(20);
+    p.tick(69);
+    expect(p.state).toBe('protected');
+    p.tick(70);
+    expect(p.state).toBe('unprotected');
+    expect(types(p.takeActions())).toContain('disconnectSecondary');
   });
 
   it('holds output forever when the secondary is lost under block, and ends no epoch until one returns', () => {
