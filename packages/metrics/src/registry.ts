@@ -167,6 +167,11 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
   readyG.set(0);
   drift.set(0);
 
+  // Label-bound children: the hot path (once per epoch) skips hashing label objects.
+  const epochsBy = new Map(POLICIES.map((p) => [p, epochs.labels({ policy: p })]));
+  const codecBytesBy = new Map(CODECS.map((c) => [c, codecBytes.labels({ codec: c })]));
+  const codecPagesBy = new Map(CODECS.map((c) => [c, codecPages.labels({ codec: c })]));
+
   const faultCodes = new Set<string>();
   const taskUnits = new Map<string, string>();
   const ratioWindow = new Ring<{ wire: number; raw: number }>(COMPRESSION_WINDOW);
@@ -199,7 +204,7 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
       state.policy = p.policy;
       state.lastEpoch = p.epoch;
       state.epochsTotal++;
-      epochs.inc({ policy: p.policy });
+      epochsBy.get(p.policy)!.inc();
       epochDuration.observe(p.durationMs / 1000);
       epochPause.observe(p.pauseMs / 1000);
       dirtyPages.observe(p.dirtyPages);
@@ -216,8 +221,8 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
         for (const c of CODECS) {
           const s = p.byCodec[c];
           if (!s) continue;
-          codecBytes.inc({ codec: c }, s.bytes);
-          codecPages.inc({ codec: c }, s.pages);
+          codecBytesBy.get(c)!.inc(s.bytes);
+          codecPagesBy.get(c)!.inc(s.pages);
         }
       }
       // Sliding sums over the window: subtract the checkpoint the ring is about to drop.
