@@ -52,6 +52,10 @@ export const STATUS_PAGE_HTML = `<!doctype html>
     <div class="tile"><div class="k">clients</div><div class="v" id="t-clients">–</div></div>
     <div class="tile"><div class="k">failovers</div><div class="v" id="t-failovers">–</div></div>
     <div class="tile"><div class="k">clock drift</div><div class="v" id="t-drift">–</div></div>
+    <div class="tile"><div class="k">links</div><div class="v" id="t-links">–</div></div>
+    <div class="tile"><div class="k">guest faults</div><div class="v" id="t-faults">–</div></div>
+    <div class="tile"><div class="k">scrub mismatches</div><div class="v" id="t-scrub">–</div></div>
+    <div class="tile"><div class="k">vCPU throttle</div><div class="v" id="t-throttle">–</div></div>
   </section>
   <section class="chart"><h2>protection state</h2><div id="c-protected"></div></section>
   <section class="chart"><h2>epochs per second</h2><div id="c-epochs"></div></section>
@@ -151,6 +155,11 @@ function render(s) {
   $("t-clients").textContent = String(c.clients);
   $("t-failovers").textContent = c.failoversTotal + (c.lastFailoverMs === null ? "" : " (last " + fmtMs(c.lastFailoverMs) + ")");
   $("t-drift").textContent = fmtMs(c.driftNs / 1e6) + (c.clockMode ? " " + c.clockMode : "");
+  const links = Object.entries(c.links || {}).map(([peer, up]) => peer + (up ? " up" : " DOWN"));
+  $("t-links").textContent = links.length ? links.join(", ") : "–";
+  $("t-faults").textContent = String(c.guestFaultsTotal);
+  $("t-scrub").textContent = c.scrubMismatchesTotal + " / " + fmtNum(c.scrubPagesTotal, 0) + " pages";
+  $("t-throttle").textContent = (100 * c.throttleRatio).toFixed(0) + "%";
   const col = (k) => xs.map((p) => p[k]);
   chart($("c-protected"), [{ name: "protected", color: "#2fbf71", values: col("protected") }], { min: 0, max: 1, step: true, fmt: (v) => (v ? "yes" : "no") });
   chart($("c-epochs"), [{ name: "epochs/s", color: "#4ea1ff", values: col("epochsPerSec") }]);

@@ -33,6 +33,8 @@ describe('status page in headless chromium', () => {
     expect(textOf(dom, 'ready')).toBe('READY');
     expect(textOf(dom, 'conn')).toBe('live');
     expect(Number(textOf(dom, 't-epoch'))).toBeGreaterThan(0);
+    expect(textOf(dom, 't-links')).toBe('secondary up');
+    expect(textOf(dom, 't-faults')).toBe('1');
     const chartOf = (d: string, id: string): string => {
       const section = d.slice(d.indexOf(`id="${id}"`));
       return section.slice(0, section.indexOf('</section>'));
