@@ -77,10 +77,13 @@ function chaos(seed: number) {
   return { c, log, blocked: c.events.some((e) => e.includes('failoverBlocked')), problems: c.check() };
 }
 
+/** FTVM_SIM_SEEDS=n runs more seeds (a longer hunt); the default keeps `npm test` fast. */
+const seeds = Number(process.env.FTVM_SIM_SEEDS ?? 300);
+
 describe('random chaos (simulation)', () => {
-  it('keeps every reply exactly-once, in order and from durable state under mixed faults (300 seeds)', () => {
+  it('keeps every reply exactly-once, in order and from durable state under mixed faults (default 300 seeds)', () => {
     let live = 0;
-    for (let seed = 1; seed <= 300; seed++) {
+    for (let seed = 1; seed <= seeds; seed++) {
       const { c, log, blocked, problems } = chaos(seed);
       const stuck = !blocked && !c.allAnswered();
       if (problems.length > 0 || stuck) {
@@ -92,6 +95,6 @@ describe('random chaos (simulation)', () => {
       if (!blocked) live++;
     }
     if (process.env.FTVM_SIM_STATS) console.log({ live });
-    expect(live).toBeGreaterThan(150);
-  });
+    expect(live).toBeGreaterThan(seeds / 2);
+  }, 60_000 + seeds * 100);
 });

@@ -91,11 +91,14 @@ function randomRun(seed: number) {
   return { c, total, blocked, problems };
 }
 
+/** FTVM_SIM_SEEDS=n runs more seeds (a longer hunt); the default keeps `npm test` fast. */
+const seeds = Number(process.env.FTVM_SIM_SEEDS ?? 500);
+
 describe('random failover (simulation)', () => {
-  it('never shows a reply from lost state, never duplicates or reorders replies, and answers everything when failover was possible (500 seeds)', () => {
+  it('never shows a reply from lost state, never duplicates or reorders replies, and answers everything when failover was possible (default 500 seeds)', () => {
     let answeredRuns = 0;
     let failovers = 0;
-    for (let seed = 1; seed <= 500; seed++) {
+    for (let seed = 1; seed <= seeds; seed++) {
       const { c, blocked, problems, total } = randomRun(seed);
       if (problems.length > 0 || (!blocked && !c.allAnswered())) {
         console.log(`seed ${seed}:`, problems, '\n' + c.events.join('\n'));
@@ -110,7 +113,7 @@ describe('random failover (simulation)', () => {
     }
     // The property must actually be exercised: most runs fail over and recover fully.
     if (process.env.FTVM_SIM_STATS) console.log({ answeredRuns, failovers });
-    expect(failovers).toBeGreaterThan(350);
-    expect(answeredRuns).toBeGreaterThan(300);
-  });
+    expect(failovers).toBeGreaterThan(seeds * 0.7);
+    expect(answeredRuns).toBeGreaterThan(seeds * 0.6);
+  }, 60_000 + seeds * 100);
 });
