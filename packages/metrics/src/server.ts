@@ -17,8 +17,8 @@ export interface MetricsServerOptions {
   health?: () => Readiness;
   /** /readyz: 200 when ok, else 503 with the detail. Default: not ready. */
   ready?: () => Readiness;
-  /** /api/status JSON (the status page polls it). Default: 404 on /api/status. */
-  status?: () => unknown;
+  /** /api/status JSON (the status page polls it with ?since=<unix ms>). Default: 404 on /api/status. */
+  status?: (query: URLSearchParams) => unknown;
   /** Concurrent connections accepted; more are refused by the kernel backlog / closed. Default 64. */
   maxConnections?: number;
 }
@@ -75,7 +75,12 @@ export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsS
   const registry = (opts.registry ?? opts.metrics?.registry)!;
   const health = opts.health ?? opts.metrics?.health ?? (() => ({ ok: true, detail: {} }));
   const ready = opts.ready ?? opts.metrics?.readiness ?? (() => ({ ok: false, detail: { reason: 'no readiness source' } }));
-  const status = opts.status ?? (opts.metrics ? () => opts.metrics!.status.snapshot() : undefined);
+  const status = opts.status ?? (opts.metrics
+    ? (q: URLSearchParams) => {
+      const since = q.get('since');
+      return opts.metrics!.status.snapshot(since === null ? {} : { since: Number(since) });
+    }
+    : undefined);
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const method = req.method ?? 'GET';
@@ -84,8 +89,10 @@ export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsS
       sendJson(res, 405, { error: 'method not allowed' }, false);
       return;
     }
-    const q = (req.url ?? '/').indexOf('?');
-    const path = q >= 0 ? req.url!.slice(0, q) : (req.url ?? '/');
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q >= 0 ? url.slice(0, q) : url;
+    const query = new URLSearchParams(q >= 0 ? url.slice(q + 1) : '');
     switch (path) {
       case '/metrics': {
         const text = await registry.metrics();
@@ -104,7 +111,7 @@ export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsS
       }
       case '/api/status':
         if (!status) break;
-        sendJson(res, 200, status(), head);
+        sendJson(res, 200, status(query), head);
         return;
       case '/':
       case '/index.html':

@@ -136,8 +136,13 @@ function chart(el, series, opts) {
 
 function setBadge(el, cls, text) { el.className = "badge " + cls; el.textContent = text; }
 
+// Samples kept by the page, at most the server's capacity; each poll asks only for newer ones.
+let samples = [];
+let newest = null;
+let startedAt = null;
+
 function render(s) {
-  const c = s.current, xs = s.samples, last = xs.length ? xs[xs.length - 1] : null;
+  const c = s.current, xs = samples, last = xs.length ? xs[xs.length - 1] : null;
   $("role").textContent = c.role;
   $("term").textContent = String(c.term);
   setBadge($("protection"), c.protected ? "ok" : "bad", c.protected ? "PROTECTED" : "UNPROTECTED");
@@ -197,9 +202,16 @@ function render(s) {
 
 async function poll() {
   try {
-    const r = await fetch("api/status", { cache: "no-store" });
+    const r = await fetch(newest === null ? "api/status" : "api/status?since=" + newest, { cache: "no-store" });
     if (!r.ok) throw new Error("status " + r.status);
-    render(await r.json());
+    const s = await r.json();
+    // A restarted process has a fresh ring (and maybe a clock behind ours): start over.
+    if (startedAt !== null && s.startedAt !== startedAt) { samples = []; newest = null; }
+    startedAt = s.startedAt;
+    samples = samples.concat(s.samples);
+    if (samples.length > s.capacity) samples = samples.slice(samples.length - s.capacity);
+    if (samples.length) newest = samples[samples.length - 1].t;
+    render(s);
     $("conn").textContent = "live";
   } catch (e) {
     $("conn").textContent = "disconnected";

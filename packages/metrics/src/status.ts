@@ -69,6 +69,8 @@ export interface StatusSnapshot {
   version: 1;
   /** Unix ms. */
   now: number;
+  /** Unix ms the recorder started: changes when the process restarts. */
+  startedAt: number;
   uptimeSec: number;
   intervalMs: number;
   capacity: number;
@@ -178,16 +180,20 @@ export class StatusRecorder {
     return sample;
   }
 
-  snapshot(): StatusSnapshot {
+  /** `since` (unix ms): only samples newer than it, so a poller fetches each sample once. */
+  snapshot(opts: { since?: number } = {}): StatusSnapshot {
     const now = this.now();
+    const since = opts.since;
+    const all = this.ring.toArray();
     return {
       version: 1,
       now,
+      startedAt: this.startedAt,
       uptimeSec: Math.max(0, (now - this.startedAt) / 1000),
       intervalMs: this.intervalMs,
       capacity: this.capacity,
       current: structuredClone(this.state()),
-      samples: this.ring.toArray(),
+      samples: since === undefined || !Number.isFinite(since) ? all : all.filter((x) => x.t > since),
     };
   }
 }

@@ -84,6 +84,23 @@ describe('startMetricsServer', () => {
     expect(s.current).toMatchObject({ role: 'primary', committedEpoch: 19, epochsTotal: 20, policy: 'adaptive' });
   });
 
+  it('returns only samples newer than ?since= so the page fetches each sample once', async () => {
+    const r = await startTestRole('primary', { status: { capacity: 10 } });
+    for (let i = 0; i < 4; i++) {
+      r.bus.emit('committed', { epoch: i });
+      r.metrics.status.sample();
+      await new Promise((ok) => setTimeout(ok, 3));
+    }
+    const all = (await (await r.get('/api/status')).json()) as StatusSnapshot;
+    expect(all.samples).toHaveLength(4);
+    const since = all.samples[1]!.t;
+    const newer = (await (await r.get(`/api/status?since=${since}`)).json()) as StatusSnapshot;
+    expect(newer.samples.map((x) => x.committedEpoch)).toEqual([2, 3]);
+    expect(newer.startedAt).toBe(all.startedAt);
+    const junk = (await (await r.get('/api/status?since=abc')).json()) as StatusSnapshot;
+    expect(junk.samples).toHaveLength(4);
+  });
+
   it('answers 404 on /api/status when no status source was given', async () => {
     const bus = new FtvmEvents();
     const metrics = createRoleMetrics('run', bus, { defaultMetrics: false, status: { autoStart: false } });
