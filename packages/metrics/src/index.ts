@@ -13,7 +13,7 @@ export {
 export type { RoleMetrics, RoleMetricsOptions, Readiness } from './registry.js';
 export { StatusRecorder } from './status.js';
 export type { RoleState, StatusSample, StatusSnapshot, StatusRecorderOptions } from './status.js';
-export { startMetricsServer } from './server.js';
+export { startMetricsServer, DEFAULT_METRICS_PORTS } from './server.js';
 export type { MetricsServer, MetricsServerOptions } from './server.js';
 export { STATUS_PAGE_HTML } from './status-page.js';
 export { Ring, Reservoir } from './window.js';

@@ -5,6 +5,17 @@ import { MetricsError } from './errors.js';
 import type { Readiness, RoleMetrics } from './registry.js';
 import { STATUS_PAGE_HTML } from './status-page.js';
 
+/**
+ * Conventional --metrics-port of each role (deploy/prometheus/prometheus.yml scrapes the first
+ * three). `run` has its own so an unprotected guest never shows up as a cluster role.
+ */
+export const DEFAULT_METRICS_PORTS: Readonly<Record<'proxy' | 'primary' | 'secondary' | 'run', number>> = Object.freeze({
+  proxy: 9100,
+  primary: 9101,
+  secondary: 9102,
+  run: 9103,
+});
+
 export interface MetricsServerOptions {
   /** TCP port; 0 picks a free one (tests). Conventional: proxy 9100, primary 9101, secondary 9102. */
   port: number;

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { FtvmEvents, createRoleMetrics } from '../src/index.js';
+import { DEFAULT_METRICS_PORTS, FtvmEvents, createRoleMetrics } from '../src/index.js';
 import { requireBinary } from './helpers/binaries.js';
 import { DASHBOARD_PATH, PROMETHEUS_CONFIG_PATH, REPO_ROOT, dashboardQueries, metricNamesIn } from './helpers/dashboard.js';
 import { parsePromText } from './helpers/prom-text.js';
@@ -66,7 +66,8 @@ describe('deploy/prometheus config', () => {
   it('scrapes the three roles on the documented ports', () => {
     const cfg = readFileSync(PROMETHEUS_CONFIG_PATH, 'utf8');
     const jobs = [...cfg.matchAll(/job_name: (\S+)\s+metrics_path: \/metrics\s+static_configs:\s+- targets: \['([^']+)'\]/g)].map((m) => [m[1], m[2]]);
-    expect(jobs).toEqual([['ftvm-proxy', 'localhost:9100'], ['ftvm-primary', 'localhost:9101'], ['ftvm-secondary', 'localhost:9102']]);
+    const { proxy, primary, secondary } = DEFAULT_METRICS_PORTS;
+    expect(jobs).toEqual([['ftvm-proxy', `localhost:${proxy}`], ['ftvm-primary', `localhost:${primary}`], ['ftvm-secondary', `localhost:${secondary}`]]);
   });
 
   it('passes promtool check config', async (ctx) => {
