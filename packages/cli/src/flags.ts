@@ -90,3 +90,14 @@ export function helpText(spec: CommandSpec): string {
   });
   return [`ftvm ${spec.name}: ${spec.summary}`, '', `usage: ${spec.usage}`, '', 'options:', ...rows, `${'  -h, --help'.padEnd(34)} show this help`, ''].join('\n');
 }
+
+export const wsUrl = (raw: string, name: string): string => {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--${name} must be a ws:// URL (e.g. ws://127.0.0.1:7002), got '${raw}'`);
+  }
+  if (u.protocol !== 'ws:' && u.protocol !== 'wss:') throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--${name} must be a ws:// or wss:// URL, got '${raw}'`);
+  return raw;
+};

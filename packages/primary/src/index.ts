@@ -1,1 +1,2 @@
-export {};
+export { PrimaryRuntime, type PrimaryRuntimeOptions, type PrimaryRuntimeEvents, type EpochStats } from './primary-runtime.js';
+export { PrimaryError } from './errors.js';

@@ -267,10 +267,11 @@ export class Vmm extends EventEmitter<VmmEvents> {
 
   /**
    * Ends the current epoch at the next event boundary: copies dirty pages (or every page
-   * when full) with globals and device state, clears the dirty log and resumes at once.
+   * when full) with globals and device state, clears the dirty log and resumes at once
+   * (or stays paused when `resume` is false).
    */
-  collect(full = false): Promise<Collected> {
-    return this.request<Collected>((id) => ({ t: 'collect', id, full, resume: true }));
+  collect(full = false, resume = true): Promise<Collected> {
+    return this.request<Collected>((id) => ({ t: 'collect', id, full, resume }));
   }
 
   /** Holds the vCPU at the next event boundary; events queue until resume(). */

@@ -1,5 +1,8 @@
 import type { CommandSpec } from '../flags.js';
 import { runCommand } from './run.js';
 import { inspectCommand } from './inspect.js';
+import { primaryCommand } from './primary.js';
+import { secondaryCommand } from './secondary.js';
+import { upCommand } from './up.js';
 
-export const commands: CommandSpec[] = [runCommand, inspectCommand];
+export const commands: CommandSpec[] = [upCommand, runCommand, primaryCommand, secondaryCommand, inspectCommand];

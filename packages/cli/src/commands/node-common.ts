@@ -1,0 +1,83 @@
+import { createServer, type Server } from 'node:http';
+import { loadToken } from '@ftvm/protocol';
+import { NodeHost, type NodeRole } from '@ftvm/node';
+import { prepareGuest, readGuest } from '@ftvm/vmm';
+import { hostPort, int, oneOf, type FlagTable } from '../flags.js';
+import { Logger, type Level } from '../logger.js';
+
+/** Flags every node command takes (ftvm primary, ftvm secondary). */
+export const nodeFlags: FlagTable = {
+  listen: { type: 'string', required: true, parse: hostPort, help: 'host:port this node listens on for every link (proxy, replication)' },
+  guest: { type: 'string', default: 'kv', help: 'shipped guest name or path to a .wasm module (both nodes run the same one)' },
+  'node-id': { type: 'string', help: 'name of this node in logs and handshakes (default: the listen address)' },
+  'token-file': { type: 'string', help: 'file holding the shared secret (else $FTVM_TOKEN; none: unauthenticated, with a warning)' },
+  policy: { type: 'string', default: 'adaptive', parse: oneOf('adaptive', 'periodic', 'sync-io'), help: 'epoch policy' },
+  'interval-ms': { type: 'string', parse: int(1, 60_000), help: 'epoch interval for --policy periodic (default 25), max interval for adaptive (default 100)' },
+  'on-secondary-loss': { type: 'string', default: 'continue', parse: oneOf('continue', 'block'), help: 'primary without a secondary: go on unprotected, or hold output' },
+  'detection-timeout-ms': { type: 'string', default: 1000, parse: int(10, 600_000), help: 'silence after which the peer is lost' },
+  compression: { type: 'string', default: 'on', parse: oneOf('on', 'off'), help: 'XOR-delta/LZ4 page encoding on the wire' },
+  'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'a guest event running longer is a fault' },
+  'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page' },
+  'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
+};
+
+export async function runNode(role: NodeRole, f: Record<string, unknown>, extra: { peer?: string; join?: string }): Promise<number> {
+  const log = new Logger(role, f['log-level'] as Level);
+  const listen = f.listen as { host: string; port: number };
+  const { token, source } = loadToken({ tokenFile: f['token-file'] as string | undefined });
+  if (source === 'none') log.warn('no token configured (--token-file or FTVM_TOKEN): links are not authenticated');
+  const { name, wasm } = readGuest(f.guest as string);
+  const guest = prepareGuest(name, wasm);
+  for (const w of guest.warnings) log.warn(w);
+  const policy = f.policy as string;
+  const interval = f['interval-ms'] as number | undefined;
+  const policyOptions = interval === undefined ? {} : policy === 'periodic' ? { intervalMs: interval } : policy === 'adaptive' ? { maxIntervalMs: interval } : {};
+  const node = new NodeHost({
+    nodeId: (f['node-id'] as string | undefined) ?? `${listen.host}:${listen.port}`,
+    host: listen.host,
+    port: listen.port,
+    token,
+    guest,
+    role,
+    peer: extra.peer,
+    join: extra.join,
+    policy,
+    policyOptions,
+    onSecondaryLoss: f['on-secondary-loss'] as 'continue' | 'block',
+    compression: f.compression === 'on',
+    eventTimeoutMs: f['event-timeout-ms'] as number,
+    detectionTimeoutMs: f['detection-timeout-ms'] as number,
+  });
+  node.on('log', (l, m, fields) => log.log(l, m, fields));
+  node.on('role', (r, term) => {
+    log.info(`role: ${r}`, { term });
+    process.stdout.write(`ftvm ${role}: role ${r} term ${term}\n`);
+  });
+  const port = await node.start();
+  let health: Server | null = null;
+  if (f['metrics-port'] !== undefined) health = await startHealth(f['metrics-port'] as number, listen.host, () => ({ role: node.role, term: node.term }));
+  log.info(`listening`, { listen: `${listen.host}:${port}`, guest: name, policy });
+  process.stdout.write(`ftvm ${role}: listening on ${listen.host}:${port}\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  await node.close();
+  health?.close();
+  return 0;
+}
+
+/** /healthz until the metrics package serves the full set. */
+export function startHealth(port: number, host: string, state: () => object): Promise<Server> {
+  const srv = createServer((req, res) => {
+    if (req.url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, ...state() }));
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  return new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(port, host, () => resolve(srv));
+  });
+}

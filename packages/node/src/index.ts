@@ -1,0 +1,2 @@
+export { NodeHost, type NodeOptions, type NodeEvents, type NodeRole } from './node-host.js';
+export { NodeError } from './errors.js';

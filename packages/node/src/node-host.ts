@@ -1,0 +1,240 @@
+import { EventEmitter } from 'node:events';
+import { createPolicy } from '@ftvm/core';
+import { connect, listen, type Hello, type Link, type Listener } from '@ftvm/protocol';
+import { PrimaryRuntime } from '@ftvm/primary';
+import { SecondaryRuntime, type RetainedOutput } from '@ftvm/secondary';
+import { Vmm, type GuestImage, type PreparedGuest } from '@ftvm/vmm';
+import { NodeError } from './errors.js';
+
+export type NodeRole = 'primary' | 'secondary';
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+
+export interface NodeOptions {
+  nodeId: string;
+  host: string;
+  port: number;
+  token: Uint8Array;
+  guest: PreparedGuest;
+  /** Role at start: a primary boots the guest; a secondary waits for checkpoints. */
+  role: NodeRole;
+  /** The other node's address: a primary dials it to get a secondary; a fenced primary rejoins it. */
+  peer?: string;
+  /** A secondary dials this primary to join it (full sync, then epochs). */
+  join?: string;
+  policy: string;
+  /** Policy options (intervalMs for periodic; minGapMs, maxIntervalMs, dirtyBudgetBytes for adaptive). */
+  policyOptions?: Record<string, unknown>;
+  onSecondaryLoss: 'continue' | 'block';
+  compression: boolean;
+  eventTimeoutMs: number;
+  /** Silence after which the peer is lost, ms. Default 1000. */
+  detectionTimeoutMs?: number;
+}
+
+export interface NodeEvents {
+  role: [role: NodeRole, term: number];
+  log: [level: LogLevel, msg: string, fields?: Record<string, unknown>];
+  primary: [rt: PrimaryRuntime];
+  secondary: [rt: SecondaryRuntime];
+}
+
+const MiB = 1024 * 1024;
+/** Replication frames carry device state and retained output in their header. */
+const LINK_LIMITS = { maxHeaderBytes: 32 * MiB, maxPayloadBytes: 64 * MiB };
+
+/**
+ * One replication node: a single listener serving every link it may need in any role
+ * (checkpoints while secondary, the proxy's net link while primary), switching role on
+ * promotion (secondary -> primary) and on fencing (primary -> secondary, then rejoin).
+ */
+export class NodeHost extends EventEmitter<NodeEvents> {
+  private listener: Listener | null = null;
+  role: NodeRole;
+  primary: PrimaryRuntime | null = null;
+  secondary: SecondaryRuntime | null = null;
+  private dialing = false;
+  private closed = false;
+  private dialTimer: NodeJS.Timeout | null = null;
+
+  constructor(readonly opts: NodeOptions) {
+    super();
+    this.role = opts.role;
+  }
+
+  get term(): number {
+    return this.primary?.term ?? this.secondary?.term ?? 0;
+  }
+
+  get url(): string {
+    return this.listener?.url ?? '';
+  }
+
+  async start(): Promise<number> {
+    const o = this.opts;
+    if (o.role === 'primary') {
+      const vmm = await Vmm.boot(o.guest, { eventTimeoutMs: o.eventTimeoutMs });
+      this.becomePrimary(vmm, 0, 0);
+    } else {
+      this.becomeSecondary(0);
+    }
+    this.listener = await listen({
+      host: o.host,
+      port: o.port,
+      token: o.token,
+      limits: LINK_LIMITS,
+      identity: () => ({ nodeId: o.nodeId, role: this.role, term: this.term, epoch: this.primary?.core.committedEpoch ?? this.secondary?.committedEpoch ?? 0 }),
+      accept: (hello) => this.accept(hello),
+      onLink: (link, hello) => this.onLink(link, hello),
+    });
+    return this.listener.port;
+  }
+
+  private accept(hello: Hello): void {
+    if (hello.link === 'replication' && hello.guestDigest && Buffer.from(hello.guestDigest).toString('hex') !== this.opts.guest.digest)
+      throw new NodeError('FTVM_ERR_GUEST_MISMATCH', `peer ${hello.nodeId} runs guest ${Buffer.from(hello.guestDigest).toString('hex').slice(0, 12)}, this node ${this.opts.guest.digest.slice(0, 12)}`);
+    if (hello.link !== 'replication' && hello.link !== 'net') throw new NodeError('FTVM_ERR_ROLE', `a node does not serve '${hello.link}' links`);
+  }
+
+  private onLink(link: Link, hello: Hello): void {
+    link.on('error', (e) => this.emit('log', 'warn', 'link error', { peer: hello.nodeId, code: e.code, message: e.message }));
+    if (hello.link === 'net') {
+      this.emit('log', 'info', 'proxy connected', { peer: hello.nodeId });
+      if (this.primary) this.primary.attachProxy(link);
+      else this.secondary!.attachProxy(link);
+      return;
+    }
+    if (this.primary && hello.role === 'secondary') {
+      if (this.primary.hasSecondary) {
+        link.close(4010, 'FTVM_ERR_BUSY: this primary already has a secondary');
+        return;
+      }
+      this.primary.attachSecondary(link);
+      return;
+    }
+    if (this.secondary && hello.role === 'primary') {
+      this.emit('log', 'info', 'primary connected', { peer: hello.nodeId, term: hello.term });
+      this.secondary.attachPrimary(link);
+      return;
+    }
+    link.close(4099, `FTVM_ERR_ROLE: a ${this.role} does not take a replication link from a ${hello.role}`);
+  }
+
+  private becomePrimary(vmm: Vmm, term: number, startEpoch: number, retained?: RetainedOutput): PrimaryRuntime {
+    const o = this.opts;
+    const rt = new PrimaryRuntime({
+      vmm,
+      term,
+      startEpoch,
+      policy: createPolicy(o.policy, o.policyOptions ?? {}),
+      policyName: o.policy,
+      onSecondaryLost: o.onSecondaryLoss,
+      secondaryTimeoutMs: o.detectionTimeoutMs ?? 1000,
+      compression: o.compression,
+      retained,
+    });
+    this.primary = rt;
+    this.secondary = null;
+    this.role = 'primary';
+    rt.on('log', (l, m, f) => this.emit('log', l, m, f));
+    rt.on('protection', (p, reason) =>
+      this.emit('log', p ? 'info' : 'warn', p ? 'PROTECTED: the secondary holds every committed epoch' : 'UNPROTECTED: running without a secondary', { reason }),
+    );
+    rt.on('stopped', (reason, t) => void this.demote(reason, t));
+    this.emit('role', 'primary', term);
+    this.emit('primary', rt);
+    this.dialPeer();
+    return rt;
+  }
+
+  private becomeSecondary(term: number): SecondaryRuntime {
+    const rt = new SecondaryRuntime({ term, primaryTimeoutMs: this.opts.detectionTimeoutMs ?? 1000 });
+    this.secondary = rt;
+    this.primary = null;
+    this.role = 'secondary';
+    rt.on('log', (l, m, f) => this.emit('log', l, m, f));
+    rt.on('promote', (image, _digest, t, retained) => void this.promote(rt, image, t, retained));
+    this.emit('role', 'secondary', term);
+    this.emit('secondary', rt);
+    if (this.opts.join) this.dialPeer();
+    return rt;
+  }
+
+  private async promote(rt: SecondaryRuntime, image: GuestImage, term: number, retained: RetainedOutput): Promise<void> {
+    const t0 = performance.now();
+    const proxy = rt.detachProxy();
+    const ckpt = image.toCheckpoint(this.opts.guest.digest);
+    const offsets = { epoch: image.epoch, maxConnId: ckpt.devices.maxConnId, conns: ckpt.devices.conns };
+    retained.truncate(new Map(offsets.conns.map((c) => [c.conn, c.outProduced])));
+    let vmm: Vmm;
+    try {
+      vmm = await Vmm.restore(this.opts.guest, ckpt, { eventTimeoutMs: this.opts.eventTimeoutMs });
+    } catch (e) {
+      this.emit('log', 'error', 'promotion failed: the committed image did not restore', { message: (e as Error).message });
+      proxy?.close(4099, 'promotion failed');
+      this.becomeSecondary(term);
+      return;
+    }
+    const p = this.becomePrimary(vmm, term, image.epoch, retained);
+    if (proxy) p.attachProxy(proxy, offsets);
+    this.emit('log', 'warn', `PROMOTED to primary in term ${term} from epoch ${image.epoch}`, { restoreMs: Math.round(performance.now() - t0) });
+  }
+
+  private async demote(reason: string, term: number): Promise<void> {
+    const proxy = this.primary?.detachProxy();
+    // The proxy re-dials and learns the new role from the status it gets.
+    proxy?.close(4000, 'role changed');
+    this.emit('log', 'warn', `this node is now a secondary (${reason})`, { term });
+    // The new primary dials this node (its peer) to make it its secondary again.
+    this.becomeSecondary(term);
+  }
+
+  /**
+   * Keeps one replication link: a primary dials its peer (to get a secondary), a secondary
+   * dials only the primary it was told to --join. Only one side dials, so two links never race.
+   */
+  private dialPeer(): void {
+    if (this.dialing || this.closed || (!this.opts.peer && !this.opts.join)) return;
+    this.dialing = true;
+    let backoff = 100;
+    const attempt = async (): Promise<void> => {
+      this.dialTimer = null;
+      if (this.closed) return;
+      const asPrimary = this.role === 'primary';
+      const target = asPrimary ? this.opts.peer : this.opts.join;
+      const busy = !target || (asPrimary ? this.primary?.hasSecondary : this.secondary?.hasPrimary);
+      if (!busy) {
+        try {
+          const link = await connect(target!, {
+            token: this.opts.token,
+            role: asPrimary ? 'primary' : 'secondary',
+            link: 'replication',
+            nodeId: this.opts.nodeId,
+            term: this.term,
+            guestDigest: Buffer.from(this.opts.guest.digest, 'hex'),
+            limits: LINK_LIMITS,
+            timeoutMs: 2000,
+          });
+          if (this.closed || (this.role === 'primary') !== asPrimary) link.close(4000, 'role changed');
+          else if (this.primary) this.primary.attachSecondary(link);
+          else this.secondary!.attachPrimary(link);
+          backoff = 100;
+        } catch {
+          backoff = Math.min(backoff * 2, 2000);
+        }
+      }
+      if (!this.closed) {
+        this.dialTimer = setTimeout(() => void attempt(), busy ? 500 : backoff);
+        this.dialTimer.unref();
+      }
+    };
+    void attempt();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.dialTimer) clearTimeout(this.dialTimer);
+    this.primary?.stop('node closing');
+    this.secondary?.stop();
+    await this.listener?.close();
+  }
+}

@@ -1,0 +1,428 @@
+import { EventEmitter } from 'node:events';
+import { PAGE_BYTES } from '@ftvm/guest-abi';
+import { PrimaryCore, type EpochPolicy, type PrimaryAction, type StateOffsets } from '@ftvm/core';
+import { ImageDigest, MAX_BATCH_PAGES, PageEncoder, type Link, type Message, type Opaque } from '@ftvm/protocol';
+import type { Collected, OutputItem, Vmm } from '@ftvm/vmm';
+import { RetainedOutput, type WireDevices } from '@ftvm/secondary';
+
+export interface PrimaryRuntimeOptions {
+  vmm: Vmm;
+  term: number;
+  /** Epoch of the image the guest started from (0: fresh boot). */
+  startEpoch: number;
+  policy: EpochPolicy;
+  policyName: string;
+  onSecondaryLost: 'continue' | 'block';
+  /** Silence from the secondary after which it is lost, ms. Default 1000. */
+  secondaryTimeoutMs?: number;
+  /** false: pages go RAW/ZERO only. Default true. */
+  compression?: boolean;
+  heartbeatMs?: number;
+  /** Output retained from before a promotion (the secondary's copy). */
+  retained?: RetainedOutput;
+  /** Epochs in flight (collected, not acked) at most. Default 8. */
+  maxInFlightEpochs?: number;
+}
+
+export interface EpochStats {
+  epoch: number;
+  pauseMs: number;
+  dirtyPages: number;
+  wireBytes: number;
+  rawBytes: number;
+  byCodec: Record<string, { pages: number; bytes: number }>;
+}
+
+export interface PrimaryRuntimeEvents {
+  protection: [isProtected: boolean, reason: string];
+  collected: [epoch: number, pauseMs: number, dirtyPages: number, durationMs: number];
+  sent: [stats: EpochStats];
+  acked: [epoch: number, ackLatencyMs: number];
+  committed: [epoch: number, acked: boolean];
+  /** The guest was stopped: fenced by a newer term, or faulted. */
+  stopped: [reason: string, term: number];
+  log: [level: 'error' | 'warn' | 'info' | 'debug', msg: string, fields?: Record<string, unknown>];
+}
+
+interface Staged {
+  c: Collected;
+  full: boolean;
+  collectedAt: number;
+}
+
+const now = () => performance.now();
+/** Pages per ckpt_pages frame: bounded well under the frame payload limit. */
+const PAGES_PER_FRAME = Math.min(MAX_BATCH_PAGES, 2048);
+
+/**
+ * The primary: runs the guest in epochs chosen by the policy. At each epoch end the vCPU
+ * is held only for the dirty-page copy; encoding, compression and sending happen here on
+ * the I/O thread while the guest runs the next epoch. Output goes to the proxy at once,
+ * tagged with its epoch; commit(N) follows ack(N).
+ */
+export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
+  readonly core: PrimaryCore;
+  readonly vmm: Vmm;
+  private readonly encoder: PageEncoder;
+  private digest = new ImageDigest();
+  readonly retained: RetainedOutput;
+  private confirmed = 0;
+  private staged = new Map<number, Staged>();
+  private secondary: Link | null = null;
+  private proxy: Link | null = null;
+  /** Input bytes received from the proxy per connection (a node drops bytes it already holds). */
+  private inRecv = new Map<number, number>();
+  private outEnd = new Map<number, number>();
+  private closedConns = new Set<number>();
+  private maxConn = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private beat: NodeJS.Timeout;
+  private driving = false;
+  private kicked = false;
+  private stopped = false;
+  private sentAt = new Map<number, number>();
+  private lastEpochEnd = now();
+
+  constructor(readonly opts: PrimaryRuntimeOptions) {
+    super();
+    this.vmm = opts.vmm;
+    this.encoder = new PageEncoder({ compression: opts.compression ?? true });
+    this.retained = opts.retained ?? new RetainedOutput();
+    this.core = new PrimaryCore({
+      term: opts.term,
+      startEpoch: opts.startEpoch,
+      nowMs: now(),
+      policy: opts.policy,
+      onSecondaryLost: opts.onSecondaryLost,
+      secondaryTimeoutMs: opts.secondaryTimeoutMs ?? 1000,
+      maxInFlightEpochs: opts.maxInFlightEpochs ?? 8,
+    });
+    this.vmm.on('output', this.onOutput);
+    this.vmm.on('fault', this.onFault);
+    this.beat = setInterval(() => this.heartbeat(), opts.heartbeatMs ?? 100);
+    this.beat.unref();
+    this.kick();
+  }
+
+  get term(): number {
+    return this.core.term;
+  }
+
+  private onOutput = (it: OutputItem): void => {
+    this.retained.add([{ conn: it.conn, epoch: it.epoch, offset: it.offset, data: it.data }]);
+    this.outEnd.set(it.conn, it.offset + it.data.length);
+    this.proxy?.send({ t: 'output', term: this.core.term, conn: it.conn, epoch: it.epoch, offset: it.offset }, it.data);
+    this.core.outputProduced({ epoch: it.epoch, nowMs: now() });
+    this.kick();
+  };
+
+  private onFault = (err: { code: string; message: string }): void => {
+    // A guest fault on a replicated primary: the secondary holds the last committed state,
+    // so the safest recovery is a failover: stop serving and let the proxy promote it.
+    this.emit('log', 'error', 'guest fault on the primary: stopping so the secondary takes over', { code: err.code, message: err.message });
+    this.stop(`guest fault ${err.code}`);
+    this.emit('stopped', `guest fault ${err.code}`, this.core.term);
+  };
+
+  attachSecondary(link: Link): void {
+    if (this.secondary && this.secondary !== link) this.secondary.close(4000, 'replaced');
+    this.secondary = link;
+    link.on('message', (m) => this.onSecondary(link, m));
+    link.on('close', () => {
+      if (this.secondary !== link) return;
+      this.secondary = null;
+      this.core.secondaryDisconnected(now());
+      this.kick();
+    });
+    this.emit('log', 'info', 'secondary connected: full sync starts');
+    this.core.secondaryConnected(now());
+    this.kick();
+  }
+
+  get hasSecondary(): boolean {
+    return this.secondary !== null;
+  }
+
+  attachProxy(link: Link, promoted?: StateOffsets): void {
+    if (this.proxy && this.proxy !== link) this.proxy.close(4000, 'replaced by a new proxy link');
+    this.proxy = link;
+    link.on('message', (m, payload) => this.onProxy(link, m, payload));
+    link.on('close', () => {
+      if (this.proxy === link) this.proxy = null;
+    });
+    if (promoted) {
+      for (const c of promoted.conns) {
+        this.inRecv.set(c.conn, c.inConsumed);
+        this.outEnd.set(c.conn, c.outProduced);
+      }
+      this.maxConn = promoted.maxConnId;
+      link.send({ t: 'offsets', term: this.core.term, epoch: promoted.epoch, maxConnId: promoted.maxConnId, conns: promoted.conns });
+    } else {
+      link.send({
+        t: 'status',
+        role: 'primary',
+        term: this.core.term,
+        epoch: this.core.committedEpoch,
+        state: this.core.state,
+        detail: { live: this.liveOffsets() as unknown as Opaque },
+      });
+    }
+  }
+
+  private liveOffsets(): StateOffsets {
+    const conns = [...new Set([...this.inRecv.keys(), ...this.outEnd.keys()])].map((conn) => ({
+      conn,
+      inConsumed: this.inRecv.get(conn) ?? 0,
+      outProduced: this.outEnd.get(conn) ?? 0,
+      closed: this.closedConns.has(conn),
+    }));
+    return { epoch: this.core.committedEpoch, maxConnId: this.maxConn, conns };
+  }
+
+  private heartbeat(): void {
+    if (this.stopped) return;
+    const hb: Message = { t: 'heartbeat', term: this.core.term, epoch: this.core.committedEpoch, sentAtMs: Date.now() };
+    this.proxy?.send(hb);
+    this.secondary?.send(hb);
+  }
+
+  private onProxy(link: Link, m: Message, payload: Uint8Array): void {
+    if (link !== this.proxy || this.stopped) return;
+    switch (m.t) {
+      case 'open':
+        if (m.conn > this.maxConn) this.maxConn = m.conn;
+        if (!this.inRecv.has(m.conn)) this.inRecv.set(m.conn, 0);
+        this.vmm.open(m.conn);
+        return;
+      case 'input': {
+        const have = this.inRecv.get(m.conn) ?? 0;
+        const end = m.offset + payload.length;
+        if (end <= have) return;
+        if (m.offset > have) {
+          this.emit('log', 'error', 'input gap from the proxy: closing the link', { code: 'FTVM_ERR_INPUT_GAP', conn: m.conn, have, offset: m.offset });
+          link.close(4099, 'FTVM_ERR_INPUT_GAP');
+          return;
+        }
+        this.inRecv.set(m.conn, end);
+        this.vmm.input(m.conn, m.offset < have ? payload.subarray(have - m.offset) : payload);
+        return;
+      }
+      case 'close':
+        this.closedConns.add(m.conn);
+        this.vmm.close(m.conn);
+        return;
+      case 'confirm':
+        this.confirmed = Math.max(this.confirmed, m.epoch);
+        this.retained.confirm(m.epoch);
+        return;
+      case 'resend':
+        for (const { conn, offset } of m.conns) {
+          for (const c of this.retained.from(conn, offset)) link.send({ t: 'output', term: this.core.term, conn, epoch: c.epoch, offset: c.offset }, c.data);
+        }
+        return;
+      case 'fence':
+        if (m.term > this.core.term) this.fence(m.term);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onSecondary(link: Link, m: Message): void {
+    if (link !== this.secondary || this.stopped) return;
+    const t = now();
+    switch (m.t) {
+      case 'ack': {
+        const sent = this.sentAt.get(m.epoch);
+        if (sent !== undefined) this.emit('acked', m.epoch, t - sent);
+        for (const e of this.sentAt.keys()) if (e <= m.epoch) this.sentAt.delete(e);
+        this.core.ack({ term: m.term, epoch: m.epoch, nowMs: t });
+        break;
+      }
+      case 'nack':
+        this.emit('log', 'warn', 'secondary refused a checkpoint', { epoch: m.epoch, code: m.code, message: m.message });
+        this.core.nack({ term: m.term, epoch: m.epoch, code: m.code, nowMs: t });
+        break;
+      case 'heartbeat':
+        this.core.secondaryHeard(t);
+        break;
+      case 'fence':
+        if (m.term > this.core.term) this.fence(m.term);
+        return;
+      default:
+        return;
+    }
+    this.kick();
+  }
+
+  private fence(term: number): void {
+    this.emit('log', 'warn', `fenced by term ${term}: this primary stops its guest`, { code: 'FTVM_ERR_FENCED', term: this.core.term });
+    this.core.fenced(term, now());
+    this.kick();
+  }
+
+  /** Schedules one drive per microtask: many outputs of one turn cost one pass. */
+  private kick(): void {
+    if (this.kicked || this.stopped) return;
+    this.kicked = true;
+    queueMicrotask(() => {
+      this.kicked = false;
+      this.drive();
+    });
+  }
+
+  private drive(): void {
+    if (this.driving || this.stopped) return;
+    this.driving = true;
+    try {
+      for (let actions = this.core.takeActions(); actions.length; actions = this.core.takeActions()) {
+        for (const a of actions) this.perform(a);
+        if (this.stopped) return;
+      }
+    } finally {
+      this.driving = false;
+    }
+    if (this.timer) clearTimeout(this.timer);
+    const d = this.core.nextDeadline();
+    if (d !== undefined) {
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        this.core.tick(now());
+        this.drive();
+      }, Math.max(0, d - now()));
+    }
+  }
+
+  private perform(a: PrimaryAction): void {
+    switch (a.type) {
+      case 'collect':
+        this.collect(a.epoch, a.full);
+        return;
+      case 'pauseVcpu':
+        void this.vmm.pause().catch(() => undefined);
+        return;
+      case 'resumeVcpu':
+        this.vmm.resume();
+        return;
+      case 'startFullSync':
+        this.encoder.forget();
+        return;
+      case 'sendCheckpoint':
+        this.sendCheckpoint(a.term, a.epoch, a.full);
+        return;
+      case 'cancelCheckpoints':
+        for (const [e, st] of this.staged) {
+          if (!this.sentAt.has(e)) {
+            this.encoder.forgetPages(st.c.pages);
+            this.staged.delete(e);
+          }
+        }
+        return;
+      case 'disconnectSecondary':
+        this.emit('log', 'warn', 'secondary silent: closing the replication link', { reason: a.reason });
+        this.secondary?.close(4000, a.reason.slice(0, 100));
+        return;
+      case 'commit':
+        for (const e of this.staged.keys()) if (e <= a.epoch) this.staged.delete(e);
+        this.proxy?.send({ t: 'commit', term: a.term, epoch: a.epoch, acked: a.acked, maxConnId: a.offsets.maxConnId, conns: a.offsets.conns });
+        this.emit('committed', a.epoch, a.acked);
+        return;
+      case 'protectionChanged':
+        this.emit('protection', a.protected, a.reason);
+        return;
+      case 'stop':
+        this.stop(a.reason);
+        this.emit('stopped', a.reason, this.core.term);
+        return;
+    }
+  }
+
+  private collect(epoch: number, full: boolean): void {
+    const held = this.core.vcpuHeld;
+    this.vmm.collect(full, !held).then(
+      (c) => {
+        if (this.stopped) return;
+        if (c.epoch !== epoch) this.emit('log', 'error', 'epoch numbering diverged between core and vCPU', { core: epoch, vcpu: c.epoch });
+        const t = now();
+        this.staged.set(c.epoch, { c, full, collectedAt: t });
+        this.emit('collected', c.epoch, c.pauseMs, c.pages.length, t - this.lastEpochEnd);
+        this.lastEpochEnd = t;
+        this.core.epochCollected({
+          epoch: c.epoch,
+          nowMs: t,
+          bytes: c.data.length,
+          offsets: { epoch: c.epoch, maxConnId: c.devices.maxConnId, conns: c.devices.conns },
+        });
+        this.kick();
+      },
+      (e: Error) => {
+        if (!this.stopped) this.emit('log', 'error', 'collect failed', { message: e.message });
+      },
+    );
+  }
+
+  private sendCheckpoint(term: number, epoch: number, full: boolean): void {
+    const st = this.staged.get(epoch);
+    const link = this.secondary;
+    if (!st || !link) return;
+    const { c } = st;
+    if (full) {
+      this.encoder.forget();
+      this.digest = new ImageDigest();
+    }
+    this.digest.grow(c.memBytes / PAGE_BYTES);
+    for (let i = 0; i < c.pages.length; i++) this.digest.update(c.pages[i]!, c.data, i * PAGE_BYTES);
+    const devices: WireDevices = { ...c.devices, output: this.retained.ofEpoch(epoch), confirmed: this.confirmed };
+    link.send({
+      t: 'ckpt_begin',
+      term,
+      epoch,
+      memBytes: c.memBytes,
+      pageCount: c.pages.length,
+      globals: c.globals,
+      devices: devices as unknown as Opaque,
+      full,
+    });
+    let wire = 0;
+    const byCodec: Record<string, { pages: number; bytes: number }> = {};
+    for (let seq = 0, i = 0; i < c.pages.length; seq++, i += PAGES_PER_FRAME) {
+      const n = Math.min(PAGES_PER_FRAME, c.pages.length - i);
+      const batch = this.encoder.encodeBatch(c.pages.subarray(i, i + n), c.data.subarray(i * PAGE_BYTES, (i + n) * PAGE_BYTES));
+      wire += batch.wireBytes;
+      for (const [k, v] of Object.entries(batch.byCodec)) {
+        const agg = (byCodec[k] ??= { pages: 0, bytes: 0 });
+        agg.pages += v.pages;
+        agg.bytes += v.bytes;
+      }
+      link.send({ t: 'ckpt_pages', term, epoch, seq, count: n }, batch.payload);
+    }
+    const raw = c.pages.length * PAGE_BYTES;
+    link.send({ t: 'ckpt_end', term, epoch, pageCount: c.pages.length, digest: this.digest.value(), wireBytes: wire, rawBytes: raw });
+    const t = now();
+    this.sentAt.set(epoch, t);
+    // Pages are encoded: the staged copy is no longer needed (a nack triggers a full sync).
+    st.c.data = new Uint8Array(0);
+    this.emit('sent', { epoch, pauseMs: c.pauseMs, dirtyPages: c.pages.length, wireBytes: wire, rawBytes: raw, byCodec });
+    this.core.checkpointSent({ epoch, nowMs: t });
+  }
+
+  stop(reason: string): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.beat);
+    if (this.timer) clearTimeout(this.timer);
+    this.vmm.off('output', this.onOutput);
+    this.vmm.off('fault', this.onFault);
+    this.emit('log', 'warn', 'primary stopped', { reason });
+    void this.vmm.stop().catch(() => undefined);
+    this.secondary?.close(4000, 'primary stopped');
+  }
+
+  detachProxy(): Link | null {
+    const l = this.proxy;
+    this.proxy = null;
+    l?.removeAllListeners('message');
+    l?.removeAllListeners('close');
+    return l;
+  }
+}

@@ -1,0 +1,66 @@
+/** Output the guest produced, kept until the proxy confirms it received it. */
+export interface RetainedChunk {
+  conn: number;
+  epoch: number;
+  /** Output byte offset of data[0] on the connection. */
+  offset: number;
+  data: Uint8Array;
+}
+
+/**
+ * Output retained per connection, in offset order, until `confirm(epoch)`: the proxy has
+ * all output of epochs <= epoch. It travels in every checkpoint, so a promoted node can
+ * resend committed output the proxy never received (the old primary died with it in
+ * flight). Bounded by what the proxy has not confirmed.
+ */
+export class RetainedOutput {
+  private chunks: RetainedChunk[] = [];
+  bytes = 0;
+
+  add(chunks: RetainedChunk[]): void {
+    for (const c of chunks) {
+      this.chunks.push(c);
+      this.bytes += c.data.length;
+    }
+  }
+
+  confirm(epoch: number): void {
+    if (!this.chunks.length || this.chunks[0]!.epoch > epoch) return;
+    const keep = this.chunks.filter((c) => c.epoch > epoch);
+    this.bytes = keep.reduce((n, c) => n + c.data.length, 0);
+    this.chunks = keep;
+  }
+
+  /** Chunks of `epoch` (to ship in its checkpoint). */
+  ofEpoch(epoch: number): RetainedChunk[] {
+    return this.chunks.filter((c) => c.epoch === epoch);
+  }
+
+  /** Retained output of `conn` from `offset` on, as chunks (the first one trimmed). */
+  from(conn: number, offset: number): RetainedChunk[] {
+    const out: RetainedChunk[] = [];
+    for (const c of this.chunks) {
+      if (c.conn !== conn || c.offset + c.data.length <= offset) continue;
+      const skip = Math.max(0, offset - c.offset);
+      out.push(skip ? { ...c, offset: c.offset + skip, data: c.data.subarray(skip) } : c);
+    }
+    return out;
+  }
+
+  /** Drops retained output past the committed offsets (it was never committed). */
+  truncate(outProduced: Map<number, number>): void {
+    this.chunks = this.chunks
+      .map((c) => {
+        const end = outProduced.get(c.conn) ?? 0;
+        if (c.offset >= end) return null;
+        return c.offset + c.data.length > end ? { ...c, data: c.data.subarray(0, end - c.offset) } : c;
+      })
+      .filter((c): c is RetainedChunk => c !== null);
+    this.bytes = this.chunks.reduce((n, c) => n + c.data.length, 0);
+  }
+
+  clear(): void {
+    this.chunks = [];
+    this.bytes = 0;
+  }
+}

@@ -1,0 +1,304 @@
+import { EventEmitter } from 'node:events';
+import { PAGE_BYTES } from '@ftvm/guest-abi';
+import { SecondaryCore, type SecondaryAction } from '@ftvm/core';
+import { ImageDigest, PageDecoder, digestEquals, type Link, type Message, type MessageOf } from '@ftvm/protocol';
+import { GuestImage, type DeviceState, type GlobalValue } from '@ftvm/vmm';
+import { RetainedOutput, type RetainedChunk } from './retained.js';
+
+export interface SecondaryRuntimeOptions {
+  term: number;
+  /** Silence from the primary after which promotion is requested, ms. Default 1000. */
+  primaryTimeoutMs?: number;
+  /** Heartbeat period towards the proxy and the primary, ms. Default 100. */
+  heartbeatMs?: number;
+}
+
+export interface SecondaryRuntimeEvents {
+  /** The proxy promoted this node: start the guest from `image` as primary in `term`. */
+  promote: [image: GuestImage, digest: ImageDigest, term: number, retained: RetainedOutput];
+  applied: [epoch: number, pages: number, wireBytes: number, rawBytes: number];
+  log: [level: 'error' | 'warn' | 'info' | 'debug', msg: string, fields?: Record<string, unknown>];
+}
+
+interface Staging {
+  epoch: number;
+  full: boolean;
+  begin: MessageOf<'ckpt_begin'>;
+  pages: number[];
+  data: Uint8Array[];
+  /** Candidate digest: the committed digest with the staged pages applied. */
+  digest: ImageDigest;
+  failed: string | null;
+}
+
+/** Device state as the primary puts it in ckpt_begin: the VMM's plus output to retain. */
+export interface WireDevices extends DeviceState {
+  /** Output the guest produced during this epoch (kept until the proxy confirms it). */
+  output: RetainedChunk[];
+  /** Every output of epochs <= confirmed has reached the proxy. */
+  confirmed: number;
+}
+
+const now = () => performance.now();
+
+/**
+ * The secondary: stages each checkpoint, verifies its digest, applies it atomically
+ * (a partial checkpoint is never applied) and acks. It keeps the committed image in
+ * memory, so a promotion restores without reading anything.
+ */
+export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
+  readonly core: SecondaryCore;
+  readonly image = new GuestImage();
+  private digest = new ImageDigest();
+  private decoder = new PageDecoder();
+  readonly retained = new RetainedOutput();
+  private staging: Staging | null = null;
+  private primary: Link | null = null;
+  private proxy: Link | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private beat: NodeJS.Timeout;
+  private stopped = false;
+
+  constructor(readonly opts: SecondaryRuntimeOptions) {
+    super();
+    this.core = new SecondaryCore({ nowMs: now(), term: opts.term, primaryTimeoutMs: opts.primaryTimeoutMs ?? 1000 });
+    this.beat = setInterval(() => this.heartbeat(), opts.heartbeatMs ?? 100);
+    this.beat.unref();
+  }
+
+  get term(): number {
+    return this.core.term;
+  }
+  get committedEpoch(): number {
+    return this.core.committedEpoch;
+  }
+  get hasPrimary(): boolean {
+    return this.primary !== null;
+  }
+
+  /** A primary's replication link (it dialed us, or we joined it). Replaces any previous one. */
+  attachPrimary(link: Link): void {
+    if (this.primary && this.primary !== link) this.primary.close(4000, 'replaced by a new replication link');
+    this.primary = link;
+    link.on('message', (m, payload) => this.onPrimary(link, m, payload));
+    link.on('close', () => {
+      if (this.primary !== link) return;
+      this.primary = null;
+      this.core.primaryDisconnected(now());
+      this.drive();
+    });
+    this.core.primaryConnected(now());
+    this.drive();
+  }
+
+  /** The proxy's net link. */
+  attachProxy(link: Link): void {
+    if (this.proxy && this.proxy !== link) this.proxy.close(4000, 'replaced by a new proxy link');
+    this.proxy = link;
+    link.on('message', (m) => this.onProxy(m));
+    link.on('close', () => {
+      if (this.proxy === link) this.proxy = null;
+    });
+    this.sendStatus();
+  }
+
+  sendStatus(): void {
+    this.proxy?.send({ t: 'status', role: 'secondary', term: this.core.term, epoch: this.core.committedEpoch, state: this.core.state });
+  }
+
+  private heartbeat(): void {
+    if (this.stopped) return;
+    const hb: Message = { t: 'heartbeat', term: this.core.term, epoch: this.core.committedEpoch, sentAtMs: Date.now() };
+    this.proxy?.send(hb);
+    this.primary?.send(hb);
+  }
+
+  private onProxy(m: Message): void {
+    const t = now();
+    switch (m.t) {
+      case 'promote':
+        this.core.promote({ term: m.term, nowMs: t });
+        break;
+      case 'fence':
+        this.core.fence({ term: m.term });
+        break;
+      default:
+        return;
+    }
+    this.drive();
+  }
+
+  private onPrimary(link: Link, m: Message, payload: Uint8Array): void {
+    if (link !== this.primary) return;
+    const t = now();
+    switch (m.t) {
+      case 'heartbeat':
+        this.core.heartbeat({ term: m.term, nowMs: t });
+        break;
+      case 'ckpt_begin':
+        this.core.begin({ term: m.term, epoch: m.epoch, full: m.full, nowMs: t });
+        // The core's stageBegin action (drained below) creates the staging with this header.
+        this.pendingBegin = m;
+        break;
+      case 'ckpt_pages':
+        this.pendingPayload = payload;
+        this.pendingCount = m.count;
+        this.core.pages({ term: m.term, epoch: m.epoch, seq: m.seq, pageCount: m.count, bytes: payload.length, nowMs: t });
+        break;
+      case 'ckpt_end': {
+        const st = this.staging;
+        const ok =
+          st !== null && st.epoch === m.epoch && st.failed === null && st.pages.length === m.pageCount && digestEquals(st.digest.value(), m.digest);
+        if (st && st.epoch === m.epoch && !ok) {
+          this.emit('log', 'error', 'checkpoint not applied', {
+            epoch: m.epoch,
+            code: st.failed ? 'FTVM_ERR_CHECKPOINT_CORRUPT' : 'FTVM_ERR_DIGEST_MISMATCH',
+            reason: st.failed ?? `pages ${st.pages.length}/${m.pageCount}, digest differs`,
+          });
+        }
+        this.pendingEnd = m;
+        this.core.end({ term: m.term, epoch: m.epoch, pageCount: m.pageCount, digestOk: ok, nowMs: t });
+        break;
+      }
+      default:
+        return;
+    }
+    this.drive();
+  }
+
+  private pendingBegin: MessageOf<'ckpt_begin'> | null = null;
+  private pendingPayload: Uint8Array | null = null;
+  private pendingCount = 0;
+  private pendingEnd: MessageOf<'ckpt_end'> | null = null;
+
+  private stage(payload: Uint8Array, count: number): void {
+    const st = this.staging;
+    if (!st || st.failed) return;
+    const committed = this.image.memory();
+    try {
+      this.decoder.decodeInto(
+        payload,
+        {
+          base: (p) => {
+            // The base of an XOR delta is the page as last sent: staged earlier in this epoch, else committed.
+            if (st.full) return undefined;
+            const off = p * PAGE_BYTES;
+            return off + PAGE_BYTES <= committed.length ? committed.subarray(off, off + PAGE_BYTES) : undefined;
+          },
+          put: (p, page) => {
+            const copy = page.slice();
+            st.pages.push(p);
+            st.data.push(copy);
+            st.digest.update(p, copy);
+          },
+        },
+        count,
+      );
+    } catch (e) {
+      st.failed = (e as Error).message;
+    }
+  }
+
+  private perform(a: SecondaryAction): void {
+    switch (a.type) {
+      case 'stageBegin': {
+        const b = this.pendingBegin!;
+        const digest = a.full ? new ImageDigest() : this.digest.clone();
+        digest.grow(b.memBytes / PAGE_BYTES);
+        this.staging = { epoch: a.epoch, full: a.full, begin: b, pages: [], data: [], digest, failed: null };
+        return;
+      }
+      case 'stagePages':
+        if (this.pendingPayload) this.stage(this.pendingPayload, this.pendingCount);
+        this.pendingPayload = null;
+        return;
+      case 'stageDiscard':
+        if (this.staging) this.emit('log', 'warn', 'staged checkpoint discarded', { epoch: this.staging.epoch, reason: a.reason });
+        this.staging = null;
+        return;
+      case 'apply': {
+        const st = this.staging!;
+        const b = st.begin;
+        const devices = b.devices as unknown as WireDevices;
+        const data = new Uint8Array(st.pages.length * PAGE_BYTES);
+        st.data.forEach((d, i) => data.set(d, i * PAGE_BYTES));
+        const target = st.full ? new GuestImage() : this.image;
+        target.apply({
+          epoch: st.epoch,
+          memBytes: b.memBytes,
+          pages: Uint32Array.from(st.pages),
+          data,
+          globals: b.globals as GlobalValue[],
+          devices: { conns: devices.conns, maxConnId: devices.maxConnId, timerDeadlineNs: devices.timerDeadlineNs, clock: devices.clock },
+        });
+        if (st.full) {
+          (this as { image: GuestImage }).image = target;
+          this.retained.clear();
+        }
+        this.retained.add(devices.output ?? []);
+        this.retained.confirm(devices.confirmed ?? 0);
+        this.digest = st.digest;
+        this.staging = null;
+        const end = this.pendingEnd;
+        this.emit('applied', st.epoch, st.pages.length, end?.wireBytes ?? 0, end?.rawBytes ?? 0);
+        return;
+      }
+      case 'ack':
+        this.primary?.send({ t: 'ack', term: a.term, epoch: a.epoch, digest: this.digest.value() });
+        return;
+      case 'nack':
+        this.primary?.send({ t: 'nack', term: a.term, epoch: a.epoch, code: a.code, message: a.reason.slice(0, 1000) });
+        return;
+      case 'reject':
+        this.primary?.send({ t: 'fence', term: a.term });
+        return;
+      case 'promoteRequest':
+        this.emit('log', 'warn', 'primary lost: asking the proxy to promote this node', { reason: a.reason, committedEpoch: a.committedEpoch });
+        this.proxy?.send({ t: 'promote', term: a.term, fromEpoch: a.committedEpoch, reason: a.reason.slice(0, 200) });
+        return;
+      case 'reportCommitted':
+        this.proxy?.send({ t: 'heartbeat', term: a.term, epoch: a.epoch, sentAtMs: Date.now() });
+        return;
+      case 'refusePromote':
+        this.proxy?.send({ t: 'promote_deny', term: a.term, reason: a.reason.slice(0, 200) });
+        return;
+      case 'restore':
+        this.stop();
+        this.primary?.close(4000, 'promoted');
+        this.emit('promote', this.image, this.digest, a.term, this.retained);
+        return;
+    }
+  }
+
+  private drive(): void {
+    if (this.stopped) return;
+    for (let actions = this.core.takeActions(); actions.length; actions = this.core.takeActions()) {
+      for (const a of actions) this.perform(a);
+    }
+    if (this.timer) clearTimeout(this.timer);
+    const d = this.core.nextDeadline();
+    if (d !== undefined && !this.stopped) {
+      this.timer = setTimeout(() => {
+        this.core.tick(now());
+        this.drive();
+      }, Math.max(0, d - now()));
+      this.timer.unref();
+    }
+  }
+
+  /** Stops timers; links are left to the caller. */
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.beat);
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  /** Hands the proxy link over (after a promotion). */
+  detachProxy(): Link | null {
+    const l = this.proxy;
+    this.proxy = null;
+    l?.removeAllListeners('message');
+    l?.removeAllListeners('close');
+    return l;
+  }
+}
