@@ -1,1 +1,12 @@
-export {};
+export { ProxyRuntime } from './proxy-runtime.js';
+export type { ProxyStats, ProxyNodeStatus } from './proxy-runtime.js';
+export { resolveOptions, defaultNodeId } from './options.js';
+export type { ProxyRuntimeOptions, ProxyLog } from './options.js';
+export { translateNodeMessage, messageForAction, parseStateOffsets } from './translate.js';
+export type { NodeEvent } from './translate.js';
+export { NodeLink } from './node-link.js';
+export type { NodeLinkOptions, NodeLinkEvents } from './node-link.js';
+export { startProxyMetrics } from './metrics-server.js';
+export type { ProxyMetricsServer } from './metrics-server.js';
+export { ProxyError, PROXY_ERR } from './errors.js';
+export type { ProxyErrorCode } from './errors.js';

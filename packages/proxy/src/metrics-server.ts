@@ -1,0 +1,29 @@
+import { createRoleMetrics, startMetricsServer, type FtvmEvents } from '@ftvm/metrics';
+
+export interface ProxyMetricsServer {
+  readonly port: number;
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * /metrics, /healthz, /readyz and the status page for the proxy, fed by its event bus.
+ * Must start before the runtime emits its first event so level metrics start right.
+ */
+export async function startProxyMetrics(events: FtvmEvents, port: number, host: string): Promise<ProxyMetricsServer> {
+  const metrics = createRoleMetrics('proxy', events);
+  try {
+    const server = await startMetricsServer({ port, host, metrics });
+    return {
+      port: server.port,
+      url: server.url,
+      close: async () => {
+        await server.close();
+        metrics.close();
+      },
+    };
+  } catch (e) {
+    metrics.close();
+    throw e;
+  }
+}
