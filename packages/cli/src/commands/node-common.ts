@@ -1,6 +1,6 @@
-import { createServer, type Server } from 'node:http';
 import { loadToken } from '@ftvm/protocol';
-import { NodeHost, type NodeRole } from '@ftvm/node';
+import { NodeHost, bridgeNodeMetrics, type NodeRole } from '@ftvm/node';
+import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, type PolicyName } from '@ftvm/metrics';
 import { prepareGuest, readGuest } from '@ftvm/vmm';
 import { hostPort, int, oneOf, type FlagTable } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
@@ -49,13 +49,20 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
     detectionTimeoutMs: f['detection-timeout-ms'] as number,
   });
   node.on('log', (l, m, fields) => log.log(l, m, fields));
+  let metrics: MetricsServer | null = null;
+  if (f['metrics-port'] !== undefined) {
+    const bus = new FtvmEvents({ name: role });
+    // Registered before start so the first role and protection events are counted.
+    const roleMetrics = createRoleMetrics(role, bus);
+    bridgeNodeMetrics(node, bus, policy as PolicyName);
+    metrics = await startMetricsServer({ port: f['metrics-port'] as number, host: listen.host, metrics: roleMetrics });
+    log.info('metrics', { url: `${metrics.url}/metrics`, status: `${metrics.url}/` });
+  }
   node.on('role', (r, term) => {
     log.info(`role: ${r}`, { term });
     process.stdout.write(`ftvm ${role}: role ${r} term ${term}\n`);
   });
   const port = await node.start();
-  let health: Server | null = null;
-  if (f['metrics-port'] !== undefined) health = await startHealth(f['metrics-port'] as number, listen.host, () => ({ role: node.role, term: node.term }));
   log.info(`listening`, { listen: `${listen.host}:${port}`, guest: name, policy });
   process.stdout.write(`ftvm ${role}: listening on ${listen.host}:${port}\n`);
   await new Promise<void>((resolve) => {
@@ -63,21 +70,7 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
     process.once('SIGTERM', () => resolve());
   });
   await node.close();
-  health?.close();
+  await metrics?.close();
   return 0;
 }
 
-/** /healthz until the metrics package serves the full set. */
-export function startHealth(port: number, host: string, state: () => object): Promise<Server> {
-  const srv = createServer((req, res) => {
-    if (req.url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, ...state() }));
-      return;
-    }
-    res.writeHead(404).end();
-  });
-  return new Promise((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(port, host, () => resolve(srv));
-  });
-}
