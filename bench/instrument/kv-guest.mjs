@@ -25,6 +25,10 @@ if (!args.includes('--child')) {
     all.push(JSON.parse(execFileSync(process.execPath, [self, '--child', '--runs', String(RUNS), '--ops', String(OPS)], { encoding: 'utf8' })));
   }
   const rows = all[0].rows.map((r, i) => ({ ...r, ms: Object.fromEntries(Object.keys(r.ms).map((v) => [v, Math.min(...all.map((a) => a.rows[i].ms[v]))])) }));
+  if (args.includes('--json')) {
+    console.log(JSON.stringify({ runs: RUNS, procs: PROCS, ops: OPS, rows, stats: all[0].stats }));
+    process.exit(0);
+  }
   const vs = Object.keys(rows[0].ms).filter((v) => v !== 'plain');
   console.log(`| kv workload | plain ms | ${vs.map((v) => `${v} ms (x)`).join(' | ')} |`);
   console.log(`|---|---:|${vs.map(() => '---:').join('|')}|`);

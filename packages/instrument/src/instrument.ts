@@ -9,7 +9,7 @@ import { FEATURES, rewriteModule, UnsupportedModule, type RewriteStats } from '.
 import { addGlobalExports, readWasm, type WasmSummary } from './wasm-reader.js';
 
 /** Bumped whenever the rewrite's output changes; part of the cache key. */
-export const INSTRUMENTER_VERSION = 1;
+export const INSTRUMENTER_VERSION = 2;
 
 /** Name of the custom section that marks a module as already instrumented (content: version). */
 export const INSTRUMENTED_SECTION = 'ftvm.instrumented';
@@ -117,7 +117,7 @@ function shadowReason(s: WasmSummary): string | undefined {
   return undefined;
 }
 
-function bytemapRewrite(wasm: Uint8Array, o: Required<InstrumentOptions>): { wasm: Uint8Array; stats: RewriteStats } {
+function bytemapRewrite(wasm: Uint8Array, o: Required<InstrumentOptions>, keepNames: boolean): { wasm: Uint8Array; stats: RewriteStats } {
   let m: binaryen.Module;
   try {
     m = binaryen.readBinary(wasm);
@@ -133,7 +133,14 @@ function bytemapRewrite(wasm: Uint8Array, o: Required<InstrumentOptions>): { was
       // Function-local passes only: global-level passes could renumber or drop globals.
       m.runPasses(['simplify-locals', 'vacuum', 'reorder-locals', 'coalesce-locals']);
     }
-    return { wasm: m.emitBinary(), stats };
+    // Keep the guest's function names (name section) for readable trap stack traces.
+    const hadNames = binaryen.getDebugInfo();
+    binaryen.setDebugInfo(keepNames);
+    try {
+      return { wasm: m.emitBinary(), stats };
+    } finally {
+      binaryen.setDebugInfo(hadNames);
+    }
   } finally {
     m.dispose();
   }
@@ -165,7 +172,7 @@ export function instrument(wasm: Uint8Array, opts: InstrumentOptions = {}): Inst
       warnings.push(`dirty logging falls back to shadow compare (O(memory) per epoch): ${reason}`);
     } else {
       try {
-        const r = bytemapRewrite(wasm, o);
+        const r = bytemapRewrite(wasm, o, input.customSections.includes('name'));
         out = r.wasm;
         rewrite = r.stats;
       } catch (e) {

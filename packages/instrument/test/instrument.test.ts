@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'vitest';
+import binaryen from 'binaryen';
 import { ABI_VERSION, GLOBAL_EXPORT_PREFIX, PAGE_BYTES, RESERVED_BYTES } from '@ftvm/guest-abi';
 import { BytemapDirtyLog, checkAbi, instrument, INSTRUMENTED_SECTION, type InstrumentResult } from '../src/index.js';
 import { ABI_BOILERPLATE, guest, wat } from './fixtures.js';
@@ -205,6 +206,21 @@ describe('instrument', () => {
     const ex = instance.exports as { st: (p: number, q: number) => void; memory: WebAssembly.Memory };
     ex.st(RESERVED_BYTES, RESERVED_BYTES + 10 * PAGE_BYTES + 4000);
     expect([...new BytemapDirtyLog().collect(new Uint8Array(ex.memory.buffer)).pages]).toEqual([256, 257, 266, 267, 268]);
+  });
+
+  test('keeps the function names of a module that has a name section', () => {
+    const text = '(func $my_named_function (export "f") (param i32) (i32.store (local.get 0) (i32.const 1)))';
+    binaryen.setDebugInfo(true);
+    let named: Uint8Array;
+    try {
+      named = guest(text);
+    } finally {
+      binaryen.setDebugInfo(false);
+    }
+    const has = (w: Uint8Array) => Buffer.from(w).includes(Buffer.from('my_named_function'));
+    expect(has(named)).toBe(true);
+    expect(has(instrument(named).wasm)).toBe(true);
+    expect(has(instrument(guest(text)).wasm)).toBe(false); // no name section in, none out
   });
 
   test('leaves an already instrumented module unchanged and says so', () => {
