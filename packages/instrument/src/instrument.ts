@@ -176,6 +176,10 @@ export function instrument(wasm: Uint8Array, opts: InstrumentOptions = {}): Inst
         out = r.wasm;
         rewrite = r.stats;
       } catch (e) {
+        // Deeply nested code overflows the JS or binaryen stack: fall back rather than crash.
+        if (e instanceof RangeError || (e instanceof Error && /call stack/i.test(e.message))) {
+          e = new UnsupportedModule(`expressions nest too deeply to rewrite (${e.message})`);
+        }
         if (!(e instanceof UnsupportedModule)) throw e;
         mode = 'shadow';
         const why = e instanceof Error ? e.message : String(e);

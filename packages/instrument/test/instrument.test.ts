@@ -223,6 +223,30 @@ describe('instrument', () => {
     expect(has(instrument(guest(text)).wasm)).toBe(false); // no name section in, none out
   });
 
+  test('falls back to shadow instead of crashing on code nested too deeply to walk', () => {
+    // Flat in the binary (a stack machine), 100,000 levels deep as an expression tree.
+    const leb = (n: number) => {
+      const o: number[] = [];
+      do {
+        let byte = n & 127;
+        n >>>= 7;
+        if (n) byte |= 128;
+        o.push(byte);
+      } while (n);
+      return o;
+    };
+    const sec = (id: number, bytes: number[]) => [id, ...leb(bytes.length), ...bytes];
+    const code = [0x00, 0x20, 0x00];
+    for (let i = 0; i < 100_000; i++) code.push(0x41, 0x01, 0x6a);
+    code.push(0x0b);
+    const wasm = Uint8Array.from([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0,
+      ...sec(1, [1, 0x60, 1, 0x7f, 1, 0x7f]), ...sec(3, [1, 0]), ...sec(5, [1, 0, 20]),
+      ...sec(7, [1, 6, ...Buffer.from('memory'), 2, 0]), ...sec(10, [1, ...leb(code.length), ...code])]);
+    const r = instrument(wasm, { checkAbi: false });
+    expect(r.mode).toBe('shadow');
+    expect(r.warnings.join()).toMatch(/nest too deeply/);
+  });
+
   test('leaves an already instrumented module unchanged and says so', () => {
     const once = instrument(guest('(global (mut i32) (i32.const 0)) (func (export "st") (param i32) (i32.store (local.get 0) (i32.const 1)))'));
     const twice = instrument(once.wasm);
