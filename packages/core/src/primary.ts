@@ -168,6 +168,31 @@ export class PrimaryCore {
     return this.holdUntil !== undefined;
   }
 
+  /** A snapshot for status pages and metrics. */
+  status(): {
+    state: PrimaryState;
+    term: number;
+    runningEpoch: number;
+    committedEpoch: number;
+    inFlightEpochs: number;
+    inFlightBytes: number;
+    protected: boolean;
+    vcpuHeld: boolean;
+    policy: string;
+  } {
+    return {
+      state: this._state,
+      term: this._term,
+      runningEpoch: this.running,
+      committedEpoch: this._committedEpoch,
+      inFlightEpochs: this.inFlight.length,
+      inFlightBytes: this.inFlightBytes,
+      protected: this.protectedAnnounced,
+      vcpuHeld: this.holdUntil !== undefined,
+      policy: this.options.policy.name,
+    };
+  }
+
   takeActions(): PrimaryAction[] {
     const a = this.actions;
     this.actions = [];

@@ -51,6 +51,12 @@ export type NodeHello =
       term: number;
       /** Epoch of its committed image; 0 = none (cannot be promoted). */
       committedEpoch: number;
+      /**
+       * Term of the primary whose checkpoints built that image. Only an image of the
+       * serving primary's term can be promoted (an unfenced old primary may have synced
+       * it with a history the clients never saw). Absent: `term` is used.
+       */
+      imageTerm?: number;
     };
 
 export interface OutputEvent {
@@ -111,6 +117,7 @@ interface NodeRec {
   role: 'primary' | 'secondary' | 'fenced' | undefined;
   term: number;
   committedEpoch: number;
+  imageTerm: number;
   lastHeardMs: number;
   /** Term the node was last told to fence at (avoids a fence per refused message). */
   fencedAt: number;
@@ -147,8 +154,11 @@ export class ProxyCore {
   private promotingSinceMs = 0;
   /** Highest epoch released without an ack; a candidate's image must reach it. */
   private unackedFloor = 0;
+  /** Term of the last primary clients were served by: only its line of images may be promoted. */
+  private servedTerm = 0;
   private _committedEpoch = 0;
-  private blockedReported = false;
+  /** Last failoverBlocked reason said: said again only when it changes. */
+  private blockedReason: string | undefined;
   private readonly nodes = new Map<NodeId, NodeRec>();
   private readonly conns = new Map<number, ConnRec>();
   private nextConnId: number;
@@ -183,7 +193,7 @@ export class ProxyCore {
     };
     this.nextConnId = this.options.firstConnId;
     for (const id of opts.nodes) {
-      this.nodes.set(id, { id, up: false, role: undefined, term: 0, committedEpoch: 0, lastHeardMs: 0, fencedAt: -1 });
+      this.nodes.set(id, { id, up: false, role: undefined, term: 0, committedEpoch: 0, imageTerm: -1, lastHeardMs: 0, fencedAt: -1 });
     }
   }
 
@@ -255,8 +265,12 @@ export class ProxyCore {
     return id;
   }
 
-  /** Bytes from a client: logged, and forwarded at once when a node is active. */
+  /**
+   * Bytes from a client: logged, and forwarded at once when a node is active. Bytes for a
+   * connection the proxy already finished (the guest closed it) are dropped.
+   */
   clientData(conn: number, bytes: Uint8Array, _nowMs: number): void {
+    if (this.finished(conn)) return;
     const c = this.conn(conn);
     if (c.clientClosedAt !== undefined) {
       throw new CoreProtocolError(CORE_ERR.ORDER, `clientData on connection ${conn} after its clientClose`);
@@ -276,8 +290,12 @@ export class ProxyCore {
     this.flowAll();
   }
 
-  /** The client closed its side (EOF). Output already produced still reaches it. */
+  /**
+   * The client closed its side (EOF). Output already produced still reaches it. A close of
+   * a connection the proxy already finished (after its closeClient) is a no-op.
+   */
   clientClose(conn: number, _nowMs: number): void {
+    if (this.finished(conn)) return;
     const c = this.conn(conn);
     if (c.clientClosedAt !== undefined) return;
     c.clientClosedAt = c.log.end;
@@ -292,6 +310,7 @@ export class ProxyCore {
     n.lastHeardMs = nowMs;
     n.role = undefined;
     n.committedEpoch = 0;
+    n.imageTerm = -1;
     n.fencedAt = -1;
   }
 
@@ -310,6 +329,7 @@ export class ProxyCore {
     if (hello.role === 'secondary') {
       n.role = 'secondary';
       n.committedEpoch = hello.committedEpoch;
+      n.imageTerm = hello.imageTerm ?? hello.term;
       if (this._active === node && this._state === 'active') {
         // The node we served from now calls itself a secondary: it is not serving any more.
         this.activeLost(`${node} said hello as secondary`, nowMs);
@@ -343,7 +363,8 @@ export class ProxyCore {
   }
 
   /** Heartbeat or status from a node (any message refreshes liveness). */
-  nodeStatus(node: NodeId, status: { term: number; committedEpoch?: number }, nowMs: number): void {
+  /** `committedEpoch`/`imageTerm` from a secondary: its image now (reports arrive in order; the latest wins). */
+  nodeStatus(node: NodeId, status: { term: number; committedEpoch?: number; imageTerm?: number }, nowMs: number): void {
     const n = this.node(node);
     if (!n.up) return;
     if (status.term < this._term && n.role === 'primary') {
@@ -353,7 +374,8 @@ export class ProxyCore {
     this.heardFromLost(n, status.term, nowMs);
     n.lastHeardMs = nowMs;
     if (status.committedEpoch !== undefined && n.role === 'secondary') {
-      n.committedEpoch = Math.max(n.committedEpoch, status.committedEpoch);
+      n.committedEpoch = status.committedEpoch;
+      n.imageTerm = status.imageTerm ?? status.term;
       this.retryFailover(nowMs);
     }
   }
@@ -394,10 +416,13 @@ export class ProxyCore {
   }
 
   /** A secondary lost its primary and asks to be promoted. Granted only if the proxy lost it too. */
-  promoteRequest(node: NodeId, req: { term: number; committedEpoch: number }, nowMs: number): void {
+  promoteRequest(node: NodeId, req: { term: number; committedEpoch: number; imageTerm?: number }, nowMs: number): void {
     const n = this.node(node);
     n.lastHeardMs = nowMs;
-    if (n.role === 'secondary') n.committedEpoch = Math.max(n.committedEpoch, req.committedEpoch);
+    if (n.role === 'secondary') {
+      n.committedEpoch = req.committedEpoch;
+      n.imageTerm = req.imageTerm ?? req.term;
+    }
     if (this._state === 'active' && this._active !== node && !this.isLost(this._active!, nowMs)) {
       this.actions.push({ type: 'denyPromote', node, term: this._term, reason: `the proxy still hears ${this._active}` });
       return;
@@ -427,6 +452,37 @@ export class ProxyCore {
     this.adopt(node, ev.offsets, 'promoted', `${node} promoted in term ${ev.term}`);
   }
 
+  /** The candidate refused `promote` (no image, stale term): give up on it at once. */
+  promoteRefused(node: NodeId, ev: { term: number; reason: string }, nowMs: number): void {
+    if (this._state !== 'promoting' || this._active !== node || ev.term !== this._term) return;
+    this.promotionFailed(`${node} refused promotion in term ${ev.term}: ${ev.reason}`, nowMs);
+  }
+
+  /** A snapshot for status pages and metrics. */
+  status(): {
+    state: ProxyState;
+    term: number;
+    active: NodeId | undefined;
+    committedEpoch: number;
+    unackedFloor: number;
+    conns: number;
+    inputLogBytes: number;
+    heldOutputBytes: number;
+    nodes: { id: NodeId; up: boolean; role: string | undefined; term: number; committedEpoch: number; imageTerm: number }[];
+  } {
+    return {
+      state: this._state,
+      term: this._term,
+      active: this.active,
+      committedEpoch: this._committedEpoch,
+      unackedFloor: this.unackedFloor,
+      conns: this.conns.size,
+      inputLogBytes: this.logBytes,
+      heldOutputBytes: this.heldBytes,
+      nodes: [...this.nodes.values()].map((n) => ({ id: n.id, up: n.up, role: n.role, term: n.term, committedEpoch: n.committedEpoch, imageTerm: n.imageTerm })),
+    };
+  }
+
   tick(nowMs: number): void {
     if (this._state === 'active' && this.isLost(this._active!, nowMs)) {
       this.activeLost(`no message from ${this._active} for ${this.options.failoverTimeoutMs} ms`, nowMs);
@@ -443,6 +499,11 @@ export class ProxyCore {
     const n = this.nodes.get(id);
     if (n === undefined) throw new CoreProtocolError(CORE_ERR.UNKNOWN_NODE, `unknown node ${id} (known: ${[...this.nodes.keys()].join(', ')})`);
     return n;
+  }
+
+  /** An id this proxy handed out whose connection it has since finished. */
+  private finished(id: number): boolean {
+    return Number.isInteger(id) && id >= this.options.firstConnId && id < this.nextConnId && !this.conns.has(id);
   }
 
   private conn(id: number): ConnRec {
@@ -495,6 +556,9 @@ export class ProxyCore {
     if (!n.up) return `${n.id} is down`;
     if (n.role !== 'secondary') return `${n.id} is not a secondary`;
     if (n.committedEpoch < 1) return `${n.id} has no committed image`;
+    if (n.imageTerm !== this.servedTerm) {
+      return `${n.id}'s image comes from term ${n.imageTerm}, clients were served by term ${this.servedTerm}`;
+    }
     if (n.committedEpoch < this.unackedFloor) {
       return `${n.id}'s image (epoch ${n.committedEpoch}) lacks epoch ${this.unackedFloor}, released unprotected`;
     }
@@ -504,7 +568,7 @@ export class ProxyCore {
   private activeLost(reason: string, nowMs: number): void {
     const old = this.node(this._active!);
     this._state = 'lost';
-    this.blockedReported = false;
+    this.blockedReason = undefined;
     this.actions.push({ type: 'activeChanged', node: undefined, term: this._term, reason, resendOutputFrom: [] });
     if (this.nodePaused) {
       this.nodePaused = false;
@@ -517,7 +581,7 @@ export class ProxyCore {
     if (this._state !== 'lost') return;
     let reasons: string[] = [];
     for (const n of this.nodes.values()) {
-      if (n.id === this._active) continue;
+      // The lost primary itself is never a 'secondary' unless it came back as one (then it may qualify).
       const why = this.ineligible(n);
       if (why !== undefined) {
         reasons.push(why);
@@ -525,9 +589,11 @@ export class ProxyCore {
       }
       const old = this.node(this._active!);
       this._term += 1;
-      // Fence the old primary now: anything it still sends carries the old term.
-      old.role = 'fenced';
-      if (old.up) this.fence(old, `failover to ${n.id}`);
+      if (old.id !== n.id) {
+        // Fence the old primary now: anything it still sends carries the old term.
+        old.role = 'fenced';
+        if (old.up) this.fence(old, `failover to ${n.id}`);
+      }
       this._state = 'promoting';
       this._active = n.id;
       this.promotingSinceMs = nowMs;
@@ -535,9 +601,10 @@ export class ProxyCore {
       return;
     }
     if (reasons.length === 0) reasons = ['no other node'];
-    if (!this.blockedReported) {
-      this.blockedReported = true;
-      this.actions.push({ type: 'failoverBlocked', reason: `${this._active} lost; cannot promote: ${reasons.join('; ')}` });
+    const reason = `${this._active} lost; cannot promote: ${reasons.join('; ')}`;
+    if (reason !== this.blockedReason) {
+      this.blockedReason = reason;
+      this.actions.push({ type: 'failoverBlocked', reason });
     }
   }
 
@@ -547,10 +614,11 @@ export class ProxyCore {
    * another node may be promoted in a newer term, which fences it.
    */
   private promotionFailed(reason: string, nowMs: number): void {
+    // Not a usable secondary until it says hello again (or answers late).
+    this.node(this._active!).role = undefined;
     this._state = 'lost';
-    this.blockedReported = false;
+    this.blockedReason = reason;
     this.actions.push({ type: 'failoverBlocked', reason });
-    this.blockedReported = true;
     this.retryFailover(nowMs);
   }
 
@@ -568,6 +636,7 @@ export class ProxyCore {
     const sameSource = this.heldFrom !== undefined && this.heldFrom.node === node && this.heldFrom.term === this._term;
     this._state = 'active';
     this._active = node;
+    this.servedTerm = this._term;
     this.heldFrom = { node, term: this._term };
     const listed = new Map<number, ConnOffsets>(s.conns.map((c) => [c.conn, c]));
     const resend: { conn: number; offset: number }[] = [];

@@ -47,8 +47,9 @@ export type SecondaryAction =
   | { type: 'nack'; term: number; epoch: number; code: string; reason: string }
   /** The sender's term is older than ours: tell it (it has been fenced). */
   | { type: 'reject'; term: number; reason: string }
-  | { type: 'promoteRequest'; term: number; committedEpoch: number; reason: string }
-  | { type: 'reportCommitted'; term: number; epoch: number }
+  /** `imageTerm`: term of the primary whose checkpoints built the image (the proxy promotes only the serving line). */
+  | { type: 'promoteRequest'; term: number; committedEpoch: number; imageTerm: number; reason: string }
+  | { type: 'reportCommitted'; term: number; epoch: number; imageTerm: number }
   | { type: 'restore'; term: number; epoch: number }
   | { type: 'refusePromote'; term: number; reason: string };
 
@@ -68,8 +69,8 @@ export class SecondaryCore {
   private _state: SecondaryState = 'empty';
   private _term: number;
   private _committedEpoch = 0;
-  /** Term of the primary whose checkpoints built the committed image (its delta line). */
-  private imageTerm = -1;
+  /** Term of the primary whose checkpoints built the committed image (its delta line); -1: none. */
+  private _imageTerm = -1;
   private staging: Staging | undefined;
   /** The last refused checkpoint: its later messages are ignored rather than nacked again. */
   private refused: { term: number; epoch: number } | undefined;
@@ -103,9 +104,18 @@ export class SecondaryCore {
   get committedEpoch(): number {
     return this._committedEpoch;
   }
+  /** Term of the primary whose checkpoints built the committed image; -1 without an image. */
+  get imageTerm(): number {
+    return this._imageTerm;
+  }
   /** Epoch being staged, if any. */
   get stagingEpoch(): number | undefined {
     return this.staging?.epoch;
+  }
+
+  /** A snapshot for status pages and metrics. */
+  status(): { state: SecondaryState; term: number; committedEpoch: number; imageTerm: number; stagingEpoch: number | undefined; primaryUp: boolean } {
+    return { state: this._state, term: this._term, committedEpoch: this._committedEpoch, imageTerm: this._imageTerm, stagingEpoch: this.staging?.epoch, primaryUp: this.primaryUp };
   }
 
   takeActions(): SecondaryAction[] {
@@ -147,8 +157,8 @@ export class SecondaryCore {
     this.lastHeardMs = ev.nowMs;
     if (this.staging !== undefined) this.discard(`new checkpoint ${ev.epoch} began before ${this.staging.epoch} ended`);
     this.refused = undefined;
-    if (!ev.full && !(ev.term === this.imageTerm && ev.epoch === this._committedEpoch + 1)) {
-      this.refuse(ev.term, ev.epoch, CORE_ERR.NEED_FULL_SYNC, `delta ${ev.epoch} (term ${ev.term}) does not follow the image (epoch ${this._committedEpoch}, term ${this.imageTerm})`);
+    if (!ev.full && !(ev.term === this._imageTerm && ev.epoch === this._committedEpoch + 1)) {
+      this.refuse(ev.term, ev.epoch, CORE_ERR.NEED_FULL_SYNC, `delta ${ev.epoch} (term ${ev.term}) does not follow the image (epoch ${this._committedEpoch}, term ${this._imageTerm})`);
       return;
     }
     if (ev.full && ev.epoch < 1) {
@@ -203,7 +213,7 @@ export class SecondaryCore {
     }
     this.staging = undefined;
     this._committedEpoch = ev.epoch;
-    this.imageTerm = ev.term;
+    this._imageTerm = ev.term;
     this._state = 'standby';
     this.actions.push({ type: 'apply', term: ev.term, epoch: ev.epoch, full: s.full });
     this.actions.push({ type: 'ack', term: ev.term, epoch: ev.epoch });
@@ -277,7 +287,7 @@ export class SecondaryCore {
     if (!force && nowMs < this.lastReportMs + this.options.reportIntervalMs) return;
     this.lastReportMs = nowMs;
     this.reportedEpoch = this._committedEpoch;
-    this.actions.push({ type: 'reportCommitted', term: this._term, epoch: this._committedEpoch });
+    this.actions.push({ type: 'reportCommitted', term: this._term, epoch: this._committedEpoch, imageTerm: this._imageTerm });
   }
 
   private maybeRequestPromotion(nowMs: number, reason: string): void {
@@ -285,6 +295,6 @@ export class SecondaryCore {
     if (nowMs < this.lastRequestMs + this.options.primaryTimeoutMs) return;
     this.lastRequestMs = nowMs;
     this.report(nowMs, true);
-    this.actions.push({ type: 'promoteRequest', term: this._term, committedEpoch: this._committedEpoch, reason });
+    this.actions.push({ type: 'promoteRequest', term: this._term, committedEpoch: this._committedEpoch, imageTerm: this._imageTerm, reason });
   }
 }

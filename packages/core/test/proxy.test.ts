@@ -212,6 +212,51 @@ describe('ProxyCore failover', () => {
     expect(p.active).toBe('b');
   });
 
+  it('gives up on a candidate that refuses promotion at once, without waiting for the timeout', () => {
+    const p = setup({}, 2);
+    p.nodeDown('a', 10);
+    p.takeActions();
+    p.promoteRefused('b', { term: 2, reason: 'no committed image' }, 11);
+    expect(p.state).toBe('lost');
+    expect(ofType(p.takeActions(), 'failoverBlocked')[0]!.reason).toMatch(/refused promotion/);
+    expect(p.status()).toMatchObject({ state: 'lost', term: 2, active: undefined });
+  });
+
+  it('promotes a node that refused earlier once it reports a committed image', () => {
+    const p = setup({}, 2);
+    p.nodeDown('a', 10);
+    p.promoteRefused('b', { term: 2, reason: 'busy' }, 11);
+    p.takeActions();
+    p.nodeHello('b', { role: 'secondary', term: 2, committedEpoch: 2, imageTerm: 1 }, 12);
+    expect(ofType(p.takeActions(), 'sendPromote')).toEqual([{ type: 'sendPromote', node: 'b', term: 3 }]);
+  });
+
+  it('refuses to promote an image built by a primary of another term than the one serving clients', () => {
+    // b was promoted in term 2 and served; b dies; its restarted node is synced by the old,
+    // unfenced term-1 primary: that image holds a history the clients never saw.
+    const p = setup({}, 2);
+    p.nodeDown('a', 10);
+    p.promoted('b', { term: 2, offsets: none }, 11);
+    p.nodeDown('b', 20);
+    p.takeActions();
+    p.nodeUp('b', 30);
+    p.nodeHello('b', { role: 'secondary', term: 1, committedEpoch: 50, imageTerm: 1 }, 30);
+    const acts = p.takeActions();
+    expect(ofType(acts, 'sendPromote')).toHaveLength(0);
+    expect(ofType(acts, 'failoverBlocked')[0]!.reason).toMatch(/image comes from term 1, clients were served by term 2/);
+  });
+
+  it('ignores input and closes from a client whose connection it already finished, but refuses unknown ids', () => {
+    const p = setup();
+    const c = p.clientOpen(1);
+    p.commit('a', { term: 1, epoch: 2, acked: true, offsets: { epoch: 2, maxConnId: c, conns: [{ conn: c, inConsumed: 0, outProduced: 0, closed: true }] } }, 2);
+    expect(ofType(p.takeActions(), 'closeClient')).toHaveLength(1);
+    p.clientData(c, b('late'), 3);
+    p.clientClose(c, 3);
+    expect(p.takeActions()).toEqual([]);
+    expect(() => p.clientData(99, b('x'), 3)).toThrow(expect.objectContaining({ code: 'FTVM_ERR_CORE_UNKNOWN_CONN' }));
+  });
+
   it('denies a promote request while it still hears the active primary (witness rule)', () => {
     const p = setup();
     p.promoteRequest('b', { term: 1, committedEpoch: 1 }, 50);

@@ -84,7 +84,13 @@ describe('random chaos (simulation)', () => {
   it('keeps every reply exactly-once, in order and from durable state under mixed faults (default 300 seeds)', () => {
     let live = 0;
     for (let seed = 1; seed <= seeds; seed++) {
-      const { c, log, blocked, problems } = chaos(seed);
+      let run: ReturnType<typeof chaos>;
+      try {
+        run = chaos(seed);
+      } catch (e) {
+        throw new Error(`seed ${seed}: ${(e as Error).message}`, { cause: e });
+      }
+      const { c, log, blocked, problems } = run;
       const stuck = !blocked && !c.allAnswered();
       if (problems.length > 0 || stuck) {
         console.log(`seed ${seed}:`, problems, stuck ? 'NOT ALL ANSWERED' : '', '\n' + log.join('\n') + '\n' + c.events.join('\n'));

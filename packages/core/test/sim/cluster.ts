@@ -297,7 +297,7 @@ class SimNode {
       this.cl.net.send(this.id, this.peer, { t: 'hb', term: this.core!.term });
     } else if (this.mode === 'secondary') {
       this.cl.net.send(this.id, this.peer, { t: 'hb', term: this.sec!.term });
-      this.cl.net.send(this.id, 'proxy', { t: 'status', term: this.sec!.term, committedEpoch: this.sec!.committedEpoch });
+      this.cl.net.send(this.id, 'proxy', { t: 'status', term: this.sec!.term, committedEpoch: this.sec!.committedEpoch, imageTerm: this.sec!.imageTerm });
     }
   }
 
@@ -308,7 +308,7 @@ class SimNode {
       if (this.mode === 'primary') {
         this.cl.net.send(this.id, 'proxy', { t: 'hello', role: 'primary', term: this.core!.term, live: offsetsOf(this.guest!, this.core!.runningEpoch - 1) });
       } else if (this.mode === 'secondary') {
-        this.cl.net.send(this.id, 'proxy', { t: 'hello', role: 'secondary', term: this.sec!.term, committedEpoch: this.sec!.committedEpoch });
+        this.cl.net.send(this.id, 'proxy', { t: 'hello', role: 'secondary', term: this.sec!.term, committedEpoch: this.sec!.committedEpoch, imageTerm: this.sec!.imageTerm });
       }
       return;
     }
@@ -543,10 +543,10 @@ class SimNode {
         this.cl.net.send(this.id, this.peer, { t: a.type, term: a.term, epoch: 'epoch' in a ? a.epoch : 0, code: 'code' in a ? a.code : '' });
         break;
       case 'promoteRequest':
-        this.cl.net.send(this.id, 'proxy', { t: 'promoteRequest', term: a.term, committedEpoch: a.committedEpoch });
+        this.cl.net.send(this.id, 'proxy', { t: 'promoteRequest', term: a.term, committedEpoch: a.committedEpoch, imageTerm: a.imageTerm });
         break;
       case 'reportCommitted':
-        this.cl.net.send(this.id, 'proxy', { t: 'status', term: a.term, committedEpoch: a.epoch });
+        this.cl.net.send(this.id, 'proxy', { t: 'status', term: a.term, committedEpoch: a.epoch, imageTerm: a.imageTerm });
         break;
       case 'refusePromote':
         this.cl.event(`${this.id} refused promotion: ${a.reason}`);
@@ -700,13 +700,13 @@ export class Cluster {
     const p = this.proxy;
     switch (m.t) {
       case 'hello':
-        p.nodeHello(node, m.role === 'primary' ? { role: 'primary', term: m.term, live: m.live } : { role: 'secondary', term: m.term, committedEpoch: m.committedEpoch }, now);
+        p.nodeHello(node, m.role === 'primary' ? { role: 'primary', term: m.term, live: m.live } : { role: 'secondary', term: m.term, committedEpoch: m.committedEpoch, imageTerm: m.imageTerm }, now);
         break;
       case 'hb':
         p.nodeStatus(node, { term: m.term }, now);
         break;
       case 'status':
-        p.nodeStatus(node, { term: m.term, committedEpoch: m.committedEpoch }, now);
+        p.nodeStatus(node, { term: m.term, committedEpoch: m.committedEpoch, imageTerm: m.imageTerm }, now);
         break;
       case 'output':
         p.output(node, { term: m.term, epoch: m.epoch, conn: m.conn, offset: m.offset, bytes: te.encode(m.data) }, now);
@@ -718,7 +718,7 @@ export class Cluster {
         p.promoted(node, { term: m.term, offsets: m.offsets }, now);
         break;
       case 'promoteRequest':
-        p.promoteRequest(node, { term: m.term, committedEpoch: m.committedEpoch }, now);
+        p.promoteRequest(node, { term: m.term, committedEpoch: m.committedEpoch, imageTerm: m.imageTerm }, now);
         break;
     }
     this.drainProxy();
