@@ -23,6 +23,10 @@ export const CORE_ERR = {
   STREAM_GAP: 'FTVM_ERR_CORE_STREAM_GAP',
   /** The caller kept feeding client input after pauseClient and the hard log limit was hit. */
   INPUT_LOG_FULL: 'FTVM_ERR_CORE_INPUT_LOG_FULL',
+  /** The node kept sending output after pauseNode and the hard held-output limit was hit. */
+  OUTPUT_HELD_FULL: 'FTVM_ERR_CORE_OUTPUT_HELD_FULL',
+  /** A client connection beyond proxy.maxConns: the runtime must refuse it. */
+  CONN_LIMIT: 'FTVM_ERR_CORE_CONN_LIMIT',
   /** A promoted image is older than output the proxy already released (must never happen). */
   STALE_IMAGE: 'FTVM_ERR_CORE_STALE_IMAGE',
   // Codes below travel in nack / reject actions (the secondary refusing a checkpoint).

@@ -36,6 +36,8 @@ export interface ProxyOptions {
   maxHeldOutputBytes?: number;
   /** First connection id handed out. Default 1. */
   firstConnId?: number;
+  /** Most client connections at once (a checkpoint lists each). Default 65536. */
+  maxConns?: number;
 }
 
 /** What a node says when its link comes up. */
@@ -175,7 +177,7 @@ export class ProxyCore {
 
   constructor(opts: ProxyOptions) {
     const o = opts as unknown as Record<string, unknown>;
-    rejectUnknown('proxy', o, ['nodes', 'failoverTimeoutMs', 'promoteTimeoutMs', 'maxInputLogBytes', 'maxConnInputLogBytes', 'maxHeldOutputBytes', 'firstConnId']);
+    rejectUnknown('proxy', o, ['nodes', 'failoverTimeoutMs', 'promoteTimeoutMs', 'maxInputLogBytes', 'maxConnInputLogBytes', 'maxHeldOutputBytes', 'firstConnId', 'maxConns']);
     if (!Array.isArray(opts?.nodes) || opts.nodes.length === 0 || opts.nodes.some((n) => typeof n !== 'string' || n === '')) {
       throw new CoreOptionError(CORE_ERR.OPTION, 'proxy.nodes must be a non-empty array of node ids');
     }
@@ -190,6 +192,7 @@ export class ProxyCore {
       maxConnInputLogBytes: optNumber('proxy', o, 'maxConnInputLogBytes', 8 * MiB, { min: 1, integer: true }),
       maxHeldOutputBytes: optNumber('proxy', o, 'maxHeldOutputBytes', 64 * MiB, { min: 1, integer: true }),
       firstConnId: optNumber('proxy', o, 'firstConnId', 1, { min: 1, integer: true }),
+      maxConns: optNumber('proxy', o, 'maxConns', 65536, { min: 1, integer: true }),
     };
     this.nextConnId = this.options.firstConnId;
     for (const id of opts.nodes) {
@@ -241,6 +244,9 @@ export class ProxyCore {
 
   /** A client connected; returns its connection id (never reused, never known to an older guest state). */
   clientOpen(_nowMs: number): number {
+    if (this.conns.size >= this.options.maxConns) {
+      throw new CoreProtocolError(CORE_ERR.CONN_LIMIT, `proxy.maxConns (${this.options.maxConns}) connections are open: refuse this client`);
+    }
     const id = this.nextConnId++;
     const c: ConnRec = {
       id,
@@ -397,6 +403,10 @@ export class ProxyCore {
       if (skip >= bytes.length) return;
       bytes = bytes.subarray(skip);
       offset = c.held.end;
+    }
+    // The runtime stops reading the node's link on pauseNode; twice the limit means it did not.
+    if (this.heldBytes + bytes.length > 2 * this.options.maxHeldOutputBytes) {
+      throw new CoreProtocolError(CORE_ERR.OUTPUT_HELD_FULL, `held output would exceed twice maxHeldOutputBytes (${this.options.maxHeldOutputBytes}): the node link was not paused`);
     }
     c.held.push(bytes, ev.epoch);
     this.heldBytes += bytes.length;

@@ -317,6 +317,15 @@ describe('ProxyCore flow control', () => {
     expect(ofType(p.takeActions(), 'pauseNode')).toEqual([{ type: 'pauseNode', node: 'a' }]);
   });
 
+  it('refuses output past twice the held limit and connections past maxConns', () => {
+    const p = setup({ maxHeldOutputBytes: 4, maxConns: 1 });
+    const c = p.clientOpen(1);
+    expect(() => p.output('a', { term: 1, epoch: 2, conn: c, offset: 0, bytes: b('123456789') }, 2)).toThrow(
+      expect.objectContaining({ code: 'FTVM_ERR_CORE_OUTPUT_HELD_FULL' }),
+    );
+    expect(() => p.clientOpen(2)).toThrow(expect.objectContaining({ code: 'FTVM_ERR_CORE_CONN_LIMIT' }));
+  });
+
   it('rejects output that skips bytes of the stream', () => {
     const p = setup();
     const c = p.clientOpen(1);

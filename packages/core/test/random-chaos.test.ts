@@ -18,7 +18,14 @@ const POLICIES = [
 function chaos(seed: number) {
   const r = new Rng(seed * 104729 + 17);
   const [policy, policyOptions] = POLICIES[r.int(0, POLICIES.length - 1)]!;
-  const c = new Cluster({ seed: seed + 100_000, policy, policyOptions: { ...policyOptions }, delayMs: [0.02, r.range(0.2, 4)], onSecondaryLost: r.chance(0.3) ? 'block' : 'continue' });
+  const c = new Cluster({
+    seed: seed + 100_000,
+    policy,
+    policyOptions: { ...policyOptions },
+    delayMs: [0.02, r.range(0.2, 4)],
+    onSecondaryLost: r.chance(0.3) ? 'block' : 'continue',
+    collectDelayMs: r.chance(0.5) ? [0, r.range(0.05, 2)] : [0, 0],
+  });
   c.start();
   c.run(30);
   const names = ['c1', 'c2', 'c3', 'c4'].slice(0, r.int(1, 4));

@@ -40,6 +40,8 @@ export interface ClusterOptions {
   /** Restart a fenced node as a secondary after this many ms (what a runtime does). */
   rejoinMs?: number;
   maxConnInputLogBytes?: number;
+  /** Time from a collect request to the event boundary where it happens, ms (the guest runs on meanwhile). */
+  collectDelayMs?: [number, number];
 }
 
 interface GuestConn {
@@ -461,11 +463,25 @@ class SimNode {
     const core = this.core!;
     switch (a.type) {
       case 'collect': {
-        const json = JSON.stringify(this.guest);
-        const offsets = offsetsOf(this.guest!, a.epoch);
-        this.staged.set(a.epoch, json);
-        forgetReported(this.guest!);
-        core.epochCollected({ epoch: a.epoch, nowMs: now, bytes: json.length, offsets });
+        const [lo, hi] = this.cl.opts.collectDelayMs;
+        const boundary = () => {
+          const json = JSON.stringify(this.guest);
+          const offsets = offsetsOf(this.guest!, a.epoch);
+          this.staged.set(a.epoch, json);
+          forgetReported(this.guest!);
+          core.epochCollected({ epoch: a.epoch, nowMs: this.cl.clock.now, bytes: json.length, offsets });
+        };
+        if (hi <= 0) {
+          boundary();
+          break;
+        }
+        // The next event boundary comes later; the guest keeps running epoch a.epoch until then.
+        const inc = this.incarnation;
+        this.cl.clock.after(this.cl.rng.range(lo, hi), () => {
+          if (this.incarnation !== inc || this.core !== core || core.state === 'stopped') return;
+          boundary();
+          this.drain();
+        });
         break;
       }
       case 'sendCheckpoint': {
@@ -597,6 +613,7 @@ export class Cluster {
       timeoutMs: opts.timeoutMs ?? 50,
       rejoinMs: opts.rejoinMs ?? 20,
       maxConnInputLogBytes: opts.maxConnInputLogBytes ?? 8 * 1024 * 1024,
+      collectDelayMs: opts.collectDelayMs ?? [0, 0],
     };
     this.timeoutMs = this.opts.timeoutMs;
     this.rng = new Rng(this.opts.seed);
