@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { isFtvmError, type FtvmError } from '@ftvm/guest-abi';
-import { connect, ProtocolError, type ConnectOptions, type Link, type Message } from '@ftvm/protocol';
+import { ProtocolError, type ConnectOptions, type Link, type Message } from '@ftvm/protocol';
+import { connectLink } from './connect.js';
 
 export interface NodeLinkEvents {
   /** A link is established and authenticated. */
@@ -101,7 +102,7 @@ export class NodeLink extends EventEmitter<NodeLinkEvents> {
     if (this.stopped) return;
     let link: Link;
     try {
-      link = await connect(this.opts.url, this.opts.connectOptions());
+      link = await connectLink(this.opts.url, this.opts.connectOptions(), (l) => this.adopt(l));
     } catch (e) {
       if (this.stopped) return;
       this.failStreak++;
@@ -110,10 +111,12 @@ export class NodeLink extends EventEmitter<NodeLinkEvents> {
       this.schedule();
       return;
     }
-    if (this.stopped) {
-      link.close(4000, 'proxy shutting down');
-      return;
-    }
+    if (this.stopped) link.close(4000, 'proxy shutting down');
+  }
+
+  /** Runs synchronously as the link is created, before any of its messages is emitted. */
+  private adopt(link: Link): void {
+    if (this.stopped) return;
     this.failStreak = 0;
     this.connects++;
     this.current = link;

@@ -27,6 +27,14 @@ interface ClientRec {
   arrivedTo: number;
   /** Output bytes written to the client so far (= the stream offset released). */
   written: number;
+  /** The core asked to stop reading this client. */
+  paused: boolean;
+  /**
+   * Input read from the socket and not yet given to the core: the rest of a chunk that
+   * arrived as the core paused the client. At most one socket read (paused sockets
+   * emit no data), fed again on resumeClient.
+   */
+  pending: Buffer[];
 }
 
 export interface ProxyNodeStatus {
@@ -92,6 +100,9 @@ export class ProxyRuntime {
   private timerFor = 0;
   private heartbeat: NodeJS.Timeout | undefined;
   private draining = false;
+  private readonly resumed: ClientRec[] = [];
+  /** Largest piece of client input given to the core at once, bytes. */
+  private readonly pieceBytes: number;
   private replaying = false;
   private lost: { atMs: number; term: number } | undefined;
   private lastTerm = -1;
@@ -108,6 +119,7 @@ export class ProxyRuntime {
     this.events = this.options.events ?? new FtvmEvents({ name: 'proxy' });
     this.log = this.options.log ?? NOOP_LOG;
     const o = this.options;
+    this.pieceBytes = Math.max(1, Math.floor(Math.min(o.maxConnInputLogBytes, o.maxInputLogBytes) / 2));
     this.core = new ProxyCore({
       nodes: o.nodeIds,
       failoverTimeoutMs: o.failoverTimeoutMs,
@@ -246,7 +258,7 @@ export class ProxyRuntime {
     }
     socket.setNoDelay(true);
     const conn = this.core.clientOpen(performance.now());
-    const rec: ClientRec = { conn, socket, finished: false, clientClosed: false, arrivals: [], arrivedTo: 0, written: 0 };
+    const rec: ClientRec = { conn, socket, finished: false, clientClosed: false, arrivals: [], arrivedTo: 0, written: 0, paused: false, pending: [] };
     this.clients.set(conn, rec);
     this.sockets.add(socket);
     socket.on('data', (d: Buffer) => this.onClientData(rec, d));
@@ -254,6 +266,8 @@ export class ProxyRuntime {
     socket.on('close', () => {
       this.sockets.delete(socket);
       this.events.emit('clients', { connected: this.sockets.size });
+      // A reset client: input it sent but we held back is dropped with it.
+      rec.pending = [];
       this.onClientEnd(rec);
     });
     this.events.emit('clients', { connected: this.sockets.size });
@@ -262,16 +276,28 @@ export class ProxyRuntime {
 
   private onClientData(rec: ClientRec, d: Buffer): void {
     if (rec.finished || rec.clientClosed) return;
-    try {
-      this.core.clientData(rec.conn, d, performance.now());
-    } catch (e) {
-      // Only reachable if a paused socket kept delivering: drop that client, not the proxy.
-      this.log.error('client input refused; dropping the client', { conn: rec.conn, ...errFields(e) });
+    // Pieces of at most half a log limit: the core's hard limit is twice the soft one,
+    // so a piece given while under the soft limit always fits.
+    for (let at = 0; at < d.length; at += this.pieceBytes) rec.pending.push(d.subarray(at, at + this.pieceBytes));
+    this.feed(rec);
+  }
+
+  /** Gives pending input to the core until it is all given or the core pauses the client. */
+  private feed(rec: ClientRec): void {
+    while (rec.pending.length > 0 && !rec.paused && !rec.finished && !rec.clientClosed) {
+      const piece = rec.pending.shift()!;
+      try {
+        this.core.clientData(rec.conn, piece, performance.now());
+      } catch (e) {
+        // A contract violation (cannot happen with pieces): drop that client, not the proxy.
+        this.log.error('client input refused; dropping the client', { conn: rec.conn, ...errFields(e) });
+        this.drain();
+        this.dropClient(rec);
+        return;
+      }
       this.drain();
-      this.dropClient(rec);
-      return;
     }
-    this.drain();
+    if (!rec.paused && rec.pending.length === 0 && !rec.socket.destroyed) rec.socket.resume();
   }
 
   private onClientEnd(rec: ClientRec): void {
@@ -389,6 +415,7 @@ export class ProxyRuntime {
     }
     this.arm();
     this.levels();
+    for (const rec of this.resumed.splice(0)) this.feed(rec);
   }
 
   private perform(a: ProxyAction): void {
@@ -418,12 +445,21 @@ export class ProxyRuntime {
         }
         return;
       }
-      case 'pauseClient':
-        this.clients.get(a.conn)?.socket.pause();
+      case 'pauseClient': {
+        const rec = this.clients.get(a.conn);
+        if (rec === undefined) return;
+        rec.paused = true;
+        rec.socket.pause();
         return;
-      case 'resumeClient':
-        this.clients.get(a.conn)?.socket.resume();
+      }
+      case 'resumeClient': {
+        const rec = this.clients.get(a.conn);
+        if (rec === undefined) return;
+        rec.paused = false;
+        // Fed after this batch of actions: the core's remaining actions come first.
+        this.resumed.push(rec);
         return;
+      }
       case 'pauseNode':
         this.log.debug(`held output over its limit: pausing node ${a.node}`, { heldBytes: this.core.heldOutputBytes });
         this.links.get(a.node)!.pause();
