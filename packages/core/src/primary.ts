@@ -89,6 +89,8 @@ interface InFlight {
 }
 
 const MiB = 1024 * 1024;
+/** After this many full checkpoints refused in a row, the secondary counts as lost. */
+const MAX_FAILED_FULL_SYNCS = 3;
 
 export class PrimaryCore {
   readonly options: Readonly<Required<Omit<PrimaryOptions, 'nowMs' | 'term' | 'startEpoch'>>>;
@@ -112,6 +114,8 @@ export class PrimaryCore {
   private dirtyBytes = 0;
   private lastSecondaryHeardMs = -Infinity;
   private lastAckMs = -Infinity;
+  /** Full checkpoints refused in a row by the secondary. */
+  private failedFullSyncs = 0;
   private policyDeadline: number | undefined;
   private actions: PrimaryAction[] = [];
 
@@ -299,6 +303,7 @@ export class PrimaryCore {
     this.inFlight = this.inFlight.filter((x) => x.epoch > ev.epoch);
     for (const d of done) this.inFlightBytes -= d.bytes;
     if (this._state === 'syncing' && this.fullSyncEpoch !== undefined && ev.epoch >= this.fullSyncEpoch) {
+      this.failedFullSyncs = 0;
       this._state = 'protected';
       this.fullSyncEpoch = undefined;
     }
@@ -316,9 +321,20 @@ export class PrimaryCore {
     if (this._state !== 'protected' && this._state !== 'syncing') return;
     if (ev.term !== this._term) return;
     this.secondaryHeard(ev.nowMs);
-    if (!this.inFlight.some((x) => x.epoch === ev.epoch)) return; // about an epoch already abandoned
-    this.abandonInFlight(`secondary refused epoch ${ev.epoch} (${ev.code})`);
-    this.enterSyncing();
+    const refused = this.inFlight.find((x) => x.epoch === ev.epoch);
+    if (refused === undefined) return; // about an epoch already abandoned
+    const reason = `secondary refused epoch ${ev.epoch} (${ev.code})`;
+    this.failedFullSyncs = refused.full ? this.failedFullSyncs + 1 : 0;
+    if (this.failedFullSyncs >= MAX_FAILED_FULL_SYNCS) {
+      // A secondary that cannot take our full image would be re-synced forever, O(memory) each time.
+      this.failedFullSyncs = 0;
+      const why = `${reason}: ${MAX_FAILED_FULL_SYNCS} full syncs in a row refused`;
+      this.secondaryLost(why);
+      this.actions.push({ type: 'disconnectSecondary', reason: why });
+    } else {
+      this.abandonInFlight(reason);
+      this.enterSyncing();
+    }
     this.evaluate(ev.nowMs);
   }
 

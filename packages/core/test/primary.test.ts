@@ -154,6 +154,20 @@ describe('PrimaryCore', () => {
     expect(p.state).toBe('syncing');
   });
 
+  it('gives up on a secondary that refuses three full checkpoints in a row', () => {
+    const p = new PrimaryCore({ term: 1, nowMs: 0 });
+    p.secondaryConnected(0);
+    for (let e = 1; e <= 3; e++) {
+      p.takeActions();
+      p.epochCollected({ epoch: e, nowMs: e, bytes: 1, offsets: offs(e) });
+      p.nack({ term: 1, epoch: e, code: 'FTVM_ERR_CORE_STAGING_LIMIT', nowMs: e });
+    }
+    const a = p.takeActions();
+    expect(types(a)).toContain('disconnectSecondary');
+    expect(types(a)).not.toContain('startFullSync');
+    expect(p.state).toBe('unprotected');
+  });
+
   it('ends epochs on the periodic interval whatever the output', () => {
     const p = new PrimaryCore({ term: 1, nowMs: 0, policy: periodic({ intervalMs: 100 }) });
     p.takeActions();
