@@ -802,6 +802,7 @@ export class Cluster {
         this.net.send('proxy', a.node, { t: 'fence', term: a.term });
         break;
       case 'denyPromote':
+        this.event(`proxy denies promotion of ${a.node}: ${a.reason}`);
         this.net.send('proxy', a.node, { t: 'deny', term: a.term });
         break;
       case 'activeChanged':
