@@ -137,13 +137,18 @@ export class Net {
     this.schedule(l, from, to, msg);
   }
 
+  /** Messages scheduled for delivery and not yet delivered or dropped. */
+  inFlight = 0;
+
   private schedule(l: Link, from: string, to: string, msg: Msg): void {
     const dir = `${from}>${to}`;
+    this.inFlight++;
     // FIFO per direction, like a TCP stream: never before the previous message.
     const at = Math.max(this.clock.now + this.rng.range(this.delay[0], this.delay[1]), l.lastAt.get(dir) ?? 0);
     l.lastAt.set(dir, at);
     const inc = l.inc;
     this.clock.at(at, () => {
+      this.inFlight--;
       if (l.inc !== inc || !l.up) {
         this.dropped++;
         return;

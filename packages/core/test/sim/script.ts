@@ -8,11 +8,13 @@
  *   start                          boot a as primary (term 1) and b as secondary
  *   client <c> open | send "<text>" | incr <n> | close
  *   run <ms>                       advance the manual clock, delivering what is due
+ *   deliver                        run until no message is in flight
  *   kill <node> | restart <node>   node = a | b | primary | secondary
  *   partition <node> | heal <node> messages to/from the node are held (silently) until heal
  *   cut <x>-<y> | uncut <x>-<y>    close a link and keep it down / let it come back
- *   drop <x>-<y>                   lose the messages in flight on that link
+ *   drop <x>-<y>                   lose the messages in flight on that link (both ways)
  *   corrupt <x>-><y>               corrupt the next page batch sent from x to y
+ *                                  (x, y: a | b | proxy | primary | secondary)
  *   expect client <c> got "<text>" | replies <n> | closed | paused | reading
  *   expect active <node|none> | expect term <n> | expect state <node> <mode>
  *   expect protected <node> <true|false> | expect event "<substring>"
@@ -46,6 +48,12 @@ export function runScript(text: string): ScriptResult {
   const need = (): Cluster => {
     if (cluster === undefined) throw new Error('start the cluster first');
     return cluster;
+  };
+  /** "a-b", "primary->secondary", "a->proxy": the two ends, roles resolved to node names now. */
+  const ends = (spec: string): [string, string] => {
+    const [x, y] = spec.split(/->|-/) as [string, string];
+    const name = (e: string) => (e === 'proxy' ? 'proxy' : need().node(e).id);
+    return [name(x), name(y)];
   };
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
@@ -81,6 +89,12 @@ export function runScript(text: string): ScriptResult {
       case 'run':
         need().run(Number(t[1]));
         break;
+      case 'deliver': {
+        // Until no message is in flight (heartbeats keep coming, so bounded), 0.1 ms steps.
+        const c = need();
+        for (let k = 0; k < 10_000 && c.net.inFlight > 0; k++) c.run(0.1);
+        break;
+      }
       case 'kill':
         need().kill(t[1]!);
         break;
@@ -95,20 +109,22 @@ export function runScript(text: string): ScriptResult {
         break;
       case 'cut':
       case 'uncut': {
-        const [x, y] = t[1]!.split('-') as [string, string];
+        const [x, y] = ends(t[1]!);
         const l = need().net.link(x, y);
         l.cut = t[0] === 'cut';
         if (l.cut) need().net.close(x, y);
         break;
       }
       case 'drop': {
-        const [x, y] = t[1]!.split('-') as [string, string];
+        const [x, y] = ends(t[1]!);
         need().net.dropInFlight(x, y);
         break;
       }
-      case 'corrupt':
-        need().net.corruptNext.add(t[1]!.replace('->', '>'));
+      case 'corrupt': {
+        const [x, y] = ends(t[1]!);
+        need().net.corruptNext.add(`${x}>${y}`);
         break;
+      }
       case 'expect': {
         const c = need();
         const what = t[1];
