@@ -53,7 +53,7 @@ L.push(`| **store-heavy geomean** | kvInsert, sortRun, matmul | | ${vs.map((v) =
 L.push(`Min over ${overhead.procs} processes of the median of ${overhead.runs} interleaved runs (2 warm-up runs first).`, '');
 const seq = overhead.rows.find((r) => r.routine === 'seqWrite');
 const kvIns = overhead.rows.find((r) => r.routine === 'kvInsert');
-L.push(`Goal (<= 15% on realistic store-heavy code): store-heavy geomean ${((g.default - 1) * 100).toFixed(0)}% -> **${g.default <= 1.15 ? 'met' : 'missed'}**`
+L.push(`Goal (<= 15% on realistic store-heavy code), bench guest: store-heavy geomean ${((g.default - 1) * 100).toFixed(0)}% -> **${g.default <= 1.15 ? 'met' : 'missed'}**`
   + ` (kvInsert ${x(kvIns.ms.default, kvIns.ms.plain)}). Worst case seqWrite (one i32 store per 4 bytes, nothing to coalesce): ${x(seq.ms.default, seq.ms.plain)}.`, '');
 
 if (kv) {
@@ -65,7 +65,9 @@ if (kv) {
   const kg = Object.fromEntries(kvs.map((v) => [v, geo(kv.rows.map((r) => r.ms[v] / r.ms.plain))]));
   L.push(`| **geomean** | | ${kvs.map((v) => `**${kg[v].toFixed(2)}x**`).join(' | ')} |`, '');
   L.push(`${kv.ops} commands per run, pipelined 500 per \`ftvm_on_data\`; min over ${kv.procs} processes of the median of ${kv.runs} interleaved runs; stub host imports.`);
-  L.push(`kv.wasm: ${kv.stats.stores} stores of which many in ${kv.stats.storeGroups} coalesced runs (mostly the shadow-stack pointer global), ${kv.stats.bulkOps} bulk ops; ${kv.stats.inputBytes} -> ${kv.stats.outputBytes} bytes.`, '');
+  L.push(`kv.wasm: ${kv.stats.stores} stores, ${kv.stats.storeGroups} coalesced runs (mostly on the shadow-stack pointer global), ${kv.stats.bulkOps} bulk ops; ${kv.stats.inputBytes} -> ${kv.stats.outputBytes} bytes.`, '');
+  L.push(`Goal (<= 15%) on this real guest: geomean ${((kg.default - 1) * 100).toFixed(0)}% -> **${kg.default <= 1.15 ? 'met' : 'missed'}**`
+    + `${kg.default <= 1.15 ? '' : ': AssemblyScript\'s incremental runtime stores GC roots to its shadow stack around nearly every call, and each such store is marked on its own'}.`, '');
 }
 
 L.push('## (b) Bytemap collect + page copy, and (c) ShadowDirtyLog, 1,000 dirty pages', '');

@@ -2,7 +2,8 @@ import { describe, expect, test } from 'vitest';
 import binaryen from 'binaryen';
 import { ABI_VERSION, GLOBAL_EXPORT_PREFIX, PAGE_BYTES, RESERVED_BYTES } from '@ftvm/guest-abi';
 import { BytemapDirtyLog, checkAbi, instrument, INSTRUMENTED_SECTION, type InstrumentResult } from '../src/index.js';
-import { ABI_BOILERPLATE, guest, wat } from './fixtures.js';
+import { checkSetters } from '../src/rewrite.js';
+import { guest, wat } from './fixtures.js';
 
 const MEMORY = '(memory (export "memory") 20)';
 const FNS = `
@@ -97,6 +98,10 @@ describe('checkAbi', () => {
 });
 
 describe('instrument', () => {
+  test('finds a binaryen C setter for every child of every expression kind it walks', () => {
+    expect(checkSetters()).toEqual([]);
+  });
+
   test('rejects bad options by name', () => {
     expect(messageOf(() => instrument(guest(''), { precise: 'yes' as unknown as boolean }))).toContain('precise');
     expect(codeOf(() => instrument(guest(''), { optimize: 1 as unknown as boolean }))).toBe('FTVM_ERR_INSTRUMENT_OPTION');
