@@ -812,7 +812,10 @@ export class Cluster {
         break;
       case 'activeChanged':
         this.event(`proxy active=${a.node ?? 'none'} term=${a.term} (${a.reason})`);
-        if (a.node !== undefined && a.resendOutputFrom.length > 0) this.net.send('proxy', a.node, { t: 'resend', term: a.term, conns: a.resendOutputFrom });
+        if (a.node !== undefined && a.resendOutputFrom.length > 0) {
+          this.event(`proxy asks ${a.node} to resend output of ${a.resendOutputFrom.map((r) => `conn ${r.conn} from ${r.offset}`).join(', ')}`);
+          this.net.send('proxy', a.node, { t: 'resend', term: a.term, conns: a.resendOutputFrom });
+        }
         break;
       case 'confirmCommit':
         this.net.send('proxy', a.node, { t: 'confirm', term: a.term, epoch: a.epoch });
