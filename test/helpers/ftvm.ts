@@ -68,3 +68,16 @@ export function spawnFtvm(args: string[], env: Record<string, string> = {}): Spa
     },
   };
 }
+
+/** Waits for a line matching re among the lines printed after index `from` of out+err. */
+export async function waitForLineAfter(s: Spawned, re: RegExp, from: { out: number; err: number }, timeoutMs = 30_000): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const hit = [...s.out.slice(from.out), ...s.err.slice(from.err)].find((l) => re.test(l));
+    if (hit) return hit;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${re}; stderr tail:\n${s.err.slice(-20).join('\n')}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export const mark = (s: Spawned): { out: number; err: number } => ({ out: s.out.length, err: s.err.length });

@@ -36,6 +36,8 @@ export interface LinkEvents {
 }
 
 const DEFAULT_MAX_SEND_BUFFERED = 256 * 1024 * 1024;
+/** Messages kept for a link nobody listens to yet (see Link.held). */
+const MAX_HELD_MESSAGES = 1024;
 /**
  * Largest message accepted before the handshake completes, bytes: a hello or welcome
  * is under 1 KiB. Keeps unauthenticated peers from making the listener buffer
@@ -70,10 +72,19 @@ export class Link extends EventEmitter<LinkEvents> {
   private ended = false;
   private minTerm = 0;
   private waiters: { threshold: number; resolve: () => void }[] = [];
+  /**
+   * Messages that arrived before anyone listened: a peer may send right after the
+   * handshake, before connect()'s promise has resolved and the caller attached its
+   * listener. Delivered, in order, once the first 'message' listener is added.
+   */
+  private held: Array<[Message, Uint8Array]> | null = [];
 
   /** @internal: built by listen() and connect() once the handshake succeeded. */
   constructor(private readonly ws: WebSocket, kind: LinkKind, peer: Hello | Welcome, opts: LinkOptions) {
     super();
+    (this as unknown as EventEmitter).on('newListener', (event: string | symbol) => {
+      if (event === 'message' && this.held) queueMicrotask(() => this.releaseHeld());
+    });
     this.kind = kind;
     this.peer = peer;
     this.limits = resolveLimits(opts.limits);
@@ -102,6 +113,16 @@ export class Link extends EventEmitter<LinkEvents> {
   }
 
   /** Sends one message. Throws a coded error for a bad message, a full buffer or a closed link. */
+  private releaseHeld(): void {
+    const held = this.held;
+    if (!held) return;
+    this.held = null;
+    for (const [m, p] of held) {
+      if (this.ended) return;
+      this.emit('message', m, p);
+    }
+  }
+
   send(msg: Message, payload?: Uint8Array): void {
     if (this.closed) throw new ProtocolError('FTVM_ERR_LINK_CLOSED', `cannot send ${msg.t}: the ${this.kind} link is closed`);
     if (!this.allowed.has(msg.t)) throw new ProtocolError('FTVM_ERR_UNEXPECTED_MESSAGE', `${msg.t} is not allowed on a ${this.kind} link`);
@@ -181,6 +202,15 @@ export class Link extends EventEmitter<LinkEvents> {
     if (decoded.msg.t === 'reject') {
       // The peer explains why it is about to close; surface its code.
       this.fail(new PeerRefusedError(decoded.msg.code, `peer refused the link: ${decoded.msg.message}`));
+      return;
+    }
+    if (this.held) {
+      if (this.held.length >= MAX_HELD_MESSAGES) {
+        this.fail(new ProtocolError('FTVM_ERR_FRAME_TOO_LARGE', `more than ${MAX_HELD_MESSAGES} messages arrived before the link had a listener`));
+        return;
+      }
+      this.held.push([decoded.msg, decoded.payload]);
+      if (this.listenerCount('message') > 0) queueMicrotask(() => this.releaseHeld());
       return;
     }
     this.emit('message', decoded.msg, decoded.payload);

@@ -14,7 +14,8 @@ import {
   RESERVED_BYTES,
   RESERVED_PAGES,
 } from '@ftvm/guest-abi';
-import { BytemapDirtyLog, ShadowDirtyLog, copyPages } from '@ftvm/instrument';
+// The dirty-log collectors only: the package root would load binaryen (~1 s) into every vCPU.
+import { BytemapDirtyLog, ShadowDirtyLog, copyPages } from '@ftvm/instrument/dirty-log';
 import type { PvclockFields } from '@ftvm/clock';
 import { pvclockTimeNs, writePvclock } from '@ftvm/clock';
 import type { ConnState, DeviceState, GlobalValue } from './checkpoint.js';

@@ -4,5 +4,6 @@ import { inspectCommand } from './inspect.js';
 import { primaryCommand } from './primary.js';
 import { secondaryCommand } from './secondary.js';
 import { upCommand } from './up.js';
+import { proxyCommand } from './proxy.js';
 
-export const commands: CommandSpec[] = [upCommand, runCommand, primaryCommand, secondaryCommand, inspectCommand];
+export const commands: CommandSpec[] = [upCommand, runCommand, primaryCommand, secondaryCommand, proxyCommand, inspectCommand];

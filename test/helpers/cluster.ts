@@ -1,0 +1,91 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnFtvm, type Spawned } from './ftvm.js';
+
+let nextPort = 20000 + Math.floor(Math.random() * 20000);
+/** Ports for a test cluster: random base, never reused within a run. */
+export function freePorts(n: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(nextPort++);
+  return out;
+}
+
+export interface ClusterOptions {
+  guest?: string;
+  policy?: string;
+  nodeArgs?: string[];
+  proxyArgs?: string[];
+  /** Start the proxy (default true). */
+  proxy?: boolean;
+}
+
+/**
+ * Real processes: node a (primary), node b (secondary), and the proxy, on loopback.
+ * `respawn(key)` restarts a killed node as a secondary of the survivor.
+ */
+export class Cluster {
+  nodes: Record<'a' | 'b', Spawned> = {} as Record<'a' | 'b', Spawned>;
+  proxy!: Spawned;
+  readonly ports: { a: number; b: number; proxy: number };
+  readonly tokenFile: string;
+  private all: Spawned[] = [];
+
+  constructor(readonly opts: ClusterOptions = {}) {
+    const [a, b, proxy] = freePorts(3) as [number, number, number];
+    this.ports = { a, b, proxy };
+    const dir = mkdtempSync(join(tmpdir(), 'ftvm-cluster-'));
+    this.tokenFile = join(dir, 'token');
+    writeFileSync(this.tokenFile, randomBytes(16).toString('hex'));
+  }
+
+  url(k: 'a' | 'b'): string {
+    return `ws://127.0.0.1:${this.ports[k]}`;
+  }
+
+  private nodeArgs(k: 'a' | 'b'): string[] {
+    return [
+      '--listen', `127.0.0.1:${this.ports[k]}`, '--node-id', k, '--guest', this.opts.guest ?? 'kv',
+      '--token-file', this.tokenFile, '--policy', this.opts.policy ?? 'adaptive', ...(this.opts.nodeArgs ?? []),
+    ];
+  }
+
+  startNode(k: 'a' | 'b', role: 'primary' | 'secondary'): Spawned {
+    const other = k === 'a' ? 'b' : 'a';
+    const args = role === 'primary' ? ['primary', ...this.nodeArgs(k), '--secondary', this.url(other)] : ['secondary', ...this.nodeArgs(k), '--peer', this.url(other)];
+    const s = spawnFtvm(args);
+    this.nodes[k] = s;
+    this.all.push(s);
+    return s;
+  }
+
+  async start(): Promise<void> {
+    const b = this.startNode('b', 'secondary');
+    await b.waitFor(/listening on/, 60_000);
+    const a = this.startNode('a', 'primary');
+    await a.waitFor(/listening on/, 60_000);
+    await a.waitFor(/PROTECTED:/, 30_000);
+    if (this.opts.proxy !== false) {
+      this.proxy = spawnFtvm([
+        'proxy', '--port', String(this.ports.proxy), '--nodes', `${this.url('a')},${this.url('b')}`, '--token-file', this.tokenFile, ...(this.opts.proxyArgs ?? []),
+      ]);
+      this.all.push(this.proxy);
+      await this.proxy.waitFor(/listening on/, 30_000);
+    }
+  }
+
+  /** The node currently primary (from its last role line). */
+  primaryKey(): 'a' | 'b' {
+    const last = (s: Spawned) => [...s.out].reverse().find((l) => /role (primary|secondary)/.test(l));
+    for (const k of ['a', 'b'] as const) {
+      const s = this.nodes[k];
+      if (s && s.proc.exitCode === null && s.proc.signalCode === null && /role primary/.test(last(s) ?? '')) return k;
+    }
+    throw new Error('no live primary');
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.all.map((s) => s.stop('SIGKILL')));
+  }
+}
