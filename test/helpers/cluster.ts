@@ -65,7 +65,7 @@ export class Cluster {
     await b.waitFor(/listening on/, 60_000);
     const a = this.startNode('a', 'primary');
     await a.waitFor(/listening on/, 60_000);
-    await a.waitFor(/PROTECTED:/, 30_000);
+    await a.waitFor(/ PROTECTED:/, 30_000);
     if (this.opts.proxy !== false) {
       this.proxy = spawnFtvm([
         'proxy', '--port', String(this.ports.proxy), '--nodes', `${this.url('a')},${this.url('b')}`, '--token-file', this.tokenFile, ...(this.opts.proxyArgs ?? []),
@@ -83,6 +83,13 @@ export class Cluster {
       if (s && s.proc.exitCode === null && s.proc.signalCode === null && /role primary/.test(last(s) ?? '')) return k;
     }
     throw new Error('no live primary');
+  }
+
+  /** The last lines of every process, for a failing test's message. */
+  dump(lines = 25): string {
+    const parts = Object.entries(this.nodes).map(([k, s]) => `--- node ${k} (pid ${s.proc.pid})\n${s.err.slice(-lines).join('\n')}`);
+    if (this.proxy) parts.push(`--- proxy\n${this.proxy.err.slice(-lines).join('\n')}`);
+    return parts.join('\n');
   }
 
   async stop(): Promise<void> {
