@@ -163,9 +163,16 @@ export function instrument(wasm: Uint8Array, opts: InstrumentOptions = {}): Inst
   let mode: 'bytemap' | 'shadow' = 'bytemap';
   let out = wasm;
   let rewrite = ZERO_REWRITE;
+  // Instrumenting twice would mark the marks, i.e. report a reserved-region write on every
+  // event; trusting the section to skip the rewrite would let a guest forge it and run with
+  // no dirty logging at all. So a module carrying it is refused.
   if (input.customSections.includes(INSTRUMENTED_SECTION)) {
-    warnings.push('module is already instrumented; returned unchanged');
-  } else {
+    throw new InstrumentError(
+      'FTVM_ERR_INSTRUMENT_ALREADY',
+      `module carries a "${INSTRUMENTED_SECTION}" section: pass the original guest module, not an instrumented one`,
+    );
+  }
+  {
     const reason = shadowReason(input);
     if (reason) {
       mode = 'shadow';

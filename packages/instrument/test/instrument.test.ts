@@ -3,7 +3,7 @@ import binaryen from 'binaryen';
 import { ABI_VERSION, GLOBAL_EXPORT_PREFIX, PAGE_BYTES, RESERVED_BYTES } from '@ftvm/guest-abi';
 import { BytemapDirtyLog, checkAbi, instrument, INSTRUMENTED_SECTION, type InstrumentResult } from '../src/index.js';
 import { checkSetters } from '../src/rewrite.js';
-import { guest, wat } from './fixtures.js';
+import { ABI_BOILERPLATE, guest, wat } from './fixtures.js';
 
 const MEMORY = '(memory (export "memory") 20)';
 const FNS = `
@@ -252,14 +252,13 @@ describe('instrument', () => {
     expect(r.warnings.join()).toMatch(/nest too deeply/);
   });
 
-  test('leaves an already instrumented module unchanged and says so', () => {
-    const once = instrument(guest('(global (mut i32) (i32.const 0)) (func (export "st") (param i32) (i32.store (local.get 0) (i32.const 1)))'));
-    const twice = instrument(once.wasm);
-    expect(Buffer.compare(Buffer.from(twice.wasm), Buffer.from(once.wasm))).toBe(0);
-    expect(twice.mode).toBe('bytemap');
-    expect(twice.warnings.join()).toMatch(/already instrumented/);
-    expect(twice.stats.globalExports).toEqual([{ name: 'ftvm_g1', index: 1, type: 'i32', added: false }]);
-    expect(INSTRUMENTED_SECTION).toBe('ftvm.instrumented');
+  test('refuses an instrumented module, or one that forges the claim', () => {
+    const plain = guest('(func (export "st") (param i32) (i32.store (local.get 0) (i32.const 1)))');
+    const name = Buffer.from(INSTRUMENTED_SECTION);
+    const forged = Buffer.concat([Buffer.from(plain), Buffer.from([0, name.length + 2, name.length]), name, Buffer.from([1])]);
+    expect(codeOf(() => instrument(instrument(plain).wasm))).toBe('FTVM_ERR_INSTRUMENT_ALREADY');
+    expect(codeOf(() => instrument(forged))).toBe('FTVM_ERR_INSTRUMENT_ALREADY');
+    expect(messageOf(() => instrument(forged))).toContain('original guest module');
   });
 
   test('a store whose operands never complete is left as is and the module still validates', async () => {
