@@ -126,3 +126,22 @@ describe('copyPages', () => {
     expect(code(() => copyPages(mem, [3, 4]))).toBe('FTVM_ERR_DIRTYLOG_RANGE');
   });
 });
+
+describe('the @ftvm/instrument/dirty-log entry point', () => {
+  test('imports nothing that loads binaryen (the vCPU worker imports it on every restore)', async () => {
+    const { readFileSync } = await import('node:fs');
+    const seen = new Set<string>();
+    const visit = (file: string): void => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      const src = readFileSync(new URL(`../src/${file}`, import.meta.url), 'utf8');
+      for (const [, spec] of src.matchAll(/from '([^']+)'/g)) {
+        expect(spec).not.toBe('binaryen');
+        if (spec!.startsWith('./')) visit(spec!.slice(2).replace(/\.js$/, '.ts'));
+        else expect(spec).toBe('@ftvm/guest-abi');
+      }
+    };
+    visit('dirty-log.ts');
+    expect([...seen].sort()).toEqual(['dirty-log.ts', 'errors.ts']);
+  });
+});
