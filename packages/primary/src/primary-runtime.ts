@@ -111,7 +111,14 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
   private onOutput = (it: OutputItem): void => {
     this.retained.add([{ conn: it.conn, epoch: it.epoch, offset: it.offset, data: it.data }]);
     this.outEnd.set(it.conn, it.offset + it.data.length);
-    this.proxy?.send({ t: 'output', term: this.core.term, conn: it.conn, epoch: it.epoch, offset: it.offset }, it.data);
+    try {
+      this.proxy?.trySend({ t: 'output', term: this.core.term, conn: it.conn, epoch: it.epoch, offset: it.offset }, it.data);
+    } catch (e) {
+      // The proxy is not reading (send buffer full): drop the link; on reconnect it asks
+      // for what it missed (resend from retained output).
+      this.emit('log', 'warn', 'proxy link overloaded: closing it', { message: (e as Error).message });
+      this.proxy?.close(4009, 'FTVM_ERR_SEND_BUFFER_FULL');
+    }
     this.core.outputProduced({ epoch: it.epoch, nowMs: now() });
     this.kick();
   };
@@ -156,9 +163,9 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         this.outEnd.set(c.conn, c.outProduced);
       }
       this.maxConn = promoted.maxConnId;
-      link.send({ t: 'offsets', term: this.core.term, epoch: promoted.epoch, maxConnId: promoted.maxConnId, conns: promoted.conns });
+      link.trySend({ t: 'offsets', term: this.core.term, epoch: promoted.epoch, maxConnId: promoted.maxConnId, conns: promoted.conns });
     } else {
-      link.send({
+      link.trySend({
         t: 'status',
         role: 'primary',
         term: this.core.term,
@@ -182,8 +189,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
   private heartbeat(): void {
     if (this.stopped) return;
     const hb: Message = { t: 'heartbeat', term: this.core.term, epoch: this.core.committedEpoch, sentAtMs: Date.now() };
-    this.proxy?.send(hb);
-    this.secondary?.send(hb);
+    this.proxy?.trySend(hb);
+    this.secondary?.trySend(hb);
   }
 
   private onProxy(link: Link, m: Message, payload: Uint8Array): void {
@@ -217,7 +224,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         return;
       case 'resend':
         for (const { conn, offset } of m.conns) {
-          for (const c of this.retained.from(conn, offset)) link.send({ t: 'output', term: this.core.term, conn, epoch: c.epoch, offset: c.offset }, c.data);
+          for (const c of this.retained.from(conn, offset)) link.trySend({ t: 'output', term: this.core.term, conn, epoch: c.epoch, offset: c.offset }, c.data);
         }
         return;
       case 'fence':
@@ -324,7 +331,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         return;
       case 'commit':
         for (const e of this.staged.keys()) if (e <= a.epoch) this.staged.delete(e);
-        this.proxy?.send({ t: 'commit', term: a.term, epoch: a.epoch, acked: a.acked, maxConnId: a.offsets.maxConnId, conns: a.offsets.conns });
+        this.proxy?.trySend({ t: 'commit', term: a.term, epoch: a.epoch, acked: a.acked, maxConnId: a.offsets.maxConnId, conns: a.offsets.conns });
         this.emit('committed', a.epoch, a.acked);
         return;
       case 'protectionChanged':
@@ -373,7 +380,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     this.digest.grow(c.memBytes / PAGE_BYTES);
     for (let i = 0; i < c.pages.length; i++) this.digest.update(c.pages[i]!, c.data, i * PAGE_BYTES);
     const devices: WireDevices = { ...c.devices, output: this.retained.ofEpoch(epoch), confirmed: this.confirmed };
-    link.send({
+    link.trySend({
       t: 'ckpt_begin',
       term,
       epoch,
@@ -394,10 +401,10 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         agg.pages += v.pages;
         agg.bytes += v.bytes;
       }
-      link.send({ t: 'ckpt_pages', term, epoch, seq, count: n }, batch.payload);
+      link.trySend({ t: 'ckpt_pages', term, epoch, seq, count: n }, batch.payload);
     }
     const raw = c.pages.length * PAGE_BYTES;
-    link.send({ t: 'ckpt_end', term, epoch, pageCount: c.pages.length, digest: this.digest.value(), wireBytes: wire, rawBytes: raw });
+    link.trySend({ t: 'ckpt_end', term, epoch, pageCount: c.pages.length, digest: this.digest.value(), wireBytes: wire, rawBytes: raw });
     const t = now();
     this.sentAt.set(epoch, t);
     // Pages are encoded: the staged copy is no longer needed (a nack triggers a full sync).

@@ -133,6 +133,17 @@ export class Link extends EventEmitter<LinkEvents> {
     this.ws.send(frame, { binary: true }, () => this.checkWaiters());
   }
 
+  /**
+   * Sends unless the link is already closed (returns false then). For runtimes whose
+   * timers may fire between a link closing and its 'close' event; a full send buffer or
+   * a message the link does not carry still throws (those are bugs or overload).
+   */
+  trySend(msg: Message, payload?: Uint8Array): boolean {
+    if (this.closed) return false;
+    this.send(msg, payload);
+    return true;
+  }
+
   /** Resolves once at most `threshold` bytes are queued (or the link closed). */
   drained(threshold = 0): Promise<void> {
     if (this.closed || this.ws.bufferedAmount <= threshold) return Promise.resolve();

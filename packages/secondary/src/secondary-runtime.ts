@@ -103,14 +103,14 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   }
 
   sendStatus(): void {
-    this.proxy?.send({ t: 'status', role: 'secondary', term: this.core.term, epoch: this.core.committedEpoch, state: this.core.state });
+    this.proxy?.trySend({ t: 'status', role: 'secondary', term: this.core.term, epoch: this.core.committedEpoch, state: this.core.state });
   }
 
   private heartbeat(): void {
     if (this.stopped) return;
     const hb: Message = { t: 'heartbeat', term: this.core.term, epoch: this.core.committedEpoch, sentAtMs: Date.now() };
-    this.proxy?.send(hb);
-    this.primary?.send(hb);
+    this.proxy?.trySend(hb);
+    this.primary?.trySend(hb);
   }
 
   private onProxy(m: Message): void {
@@ -244,23 +244,23 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         return;
       }
       case 'ack':
-        this.primary?.send({ t: 'ack', term: a.term, epoch: a.epoch, digest: this.digest.value() });
+        this.primary?.trySend({ t: 'ack', term: a.term, epoch: a.epoch, digest: this.digest.value() });
         return;
       case 'nack':
-        this.primary?.send({ t: 'nack', term: a.term, epoch: a.epoch, code: a.code, message: a.reason.slice(0, 1000) });
+        this.primary?.trySend({ t: 'nack', term: a.term, epoch: a.epoch, code: a.code, message: a.reason.slice(0, 1000) });
         return;
       case 'reject':
-        this.primary?.send({ t: 'fence', term: a.term });
+        this.primary?.trySend({ t: 'fence', term: a.term });
         return;
       case 'promoteRequest':
         this.emit('log', 'warn', 'primary lost: asking the proxy to promote this node', { reason: a.reason, committedEpoch: a.committedEpoch });
-        this.proxy?.send({ t: 'promote', term: a.term, fromEpoch: a.committedEpoch, reason: a.reason.slice(0, 200) });
+        this.proxy?.trySend({ t: 'promote', term: a.term, fromEpoch: a.committedEpoch, reason: a.reason.slice(0, 200) });
         return;
       case 'reportCommitted':
-        this.proxy?.send({ t: 'heartbeat', term: a.term, epoch: a.epoch, sentAtMs: Date.now() });
+        this.proxy?.trySend({ t: 'heartbeat', term: a.term, epoch: a.epoch, sentAtMs: Date.now() });
         return;
       case 'refusePromote':
-        this.proxy?.send({ t: 'promote_deny', term: a.term, reason: a.reason.slice(0, 200) });
+        this.proxy?.trySend({ t: 'promote_deny', term: a.term, reason: a.reason.slice(0, 200) });
         return;
       case 'restore':
         this.stop();

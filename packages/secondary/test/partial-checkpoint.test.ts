@@ -1,0 +1,79 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { PAGE_BYTES, RESERVED_PAGES } from '@ftvm/guest-abi';
+import { ImageDigest, PageEncoder, connect, digestImage, listen, type Link, type Listener } from '@ftvm/protocol';
+import { SecondaryRuntime } from '@ftvm/secondary';
+
+const token = new Uint8Array(Buffer.from('test-token'));
+const MEM = 8 << 20;
+
+function devices() {
+  return { conns: [], maxConnId: 0, timerDeadlineNs: null, clock: { pvclockAddr: 0, tscAtCapture: 0n, wallNsAtCapture: 0n, guestNsAtCapture: 0n }, output: [], confirmed: 0 };
+}
+
+/** Sends one checkpoint of `pages` (from `mem`); stops after `framesToSend` page frames when given. */
+function sendCheckpoint(link: Link, enc: PageEncoder, digest: ImageDigest, mem: Uint8Array, epoch: number, full: boolean, pages: number[], framesToSend?: number): void {
+  const data = new Uint8Array(pages.length * PAGE_BYTES);
+  pages.forEach((p, i) => {
+    data.set(mem.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES), i * PAGE_BYTES);
+    digest.update(p, mem, p * PAGE_BYTES);
+  });
+  link.send({ t: 'ckpt_begin', term: 0, epoch, memBytes: MEM, pageCount: pages.length, globals: [], devices: devices(), full });
+  const per = 64;
+  let frames = 0;
+  for (let i = 0; i < pages.length; i += per) {
+    if (framesToSend !== undefined && frames === framesToSend) return;
+    const n = Math.min(per, pages.length - i);
+    const b = enc.encodeBatch(Uint32Array.from(pages.slice(i, i + n)), data.subarray(i * PAGE_BYTES, (i + n) * PAGE_BYTES));
+    link.send({ t: 'ckpt_pages', term: 0, epoch, seq: frames++, count: n }, b.payload);
+  }
+  link.send({ t: 'ckpt_end', term: 0, epoch, pageCount: pages.length, digest: digest.value(), wireBytes: 0, rawBytes: pages.length * PAGE_BYTES });
+}
+
+describe('a partial checkpoint is never applied', () => {
+  let listener: Listener | null = null;
+  let rt: SecondaryRuntime | null = null;
+  afterEach(async () => {
+    rt?.stop();
+    await listener?.close();
+  });
+
+  it('keeps epoch N-1 (same digest) when the primary dies in the middle of checkpoint N', async () => {
+    rt = new SecondaryRuntime({ term: 0 });
+    const secondary = rt;
+    listener = await listen({
+      port: 0,
+      token,
+      identity: () => ({ nodeId: 's', role: 'secondary', term: 0, epoch: 0 }),
+      onLink: (link) => secondary.attachPrimary(link),
+    });
+    const link = await connect(listener.url, { token, role: 'primary', link: 'replication', nodeId: 'p', term: 0 });
+    const acks: number[] = [];
+    link.on('message', (m) => {
+      if (m.t === 'ack') acks.push(m.epoch);
+    });
+    const mem = new Uint8Array(MEM);
+    for (let p = RESERVED_PAGES; p < MEM / PAGE_BYTES; p += 3) mem.fill(p & 0xff, p * PAGE_BYTES, p * PAGE_BYTES + 100);
+    const enc = new PageEncoder();
+    const digest = new ImageDigest();
+    const all = Array.from({ length: MEM / PAGE_BYTES - RESERVED_PAGES }, (_, i) => RESERVED_PAGES + i);
+    sendCheckpoint(link, enc, digest, mem, 1, true, all);
+    // Epoch 2: a complete delta.
+    const dirty2 = all.filter((p) => p % 5 === 0);
+    for (const p of dirty2) mem[p * PAGE_BYTES + 7] ^= 0x5a;
+    sendCheckpoint(link, enc, digest, mem, 2, false, dirty2);
+    for (let i = 0; i < 100 && acks.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(acks).toEqual([1, 2]);
+    const committed = digestImage(secondary.image.memory());
+    expect(Buffer.from(committed)).toEqual(Buffer.from(digest.value()));
+    // Epoch 3: a large delta, cut off after 3 of its page frames: the primary dies mid-stream.
+    const dirty3 = all.filter((p) => p % 2 === 0);
+    for (const p of dirty3) mem[p * PAGE_BYTES + 9] ^= 0xa5;
+    sendCheckpoint(link, enc, digest.clone(), mem, 3, false, dirty3, 3);
+    await new Promise((r) => setTimeout(r, 100));
+    link.close(4000, 'primary died');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(secondary.committedEpoch).toBe(2);
+    expect(Buffer.from(digestImage(secondary.image.memory()))).toEqual(Buffer.from(committed));
+    expect(acks).toEqual([1, 2]);
+  });
+});
