@@ -1,0 +1,84 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { connect } from '@ftvm/protocol';
+import { fuzzListener } from '../../packages/protocol/test/fuzz-helpers.js';
+import { Cluster, freePorts } from '../helpers/cluster.js';
+import { spawnFtvm, type Spawned } from '../helpers/ftvm.js';
+import { RespClient } from '../helpers/resp.js';
+
+/** Frames per listener and link kind; FTVM_FUZZ_FRAMES=100000 for the long run (see docs/testing.md). */
+const N = Number(process.env.FTVM_FUZZ_FRAMES ?? 2000);
+
+describe('fuzzing the node listeners of a running cluster', () => {
+  const cluster = new Cluster();
+  let token: Uint8Array;
+  beforeAll(async () => {
+    await cluster.start();
+    token = new Uint8Array(Buffer.from(readFileSync(cluster.tokenFile, 'utf8').trim()));
+  }, 120_000);
+  afterAll(async () => {
+    await cluster.stop();
+  });
+
+  // A replication link from a "primary" replaces the secondary's current one (an authenticated
+  // peer is trusted), so the secondary's replication link is fuzzed on a standalone secondary below.
+  for (const target of ['a', 'b'] as const) {
+    for (const link of target === 'a' ? ([undefined, 'replication', 'net'] as const) : ([undefined, 'net'] as const)) {
+      it(`node ${target} (${target === 'a' ? 'primary' : 'secondary'}): ${N} bad frames ${link ? `on an authenticated ${link} link` : 'in the handshake'} each end in a coded close; the node keeps serving`, async () => {
+        const report = await fuzzListener(cluster.url(target), N, {
+          token,
+          link,
+          role: link === 'net' ? 'proxy' : target === 'a' ? 'secondary' : 'primary',
+          seed: 7 + N,
+          concurrency: 8,
+          // The node's own limits (replication frames carry device state in their header).
+          limits: { maxHeaderBytes: 32 << 20, maxPayloadBytes: 64 << 20 },
+          // A new link of a kind the node holds one of replaces it (4000) or is refused as busy (4010).
+          alsoAccept: [4000, 4010],
+          timeoutMs: 10_000,
+        });
+        expect(report.failures.slice(0, 3).map((f) => f.slice(0, 300))).toEqual([]);
+        expect(report.sent).toBe(N);
+        for (const code of Object.keys(report.closes).map(Number)) expect(code === 1009 || (code >= 4000 && code < 5000)).toBe(true);
+        expect(cluster.nodes[target].proc.exitCode).toBeNull();
+        // Still a working listener: a well-formed handshake succeeds.
+        const ok = await connect(cluster.url(target), { token, role: 'cli', link: 'control', nodeId: 'probe', term: 0 }).then(
+          (l) => (l.close(4000, 'done'), true),
+          (e: { code?: string }) => e.code !== undefined && e.code !== 'FTVM_ERR_CONNECT_FAILED',
+        );
+        expect(ok).toBe(true);
+      }, 600_000);
+    }
+  }
+
+  it(`a standalone secondary: ${N} bad frames on authenticated replication links each end in a coded close`, async () => {
+    const [port] = freePorts(1);
+    const node: Spawned = spawnFtvm(['secondary', '--listen', `127.0.0.1:${port}`, '--token-file', cluster.tokenFile]);
+    try {
+      await node.waitFor(/listening on/, 60_000);
+      const report = await fuzzListener(`ws://127.0.0.1:${port}`, N, {
+        token,
+        link: 'replication',
+        role: 'primary',
+        seed: 11 + N,
+        concurrency: 8,
+        timeoutMs: 10_000,
+        limits: { maxHeaderBytes: 32 << 20, maxPayloadBytes: 64 << 20 },
+        alsoAccept: [4000, 4010],
+      });
+      expect(report.failures.slice(0, 3).map((f) => f.slice(0, 300))).toEqual([]);
+      expect(report.sent).toBe(N);
+      expect(node.proc.exitCode).toBeNull();
+    } finally {
+      await node.stop();
+    }
+  }, 600_000);
+
+  it('the cluster still serves clients and is still protected after the fuzzing', async () => {
+    const c = await RespClient.connect(cluster.ports.proxy);
+    c.send('SET', 'after-fuzz', 'ok');
+    c.send('GET', 'after-fuzz');
+    expect(await c.waitReplies(2)).toEqual(['OK', 'ok']);
+    c.end();
+  });
+});
