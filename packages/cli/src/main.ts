@@ -28,6 +28,9 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    // A command that returned is done: a lingering handle (a child's pipe, a socket in
+    // TIME_WAIT) must not keep a stopped daemon alive.
+    setTimeout(() => process.exit(code), 500).unref();
   },
   (e: unknown) => {
     if (isFtvmError(e)) {

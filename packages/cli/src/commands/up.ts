@@ -110,7 +110,22 @@ export const upCommand: CommandSpec = {
       process.once('SIGTERM', () => resolve());
     });
     stopping = true;
-    for (const r of Object.values(roles)) r.proc?.kill('SIGTERM');
+    log.info('stopping every role');
+    await Promise.all(
+      Object.values(roles).map(
+        (r) =>
+          new Promise<void>((resolve) => {
+            const p = r.proc;
+            if (!p || p.exitCode !== null || p.signalCode !== null) return resolve();
+            const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+            p.once('exit', () => {
+              clearTimeout(t);
+              resolve();
+            });
+            p.kill('SIGTERM');
+          }),
+      ),
+    );
     rmSync(dir, { recursive: true, force: true });
     return 0;
   },

@@ -1,0 +1,3 @@
+import type { CommandSpec } from '../flags.js';
+export declare const commands: CommandSpec[];
+//# sourceMappingURL=index.d.ts.map

@@ -1,0 +1,3 @@
+import type { CommandSpec } from '../flags.js';
+export declare const inspectCommand: CommandSpec;
+//# sourceMappingURL=inspect.d.ts.map

@@ -1,0 +1,109 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { int, oneOf } from '../flags.js';
+import { Logger } from '../logger.js';
+const MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
+export const upCommand = {
+    name: 'up',
+    summary: 'run primary, secondary and proxy on this machine (the embedded default)',
+    usage: 'ftvm up [--guest kv] [--port 6380] [--policy adaptive|periodic|sync-io] [options]',
+    flags: {
+        guest: { type: 'string', default: 'kv', help: 'shipped guest name or path to a .wasm module' },
+        port: { type: 'string', default: 6380, parse: int(1, 65535), help: 'client TCP port of the proxy' },
+        host: { type: 'string', default: '127.0.0.1', help: 'address every role listens on' },
+        'node-ports': { type: 'string', default: '7001,7002', help: 'listen ports of node A (primary first) and node B' },
+        'metrics-base-port': { type: 'string', default: 9100, parse: int(1, 65533), help: 'metrics of proxy, node A, node B on this port and the next two' },
+        policy: { type: 'string', default: 'adaptive', parse: oneOf('adaptive', 'periodic', 'sync-io'), help: 'epoch policy' },
+        'interval-ms': { type: 'string', parse: int(1, 60_000), help: 'epoch interval (periodic) or max interval (adaptive)' },
+        respawn: { type: 'string', default: 'on', parse: oneOf('on', 'off'), help: 'restart a killed node as a secondary, so protection returns' },
+        'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level of every role' },
+    },
+    async run(f) {
+        const log = new Logger('up', f['log-level']);
+        const host = f.host;
+        const ports = String(f['node-ports']).split(',').map(Number);
+        if (ports.length !== 2 || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535))
+            throw new Error(`--node-ports must be two ports, e.g. 7001,7002`);
+        const [pa, pb] = ports;
+        const mb = f['metrics-base-port'];
+        const dir = mkdtempSync(join(tmpdir(), 'ftvm-up-'));
+        const tokenFile = join(dir, 'token');
+        writeFileSync(tokenFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+        const urlA = `ws://${host}:${pa}`;
+        const urlB = `ws://${host}:${pb}`;
+        const common = ['--guest', f.guest, '--token-file', tokenFile, '--policy', f.policy, '--log-level', f['log-level']];
+        if (f['interval-ms'] !== undefined)
+            common.push('--interval-ms', String(f['interval-ms']));
+        const nodeA = ['--listen', `${host}:${pa}`, '--node-id', 'a', '--metrics-port', String(mb + 1), ...common];
+        const nodeB = ['--listen', `${host}:${pb}`, '--node-id', 'b', '--metrics-port', String(mb + 2), ...common];
+        const roles = {
+            b: { name: 'secondary', args: ['secondary', ...nodeB, '--peer', urlA] },
+            a: { name: 'primary', args: ['primary', ...nodeA, '--secondary', urlB] },
+            proxy: {
+                name: 'proxy',
+                args: ['proxy', '--port', String(f.port), '--host', host, '--nodes', `${urlA},${urlB}`, '--token-file', tokenFile, '--metrics-port', String(mb), '--log-level', f['log-level']],
+            },
+        };
+        let stopping = false;
+        const start = (key, r) => new Promise((resolve, reject) => {
+            const proc = spawn(process.execPath, [MAIN, ...r.args], { stdio: ['ignore', 'pipe', 'inherit'] });
+            r.proc = proc;
+            let ready = false;
+            proc.stdout.on('data', (d) => {
+                if (!ready && /listening on/.test(d.toString())) {
+                    ready = true;
+                    resolve();
+                }
+            });
+            proc.once('exit', (code, signal) => {
+                if (!ready)
+                    reject(new Error(`${r.name} (${key}) exited before listening (${signal ?? code})`));
+                if (stopping)
+                    return;
+                log.warn(`${r.name} node ${key} (pid ${proc.pid}) exited (${signal ?? code})`);
+                if (key !== 'proxy' && f.respawn === 'on') {
+                    // A killed node comes back as a secondary of the survivor, which dials it: protection returns.
+                    const other = key === 'a' ? urlB : urlA;
+                    const args = key === 'a' ? nodeA : nodeB;
+                    setTimeout(() => {
+                        if (stopping)
+                            return;
+                        const nr = { name: 'secondary', args: ['secondary', ...args, '--peer', other] };
+                        roles[key] = nr;
+                        start(key, nr).then(() => log.info(`node ${key} restarted as a secondary (pid ${nr.proc?.pid})`), (e) => log.error(e.message));
+                    }, 1000);
+                }
+            });
+        });
+        await start('b', roles.b);
+        await start('a', roles.a);
+        await start('proxy', roles.proxy);
+        const pid = (k) => roles[k].proc.pid;
+        process.stdout.write([
+            '',
+            `ftvm up: ${f.guest} guest, ${f.policy} epochs`,
+            `  clients connect to   ${host}:${f.port}   (e.g. redis-cli -p ${f.port})`,
+            `  proxy                pid ${pid('proxy')}   metrics http://${host}:${mb}/metrics`,
+            `  node a (primary)     pid ${pid('a')}   ${urlA}   metrics http://${host}:${mb + 1}/metrics`,
+            `  node b (secondary)   pid ${pid('b')}   ${urlB}   metrics http://${host}:${mb + 2}/metrics`,
+            `  status page          http://${host}:${mb}/`,
+            `  watch a failover:    kill -9 ${pid('a')}`,
+            '  stop: Ctrl-C',
+            '',
+        ].join('\n'));
+        await new Promise((resolve) => {
+            process.once('SIGINT', () => resolve());
+            process.once('SIGTERM', () => resolve());
+        });
+        stopping = true;
+        for (const r of Object.values(roles))
+            r.proc?.kill('SIGTERM');
+        rmSync(dir, { recursive: true, force: true });
+        return 0;
+    },
+};
+//# sourceMappingURL=up.js.map
