@@ -101,6 +101,8 @@ export class ProxyRuntime {
   private heartbeat: NodeJS.Timeout | undefined;
   private draining = false;
   private readonly resumed: ClientRec[] = [];
+  private readonly confirms = new Map<NodeId, { term: number; epoch: number }>();
+  private confirmTimer: NodeJS.Immediate | undefined;
   /** Largest piece of client input given to the core at once, bytes. */
   private readonly pieceBytes: number;
   private replaying = false;
@@ -233,6 +235,7 @@ export class ProxyRuntime {
     this.phase = 'closed';
     clearTimeout(this.timer);
     clearInterval(this.heartbeat);
+    clearImmediate(this.confirmTimer);
     for (const l of this.links.values()) l.close();
     for (const s of this.sockets) s.destroy();
     const server = this.server;
@@ -419,6 +422,10 @@ export class ProxyRuntime {
   }
 
   private perform(a: ProxyAction): void {
+    if (a.type === 'confirmCommit') {
+      this.queueConfirm(a.node, a.term, a.epoch);
+      return;
+    }
     const out = messageForAction(a);
     if (out !== undefined) {
       const sent = this.links.get(out.node)!.send(out.msg, out.payload);
@@ -508,6 +515,25 @@ export class ProxyRuntime {
     }
     this.lost = undefined;
     this.events.emit('ready', { ready: true, reason: `serving from ${a.node} in term ${a.term}` });
+  }
+
+  /**
+   * A confirm covers every epoch up to its own, so only the newest per node is sent, once
+   * per event-loop turn: under load many commits arrive in one read and one confirm
+   * answers them all (a message, and a socket write, saved per commit).
+   */
+  private queueConfirm(node: NodeId, term: number, epoch: number): void {
+    const prev = this.confirms.get(node);
+    if (prev === undefined || prev.term !== term || prev.epoch < epoch) this.confirms.set(node, { term, epoch });
+    if (this.confirmTimer !== undefined) return;
+    this.confirmTimer = setImmediate(() => {
+      this.confirmTimer = undefined;
+      for (const [id, c] of this.confirms) {
+        // A confirm of an older term means nothing to the node any more.
+        if (c.term === this.core.term) this.links.get(id)!.send({ t: 'confirm', term: c.term, epoch: c.epoch });
+      }
+      this.confirms.clear();
+    });
   }
 
   private writeClient(conn: number, bytes: Uint8Array): void {
