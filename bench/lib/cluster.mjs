@@ -1,0 +1,161 @@
+// The systems under test, as real processes: a protected trio (secondary, primary, proxy)
+// or the unprotected baseline (`ftvm run`), and the measurement window around a workload.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cpuSeconds, freePort, startFtvm } from './proc.mjs';
+import { delta, histBucketOf, histDelta, histQuantile, histShareAtMost, scrape } from './prom.mjs';
+
+/** Start-up bounds, ms: a role that does not print its listening line in time fails the configuration. */
+const START_TIMEOUT_MS = 60_000;
+const PROTECT_TIMEOUT_MS = 60_000;
+
+/**
+ * Starts secondary, primary and proxy. `nodeArgs` go to both nodes (policy, compression,
+ * timeouts); `nodeFlags.primary` are node.js flags of the primary (e.g. --cpu-prof).
+ */
+export async function startProtected(opts) {
+  // One retry: on a shared machine a start-up can fail for reasons outside the system under
+  // test (a port taken between probe and bind); the first error is kept in the log.
+  try {
+    return await startProtectedOnce(opts);
+  } catch (e) {
+    process.stderr.write(`bench: start of a ${opts.guest} cluster failed, retrying once: ${String(e?.message ?? e).split('\n')[0]}\n`);
+    return startProtectedOnce(opts);
+  }
+}
+
+async function startProtectedOnce({ guest, nodeArgs = [], proxyArgs = [], nodeFlags = {} }) {
+  const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-'));
+  const tokenFile = join(dir, 'token');
+  writeFileSync(tokenFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  const [pa, pb, pp, ma, mb, mp] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const urlA = `ws://127.0.0.1:${pa}`;
+  const urlB = `ws://127.0.0.1:${pb}`;
+  const common = ['--guest', guest, '--token-file', tokenFile, '--log-level', 'warn', ...nodeArgs];
+  const procs = {};
+  const c = {
+    guest,
+    port: pp,
+    metrics: { primary: ma, secondary: mb, proxy: mp },
+    procs,
+    dir,
+    async stop() {
+      await Promise.all(Object.values(procs).map((p) => p.stop('SIGTERM', 8000)));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    procs.secondary = startFtvm(['secondary', '--listen', `127.0.0.1:${pb}`, '--node-id', 'b', '--metrics-port', String(mb), '--peer', urlA, ...common], {
+      name: 'secondary',
+      nodeFlags: nodeFlags.secondary ?? [],
+    });
+    await procs.secondary.waitFor(/listening on/, START_TIMEOUT_MS);
+    procs.primary = startFtvm(['primary', '--listen', `127.0.0.1:${pa}`, '--node-id', 'a', '--metrics-port', String(ma), '--secondary', urlB, ...common], {
+      name: 'primary',
+      nodeFlags: nodeFlags.primary ?? [],
+    });
+    await procs.primary.waitFor(/listening on/, START_TIMEOUT_MS);
+    // ' PROTECTED:' and not 'UNPROTECTED:', which the primary prints first.
+    await procs.primary.waitFor(/ PROTECTED:/, PROTECT_TIMEOUT_MS);
+    procs.proxy = startFtvm(
+      ['proxy', '--port', String(pp), '--nodes', `${urlA},${urlB}`, '--token-file', tokenFile, '--metrics-port', String(mp), '--log-level', 'warn', ...proxyArgs],
+      { name: 'proxy', nodeFlags: nodeFlags.proxy ?? [] },
+    );
+    await procs.proxy.waitFor(/listening on/, START_TIMEOUT_MS);
+    await waitReady(mp, 30_000);
+  } catch (e) {
+    await c.stop();
+    throw e;
+  }
+  return c;
+}
+
+/** Polls /readyz until the proxy has an active node. */
+async function waitReady(port, timeoutMs) {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(1000) });
+      if (r.status === 200) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`proxy not ready within ${timeoutMs} ms`);
+}
+
+/** The unprotected baseline: `ftvm run` (no replication; its own local rollback checkpoints on). */
+export async function startUnprotected({ guest, nodeFlags = [] }) {
+  const port = await freePort();
+  const run = startFtvm(['run', '--guest', guest, '--port', String(port), '--log-level', 'warn'], { name: 'run', nodeFlags });
+  await run.waitFor(/listening on/, START_TIMEOUT_MS);
+  return {
+    guest,
+    port,
+    metrics: {},
+    procs: { run },
+    async stop() {
+      await run.stop('SIGTERM', 8000);
+    },
+  };
+}
+
+function snapshotCpu(c) {
+  const out = {};
+  for (const [k, p] of Object.entries(c.procs)) out[k] = p.alive ? cpuSeconds(p.proc.pid) : null;
+  return out;
+}
+
+/** Opens a measurement window: counters and CPU now; `close()` diffs them. */
+export async function openWindow(c) {
+  const t0 = performance.now();
+  const before = { primary: c.metrics.primary ? await scrape(c.metrics.primary) : null, proxy: c.metrics.proxy ? await scrape(c.metrics.proxy) : null };
+  const cpu0 = snapshotCpu(c);
+  return {
+    async close() {
+      const cpu1 = snapshotCpu(c);
+      const seconds = (performance.now() - t0) / 1000;
+      const after = { primary: c.metrics.primary ? await scrape(c.metrics.primary) : null, proxy: c.metrics.proxy ? await scrape(c.metrics.proxy) : null };
+      const cpu = {};
+      for (const k of Object.keys(cpu0)) cpu[k] = cpu0[k] !== null && cpu1[k] !== null ? (100 * (cpu1[k] - cpu0[k])) / seconds : null;
+      return { seconds, cpu, ...replication(before, after, seconds) };
+    },
+  };
+}
+
+/** Replication figures of one window (null fields when the role has no metrics, e.g. unprotected). */
+export function replication(before, after, seconds) {
+  if (!after.primary) return { repl: null };
+  const b = before.primary;
+  const a = after.primary;
+  const epochs = ['periodic', 'sync-io', 'adaptive'].reduce((s, p) => s + delta(b, a, `ftvm_epochs_total{policy="${p}"}`), 0);
+  const wire = delta(b, a, 'ftvm_replication_wire_bytes_total');
+  const raw = delta(b, a, 'ftvm_replication_raw_bytes_total');
+  const pause = histDelta(b, a, 'ftvm_epoch_pause_seconds');
+  const dirtyPages = delta(b, a, 'ftvm_epoch_dirty_pages_sum');
+  const dirtyCount = delta(b, a, 'ftvm_epoch_dirty_pages_count');
+  const outDelay = after.proxy ? histDelta(before.proxy, after.proxy, 'ftvm_output_delay_seconds') : [];
+  const ms = (v) => (v === null ? null : v * 1000);
+  return {
+    repl: {
+      epochs,
+      epochsPerSec: epochs / seconds,
+      wireBps: wire / seconds,
+      rawBps: raw / seconds,
+      wireOverRaw: raw > 0 ? wire / raw : null,
+      dirtyPagesPerEpoch: dirtyCount > 0 ? dirtyPages / dirtyCount : null,
+      dirtyPagesPerSec: dirtyPages / seconds,
+      pauseP50Ms: ms(histQuantile(pause, 0.5)),
+      pauseP99Ms: ms(histQuantile(pause, 0.99)),
+      pauseP99BucketMs: histBucketOf(pause, 0.99)?.map((v) => v * 1000) ?? null,
+      pauseShareAtMost1ms: histShareAtMost(pause, 0.001),
+      pauseMeanMs: pause.at(-1)?.count ? (1000 * delta(b, a, 'ftvm_epoch_pause_seconds_sum')) / pause.at(-1).count : null,
+      outputDelayP50Ms: ms(histQuantile(outDelay, 0.5)),
+      outputDelayP99Ms: ms(histQuantile(outDelay, 0.99)),
+      ackLatencyP50Ms: ms(histQuantile(histDelta(b, a, 'ftvm_checkpoint_ack_latency_seconds'), 0.5)),
+    },
+  };
+}

@@ -1,0 +1,315 @@
+// Turns the raw results into bench/results/replication.md and SVG plots. Every number comes
+// from the results object of one run; nothing here is typed in by hand.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { median, spread, summarizeTests } from './stats.mjs';
+import { barChart, xyChart } from './svg.mjs';
+
+const WORKLOADS = {
+  kv: 'kv: redis-benchmark, 50 clients, no pipelining',
+  kvPipe: 'kv: redis-benchmark, 50 clients, pipeline 16',
+  http: 'http: wrk -t2 -c50, GET /counter',
+};
+
+const f = (digits) => (v) => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(digits));
+const f0 = f(0);
+const f1 = f(1);
+const f2 = f(2);
+const f3 = f(3);
+const mb = (v) => (v === null || v === undefined ? '–' : (v / 1e6).toFixed(v >= 1e7 ? 1 : 3));
+
+/** "median (min–max)" over repeats, or the value alone for one run. */
+function cell(values, fmt) {
+  const m = median(values);
+  if (m === null) return '–';
+  const s = spread(values);
+  return values.filter((v) => Number.isFinite(v)).length > 1 ? `${fmt(m)} (${fmt(s[0])}–${fmt(s[1])})` : fmt(m);
+}
+
+/** Per run: the client summary plus the replication window. */
+function rows(runs) {
+  return runs.map((r) => ({ ...summarizeTests(r.tests), repl: r.window.repl, cpu: r.window.cpu }));
+}
+
+const pick = (rs, fn) => rs.map((r) => fn(r) ?? null);
+
+function table(header, body) {
+  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+function cpuCell(rs) {
+  const roles = rs[0]?.cpu ? Object.keys(rs[0].cpu) : [];
+  const short = { primary: 'pri', secondary: 'sec', proxy: 'prx', run: 'run' };
+  return roles.map((k) => `${short[k] ?? k} ${f0(median(pick(rs, (r) => r.cpu[k])))}`).join(' / ') || '–';
+}
+
+function workloadTable(res, w) {
+  const base = median(pick(rows(res.configs.unprotected?.[w] ?? []), (r) => r.rps));
+  const body = [];
+  for (const [name, c] of Object.entries(res.configs)) {
+    const rs = rows(c[w] ?? []);
+    if (rs.length === 0) {
+      body.push([name, 'no result', ...Array(12).fill('')]);
+      continue;
+    }
+    const rps = pick(rs, (r) => r.rps);
+    body.push([
+      name,
+      cell(rps, f0),
+      base && name !== 'unprotected' ? f2(median(rps) / base) : name === 'unprotected' ? '1' : '–',
+      cell(pick(rs, (r) => r.p50Ms), f2),
+      cell(pick(rs, (r) => r.p99Ms), f2),
+      cell(pick(rs, (r) => r.p999Ms), f2),
+      cell(pick(rs, (r) => r.repl?.wireBps), mb),
+      cell(pick(rs, (r) => r.repl?.rawBps), mb),
+      cell(pick(rs, (r) => r.repl?.wireOverRaw), f3),
+      cell(pick(rs, (r) => r.repl?.epochsPerSec), f0),
+      cell(pick(rs, (r) => r.repl?.pauseP50Ms), f3),
+      cell(pick(rs, (r) => r.repl?.pauseP99Ms), f3),
+      cell(pick(rs, (r) => r.repl?.outputDelayP99Ms), f2),
+      cpuCell(rs),
+    ]);
+  }
+  return table(
+    ['config', 'req/s', 'vs unprot.', 'p50 ms', 'p99 ms', 'p99.9 ms', 'wire MB/s', 'raw MB/s', 'wire/raw', 'epochs/s', 'pause p50 ms', 'pause p99 ms', 'output delay p99 ms', 'CPU % (1 core = 100)'],
+    body,
+  );
+}
+
+function detailTable(res, w) {
+  const body = [];
+  for (const [name, c] of Object.entries(res.configs)) {
+    const runs = c[w] ?? [];
+    if (runs.length === 0) continue;
+    for (const t of runs[0].tests.map((x) => x.name)) {
+      const per = runs.map((r) => r.tests.find((x) => x.name === t)).filter(Boolean);
+      body.push([name, t, cell(pick(per, (x) => x.rps), f0), cell(pick(per, (x) => x.p50Ms), f2), cell(pick(per, (x) => x.p99Ms), f2), cell(pick(per, (x) => x.p999Ms), f2)]);
+    }
+  }
+  return table(['config', 'command', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms'], body);
+}
+
+const med = (res, name, w, fn) => median(pick(rows(res.configs[name]?.[w] ?? []), fn));
+
+function sweepTable(res) {
+  const body = res.sweep.map((p) => {
+    const r = p.window.repl ?? {};
+    const b = r.pauseP99BucketMs;
+    return [
+      p.policy,
+      `${p.memMiB} MiB`,
+      f0(p.rate),
+      f0(p.guestPagesPerSec),
+      f1(r.epochsPerSec),
+      f0(r.dirtyPagesPerEpoch),
+      mb(r.wireBps),
+      mb(r.rawBps),
+      f3(r.wireOverRaw),
+      f3(r.pauseP50Ms),
+      f3(r.pauseP99Ms),
+      b ? `${f3(b[0])}–${b[1] === null || !Number.isFinite(b[1]) ? '∞' : f3(b[1])}` : '–',
+      r.pauseShareAtMost1ms === null || r.pauseShareAtMost1ms === undefined ? '–' : `${(100 * r.pauseShareAtMost1ms).toFixed(1)}%`,
+      cpuCell([{ cpu: p.window.cpu }]),
+    ];
+  });
+  return table(
+    ['policy', 'memory', 'target pages/s', 'written pages/s', 'epochs/s', 'dirty pages/epoch', 'wire MB/s', 'raw MB/s', 'wire/raw', 'pause p50 ms', 'pause p99 ms', 'p99 bucket ms', 'pauses ≤ 1 ms', 'CPU %'],
+    body,
+  );
+}
+
+/** The goals of the two issues, evaluated on this run's medians. */
+function goals(res) {
+  const out = [];
+  const add = (goal, value, target, met, why) => out.push({ goal, value, target, met, why });
+  const thr = (w) => {
+    const a = med(res, 'adaptive', w, (r) => r.rps);
+    const u = med(res, 'unprotected', w, (r) => r.rps);
+    return a !== null && u ? a / u : null;
+  };
+  const cpuNote = (w) => {
+    const rs = rows(res.configs.adaptive?.[w] ?? []);
+    return rs.length ? `CPU during the run: ${cpuCell(rs)} % on a ${res.meta.machine.nproc}-core machine shared with the client` : '';
+  };
+  for (const w of ['kv', 'kvPipe', 'http']) {
+    const v = thr(w);
+    add(`throughput adaptive / unprotected (${WORKLOADS[w]})`, f2(v), '≥ 0.8', v === null ? null : v >= 0.8, v !== null && v < 0.8 ? `${cpuNote(w)}; see Profile` : '');
+  }
+  const wr = med(res, 'adaptive', 'kv', (r) => r.repl?.wireOverRaw);
+  add('wire / raw dirty bytes on kv (adaptive, no pipelining)', f3(wr), '≤ 0.1', wr === null ? null : wr <= 0.1, '');
+  for (const w of ['kv', 'kvPipe', 'http']) {
+    const a = med(res, 'adaptive', w, (r) => r.repl?.wireBps);
+    for (const [other, target] of [['periodic-100', 1.0], ['sync-io', 0.33]]) {
+      const o = med(res, other, w, (r) => r.repl?.wireBps);
+      const v = a !== null && o ? a / o : null;
+      const ea = med(res, 'adaptive', w, (r) => r.repl?.epochsPerSec);
+      const eo = med(res, other, w, (r) => r.repl?.epochsPerSec);
+      add(`bandwidth adaptive / ${other} (${WORKLOADS[w]})`, f2(v), `≤ ${target}`, v === null ? null : v <= target,
+        v !== null && v > target ? `adaptive ran ${f0(ea)} epochs/s against ${f0(eo)} for ${other}: more, smaller checkpoints re-send pages a longer epoch would have sent once` : '');
+    }
+  }
+  for (const w of ['kv', 'kvPipe', 'http']) {
+    const a = med(res, 'adaptive', w, (r) => r.p99Ms);
+    for (const [other, target] of [['periodic-100', 0.1], ['sync-io', 0.5]]) {
+      const o = med(res, other, w, (r) => r.p99Ms);
+      const v = a !== null && o ? a / o : null;
+      add(`p99 latency adaptive / ${other} (${WORKLOADS[w]})`, f2(v), `≤ ${target}`, v === null ? null : v <= target,
+        v !== null && v > target ? `p99 ${f2(a)} ms against ${f2(o)} ms; adaptive output delay p99 ${f2(med(res, 'adaptive', w, (r) => r.repl?.outputDelayP99Ms))} ms` : '');
+    }
+  }
+  // Pause at ~1,000 dirty pages per epoch: the sweep point of the adaptive policy (else any) nearest to it.
+  const pts = res.sweep.filter((p) => p.window.repl?.dirtyPagesPerEpoch > 0);
+  const near = (ps) => ps.sort((a, b) => Math.abs(Math.log(a.window.repl.dirtyPagesPerEpoch / 1000)) - Math.abs(Math.log(b.window.repl.dirtyPagesPerEpoch / 1000)))[0];
+  const p1k = near(pts.filter((p) => p.policy === 'adaptive')) ?? near(pts);
+  if (p1k) {
+    const r = p1k.window.repl;
+    add(`pause p99 at ~1,000 dirty pages/epoch (${p1k.policy}, ${p1k.memMiB} MiB, ${p1k.rate} pages/s: ${f0(r.dirtyPagesPerEpoch)} pages/epoch)`,
+      `${f3(r.pauseP99Ms)} ms (${(100 * r.pauseShareAtMost1ms).toFixed(1)}% ≤ 1 ms)`, '≤ 1 ms', r.pauseShareAtMost1ms >= 0.99,
+      r.pauseShareAtMost1ms < 0.99 ? `mean pause ${f3(r.pauseMeanMs)} ms for ${f0(r.dirtyPagesPerEpoch)} pages: ${f2((1000 * r.pauseMeanMs) / r.dirtyPagesPerEpoch)} µs per dirty page` : '');
+  } else add('pause p99 at ~1,000 dirty pages/epoch', '–', '≤ 1 ms', null, 'no sweep point');
+  // O(dirty), not O(memory): same policy and rate at the smallest and largest working set.
+  const sizes = [...new Set(res.sweep.map((p) => p.wsPages))].sort((a, b) => a - b);
+  if (sizes.length >= 2) {
+    const ratios = [];
+    for (const small of res.sweep.filter((p) => p.wsPages === sizes[0])) {
+      const big = res.sweep.find((p) => p.wsPages === sizes.at(-1) && p.policy === small.policy && p.rate === small.rate);
+      const a = small.window.repl?.pauseMeanMs;
+      const b = big?.window.repl?.pauseMeanMs;
+      if (a > 0 && b > 0) ratios.push(b / a);
+    }
+    const m = median(ratios);
+    const big = (sizes.at(-1) * 4096) / 2 ** 20;
+    const small = (sizes[0] * 4096) / 2 ** 20;
+    add(`pause O(dirty), not O(memory): mean pause at ${big} MiB / at ${small} MiB, same policy and rate (median over ${ratios.length} points)`,
+      f2(m), `≤ 2 (memory is ${big / small}×)`, m === null ? null : m <= 2, '');
+  }
+  const c = res.crash.find((x) => x.variant === 'default timeouts') ?? res.crash[0];
+  for (const cv of res.crash) {
+    const v = median(cv.trials.map((t) => t.crashToReplyMs));
+    add(`crash-to-first-reply, SIGKILL of the primary (${cv.variant}; median of ${cv.trials.length})`, v === null ? '–' : `${f0(v)} ms`, '≤ 500 ms', v === null ? null : v <= 500,
+      v !== null && v > 500 ? `failure detection is a timeout (${cv.variant === 'default timeouts' ? 'secondary --detection-timeout-ms and proxy --failover-timeout-ms, 1000 ms by default' : cv.variant}) and it dominates` : '');
+  }
+  void c;
+  return out;
+}
+
+function goalsTable(res) {
+  const g = goals(res);
+  return table(
+    ['goal', 'measured', 'target', 'status', 'why (when missed)'],
+    g.map((x) => [x.goal, x.value, x.target, x.met === null ? 'NO DATA' : x.met ? 'met' : '**MISSED**', x.why]),
+  );
+}
+
+function crashTable(res) {
+  return table(
+    ['variant', 'trials', 'median ms', 'min–max ms', 'counter gapless in every trial', 'node / proxy flags'],
+    res.crash.map((c) => {
+      const v = c.trials.map((t) => t.crashToReplyMs);
+      const s = spread(v);
+      return [c.variant, String(c.trials.length), f0(median(v)), s ? `${f0(s[0])}–${f0(s[1])}` : '–', c.trials.every((t) => t.gapless) ? 'yes' : '**no**', `${c.nodeArgs.join(' ') || '–'} / ${c.proxyArgs.join(' ') || '–'}`];
+    }),
+  );
+}
+
+function profileSection(res) {
+  if (!res.profile) return '';
+  const p = res.profile;
+  const s = summarizeTests(p.run.tests);
+  const parts = [
+    `One adaptive kv run (${p.run.command}) with \`node --cpu-prof\` on every role: ${f0(s.rps)} req/s, p99 ${f2(s.p99Ms)} ms, CPU ${cpuCell([{ cpu: p.run.window.cpu }])} %. Self time, top functions per thread:`,
+  ];
+  for (const [role, top] of Object.entries(p.roles)) {
+    parts.push(`\n**${role}**\n`);
+    parts.push(table(['self %', 'self ms', 'function', 'where'], top.map((t) => [f1(t.pct), f0(t.selfMs), `\`${t.fn}\``, t.where ? `\`${t.where}\`` : ''])));
+  }
+  return parts.join('\n');
+}
+
+function plots(res, dir) {
+  const files = [];
+  const write = (name, svg) => {
+    writeFileSync(join(dir, name), svg);
+    files.push(name);
+  };
+  const series = Object.entries(WORKLOADS).map(([w, label]) => ({
+    name: label.replace(/: .*?, /, ', ').replace('redis-benchmark, ', ''),
+    points: Object.keys(res.configs).map((c) => ({ x: med(res, c, w, (r) => r.rps), y: med(res, c, w, (r) => r.p99Ms), label: c })).filter((p) => p.x !== null && p.y !== null),
+  }));
+  write('latency-vs-throughput.svg', xyChart({ title: 'p99 latency vs throughput (median of repeats)', xLabel: 'client throughput, req/s', yLabel: 'p99 latency, ms', series, xLog: true, yLog: true, lines: false }));
+  const cfgs = Object.keys(res.configs).filter((c) => c !== 'unprotected');
+  write('bandwidth-per-policy.svg', barChart({
+    title: 'replication bandwidth per configuration (kv, no pipelining)',
+    yLabel: 'MB/s (log)',
+    categories: cfgs,
+    series: [
+      { name: 'wire', values: cfgs.map((c) => (med(res, c, 'kv', (r) => r.repl?.wireBps) ?? NaN) / 1e6) },
+      { name: 'raw dirty', values: cfgs.map((c) => (med(res, c, 'kv', (r) => r.repl?.rawBps) ?? NaN) / 1e6) },
+    ],
+    yLog: true,
+  }));
+  if (res.sweep.length) {
+    const keys = [...new Set(res.sweep.map((p) => `${p.policy} ${p.memMiB} MiB`))];
+    const by = (fn) => keys.map((k) => ({ name: k, points: res.sweep.filter((p) => `${p.policy} ${p.memMiB} MiB` === k).map((p) => ({ x: p.rate, y: fn(p) })) }));
+    write('pause-vs-dirty-rate.svg', xyChart({ title: 'checkpoint pause p99 vs dirty rate (dirtier)', xLabel: 'dirty rate, pages/s', yLabel: 'pause p99, ms (histogram estimate)', series: by((p) => p.window.repl?.pauseP99Ms), xLog: true, yLog: true }));
+    write('bandwidth-vs-dirty-rate.svg', xyChart({ title: 'wire bandwidth vs dirty rate (dirtier)', xLabel: 'dirty rate, pages/s', yLabel: 'wire MB/s', series: by((p) => (p.window.repl?.wireBps ?? NaN) / 1e6), xLog: true, yLog: true }));
+  }
+  return files;
+}
+
+export function writeReport(res, dir) {
+  const m = res.meta;
+  const mc = m.machine;
+  const files = plots(res, dir);
+  const md = [
+    `# ftvm replication benchmark (${m.mode} run)`,
+    '',
+    `Generated by \`bench/run.mjs\` from the run's own numbers (raw data: \`results-${m.mode}.json\`). Notes and analysis: [NOTES.md](NOTES.md).`,
+    '',
+    '## Machine and command',
+    '',
+    `- ${mc.nproc} cores (${mc.cpu}), ${mc.ramGiB} GiB RAM, ${mc.kernel}, Node.js ${mc.node}`,
+    `- ${mc.redisBenchmark}; ${mc.wrk}`,
+    `- commit ${mc.commit}${mc.dirty ? ' (with uncommitted changes in the tree)' : ''}; started ${m.started}, took ${(m.durationSec / 60).toFixed(1)} min`,
+    `- load average (1/5/15 min) at start ${m.loadavgStart.map((x) => x.toFixed(2)).join(' / ')}, at end ${m.loadavgEnd.map((x) => x.toFixed(2)).join(' / ')}: the machine is shared with other work, and clients, proxy, primary and secondary all run on it`,
+    `- reproduce: \`npm run build && ${m.command}\``,
+    `- repeats per workload: ${m.repeat} (cells: median (min–max) when more than one)`,
+    `- sizes: kv ${m.sizes.kv.requests} requests per command (${m.sizes.kv.tests.join(',')}), pipelined ${m.sizes.kvPipe.requests}; wrk ${m.sizes.httpSeconds} s; sweep ${m.sizes.sweep.seconds} s per point`,
+    '',
+    res.failures.length ? `**Failures in this run:**\n\n${res.failures.map((x) => `- ${x.what}: ${x.error.split('\n')[0]}`).join('\n')}\n` : 'Every configuration produced numbers.',
+    '',
+    '## Goals',
+    '',
+    goalsTable(res),
+    '',
+    ...Object.entries(WORKLOADS).flatMap(([w, label]) => [`## ${label}`, '', workloadTable(res, w), '']),
+    'Latency percentiles are the clients\' own (redis-benchmark: its percentile distribution, p99.9 = first line at or past 99.9%; wrk: its histogram via `bench/wrk-report.lua`). With several commands, req/s is all requests over their total time and the percentiles are the mean over the commands (per-command values below). Wire/raw bytes, epochs and the pause come from the primary\'s `/metrics` (diff of counters over the run); pause quantiles are interpolated inside the `ftvm_epoch_pause_seconds` buckets (50 µs, 100 µs, 250 µs, 500 µs, 1 ms, ...), so they are estimates bounded by those edges. Output delay is the proxy\'s `ftvm_output_delay_seconds`. CPU: utime+stime of each process from `/proc/<pid>/stat` over the run (all threads).',
+    '',
+    '![p99 latency vs throughput](latency-vs-throughput.svg)',
+    '',
+    '![bandwidth per configuration](bandwidth-per-policy.svg)',
+    '',
+    '## Dirtier sweep: bandwidth and pause vs dirty rate',
+    '',
+    res.sweep.length ? sweepTable(res) : 'not run',
+    '',
+    'The dirtier writes one 8-byte word into `rate` random pages of the working set per second (pattern=random); "written pages/s" is what the guest reports it did (STATS). The working set is grown in 64 MiB steps before the points are measured.',
+    '',
+    res.sweep.length ? '![pause vs dirty rate](pause-vs-dirty-rate.svg)\n\n![bandwidth vs dirty rate](bandwidth-vs-dirty-rate.svg)\n' : '',
+    '## Crash to first reply',
+    '',
+    res.crash.length ? crashTable(res) : 'not run',
+    '',
+    'One connection through the proxy sends INCR, waits, sends the next; after 1.5 s the primary gets SIGKILL. Measured: from the kill to the first reply to an INCR sent after the kill. "Gapless": every reply was the previous one plus 1 (no lost or repeated increment).',
+    '',
+    '## Per command',
+    '',
+    ...Object.entries(WORKLOADS).flatMap(([w, label]) => [`### ${label}`, '', detailTable(res, w), '']),
+    '## Profile',
+    '',
+    profileSection(res) || 'not run',
+    '',
+  ].join('\n');
+  writeFileSync(join(dir, 'replication.md'), md);
+  return ['replication.md', ...files];
+}

@@ -1,0 +1,316 @@
+#!/usr/bin/env node
+// ftvm replication benchmark: `npm run bench -- [--quick|--full] [--only a,b] [--out dir] [--repeat N]`.
+// Starts the roles as real processes from the built CLI, drives them with real clients
+// (redis-benchmark, wrk, the dirtier line protocol), scrapes each role's /metrics, and writes
+// tables (Markdown), plots (SVG) and the raw numbers (JSON). See bench/README.md.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { incrAcrossKill, lineClient, redisBenchmark, wrk } from './lib/clients.mjs';
+import { openWindow, startProtected, startUnprotected } from './lib/cluster.mjs';
+import { CLI, installCleanup, killAll, sleep } from './lib/proc.mjs';
+import { topFunctions } from './lib/profile.mjs';
+import { writeReport } from './lib/report.mjs';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+const POLICIES = {
+  'periodic-25': ['--policy', 'periodic', '--interval-ms', '25'],
+  'periodic-100': ['--policy', 'periodic', '--interval-ms', '100'],
+  'sync-io': ['--policy', 'sync-io'],
+  adaptive: ['--policy', 'adaptive'],
+};
+/** Every configuration: the baseline, each policy, each policy without delta/LZ4 encoding. */
+export const CONFIGS = {
+  unprotected: null,
+  ...POLICIES,
+  ...Object.fromEntries(Object.entries(POLICIES).map(([k, v]) => [`${k}-nocomp`, [...v, '--compression', 'off']])),
+};
+const PARTS = ['sweep', 'crash', 'profile'];
+
+/** Sizes of each mode. Durations in s, working sets in 4 KiB pages, rates in pages/s. */
+const MODES = {
+  quick: {
+    configs: ['unprotected', 'periodic-25', 'periodic-100', 'sync-io', 'adaptive', 'adaptive-nocomp'],
+    kv: { requests: 2000, tests: ['set', 'get'] },
+    kvPipe: { requests: 8000, tests: ['set', 'get'], pipeline: 16 },
+    httpSeconds: 2,
+    repeat: 1,
+    sweep: { policies: Object.keys(POLICIES), wsPages: [1024], rates: [1000], seconds: 2 },
+    crashTrials: [{ variant: 'default timeouts', trials: 1 }],
+    profile: false,
+    deadlineMs: 10 * 60_000,
+  },
+  full: {
+    configs: Object.keys(CONFIGS),
+    kv: { requests: 10000, tests: ['set', 'get', 'incr', 'lpush'] },
+    kvPipe: { requests: 40000, tests: ['set', 'get', 'incr', 'lpush'], pipeline: 16 },
+    httpSeconds: 8,
+    repeat: 3,
+    sweep: { policies: Object.keys(POLICIES), wsPages: [16384, 262144], rates: [10, 100, 1000, 10000, 50000], seconds: 4 },
+    crashTrials: [
+      { variant: 'default timeouts', trials: 5 },
+      { variant: 'timeouts 200 ms', trials: 5, nodeArgs: ['--detection-timeout-ms', '200'], proxyArgs: ['--failover-timeout-ms', '200'] },
+    ],
+    profile: true,
+    deadlineMs: 45 * 60_000,
+  },
+};
+
+function usage(msg) {
+  process.stderr.write(
+    `${msg ? `bench: ${msg}\n` : ''}usage: npm run bench -- [--quick | --full] [--only <name,...>] [--out <dir>] [--repeat N]\n` +
+      `  --quick       one short run per configuration (CI; checks the harness, not the speed)\n` +
+      `  --full        every configuration, repeats, the dirtier sweep, crash timing, profiles (default)\n` +
+      `  --only        configurations and parts to run: ${[...Object.keys(CONFIGS), ...PARTS].join(', ')}\n` +
+      `  --out         output directory (default: bench/results for --full, a temp dir for --quick)\n` +
+      `  --repeat N    runs of each client workload per configuration (median and spread are reported)\n`,
+  );
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const o = { mode: 'full', only: null, out: null, repeat: null };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      const v = argv[++i];
+      if (v === undefined || v.startsWith('--')) usage(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--quick') o.mode = 'quick';
+    else if (a === '--full') o.mode = 'full';
+    else if (a === '--only') {
+      o.only = val().split(',').map((s) => s.trim()).filter(Boolean);
+      const bad = o.only.filter((n) => !(n in CONFIGS) && !PARTS.includes(n));
+      if (bad.length || o.only.length === 0) usage(`--only: unknown name(s) ${bad.join(', ')}`);
+    } else if (a === '--out') o.out = resolve(val());
+    else if (a === '--repeat') {
+      o.repeat = Number(val());
+      if (!Number.isInteger(o.repeat) || o.repeat < 1 || o.repeat > 20) usage('--repeat must be an integer in 1..20');
+    } else if (a === '-h' || a === '--help') usage();
+    else usage(`unknown flag '${a}'`);
+  }
+  return o;
+}
+
+function sh(cmd, args) {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 5000 }).trim();
+  } catch (e) {
+    return `${e.stdout ?? ''}${e.stderr ?? ''}`.trim() || 'unavailable';
+  }
+}
+
+function machine() {
+  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  return {
+    nproc: os.availableParallelism(),
+    cpu: cpuinfo.match(/model name\s*:\s*(.+)/)?.[1] ?? os.cpus()[0]?.model ?? 'unknown',
+    ramGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    node: process.version,
+    kernel: `${os.type()} ${os.release()}`,
+    redisBenchmark: sh('redis-benchmark', ['--version']),
+    wrk: sh('wrk', ['-v']).split('\n')[0],
+    commit: sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']),
+    dirty: sh('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no']).length > 0,
+  };
+}
+
+const log = (msg) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+
+/** Runs one client workload inside a measurement window on a running system. */
+async function measured(sys, fn) {
+  const w = await openWindow(sys);
+  const r = await fn();
+  return { ...r, window: await w.close() };
+}
+
+async function benchConfig(name, mode, repeat, res) {
+  const nodeArgs = CONFIGS[name];
+  const out = { kv: [], kvPipe: [], http: [] };
+  res.configs[name] = out;
+  const start = (guest) => (nodeArgs === null ? startUnprotected({ guest }) : startProtected({ guest, nodeArgs }));
+  // kv: redis-benchmark without and with pipelining, on one kv system.
+  let sys = await start('kv');
+  try {
+    for (let r = 0; r < repeat; r++) {
+      out.kv.push(await measured(sys, () => redisBenchmark({ port: sys.port, ...mode.kv, timeoutMs: 300_000 })));
+      out.kvPipe.push(await measured(sys, () => redisBenchmark({ port: sys.port, ...mode.kvPipe, timeoutMs: 300_000 })));
+    }
+  } finally {
+    await sys.stop();
+  }
+  // http: wrk against GET /counter.
+  sys = await start('http');
+  try {
+    for (let r = 0; r < repeat; r++) out.http.push(await measured(sys, () => wrk({ port: sys.port, seconds: mode.httpSeconds })));
+  } finally {
+    await sys.stop();
+  }
+}
+
+/** Sets the working set in steps: growing guest memory by 1 GiB in one event stalls the node. */
+async function growWorkingSet(conn, from, to) {
+  const STEP_PAGES = 16384; // 64 MiB per SET: each grow is one short event and one epoch
+  for (let p = Math.min(to, from + STEP_PAGES); ; p = Math.min(to, p + STEP_PAGES)) {
+    const r = await conn.cmd(`SET ws_pages=${p} rate=0`, 60_000);
+    if (r !== 'OK') throw new Error(`dirtier: SET ws_pages=${p}: ${r}`);
+    if (p >= to) return;
+  }
+}
+
+const statsOf = (line) => Object.fromEntries(line.split(' ').map((kv) => kv.split('=')).map(([k, v]) => [k, Number.isNaN(Number(v)) ? v : Number(v)]));
+
+async function sweepPolicy(policy, sw, res) {
+  const sys = await startProtected({ guest: 'dirtier', nodeArgs: CONFIGS[policy] });
+  let conn = null;
+  try {
+    conn = await lineClient(sys.port);
+    let ws = 0;
+    for (const wsPages of sw.wsPages) {
+      await growWorkingSet(conn, ws, wsPages);
+      ws = wsPages;
+      await sleep(1000); // let the growth epochs drain before measuring
+      for (const rate of sw.rates) {
+        const set = await conn.cmd(`SET ws_pages=${wsPages} rate=${rate} pattern=random`);
+        if (set !== 'OK') throw new Error(`dirtier: ${set}`);
+        await sleep(500);
+        const s0 = statsOf(await conn.cmd('STATS'));
+        const w = await openWindow(sys);
+        await sleep(sw.seconds * 1000);
+        const win = await w.close();
+        const s1 = statsOf(await conn.cmd('STATS'));
+        const point = { policy, wsPages, memMiB: (wsPages * 4096) / 2 ** 20, rate, guestPagesPerSec: (s1.pages_written - s0.pages_written) / win.seconds, window: win };
+        res.sweep.push(point);
+        log(
+          `  ${policy} ws=${point.memMiB} MiB rate=${rate}: wrote ${point.guestPagesPerSec.toFixed(0)} pages/s, ${win.repl?.epochsPerSec.toFixed(1)} epochs/s, ` +
+            `wire ${((win.repl?.wireBps ?? 0) / 1e6).toFixed(2)} MB/s, pause p99 ${win.repl?.pauseP99Ms?.toFixed(3)} ms`,
+        );
+      }
+      const stop = await conn.cmd(`SET ws_pages=${wsPages} rate=0`);
+      if (stop !== 'OK') throw new Error(`dirtier: ${stop}`);
+    }
+  } finally {
+    conn?.close();
+    await sys.stop();
+  }
+}
+
+async function crashTrials(spec, res) {
+  const entry = { variant: spec.variant, nodeArgs: spec.nodeArgs ?? [], proxyArgs: spec.proxyArgs ?? [], trials: [] };
+  res.crash.push(entry);
+  for (let i = 0; i < spec.trials; i++) {
+    const sys = await startProtected({ guest: 'kv', nodeArgs: ['--policy', 'adaptive', ...(spec.nodeArgs ?? [])], proxyArgs: spec.proxyArgs ?? [] });
+    try {
+      const r = await incrAcrossKill({ port: sys.port, key: `crash${i}`, warmupMs: 1500, kill: () => sys.procs.primary.proc.kill('SIGKILL') });
+      entry.trials.push(r);
+      log(`  crash (${spec.variant}) ${i + 1}/${spec.trials}: first reply ${r.crashToReplyMs.toFixed(1)} ms after SIGKILL, counter gapless: ${r.gapless}`);
+    } finally {
+      await sys.stop();
+    }
+  }
+}
+
+/** One adaptive kv run with --cpu-prof on every role: where the time goes. */
+async function profileRun(mode, res) {
+  const dir = mkdtempSync(join(os.tmpdir(), 'ftvm-prof-'));
+  const flags = (role) => ['--cpu-prof', '--cpu-prof-dir', join(dir, role)];
+  const sys = await startProtected({ guest: 'kv', nodeArgs: CONFIGS.adaptive, nodeFlags: { primary: flags('primary'), secondary: flags('secondary'), proxy: flags('proxy') } });
+  let run;
+  try {
+    run = await measured(sys, () => redisBenchmark({ port: sys.port, ...mode.kv, timeoutMs: 300_000 }));
+  } finally {
+    await sys.stop();
+  }
+  res.profile = { dir, run, roles: {} };
+  for (const role of ['primary', 'secondary', 'proxy']) {
+    const d = join(dir, role);
+    if (!existsSync(d)) continue;
+    for (const f of readdirSync(d).filter((x) => x.endsWith('.cpuprofile'))) {
+      // Node names profiles CPU.<date>.<pid>.<thread id>.<seq>.cpuprofile; thread 0 is the main thread.
+      const tid = f.split('.').at(-3);
+      res.profile.roles[`${role} ${tid === '0' ? 'main thread' : `worker thread ${tid}`}`] = topFunctions(JSON.parse(readFileSync(join(d, f), 'utf8')), 12);
+    }
+  }
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const mode = MODES[opts.mode];
+  const repeat = opts.repeat ?? mode.repeat;
+  const only = opts.only;
+  const configs = only ? mode.configs.filter((c) => only.includes(c)).concat(only.filter((c) => c in CONFIGS && !mode.configs.includes(c))) : mode.configs;
+  const runPart = (p) => (only ? only.includes(p) : p !== 'profile' || mode.profile);
+  const outDir = opts.out ?? (opts.mode === 'full' ? join(ROOT, 'bench', 'results') : mkdtempSync(join(os.tmpdir(), 'ftvm-bench-quick-')));
+  mkdirSync(outDir, { recursive: true });
+  if (!existsSync(CLI)) usage(`${CLI} is missing: run 'npm run build' first`);
+  for (const tool of ['redis-benchmark', 'wrk']) if (sh('sh', ['-c', `command -v ${tool}`]) === 'unavailable') usage(`${tool} is not installed (Debian: apt-get install redis-tools wrk)`);
+  installCleanup();
+  const deadline = setTimeout(() => {
+    log(`deadline of ${mode.deadlineMs / 60_000} min passed: stopping`);
+    killAll();
+    process.exit(1);
+  }, mode.deadlineMs);
+  deadline.unref();
+
+  const t0 = Date.now();
+  const res = {
+    meta: {
+      mode: opts.mode,
+      argv: process.argv.slice(2),
+      command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+      started: new Date().toISOString(),
+      machine: machine(),
+      loadavgStart: os.loadavg(),
+      repeat,
+      sizes: { kv: mode.kv, kvPipe: mode.kvPipe, httpSeconds: mode.httpSeconds, sweep: mode.sweep },
+    },
+    configs: {},
+    sweep: [],
+    crash: [],
+    profile: null,
+    failures: [],
+  };
+  const attempt = async (what, fn) => {
+    const t = Date.now();
+    log(`${what} ...`);
+    try {
+      await fn();
+      log(`${what}: done in ${((Date.now() - t) / 1000).toFixed(1)} s`);
+    } catch (e) {
+      res.failures.push({ what, error: String(e?.message ?? e).slice(0, 2000) });
+      log(`${what}: FAILED: ${e?.message ?? e}`);
+    }
+  };
+
+  for (const name of configs) await attempt(`config ${name}`, () => benchConfig(name, mode, repeat, res));
+  if (runPart('sweep')) {
+    const pols = mode.sweep.policies.filter((p) => !only || !configs.some((c) => c in POLICIES) || configs.includes(p));
+    for (const p of pols) await attempt(`dirtier sweep ${p}`, () => sweepPolicy(p, mode.sweep, res));
+  }
+  if (runPart('crash')) for (const spec of mode.crashTrials) await attempt(`crash-to-first-reply (${spec.variant})`, () => crashTrials(spec, res));
+  if (runPart('profile')) await attempt('profile (adaptive kv, --cpu-prof on every role)', () => profileRun(mode, res));
+
+  res.meta.finished = new Date().toISOString();
+  res.meta.durationSec = (Date.now() - t0) / 1000;
+  res.meta.loadavgEnd = os.loadavg();
+  // A configuration that ran but produced no number is a failure too.
+  for (const [name, c] of Object.entries(res.configs))
+    for (const [w, runs] of Object.entries(c)) if (runs.length === 0 && !res.failures.some((f) => f.what === `config ${name}`)) res.failures.push({ what: `config ${name} ${w}`, error: 'no runs' });
+  writeFileSync(join(outDir, `results-${opts.mode}.json`), `${JSON.stringify(res, null, 1)}\n`);
+  const files = writeReport(res, outDir);
+  log(`wrote ${[`results-${opts.mode}.json`, ...files].map((f) => join(outDir, f)).join(', ')}`);
+  log(`total ${res.meta.durationSec.toFixed(0)} s, ${res.failures.length} failure(s)`);
+  clearTimeout(deadline);
+  killAll();
+  process.exit(res.failures.length ? 1 : 0);
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench: ${e?.stack ?? e}\n`);
+  killAll();
+  process.exit(1);
+});
