@@ -23,6 +23,7 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
       bus.emit('inFlight', { epochs: rt.core.inFlightEpochs, bytes: 0 });
     });
     rt.on('committed', (epoch) => bus.emit('committed', { epoch }));
+    rt.on('scrub', (checked, bad) => bus.emit('scrub', { pagesChecked: checked, mismatches: bad.length }));
   });
   node.on('secondary', (rt) => {
     bus.emit('protection', { protected: false, reason: 'secondary: holds the committed image' });

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 import { PrimaryCore, type EpochPolicy, type PrimaryAction, type StateOffsets } from '@ftvm/core';
-import { ImageDigest, MAX_BATCH_PAGES, PageEncoder, type Link, type Message, type Opaque } from '@ftvm/protocol';
+import { ImageDigest, MAX_BATCH_PAGES, PageEncoder, pageHashInto, type Link, type Message, type Opaque } from '@ftvm/protocol';
 import type { Collected, OutputItem, Vmm } from '@ftvm/vmm';
 import { RetainedOutput, type WireDevices } from '@ftvm/secondary';
 
@@ -33,7 +33,12 @@ export interface EpochStats {
   byCodec: Record<string, { pages: number; bytes: number }>;
 }
 
+/** Pages compared by the integrity scrub per epoch: 32 x 4 KiB copied at the boundary (~15 µs of pause). */
+export const SCRUB_PAGES_PER_EPOCH = 32;
+
 export interface PrimaryRuntimeEvents {
+  /** The scrub compared `checked` pages with the secondary's image; `mismatched` pages differed and are resent. */
+  scrub: [checked: number, mismatched: number[]];
   protection: [isProtected: boolean, reason: string];
   collected: [epoch: number, pauseMs: number, dirtyPages: number, durationMs: number];
   sent: [stats: EpochStats];
@@ -81,6 +86,9 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
   private kicked = false;
   private stopped = false;
   private sentAt = new Map<number, number>();
+  /** Next page the scrub compares, and the hashes of slices sent, by epoch. */
+  private scrubCursor = 0;
+  private scrubPending = new Map<number, { fromPage: number; count: number; hashes: Uint32Array }>();
   private lastEpochEnd = now();
 
   constructor(readonly opts: PrimaryRuntimeOptions) {
@@ -253,6 +261,9 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
       case 'heartbeat':
         this.core.secondaryHeard(t);
         break;
+      case 'scrub_res':
+        this.onScrub(m.epoch, m.fromPage, m.count, m.hashes);
+        return;
       case 'fence':
         if (m.term > this.core.term) this.fence(m.term);
         return;
@@ -260,6 +271,27 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         return;
     }
     this.kick();
+  }
+
+  private onScrub(epoch: number, fromPage: number, count: number, hashes: Uint8Array): void {
+    const mine = this.scrubPending.get(epoch);
+    for (const e of this.scrubPending.keys()) if (e <= epoch) this.scrubPending.delete(e);
+    if (!mine || mine.fromPage !== fromPage || mine.count !== count) return;
+    const theirs = new Uint32Array(hashes.buffer.slice(hashes.byteOffset, hashes.byteOffset + count * 8));
+    const bad: number[] = [];
+    for (let i = 0; i < count; i++) if (theirs[i * 2] !== mine.hashes[i * 2] || theirs[i * 2 + 1] !== mine.hashes[i * 2 + 1]) bad.push(fromPage + i);
+    if (bad.length) {
+      this.emit('log', 'error', 'integrity scrub: the secondary image differs from memory; resending those pages', {
+        code: 'FTVM_ERR_SCRUB_MISMATCH',
+        epoch,
+        pages: bad.slice(0, 16),
+        count: bad.length,
+      });
+      // The encoder's copy of these pages is not what the secondary holds: send them whole.
+      this.encoder.forgetPages(bad);
+      this.vmm.markDirty(bad);
+    }
+    this.emit('scrub', count, bad);
   }
 
   private fence(term: number): void {
@@ -346,11 +378,16 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
 
   private collect(epoch: number, full: boolean): void {
     const held = this.core.vcpuHeld;
-    this.vmm.collect(full, !held).then(
+    const scrub = full || !this.secondary ? undefined : { fromPage: this.scrubCursor, count: SCRUB_PAGES_PER_EPOCH };
+    this.vmm.collect(full, !held, scrub).then(
       (c) => {
         if (this.stopped) return;
         if (c.epoch !== epoch) this.emit('log', 'error', 'epoch numbering diverged between core and vCPU', { core: epoch, vcpu: c.epoch });
         const t = now();
+        if (c.scrub) {
+          const next = c.scrub.fromPage + c.scrub.count;
+          this.scrubCursor = next * PAGE_BYTES >= c.memBytes ? 0 : next;
+        }
         this.staged.set(c.epoch, { c, full, collectedAt: t });
         this.emit('collected', c.epoch, c.pauseMs, c.pages.length, t - this.lastEpochEnd);
         this.lastEpochEnd = t;
@@ -405,6 +442,13 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     }
     const raw = c.pages.length * PAGE_BYTES;
     link.trySend({ t: 'ckpt_end', term, epoch, pageCount: c.pages.length, digest: this.digest.value(), wireBytes: wire, rawBytes: raw });
+    // Integrity scrub: the secondary answers with the hashes of the same slice of its image at this epoch.
+    if (c.scrub && c.scrub.count > 0) {
+      const hashes = new Uint32Array(c.scrub.count * 2);
+      for (let i = 0; i < c.scrub.count; i++) pageHashInto(c.scrub.data, i * PAGE_BYTES, hashes, i * 2);
+      this.scrubPending.set(epoch, { fromPage: c.scrub.fromPage, count: c.scrub.count, hashes });
+      link.trySend({ t: 'scrub_req', term, epoch, fromPage: c.scrub.fromPage, count: c.scrub.count });
+    }
     const t = now();
     this.sentAt.set(epoch, t);
     // Pages are encoded: the staged copy is no longer needed (a nack triggers a full sync).

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 import { SecondaryCore, type SecondaryAction } from '@ftvm/core';
-import { ImageDigest, PageDecoder, digestEquals, type Link, type Message, type MessageOf } from '@ftvm/protocol';
+import { ImageDigest, PageDecoder, digestEquals, pageHashInto, type Link, type Message, type MessageOf } from '@ftvm/protocol';
 import { GuestImage, type DeviceState, type GlobalValue } from '@ftvm/vmm';
 import { RetainedOutput, type RetainedChunk } from './retained.js';
 
@@ -145,6 +145,21 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         this.pendingCount = m.count;
         this.core.pages({ term: m.term, epoch: m.epoch, seq: m.seq, pageCount: m.count, bytes: payload.length, nowMs: t });
         break;
+      case 'scrub_req': {
+        // Messages are ordered: the image is at the epoch the request names once that epoch applied.
+        if (m.epoch !== this.core.committedEpoch) return;
+        const mem = this.image.memory();
+        const hashes = new Uint32Array(m.count * 2);
+        const page = new Uint8Array(PAGE_BYTES);
+        for (let i = 0; i < m.count; i++) {
+          const off = (m.fromPage + i) * PAGE_BYTES;
+          // The hash of what the image really holds (not the digest's record of what it was sent).
+          const src = off + PAGE_BYTES <= mem.length ? mem : (page.fill(0), page);
+          pageHashInto(src, src === mem ? off : 0, hashes, i * 2);
+        }
+        link.trySend({ t: 'scrub_res', term: m.term, epoch: m.epoch, fromPage: m.fromPage, count: m.count, hashes: new Uint8Array(hashes.buffer) });
+        return;
+      }
       case 'ckpt_end': {
         const st = this.staging;
         const ok =

@@ -252,7 +252,7 @@ function deviceState(): DeviceState {
   };
 }
 
-function collect(id: number, full: boolean, resume: boolean): void {
+function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage: number; count: number }): void {
   const t0 = performance.now();
   const m = mem();
   const memBytes = m.length;
@@ -282,9 +282,16 @@ function collect(id: number, full: boolean, resume: boolean): void {
   }
   knownMemBytes = memBytes;
   const data = copyPages(m, pages);
+  let scrubCopy: Collected['scrub'];
+  if (scrub) {
+    const from = Math.min(scrub.fromPage, memBytes / PAGE_BYTES);
+    const count = Math.max(0, Math.min(scrub.count, memBytes / PAGE_BYTES - from));
+    scrubCopy = { fromPage: from, count, data: m.slice(from * PAGE_BYTES, (from + count) * PAGE_BYTES) };
+  }
   const c: Collected = {
     epoch,
     memBytes,
+    scrub: scrubCopy,
     pages,
     data,
     globals: readGlobals(),
@@ -297,7 +304,9 @@ function collect(id: number, full: boolean, resume: boolean): void {
   for (const [id, st] of conns) if (st.closed) conns.delete(id);
   epoch++;
   c.pauseMs = performance.now() - t0;
-  post({ t: 'collected', id, c }, [data.buffer as ArrayBuffer, pages.buffer as ArrayBuffer]);
+  const transfer = [data.buffer as ArrayBuffer, pages.buffer as ArrayBuffer];
+  if (scrubCopy) transfer.push(scrubCopy.data.buffer as ArrayBuffer);
+  post({ t: 'collected', id, c }, transfer);
   if (resume) doResume();
 }
 
@@ -356,7 +365,11 @@ port.on('message', (m: ToWorker) => {
       runEvents(m.events);
       return;
     case 'collect':
-      collect(m.id, m.full, m.resume);
+      collect(m.id, m.full, m.resume, m.scrub);
+      return;
+    case 'mark':
+      // Pages the integrity scrub found different on the secondary: resend them next epoch.
+      if (bytemap) for (const p of m.pages) if (p >= RESERVED_PAGES && p * PAGE_BYTES < memory.buffer.byteLength) mem()[p] = 1;
       return;
     case 'pause':
       paused = true;

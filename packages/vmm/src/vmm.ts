@@ -270,8 +270,13 @@ export class Vmm extends EventEmitter<VmmEvents> {
    * when full) with globals and device state, clears the dirty log and resumes at once
    * (or stays paused when `resume` is false).
    */
-  collect(full = false, resume = true): Promise<Collected> {
-    return this.request<Collected>((id) => ({ t: 'collect', id, full, resume }));
+  collect(full = false, resume = true, scrub?: { fromPage: number; count: number }): Promise<Collected> {
+    return this.request<Collected>((id) => ({ t: 'collect', id, full, resume, scrub }));
+  }
+
+  /** Marks pages dirty so the next epoch carries them again (a scrub repair). */
+  markDirty(pages: number[]): void {
+    if (this.state === 'running' && pages.length) this.send({ t: 'mark', pages });
   }
 
   /** Holds the vCPU at the next event boundary; events queue until resume(). */

@@ -28,7 +28,8 @@ export interface WorkerInit {
 
 export type ToWorker =
   | { t: 'events'; events: GuestEvent[] }
-  | { t: 'collect'; id: number; resume: boolean; full: boolean }
+  | { t: 'collect'; id: number; resume: boolean; full: boolean; scrub?: { fromPage: number; count: number } }
+  | { t: 'mark'; pages: number[] }
   | { t: 'pause'; id: number }
   | { t: 'resume' }
   | { t: 'clock'; fields: import('@ftvm/clock').PvclockFields | null; tscOffset: bigint }
@@ -55,6 +56,8 @@ export interface Collected {
   /** Time the vCPU was held for this collection, ms. */
   pauseMs: number;
   reservedWrites: number;
+  /** Copy of a slice of memory at this boundary, for the integrity scrub (pages within memory only). */
+  scrub?: { fromPage: number; count: number; data: Uint8Array };
 }
 
 export type FromWorker =
