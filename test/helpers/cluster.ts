@@ -19,6 +19,8 @@ export interface ClusterOptions {
   proxyArgs?: string[];
   /** Start the proxy (default true). */
   proxy?: boolean;
+  /** Give every role its own `--metrics-port` (see `metricsPorts`, `metricsUrl`). Default false. */
+  metrics?: boolean;
 }
 
 /**
@@ -29,12 +31,18 @@ export class Cluster {
   nodes: Record<'a' | 'b', Spawned> = {} as Record<'a' | 'b', Spawned>;
   proxy!: Spawned;
   readonly ports: { a: number; b: number; proxy: number };
+  /** With `metrics: true`: the metrics port of each role (a node keeps its port across respawns). */
+  readonly metricsPorts: { a: number; b: number; proxy: number } | undefined;
   readonly tokenFile: string;
   private all: Spawned[] = [];
 
   constructor(readonly opts: ClusterOptions = {}) {
     const [a, b, proxy] = freePorts(3) as [number, number, number];
     this.ports = { a, b, proxy };
+    if (opts.metrics) {
+      const [ma, mb, mp] = freePorts(3) as [number, number, number];
+      this.metricsPorts = { a: ma, b: mb, proxy: mp };
+    }
     const dir = mkdtempSync(join(tmpdir(), 'ftvm-cluster-'));
     this.tokenFile = join(dir, 'token');
     writeFileSync(this.tokenFile, randomBytes(16).toString('hex'));
@@ -44,8 +52,18 @@ export class Cluster {
     return `ws://127.0.0.1:${this.ports[k]}`;
   }
 
+  /** Base URL of a role's metrics server (`metrics: true` only), e.g. http://127.0.0.1:20001. */
+  metricsUrl(k: 'a' | 'b' | 'proxy'): string {
+    if (!this.metricsPorts) throw new Error('Cluster started without metrics: true');
+    return `http://127.0.0.1:${this.metricsPorts[k]}`;
+  }
+
+  private metricsArgs(k: 'a' | 'b' | 'proxy'): string[] {
+    return this.metricsPorts ? ['--metrics-port', String(this.metricsPorts[k])] : [];
+  }
+
   private nodeArgs(k: 'a' | 'b'): string[] {
-    return [
+    return [...this.metricsArgs(k),
       '--listen', `127.0.0.1:${this.ports[k]}`, '--node-id', k, '--guest', this.opts.guest ?? 'kv',
       '--token-file', this.tokenFile, '--policy', this.opts.policy ?? 'adaptive', ...(this.opts.nodeArgs ?? []),
     ];
@@ -68,7 +86,7 @@ export class Cluster {
     await a.waitFor(/ PROTECTED:/, 30_000);
     if (this.opts.proxy !== false) {
       this.proxy = spawnFtvm([
-        'proxy', '--port', String(this.ports.proxy), '--nodes', `${this.url('a')},${this.url('b')}`, '--token-file', this.tokenFile, ...(this.opts.proxyArgs ?? []),
+        'proxy', '--port', String(this.ports.proxy), '--nodes', `${this.url('a')},${this.url('b')}`, '--token-file', this.tokenFile, ...this.metricsArgs('proxy'), ...(this.opts.proxyArgs ?? []),
       ]);
       this.all.push(this.proxy);
       await this.proxy.waitFor(/listening on/, 30_000);

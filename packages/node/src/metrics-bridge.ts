@@ -1,37 +1,113 @@
 import type { FtvmEvents, PolicyName } from '@ftvm/metrics';
 import type { NodeHost } from './node-host.js';
 
+/** Period of the link-state poll, ms: the runtimes emit no event when a link closes. */
+const LINK_POLL_MS = 500;
+/** In-flight epochs tracked for ftvm_inflight_bytes; the primary keeps at most 8 in flight. */
+const MAX_TRACKED_INFLIGHT = 64;
+
 /**
  * Publishes a node's runtime events on the metrics bus: the runtimes stay free of
  * metrics code, and only @ftvm/metrics knows prom-client.
  */
 export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: PolicyName): void {
+  // One poll per role instance; replaced (and the old one cleared) on every role change.
+  let poll: NodeJS.Timeout | null = null;
+  const watchLink = (peer: 'primary' | 'secondary', up: () => boolean): void => {
+    if (poll) clearInterval(poll);
+    let last = up();
+    bus.emit('link', { peer, up: last });
+    poll = setInterval(() => {
+      const now = up();
+      if (now !== last) bus.emit('link', { peer, up: (last = now) });
+    }, LINK_POLL_MS);
+    poll.unref();
+  };
+  // performance.now() when this node's secondary runtime asked for promotion (failure detected), ms.
+  let lostAt: number | null = null;
+  // A secondary's first checkpoint applied after a primary connects is the full sync.
+  let secondarySyncing = false;
+  node.on('log', (_level, msg, f) => {
+    // A promoted node counts its own failover: failure detected -> serving as primary.
+    if (msg.startsWith('PROMOTED to primary') && lostAt !== null) {
+      bus.emit('failover', { durationMs: Math.max(0, performance.now() - lostAt), term: node.term });
+      lostAt = null;
+    }
+    if (msg.startsWith('guest fault') && typeof f?.code === 'string') bus.emit('guestFault', { code: f.code });
+    if (msg === 'primary connected' && node.role === 'secondary') {
+      secondarySyncing = true;
+      bus.emit('progress', { task: 'sync', done: 0, total: 0, unit: 'pages' });
+    }
+  });
   node.on('role', (role, term) => {
     bus.emit('role', { role, term });
     bus.emit('ready', { ready: role === 'primary', reason: role === 'primary' ? 'serving the guest' : 'waiting for a full sync' });
   });
   node.on('primary', (rt) => {
-    bus.emit('link', { peer: 'secondary', up: rt.hasSecondary });
+    watchLink('secondary', () => rt.hasSecondary);
+    bus.emit('protection', { protected: false, reason: 'primary: no synced secondary yet' });
+    // Initial full sync: the first epoch collected after 'secondary connected' is the full
+    // checkpoint; its ack makes the primary protected. Progress in pages of that checkpoint.
+    let sync: { phase: 'connected' | 'collected'; epoch: number; pages: number } | null = null;
+    // Wire bytes of checkpoints sent and not yet acked, by epoch (bounded: see MAX_TRACKED_INFLIGHT).
+    const inflight = new Map<number, number>();
+    let inflightBytes = 0;
+    const emitInflight = (): void => bus.emit('inFlight', { epochs: rt.core.inFlightEpochs, bytes: inflightBytes });
+    rt.on('log', (_level, msg) => {
+      if (msg.startsWith('secondary connected')) {
+        sync = { phase: 'connected', epoch: -1, pages: 0 };
+        bus.emit('progress', { task: 'sync', done: 0, total: 0, unit: 'pages' });
+        inflight.clear();
+        inflightBytes = 0;
+      }
+    });
+    rt.on('collected', (epoch, _pauseMs, dirtyPages) => {
+      if (sync?.phase !== 'connected') return;
+      sync = { phase: 'collected', epoch, pages: dirtyPages };
+      bus.emit('progress', { task: 'sync', done: 0, total: dirtyPages, unit: 'pages' });
+    });
     rt.on('protection', (p, reason) => bus.emit('protection', { protected: p, reason }));
     rt.on('collected', (epoch, pauseMs, dirtyPages, durationMs) => bus.emit('epochEnded', { epoch, policy, durationMs, pauseMs, dirtyPages }));
     rt.on('sent', (s) => {
       bus.emit('checkpointSent', { epoch: s.epoch, wireBytes: s.wireBytes, rawBytes: s.rawBytes, byCodec: s.byCodec });
-      bus.emit('inFlight', { epochs: rt.core.inFlightEpochs, bytes: 0 });
+      if (inflight.size >= MAX_TRACKED_INFLIGHT) {
+        inflight.clear();
+        inflightBytes = 0;
+      }
+      inflight.set(s.epoch, s.wireBytes);
+      inflightBytes += s.wireBytes;
+      emitInflight();
     });
     rt.on('acked', (epoch, ackLatencyMs) => {
       bus.emit('checkpointAcked', { epoch, ackLatencyMs });
-      bus.emit('inFlight', { epochs: rt.core.inFlightEpochs, bytes: 0 });
+      for (const [e, b] of inflight) {
+        if (e > epoch) continue;
+        inflightBytes -= b;
+        inflight.delete(e);
+      }
+      emitInflight();
+      if (sync !== null && sync.phase !== 'connected' && epoch >= sync.epoch) {
+        bus.emit('progress', { task: 'sync', done: sync.pages, total: sync.pages, unit: 'pages' });
+        sync = null;
+      }
     });
     rt.on('committed', (epoch) => bus.emit('committed', { epoch }));
     rt.on('scrub', (checked, bad) => bus.emit('scrub', { pagesChecked: checked, mismatches: bad.length }));
   });
   node.on('secondary', (rt) => {
+    watchLink('primary', () => rt.hasPrimary);
     bus.emit('protection', { protected: false, reason: 'secondary: holds the committed image' });
+    rt.on('applied', (_epoch, pages) => {
+      if (!secondarySyncing) return;
+      secondarySyncing = false;
+      bus.emit('progress', { task: 'sync', done: pages, total: pages, unit: 'pages' });
+    });
     rt.on('applied', (epoch) => {
       bus.emit('committed', { epoch });
       bus.emit('ready', { ready: true, reason: `holds epoch ${epoch}` });
     });
     rt.on('log', (level, msg, f) => {
+      if (msg.startsWith('primary lost')) lostAt = performance.now();
       if (msg === 'checkpoint not applied') bus.emit('checkpointRejected', { epoch: Number(f?.epoch ?? 0), reason: String(f?.reason ?? '') });
     });
   });

@@ -1,3 +1,4 @@
+import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, type RoleMetrics } from '@ftvm/metrics';
 import { prepareGuest, readGuest, RunServer } from '@ftvm/vmm';
 import { int, oneOf, type CommandSpec } from '../flags.js';
 import { GUEST_LOG_LEVELS, Logger, type Level } from '../logger.js';
@@ -12,6 +13,7 @@ export const runCommand: CommandSpec = {
     host: { type: 'string', default: '127.0.0.1', help: 'address to listen on' },
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
     'checkpoint-interval-ms': { type: 'string', default: 200, parse: int(1, 60_000), help: 'interval of local rollback checkpoints' },
+    'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page (default 9103 in docs; off unless given)' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
   },
   async run(f) {
@@ -30,7 +32,34 @@ export const runCommand: CommandSpec = {
     server.on('fault', (err, recovered) =>
       log.error(recovered ? 'guest fault: rolled back to the last checkpoint' : 'guest fault: guest stopped', { code: err.code, conn: err.conn, message: err.message }),
     );
+    const bus = new FtvmEvents({ name: 'run' });
+    let roleMetrics: RoleMetrics | null = null;
+    let metrics: MetricsServer | null = null;
+    let clientPoll: NodeJS.Timeout | null = null;
+    if (f['metrics-port'] !== undefined) {
+      // Registered before the first event so level metrics start right.
+      roleMetrics = createRoleMetrics('run', bus);
+      metrics = await startMetricsServer({ port: f['metrics-port'] as number, host: f.host as string, metrics: roleMetrics });
+      bus.emit('role', { role: 'run', term: 0 });
+      bus.emit('protection', { protected: false, reason: 'ftvm run: one process, no secondary (local rollback on guest faults only)' });
+      bus.emit('ready', { ready: false, reason: 'booting the guest' });
+      server.on('fault', (err, recovered) => {
+        bus.emit('guestFault', { code: err.code });
+        if (!recovered) bus.emit('ready', { ready: false, reason: `guest stopped after ${err.code}` });
+      });
+      log.info('metrics', { url: `${metrics.url}/metrics`, status: `${metrics.url}/` });
+    }
     const port = await server.start();
+    if (metrics) {
+      bus.emit('ready', { ready: true, reason: `serving ${name} unprotected` });
+      // RunServer publishes no connection events: sample its client table (a level) once a second.
+      let lastClients = -1;
+      clientPoll = setInterval(() => {
+        const n = clientCount(server);
+        if (n !== undefined && n !== lastClients) bus.emit('clients', { connected: (lastClients = n) });
+      }, 1000);
+      clientPoll.unref();
+    }
     log.info(`serving ${name} unprotected`, { listen: `${f.host as string}:${port}` });
     // Machine-readable line for scripts and tests.
     process.stdout.write(`ftvm run: listening on ${f.host as string}:${port}\n`);
@@ -40,7 +69,16 @@ export const runCommand: CommandSpec = {
       process.once('SIGTERM', stop);
     });
     log.info('shutting down');
+    if (clientPoll) clearInterval(clientPoll);
     await server.close();
+    await metrics?.close();
+    roleMetrics?.close();
     return 0;
   },
 };
+
+/** Open client connections of a RunServer, read from its private table (undefined if its shape changed). */
+function clientCount(server: RunServer): number | undefined {
+  const clients = (server as unknown as { clients?: unknown }).clients;
+  return clients instanceof Map ? clients.size : undefined;
+}
