@@ -57,8 +57,7 @@ async function startProtectedOnce({ guest, nodeArgs = [], proxyArgs = [], nodeFl
       nodeFlags: nodeFlags.primary ?? [],
     });
     await procs.primary.waitFor(/listening on/, START_TIMEOUT_MS);
-    // ' PROTECTED:' and not 'UNPROTECTED:', which the primary prints first.
-    await procs.primary.waitFor(/ PROTECTED:/, PROTECT_TIMEOUT_MS);
+    await waitProtected(ma, PROTECT_TIMEOUT_MS);
     procs.proxy = startFtvm(
       ['proxy', '--port', String(pp), '--nodes', `${urlA},${urlB}`, '--token-file', tokenFile, '--metrics-port', String(mp), '--log-level', 'warn', ...proxyArgs],
       { name: 'proxy', nodeFlags: nodeFlags.proxy ?? [] },
@@ -70,6 +69,16 @@ async function startProtectedOnce({ guest, nodeArgs = [], proxyArgs = [], nodeFl
     throw e;
   }
   return c;
+}
+
+/** Polls the primary's metrics until `ftvm_protected 1`: the secondary holds a committed image. */
+async function waitProtected(port, timeoutMs) {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if ((await scrape(port, 1000))?.get('ftvm_protected') === 1) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`primary not protected within ${timeoutMs} ms`);
 }
 
 /** Polls /readyz until the proxy has an active node. */

@@ -4,14 +4,21 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
-/** [{ fn, where, selfMs, pct }] sorted by self time; "(idle)", "(garbage collector)" etc. included. */
-export function topFunctions(profile, n) {
+/**
+ * [{ fn, where, selfMs, pct }] sorted by self time; "(idle)", "(garbage collector)" etc. included.
+ * `window` = [fromUs, toUs] on the monotonic clock (process.hrtime / 1000, which is V8's profile
+ * clock on Linux) keeps only the samples taken during the measured run, not start-up.
+ */
+export function topFunctions(profile, n, window = null) {
   const byId = new Map(profile.nodes.map((nd) => [nd.id, nd]));
   const self = new Map();
   const samples = profile.samples ?? [];
   const deltas = profile.timeDeltas ?? [];
   let total = 0;
+  let t = profile.startTime;
   for (let i = 0; i < samples.length; i++) {
+    t += deltas[i] ?? 0;
+    if (window && (t < window[0] || t > window[1])) continue;
     const nd = byId.get(samples[i]);
     if (!nd) continue;
     // A sample's time is the delta to the next one (µs).

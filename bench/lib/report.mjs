@@ -49,7 +49,7 @@ function workloadTable(res, w) {
   for (const [name, c] of Object.entries(res.configs)) {
     const rs = rows(c[w] ?? []);
     if (rs.length === 0) {
-      body.push([name, 'no result', ...Array(12).fill('')]);
+      body.push([name, 'no result', ...Array(13).fill('')]);
       continue;
     }
     const rps = pick(rs, (r) => r.rps);
@@ -63,6 +63,7 @@ function workloadTable(res, w) {
       cell(pick(rs, (r) => r.repl?.wireBps), mb),
       cell(pick(rs, (r) => r.repl?.rawBps), mb),
       cell(pick(rs, (r) => r.repl?.wireOverRaw), f3),
+      cell(pick(rs, (r) => (r.repl ? r.repl.wireBps / r.rps : null)), f0),
       cell(pick(rs, (r) => r.repl?.epochsPerSec), f0),
       cell(pick(rs, (r) => r.repl?.pauseP50Ms), f3),
       cell(pick(rs, (r) => r.repl?.pauseP99Ms), f3),
@@ -71,7 +72,7 @@ function workloadTable(res, w) {
     ]);
   }
   return table(
-    ['config', 'req/s', 'vs unprot.', 'p50 ms', 'p99 ms', 'p99.9 ms', 'wire MB/s', 'raw MB/s', 'wire/raw', 'epochs/s', 'pause p50 ms', 'pause p99 ms', 'output delay p99 ms', 'CPU % (1 core = 100)'],
+    ['config', 'req/s', 'vs unprot.', 'p50 ms', 'p99 ms', 'p99.9 ms', 'wire MB/s', 'raw MB/s', 'wire/raw', 'wire B/req', 'epochs/s', 'pause p50 ms', 'pause p99 ms', 'output delay p99 ms', 'CPU % (1 core = 100)'],
     body,
   );
 }
@@ -143,9 +144,13 @@ function goals(res) {
       const o = med(res, other, w, (r) => r.repl?.wireBps);
       const v = a !== null && o ? a / o : null;
       const ea = med(res, 'adaptive', w, (r) => r.repl?.epochsPerSec);
+      const pa = med(res, 'adaptive', w, (r) => (r.repl ? r.repl.wireBps / r.rps : null));
+      const po = med(res, other, w, (r) => (r.repl ? r.repl.wireBps / r.rps : null));
       const eo = med(res, other, w, (r) => r.repl?.epochsPerSec);
       add(`bandwidth adaptive / ${other} (${WORKLOADS[w]})`, f2(v), `≤ ${target}`, v === null ? null : v <= target,
-        v !== null && v > target ? `adaptive ran ${f0(ea)} epochs/s against ${f0(eo)} for ${other}: more, smaller checkpoints re-send pages a longer epoch would have sent once` : '');
+        v !== null && v > target
+          ? `adaptive ran ${f0(ea)} epochs/s against ${f0(eo)} for ${other} (more, smaller checkpoints re-send pages a longer epoch sends once); per request ${f0(pa)} B against ${f0(po)} B (ratio ${f2(pa / po)})`
+          : '');
     }
   }
   for (const w of ['kv', 'kvPipe', 'http']) {
