@@ -9,6 +9,8 @@ export interface NodeLinkEvents {
   /** The established link closed (by either side); a reconnect is scheduled. */
   down: [code: number, reason: string];
   message: [msg: Message, payload: Uint8Array];
+  /** A pause() lasted maxPauseMs and the link is read again (see pause()). */
+  pauseExpired: [ms: number];
   /** A connect attempt failed; `streak` counts consecutive failures. */
   connectFailed: [err: FtvmError, streak: number];
 }
@@ -20,6 +22,8 @@ export interface NodeLinkOptions {
   connectOptions: () => ConnectOptions;
   reconnectMinMs: number;
   reconnectMaxMs: number;
+  /** Longest pause(), ms; then reading resumes on its own. */
+  maxPauseMs: number;
 }
 
 /**
@@ -39,6 +43,12 @@ export class NodeLink extends EventEmitter<NodeLinkEvents> {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private paused = false;
+  /**
+   * Messages ws emitted after pause() (the rest of a read already in its parser: at most
+   * one socket read), delivered in order on resume().
+   */
+  private held: { msg: Message; payload: Uint8Array }[] = [];
+  private pauseTimer: NodeJS.Timeout | undefined;
   /** Links established so far (1 = the first connect). */
   connects = 0;
 
@@ -78,20 +88,41 @@ export class NodeLink extends EventEmitter<NodeLinkEvents> {
     this.current?.fail(err);
   }
 
-  /** Stops reading the node (flow control); holds across reconnects until resume(). */
+  /**
+   * Stops reading the node (flow control) until resume(), the link closes, or maxPauseMs.
+   * Why the limit: the commits that would release held output travel behind that output
+   * on the same ordered link, so an unbounded pause can only end when the node looks
+   * silent and is failed over. After maxPauseMs the link is read again (the core's hard
+   * limit, twice maxHeldOutputBytes, still closes a link whose output runs away).
+   */
   pause(): void {
+    if (this.paused) return;
     this.paused = true;
     this.current?.pause();
+    clearTimeout(this.pauseTimer);
+    const since = performance.now();
+    this.pauseTimer = setTimeout(() => {
+      if (!this.paused) return;
+      this.emit('pauseExpired', performance.now() - since);
+      this.resume();
+    }, this.opts.maxPauseMs);
   }
 
   resume(): void {
+    clearTimeout(this.pauseTimer);
     this.paused = false;
-    this.current?.resume();
+    const link = this.current;
+    while (this.held.length > 0 && !this.paused && this.current === link) {
+      const { msg, payload } = this.held.shift()!;
+      this.emit('message', msg, payload);
+    }
+    if (!this.paused) link?.resume();
   }
 
   close(): void {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.pauseTimer);
     const l = this.current;
     this.current = undefined;
     l?.close(4000, 'proxy shutting down');
@@ -121,15 +152,19 @@ export class NodeLink extends EventEmitter<NodeLinkEvents> {
     this.connects++;
     this.current = link;
     this.upSinceMs = performance.now();
-    if (this.paused) link.pause();
     // Causes are reported by the close code; without a listener Link would not emit.
     link.on('error', () => {});
     link.on('message', (msg, payload) => {
-      if (this.current === link) this.emit('message', msg, payload);
+      if (this.current !== link) return;
+      if (this.paused) this.held.push({ msg, payload });
+      else this.emit('message', msg, payload);
     });
     link.on('close', (code, reason) => {
       if (this.current !== link) return;
       this.current = undefined;
+      this.held = [];
+      this.paused = false;
+      clearTimeout(this.pauseTimer);
       if (performance.now() - this.upSinceMs >= this.opts.reconnectMaxMs) this.attempt = 0;
       this.emit('down', code, reason);
       this.schedule();

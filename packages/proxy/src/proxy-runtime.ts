@@ -91,6 +91,7 @@ export class ProxyRuntime {
   private readonly log: ProxyLog;
   private readonly links = new Map<NodeId, NodeLink>();
   private readonly roles = new Map<NodeId, string>();
+  private readonly imageTerms = new Map<NodeId, number>();
   private readonly clients = new Map<number, ClientRec>();
   private readonly sockets = new Set<net.Socket>();
   private server: net.Server | undefined;
@@ -101,6 +102,7 @@ export class ProxyRuntime {
   private heartbeat: NodeJS.Timeout | undefined;
   private draining = false;
   private readonly resumed: ClientRec[] = [];
+  private readonly resumedNodes: NodeId[] = [];
   private readonly confirms = new Map<NodeId, { term: number; epoch: number }>();
   private confirmTimer: NodeJS.Immediate | undefined;
   /** Largest piece of client input given to the core at once, bytes. */
@@ -129,6 +131,7 @@ export class ProxyRuntime {
       maxInputLogBytes: o.maxInputLogBytes,
       maxConnInputLogBytes: o.maxConnInputLogBytes,
       maxHeldOutputBytes: o.maxHeldOutputBytes,
+      maxConns: o.maxClients,
     });
     o.nodeIds.forEach((id, i) => {
       const link = new NodeLink({
@@ -136,6 +139,7 @@ export class ProxyRuntime {
         url: o.nodes[i]!,
         reconnectMinMs: o.reconnectMinMs,
         reconnectMaxMs: o.reconnectMaxMs,
+        maxPauseMs: Math.max(1, Math.floor(o.failoverTimeoutMs / 2)),
         connectOptions: () => ({
           token: o.token,
           role: 'proxy',
@@ -150,6 +154,11 @@ export class ProxyRuntime {
       link.on('up', (l) => this.onNodeUp(id, l));
       link.on('down', (code, reason) => this.onNodeDown(id, code, reason));
       link.on('message', (msg, payload) => this.onNodeMessage(id, msg, payload));
+      link.on('pauseExpired', (ms) =>
+        this.log.warn(`node ${id}: held output stayed over maxHeldOutputBytes for ${Math.round(ms)} ms; reading the link again so its commits are not stuck behind it`, {
+          heldBytes: this.core.heldOutputBytes,
+        }),
+      );
       link.on('connectFailed', (err, streak) => {
         // First failure of a streak loud, then one line in 20: a node may be down for hours.
         const level = streak === 1 || streak % 20 === 0 ? 'warn' : 'debug';
@@ -260,7 +269,15 @@ export class ProxyRuntime {
       return;
     }
     socket.setNoDelay(true);
-    const conn = this.core.clientOpen(performance.now());
+    let conn: number;
+    try {
+      conn = this.core.clientOpen(performance.now());
+    } catch (e) {
+      this.counts.clientsRefused++;
+      this.warnLimited(`refusing a client: ${errFields(e).error as string}`);
+      socket.destroy();
+      return;
+    }
     const rec: ClientRec = { conn, socket, finished: false, clientClosed: false, arrivals: [], arrivedTo: 0, written: 0, paused: false, pending: [] };
     this.clients.set(conn, rec);
     this.sockets.add(socket);
@@ -362,10 +379,13 @@ export class ProxyRuntime {
     const core = this.core;
     switch (ev.kind) {
       case 'hello':
+        // Heartbeats carry no imageTerm: the one from the last status stands for them.
+        if (ev.hello.role === 'secondary' && ev.hello.imageTerm !== undefined) this.imageTerms.set(id, ev.hello.imageTerm);
+        else this.imageTerms.delete(id);
         core.nodeHello(id, ev.hello, now);
         return;
       case 'status':
-        core.nodeStatus(id, { term: ev.term, committedEpoch: ev.committedEpoch }, now);
+        core.nodeStatus(id, { term: ev.term, committedEpoch: ev.committedEpoch, imageTerm: this.imageTerms.get(id) }, now);
         return;
       case 'output':
         if (core.active === id && ev.ev.term === core.term) this.noteArrival(ev.ev.conn, ev.ev.offset + ev.ev.bytes.length, now);
@@ -377,7 +397,11 @@ export class ProxyRuntime {
         return;
       case 'promoteRequest':
         this.log.info(`node ${id} asks for promotion`, { term: ev.term, committedEpoch: ev.committedEpoch });
-        core.promoteRequest(id, { term: ev.term, committedEpoch: ev.committedEpoch }, now);
+        core.promoteRequest(id, { term: ev.term, committedEpoch: ev.committedEpoch, imageTerm: this.imageTerms.get(id) }, now);
+        return;
+      case 'promoteRefused':
+        this.log.warn(`node ${id} refused promotion in term ${ev.term}: ${ev.reason}`);
+        core.promoteRefused(id, { term: ev.term, reason: ev.reason }, now);
         return;
       case 'promoted':
         core.promoted(id, { term: ev.term, offsets: ev.offsets }, now);
@@ -418,6 +442,7 @@ export class ProxyRuntime {
     }
     this.arm();
     this.levels();
+    for (const id of this.resumedNodes.splice(0)) this.links.get(id)!.resume();
     for (const rec of this.resumed.splice(0)) this.feed(rec);
   }
 
@@ -472,7 +497,8 @@ export class ProxyRuntime {
         this.links.get(a.node)!.pause();
         return;
       case 'resumeNode':
-        this.links.get(a.node)!.resume();
+        // After this batch: resuming delivers messages held during the pause.
+        this.resumedNodes.push(a.node);
         return;
       case 'activeChanged':
         this.activeChanged(a);

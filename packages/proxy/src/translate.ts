@@ -15,6 +15,7 @@ export type NodeEvent =
   | { kind: 'commit'; ev: CommitEvent }
   | { kind: 'promoteRequest'; term: number; committedEpoch: number }
   | { kind: 'promoted'; term: number; offsets: StateOffsets }
+  | { kind: 'promoteRefused'; term: number; reason: string }
   /** Understood, nothing for the core to do (`why` is for debug logs). */
   | { kind: 'ignore'; why: string };
 
@@ -66,7 +67,7 @@ export function translateNodeMessage(msg: Message, payload: Uint8Array): NodeEve
         const live = d !== null && typeof d === 'object' && !Array.isArray(d) && !(d instanceof Uint8Array) ? d.live : undefined;
         return { kind: 'hello', hello: { role: 'primary', term: msg.term, live: parseStateOffsets(live, 'status.detail.live') } };
       }
-      return { kind: 'hello', hello: { role: 'secondary', term: msg.term, committedEpoch: msg.epoch } };
+      return { kind: 'hello', hello: { role: 'secondary', term: msg.term, committedEpoch: msg.epoch, ...imageTermOf(msg.detail) } };
     case 'heartbeat':
       return { kind: 'status', term: msg.term, committedEpoch: msg.epoch };
     case 'output':
@@ -89,10 +90,22 @@ export function translateNodeMessage(msg: Message, payload: Uint8Array): NodeEve
     case 'fence':
       return { kind: 'ignore', why: `fence to term ${msg.term} from a node (the proxy creates terms)` };
     case 'promote_deny':
-      return { kind: 'ignore', why: `node refused promotion in term ${msg.term}: ${msg.reason}` };
+      return { kind: 'promoteRefused', term: msg.term, reason: msg.reason };
     default:
       throw bad(`a node must not send ${msg.t} to the proxy`);
   }
+}
+
+/**
+ * A secondary may name the term of the primary that built its image in
+ * `status.detail.imageTerm`; without it the core uses the status term.
+ */
+function imageTermOf(detail: Opaque | undefined): { imageTerm?: number } {
+  if (detail === null || typeof detail !== 'object' || Array.isArray(detail) || detail instanceof Uint8Array) return {};
+  const t = detail.imageTerm;
+  if (t === undefined) return {};
+  if (!isCount(t)) throw bad('status.detail.imageTerm must be a safe non-negative integer');
+  return { imageTerm: t };
 }
 
 function checkUnique(o: StateOffsets, where: string): void {

@@ -37,8 +37,9 @@ export interface FakeNodeOptions {
   port?: number;
   /** Heartbeat period, ms. Default 50. */
   heartbeatMs?: number;
-  /** Role announced in the status (default: the role). A primary also sends its live offsets. */
   nodeId?: string;
+  /** As secondary, answer `promote` with `promote_deny` (a node that cannot take over). */
+  refusePromote?: boolean;
 }
 
 function cloneConns(m: Map<number, ConnState>): Map<number, ConnState> {
@@ -197,7 +198,7 @@ export class FakeNode {
         return;
       case 'promote': {
         const img = this.opts.replica.committed;
-        if (this.role !== 'secondary' || !img) {
+        if (this.role !== 'secondary' || !img || this.opts.refusePromote) {
           this.net!.send({ t: 'promote_deny', term: msg.term, reason: 'no committed image' });
           return;
         }

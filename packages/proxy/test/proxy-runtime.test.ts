@@ -18,11 +18,11 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function cluster(opts: { a?: Partial<FakeNodeOptions>; proxy?: Partial<ProxyRuntimeOptions> } = {}): Promise<Cluster> {
+async function cluster(opts: { a?: Partial<FakeNodeOptions>; b?: Partial<FakeNodeOptions>; proxy?: Partial<ProxyRuntimeOptions> } = {}): Promise<Cluster> {
   const replica: Replica = { committed: undefined };
   const a = await FakeNode.start({ token, role: 'primary', replica, ...opts.a });
   cleanups.push(() => a.kill());
-  const b = await FakeNode.start({ token, role: 'secondary', replica });
+  const b = await FakeNode.start({ token, role: 'secondary', replica, ...opts.b });
   cleanups.push(() => b.kill());
   const logs: string[] = [];
   const sink = (level: string) => (m: string, f?: Record<string, unknown>) => logs.push(`${level} ${m}${f ? ' ' + JSON.stringify(f) : ''}`);
@@ -200,6 +200,33 @@ describe('ProxyRuntime', () => {
     cleanups.push(async () => clearInterval(commits));
     await until(() => c.data.length === 5000, 'every byte echoed', 10_000);
     expect(c.data).toBe(big.repeat(50));
+  });
+
+  it('pauses reading a node whose held output is over its limit, and reads on before that pause could fail it over', async () => {
+    const { a, proxy, port, logs } = await cluster({ a: { commitEveryMs: undefined }, proxy: { maxHeldOutputBytes: 4096, failoverTimeoutMs: 500 } });
+    const c = await client(port);
+    c.socket.setNoDelay(true);
+    const line = 'y'.repeat(999) + '\n';
+    for (let i = 0; i < 6; i++) {
+      c.send(line);
+      await sleep(3);
+    }
+    await until(() => logs.some((l) => l.startsWith('debug held output over its limit: pausing node a')), 'pause');
+    // Longer than failoverTimeoutMs: heartbeats must still be read.
+    await sleep(700);
+    expect(proxy.term).toBe(0);
+    expect(proxy.active).toBe('a');
+    expect(logs.some((l) => l.startsWith('warn node a: held output stayed over maxHeldOutputBytes'))).toBe(true);
+    a.commit();
+    await until(() => c.data === line.repeat(6), 'all output after the commit');
+  });
+
+  it('gives up on a secondary that refuses promotion at once, without waiting for promoteTimeoutMs', async () => {
+    const { a, proxy, logs } = await cluster({ b: { refusePromote: true }, proxy: { promoteTimeoutMs: 60_000 } });
+    await a.kill();
+    await until(() => logs.some((l) => l.startsWith('warn node b refused promotion in term 1')), 'refusal logged', 2000);
+    await until(() => proxy.state === 'lost', 'lost, not promoting', 2000);
+    expect(proxy.stats().failoverBlocked).toBeGreaterThan(0);
   });
 
   it('serves /healthz and /readyz on the metrics port', async () => {

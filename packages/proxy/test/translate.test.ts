@@ -31,6 +31,15 @@ describe('translateNodeMessage', () => {
     }
   });
 
+  it('passes a secondary image term from status.detail.imageTerm and refuses a bad one', () => {
+    expect(translateNodeMessage({ t: 'status', role: 'secondary', term: 4, epoch: 9, state: 'standby', detail: { imageTerm: 3 } }, none)).toEqual({
+      kind: 'hello',
+      hello: { role: 'secondary', term: 4, committedEpoch: 9, imageTerm: 3 },
+    });
+    const bad = { t: 'status' as const, role: 'secondary' as const, term: 4, epoch: 9, state: 'standby', detail: { imageTerm: 'x' } };
+    expect(codeOf(() => translateNodeMessage(bad, none))).toBe('FTVM_ERR_PROXY_BAD_MESSAGE');
+  });
+
   it('refuses a primary status whose live offsets are missing or malformed', () => {
     const bad = [
       undefined,
@@ -68,10 +77,10 @@ describe('translateNodeMessage', () => {
     });
   });
 
-  it('ignores a node close, fence and promote_deny', () => {
+  it('ignores a node close and fence; a promote_deny is a refused promotion', () => {
     expect(translateNodeMessage({ t: 'close', term: 1, conn: 2, epoch: 3, offset: 4 }, none).kind).toBe('ignore');
     expect(translateNodeMessage({ t: 'fence', term: 1 }, none).kind).toBe('ignore');
-    expect(translateNodeMessage({ t: 'promote_deny', term: 1, reason: 'no image' }, none).kind).toBe('ignore');
+    expect(translateNodeMessage({ t: 'promote_deny', term: 1, reason: 'no image' }, none)).toEqual({ kind: 'promoteRefused', term: 1, reason: 'no image' });
   });
 
   it('refuses messages only the proxy sends, and a commit listing a connection twice', () => {
