@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Packr } from 'msgpackr';
-import { PAGE_BYTES } from '@ftvm/guest-abi';
+import { PAGE_BYTES, PVCLOCK } from '@ftvm/guest-abi';
 import { VmmError } from './errors.js';
 
 export type GlobalValue = number | bigint;
@@ -25,7 +25,10 @@ export interface ClockDeviceState {
   wallNsAtCapture: bigint;
   /** Guest time (ns) at capture, as the pvclock fields give it. */
   guestNsAtCapture: bigint;
-  /** Compensator state, opaque to the VMM (set by the clock package). */
+  /**
+   * The compensator's ClockState (@ftvm/clock) at capture: a restore continues guest time
+   * from it plus the wall time elapsed since, never backwards. Absent in hand-made checkpoints.
+   */
   compensator?: unknown;
 }
 
@@ -75,13 +78,21 @@ export function decodeCheckpoint(bytes: Uint8Array): Checkpoint {
 
 /**
  * Digest of a checkpoint's guest-visible state: memory, globals, connections and the
- * timer. Host-specific clock values (TSC offset, wall time) are left out: the pvclock
- * fields the guest sees are in its memory and so are covered.
+ * timer. Host-specific clock values are left out: the TSC, wall time, compensator state,
+ * and the 32-byte pvclock structure in guest memory (hashed as zeros), which the clock
+ * device rewrites whenever the vCPU resumes, and so on every restore.
  */
 export function checkpointDigest(c: Pick<Checkpoint, 'memory' | 'globals' | 'devices' | 'memBytes'>): string {
   const h = createHash('sha256');
   h.update(`mem:${c.memBytes};`);
-  h.update(c.memory);
+  const pv = c.devices.clock.pvclockAddr;
+  if (pv > 0 && pv + PVCLOCK.size <= c.memory.length) {
+    h.update(c.memory.subarray(0, pv));
+    h.update(new Uint8Array(PVCLOCK.size));
+    h.update(c.memory.subarray(pv + PVCLOCK.size));
+  } else {
+    h.update(c.memory);
+  }
   h.update(`globals:${c.globals.map((g) => `${typeof g === 'bigint' ? 'L' : 'N'}${g.toString()}`).join(',')};`);
   const conns = [...c.devices.conns].sort((a, b) => a.conn - b.conn);
   h.update(`conns:${conns.map((s) => `${s.conn}/${s.inConsumed}/${s.outProduced}/${s.closed ? 1 : 0}`).join(',')};`);

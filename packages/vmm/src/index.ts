@@ -1,4 +1,4 @@
-export { Vmm, type VmmOptions, type VmmEvents } from './vmm.js';
+export { Vmm, type VmmOptions, type VmmEvents, type VmmClockOptions, type ResolvedClockOptions, setDefaultClockOptions, resolveClockOptions } from './vmm.js';
 export { VmmError } from './errors.js';
 export { GuestImage } from './guest-image.js';
 export { RunServer, type RunServerOptions } from './run-server.js';
@@ -14,4 +14,4 @@ export {
   type ClockDeviceState,
   type GlobalValue,
 } from './checkpoint.js';
-export type { Collected, OutputItem, GuestEvent } from './worker-messages.js';
+export type { Collected, OutputItem, GuestEvent, ClockReport } from './worker-messages.js';

@@ -2,6 +2,13 @@
  * The vCPU: runs the guest one event at a time in a worker thread. It owns guest memory,
  * the dirty log and the guest-side device state (connection offsets, timer, pvclock page),
  * so everything it reports for an epoch is consistent with memory at that boundary.
+ *
+ * The clock device (the time-drift compensator) lives here too, not on the main thread:
+ * the compensator's publication contract says new pvclock fields must be in guest memory
+ * before the guest can read the clock again, and only this thread knows when the vCPU
+ * stops and restarts (a collect resumes the guest at once, before the main thread hears of
+ * it). So every hold (collect, pause) is pause(h)/resume(h) on the compensator, and the
+ * fields are written before the next guest event runs.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { randomFillSync } from 'node:crypto';
@@ -16,10 +23,10 @@ import {
 } from '@ftvm/guest-abi';
 // The dirty-log collectors only: the package root would load binaryen (~1 s) into every vCPU.
 import { BytemapDirtyLog, ShadowDirtyLog, copyPages } from '@ftvm/instrument/dirty-log';
-import type { PvclockFields } from '@ftvm/clock';
-import { pvclockTimeNs, writePvclock } from '@ftvm/clock';
-import type { ConnState, DeviceState, GlobalValue } from './checkpoint.js';
-import type { Collected, FromWorker, GuestEvent, OutputItem, ToWorker, WorkerInit } from './worker-messages.js';
+import type { ClockState, PvclockFields } from '@ftvm/clock';
+import { ClockCompensator, pvclockTimeNs, writePvclock } from '@ftvm/clock';
+import type { ClockDeviceState, ConnState, DeviceState, GlobalValue } from './checkpoint.js';
+import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, ToWorker, WorkerInit } from './worker-messages.js';
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
@@ -27,18 +34,37 @@ const post = (m: FromWorker, transfer?: ArrayBuffer[]) => port.postMessage(m, tr
 
 /** Largest chunk handed to ftvm_on_data at once, bytes: bounds the guest's input buffer. */
 const MAX_DATA_CHUNK = 64 * 1024;
-/** Default pvclock scale for the 1 GHz virtual TSC: ((delta << 1) * 2^31) >> 32 = delta. */
-const DEFAULT_MUL = 0x80000000;
-const DEFAULT_SHIFT = 1;
 
 const watch = new BigInt64Array(init.watch);
-const hostNs = () => init.anchorWallNs + (process.hrtime.bigint() - init.anchorHrNs);
+/** This process's unskewed wall-anchored clock, ns: the watchdog compares against it. */
+const baseNs = () => init.anchorWallNs + (process.hrtime.bigint() - init.anchorHrNs);
+const ck = init.clock;
+const skewPpb = BigInt(Math.round(ck.skewRatePpm * 1000));
+/** The host clock the compensator sees: identical to Vmm.hostClock on the main thread. */
+const hostNs = (): bigint => {
+  const b = baseNs();
+  return b + ck.skewOffsetNs + ((b - ck.skewAnchorNs) * skewPpb) / 1_000_000_000n;
+};
 
+/** The virtual TSC runs at 1 GHz: tsc = host ns + tscOffset (the compensator's tscOffset()). */
 let tscOffset = 0n;
 const rdtsc = () => hostNs() + tscOffset;
 let pvclockAddr = 0;
-let pvFields: PvclockFields | null = null;
+/** The fields in force: what the guest reads (written into its page once it registered one). */
+let pvFields!: PvclockFields;
 let pvVersion = 0;
+/**
+ * pvFields changed since they were last written into the page. The page is written just
+ * before the next guest event instead of at once, so an idle guest's page stays clean
+ * (no dirty page per epoch); the guest cannot read the clock without an event.
+ */
+let pvPending = false;
+let comp!: ClockCompensator;
+/** The compensator is paused: the vCPU is held (collect, pause) or not yet started after a restore. */
+let clockHeld = false;
+/** Vmm.setClock pinned the fields and TSC (a test hook): the compensator stops publishing. */
+let pinned = false;
+let tickTimer: NodeJS.Timeout | null = null;
 let timerDeadline: bigint | null = null;
 const conns = new Map<number, ConnState>();
 let epoch = 1;
@@ -79,19 +105,111 @@ function markHostWrite(addr: number, len: number): void {
 }
 
 function guestNowNs(): bigint {
-  return pvFields ? pvclockTimeNs(pvFields, rdtsc()) : hostNs();
+  return pvclockTimeNs(pvFields, rdtsc());
 }
 
 function writeClockPage(): void {
-  if (!pvclockAddr || !pvFields) return;
+  if (!pvclockAddr) return;
   pvVersion += 2;
   writePvclock(new DataView(memory.buffer), pvclockAddr, pvFields, pvVersion);
   markHostWrite(pvclockAddr, PVCLOCK.size);
 }
 
-function defaultFields(): PvclockFields {
-  const tsc = rdtsc();
-  return { tscTimestamp: tsc, systemTime: tsc, mul: DEFAULT_MUL, shift: DEFAULT_SHIFT, flags: PVCLOCK.FLAG_TSC_STABLE };
+function report(h: bigint): ClockReport {
+  const st = comp.stats(h);
+  return {
+    mode: st.mode,
+    hostNs: h,
+    guestNs: pinned ? pvclockTimeNs(pvFields, h + tscOffset) : comp.guestNowNs(h),
+    driftNs: st.driftNs,
+    ratePpm: st.ratePpm,
+    paused: st.paused,
+    steps: st.steps,
+    steppedNs: st.steppedNs,
+    pauses: st.pauses,
+    pausedNs: st.pausedNs,
+    pinned,
+  };
+}
+
+/** Takes the compensator's fields if they changed; they reach the page before the next guest event. */
+function publish(h: bigint): void {
+  if (pinned) return;
+  const { fields, changed } = comp.fields(h);
+  if (!changed) return;
+  pvFields = fields;
+  pvPending = true;
+}
+
+function flushClockPage(): void {
+  if (!pvPending) return;
+  pvPending = false;
+  writeClockPage();
+}
+
+/** The vCPU stops at host time h: guest time freezes (the mode decides what happens at release). */
+function holdClock(h: bigint): void {
+  if (clockHeld) return;
+  clockHeld = true;
+  if (tickTimer) clearTimeout(tickTimer);
+  tickTimer = null;
+  comp.pause(h);
+}
+
+/** The vCPU restarts at host time h: resume the compensator and publish before any event runs. */
+function releaseClock(h: bigint): void {
+  if (!clockHeld) return;
+  clockHeld = false;
+  comp.resume(h);
+  publish(h);
+  post({ t: 'clock', r: report(h) });
+  scheduleTick();
+}
+
+/** While the guest's rate differs from the host's, re-plan every tickMs so the lag converges without overshoot. */
+function scheduleTick(): void {
+  if (tickTimer || clockHeld || pinned || comp.ratePpm() === 0) return;
+  tickTimer = setTimeout(() => {
+    tickTimer = null;
+    if (clockHeld || faulted) return;
+    const h = hostNs();
+    comp.tick(h);
+    publish(h);
+    post({ t: 'clock', r: report(h) });
+    scheduleTick();
+  }, ck.tickMs);
+}
+
+function clockOptions() {
+  return { mode: ck.mode, maxSlewPpm: ck.maxSlewPpm, stepThresholdMs: ck.stepThresholdMs, slewHorizonMs: ck.slewHorizonMs };
+}
+
+/** A compensator for a first boot: guest time starts at this host's wall time (ns since the Unix epoch). */
+function bootClock(h: bigint): ClockCompensator {
+  return new ClockCompensator(h, { ...clockOptions(), initialGuestNs: h });
+}
+
+/**
+ * The compensator of a restored guest, paused since capture (released when the vCPU starts).
+ * A checkpoint without compensator state (written by hand or by an older VMM) is read as a
+ * clock captured at wallNsAtCapture showing guestNsAtCapture with no drift.
+ */
+function restoreClock(c: ClockDeviceState, h: bigint): ClockCompensator {
+  const state: ClockState =
+    (c.compensator as ClockState | undefined) ?? {
+      v: 1,
+      ...clockOptions(),
+      tscHz: 1_000_000_000,
+      hostNs: c.wallNsAtCapture,
+      guestNs: c.guestNsAtCapture < 0n ? 0n : c.guestNsAtCapture,
+      referenceNs: c.guestNsAtCapture,
+      tsc: c.tscAtCapture < 0n ? 0n : c.tscAtCapture,
+      paused: true,
+      ratePpb: 0,
+      lastIntervalNs: 0n,
+      fields: { tscTimestamp: 0n, systemTime: 0n, mul: 0, shift: 0, flags: 0 },
+    };
+  return ClockCompensator.restore(state, h, clockOptions());
 }
 
 /** Highest connection id ever opened: ids are never reused, so one <= it that is gone was closed. */
@@ -119,7 +237,7 @@ const imports = {
       if (ptr < RESERVED_BYTES || ptr + PVCLOCK.size > memory.buffer.byteLength || ptr % 4 !== 0)
         throw new WebAssembly.RuntimeError(`clock_register(${ptr}): the pvclock page must be 4-byte aligned, above the reserved region and inside memory`);
       pvclockAddr = ptr;
-      if (!pvFields) pvFields = defaultFields();
+      pvPending = false;
       writeClockPage();
     },
     rdtsc: (): bigint => rdtsc(),
@@ -196,6 +314,7 @@ function flush(): void {
 }
 
 function runEvents(events: GuestEvent[]): void {
+  if (!paused) flushClockPage();
   for (const ev of events) {
     if (faulted) return;
     if (paused) {
@@ -206,7 +325,7 @@ function runEvents(events: GuestEvent[]): void {
     const markCloses = closes.length;
     const c = ev.k === 'timer' ? -1 : ev.conn;
     seq++;
-    watch[3] = hostNs();
+    watch[3] = baseNs();
     watch[2] = BigInt(c + 1);
     watch[1] = seq;
     Atomics.store(watch, 0, 1n);
@@ -236,8 +355,8 @@ function readGlobals(): GlobalValue[] {
   return globals.map((g) => g.value as GlobalValue);
 }
 
-function deviceState(): DeviceState {
-  const h = hostNs();
+/** Device state at host time h, with the vCPU (and the compensator) held. */
+function deviceState(h: bigint): DeviceState {
   const tsc = h + tscOffset;
   return {
     conns: [...conns.values()].map((s) => ({ ...s })),
@@ -247,13 +366,17 @@ function deviceState(): DeviceState {
       pvclockAddr,
       tscAtCapture: tsc,
       wallNsAtCapture: h,
-      guestNsAtCapture: pvFields ? pvclockTimeNs(pvFields, tsc) : h,
+      guestNsAtCapture: pvclockTimeNs(pvFields, tsc),
+      compensator: comp.snapshot(h),
     },
   };
 }
 
 function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage: number; count: number }): void {
   const t0 = performance.now();
+  // The vCPU is held from here (the event boundary) until the end of this function.
+  const h0 = hostNs();
+  holdClock(h0);
   const m = mem();
   const memBytes = m.length;
   let pages: Uint32Array;
@@ -295,7 +418,7 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
     pages,
     data,
     globals: readGlobals(),
-    devices: deviceState(),
+    devices: deviceState(h0),
     pauseMs: 0,
     reservedWrites,
   };
@@ -308,14 +431,22 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
   if (scrubCopy) transfer.push(scrubCopy.data.buffer as ArrayBuffer);
   post({ t: 'collected', id, c }, transfer);
   if (resume) doResume();
+  else if (!paused) releaseClock(hostNs());
 }
 
 function doResume(): void {
   paused = false;
+  releaseClock(hostNs());
   if (queue.length) runEvents(queue.splice(0));
 }
 
 async function boot(): Promise<void> {
+  const r0 = init.restore;
+  // Before instantiation: ftvm_init registers the pvclock page and may read the clock.
+  comp = r0 ? restoreClock(r0.devices.clock, hostNs()) : bootClock(hostNs());
+  clockHeld = comp.isPaused();
+  tscOffset = comp.tscOffset();
+  pvFields = comp.fields(hostNs()).fields;
   const { instance } = await WebAssembly.instantiate(init.wasm, imports);
   ex = instance.exports as Record<string, unknown>;
   memory = ex.memory as WebAssembly.Memory;
@@ -334,19 +465,8 @@ async function boot(): Promise<void> {
     maxConnId = r.devices.maxConnId;
     timerDeadline = r.devices.timerDeadlineNs;
     pvclockAddr = r.devices.clock.pvclockAddr;
-    // Continue the virtual TSC from its checkpointed value plus the wall time elapsed since.
-    tscOffset = r.devices.clock.tscAtCapture - r.devices.clock.wallNsAtCapture;
-    if (pvclockAddr) {
-      const v = new DataView(memory.buffer);
-      pvVersion = v.getUint32(pvclockAddr + PVCLOCK.version, true);
-      pvFields = {
-        tscTimestamp: v.getBigUint64(pvclockAddr + PVCLOCK.tscTimestamp, true),
-        systemTime: v.getBigUint64(pvclockAddr + PVCLOCK.systemTime, true),
-        mul: v.getUint32(pvclockAddr + PVCLOCK.tscToSystemMul, true),
-        shift: v.getInt8(pvclockAddr + PVCLOCK.tscShift),
-        flags: v.getUint8(pvclockAddr + PVCLOCK.flags),
-      };
-    }
+    // The seqlock version continues from the page (a reader mid-read must see it change).
+    if (pvclockAddr) pvVersion = new DataView(memory.buffer).getUint32(pvclockAddr + PVCLOCK.version, true);
     epoch = r.epoch + 1;
     // The image now equals the checkpoint: nothing is dirty.
     if (bytemap) mem().fill(0, 0, RESERVED_BYTES);
@@ -356,6 +476,13 @@ async function boot(): Promise<void> {
   knownMemBytes = memory.buffer.byteLength;
   if (shadow) shadow.resetTo(mem(), knownMemBytes);
   if (bytemap && r) bytemap.collect(mem(), knownMemBytes);
+  // A restored vCPU starts now: the compensator applies its mode to the gap since capture
+  // (never backwards), and the new fields are written (and marked dirty) before any event.
+  if (clockHeld) releaseClock(hostNs());
+  else {
+    publish(hostNs());
+    scheduleTick();
+  }
   post({ t: 'ready', epoch, memBytes: knownMemBytes });
 }
 
@@ -373,17 +500,25 @@ port.on('message', (m: ToWorker) => {
       return;
     case 'pause':
       paused = true;
+      holdClock(hostNs());
       post({ t: 'paused', id: m.id });
       return;
     case 'resume':
       doResume();
       return;
     case 'clock':
+      pinned = true;
+      if (tickTimer) clearTimeout(tickTimer);
+      tickTimer = null;
       tscOffset = m.tscOffset;
       if (m.fields) {
         pvFields = m.fields;
+        pvPending = false;
         writeClockPage();
       }
+      return;
+    case 'clockReport':
+      post({ t: 'clockReport', id: m.id, r: report(hostNs()) });
       return;
     case 'read': {
       const from = m.fromPage * PAGE_BYTES;

@@ -1,18 +1,102 @@
 import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import type { PvclockFields } from '@ftvm/clock';
+import { CLOCK_DEFAULTS, ClockCompensator, type ClockMode, type HostClock, type PvclockFields } from '@ftvm/clock';
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 import type { Checkpoint } from './checkpoint.js';
 import { VmmError } from './errors.js';
 import type { PreparedGuest } from './prepare.js';
-import type { Collected, FromWorker, GuestEvent, OutputItem, ToWorker, WorkerInit } from './worker-messages.js';
+import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, ToWorker, WorkerClockInit, WorkerInit } from './worker-messages.js';
 
 export interface VmmOptions {
   /** An event running longer than this is stopped and reported as FTVM_ERR_GUEST_TIMEOUT, ms. Default 2000. */
   eventTimeoutMs?: number;
   /** Size of the virtual disk in 4 KiB blocks (0: none). Default 0. */
   diskBlocks?: number;
+  /** The clock device (time-drift compensator). Default: the process default (setDefaultClockOptions). */
+  clock?: VmmClockOptions;
+}
+
+/**
+ * The clock device's options. mode, maxSlewPpm, stepThresholdMs and slewHorizonMs are the
+ * compensator's (@ftvm/clock, defaults there except slewHorizonMs); they may differ between
+ * primary and secondary (a restore takes the restoring VMM's).
+ */
+export interface VmmClockOptions {
+  /** freeze | step | slew. Default 'slew'. */
+  mode?: ClockMode;
+  /** Largest rate change used to absorb a lag, ppm, in (0, 500000]. Default 50000. */
+  maxSlewPpm?: number;
+  /** slew: a lag above this is stepped (forward only), ms. Default 1000. */
+  stepThresholdMs?: number;
+  /**
+   * Shortest time over which a lag is absorbed, ms. Default 10 (= tickMs): with ticks at the
+   * horizon, a pause's lag is gone one tick after the resume (the compensator's own default,
+   * 50 ms, leaves ~40 % of the lag of a 25 ms epoch for the next pause).
+   */
+  slewHorizonMs?: number;
+  /** Period of the compensator's tick while the guest's rate differs from the host's, ms, in [1, 1000]. Default 10. */
+  tickMs?: number;
+  /**
+   * Testing and failover drills only: this process's host clock is the system clock plus
+   * offsetNs, running ratePpm fast (another host's skewed clock). Both threads use it.
+   */
+  skew?: { offsetNs?: bigint; ratePpm?: number };
+}
+
+export interface ResolvedClockOptions {
+  mode: ClockMode;
+  maxSlewPpm: number;
+  stepThresholdMs: number;
+  slewHorizonMs: number;
+  tickMs: number;
+  skew: { offsetNs: bigint; ratePpm: number };
+}
+
+const VMM_CLOCK_DEFAULTS: ResolvedClockOptions = {
+  mode: CLOCK_DEFAULTS.mode,
+  maxSlewPpm: CLOCK_DEFAULTS.maxSlewPpm,
+  stepThresholdMs: CLOCK_DEFAULTS.stepThresholdMs,
+  slewHorizonMs: 10,
+  tickMs: 10,
+  skew: { offsetNs: 0n, ratePpm: 0 },
+};
+
+let processClock: ResolvedClockOptions = VMM_CLOCK_DEFAULTS;
+
+/** Validates clock options; messages name the option. */
+export function resolveClockOptions(o: VmmClockOptions = {}, base: ResolvedClockOptions = VMM_CLOCK_DEFAULTS): ResolvedClockOptions {
+  const r: ResolvedClockOptions = {
+    mode: o.mode ?? base.mode,
+    maxSlewPpm: o.maxSlewPpm ?? base.maxSlewPpm,
+    stepThresholdMs: o.stepThresholdMs ?? base.stepThresholdMs,
+    slewHorizonMs: o.slewHorizonMs ?? base.slewHorizonMs,
+    tickMs: o.tickMs ?? base.tickMs,
+    skew: { offsetNs: o.skew?.offsetNs ?? base.skew.offsetNs, ratePpm: o.skew?.ratePpm ?? base.skew.ratePpm },
+  };
+  try {
+    // The compensator validates its own options (mode, maxSlewPpm, stepThresholdMs, slewHorizonMs).
+    new ClockCompensator(0n, { mode: r.mode, maxSlewPpm: r.maxSlewPpm, stepThresholdMs: r.stepThresholdMs, slewHorizonMs: r.slewHorizonMs });
+  } catch (e) {
+    throw new VmmError('FTVM_ERR_VMM_OPTION', `clock.${(e as Error).message}`, { cause: e });
+  }
+  if (!Number.isInteger(r.tickMs) || r.tickMs < 1 || r.tickMs > 1000)
+    throw new VmmError('FTVM_ERR_VMM_OPTION', `clock.tickMs must be an integer in [1, 1000] (ms), got ${r.tickMs}`);
+  if (typeof r.skew.offsetNs !== 'bigint')
+    throw new VmmError('FTVM_ERR_VMM_OPTION', `clock.skew.offsetNs must be a bigint (ns), got ${typeof r.skew.offsetNs}`);
+  if (typeof r.skew.ratePpm !== 'number' || !Number.isFinite(r.skew.ratePpm) || r.skew.ratePpm <= -500_000 || r.skew.ratePpm >= 500_000)
+    throw new VmmError('FTVM_ERR_VMM_OPTION', `clock.skew.ratePpm must be a number in (-500000, 500000), got ${r.skew.ratePpm}`);
+  return r;
+}
+
+/**
+ * Sets the clock options of every Vmm of this process that is not given its own (the CLI
+ * calls it once, before any role starts: the runtimes create VMMs on boot and promotion).
+ * Returns the resolved options.
+ */
+export function setDefaultClockOptions(o: VmmClockOptions): ResolvedClockOptions {
+  processClock = resolveClockOptions(o);
+  return processClock;
 }
 
 export interface VmmEvents {
@@ -22,14 +106,36 @@ export interface VmmEvents {
   log: [level: number, msg: string];
   /** A batch of events was handled; `consumed` input bytes were dispatched. */
   progress: [consumed: number];
+  /** The clock device updated the guest's clock (each resume of the vCPU and each slew tick). */
+  clock: [r: ClockReport];
 }
 
 const WORKER_PATH = fileURLToPath(new URL('./vcpu-worker.js', import.meta.url).href.replace('/src/vcpu-worker.js', '/dist/vcpu-worker.js'));
 
-function wallAnchor(): { anchorWallNs: bigint; anchorHrNs: bigint } {
-  // Wall-anchored monotonic host time, shared by both threads of this process.
-  const anchorHrNs = process.hrtime.bigint();
-  return { anchorWallNs: BigInt(Date.now()) * 1_000_000n, anchorHrNs };
+/**
+ * Wall-anchored monotonic host time, one anchor for the whole process (every VMM and its
+ * worker thread read the same hrtime), so a VMM restored in this process agrees with the
+ * clock its checkpoint was taken on. hrtime is read around the wall read to halve the error.
+ */
+const PROCESS_ANCHOR = ((): { anchorWallNs: bigint; anchorHrNs: bigint } => {
+  const hr0 = process.hrtime.bigint();
+  const wallMs = performance.timeOrigin + performance.now();
+  const hr1 = process.hrtime.bigint();
+  return { anchorWallNs: BigInt(Math.round(wallMs * 1000)) * 1000n, anchorHrNs: (hr0 + hr1) / 2n };
+})();
+
+const baseNowNs = (): bigint => PROCESS_ANCHOR.anchorWallNs + (process.hrtime.bigint() - PROCESS_ANCHOR.anchorHrNs);
+
+/** The host clock a VMM with these skew options runs on (the worker computes the same function). */
+function skewedHostClock(skew: ResolvedClockOptions['skew']): HostClock {
+  const ppb = BigInt(Math.round(skew.ratePpm * 1000));
+  const anchor = PROCESS_ANCHOR.anchorWallNs;
+  return {
+    nowNs: () => {
+      const b = baseNowNs();
+      return b + skew.offsetNs + ((b - anchor) * ppb) / 1_000_000_000n;
+    },
+  };
 }
 
 type State = 'starting' | 'running' | 'faulted' | 'stopped';
@@ -52,7 +158,12 @@ export class Vmm extends EventEmitter<VmmEvents> {
   private batchQueued = false;
   private timer: NodeJS.Timeout | null = null;
   private timerDeadline: bigint | null = null;
-  private readonly anchor = wallAnchor();
+  private readonly anchor = PROCESS_ANCHOR;
+  /** The clock device's options, validated. */
+  readonly clockOptions: ResolvedClockOptions;
+  /** This VMM's host clock (skewed in drills): the clock its compensator runs on, ns since the Unix epoch. */
+  readonly hostClock: HostClock;
+  private lastClock: ClockReport | null = null;
   state: State = 'starting';
   /** Epoch the vCPU is executing now (outputs carry it). */
   epoch = 1;
@@ -65,6 +176,8 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.diskBlocks = opts.diskBlocks ?? 0;
     if (!Number.isInteger(this.eventTimeoutMs) || this.eventTimeoutMs < 1)
       throw new VmmError('FTVM_ERR_VMM_OPTION', `eventTimeoutMs must be a positive integer (ms), got ${opts.eventTimeoutMs}`);
+    this.clockOptions = opts.clock ? resolveClockOptions(opts.clock, processClock) : processClock;
+    this.hostClock = skewedHostClock(this.clockOptions.skew);
   }
 
   /** First boot: instantiates the guest and runs ftvm_init. */
@@ -91,6 +204,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
       dirtyMode: this.guest.dirtyMode,
       globalExports: this.guest.globalExports,
       ...this.anchor,
+      clock: this.workerClock(),
       watch: sab,
       diskBlocks: this.diskBlocks,
       restore: ckpt && { memory: ckpt.memory, memBytes: ckpt.memBytes, globals: ckpt.globals, devices: ckpt.devices, epoch: ckpt.epoch },
@@ -128,6 +242,20 @@ export class Vmm extends EventEmitter<VmmEvents> {
         this.fail(new VmmError('FTVM_ERR_GUEST_TRAP', `vCPU worker failed: ${e.message}`, { cause: e }));
       });
     });
+  }
+
+  private workerClock(): WorkerClockInit {
+    const c = this.clockOptions;
+    return {
+      mode: c.mode,
+      maxSlewPpm: c.maxSlewPpm,
+      stepThresholdMs: c.stepThresholdMs,
+      slewHorizonMs: c.slewHorizonMs,
+      tickMs: c.tickMs,
+      skewOffsetNs: c.skew.offsetNs,
+      skewRatePpm: c.skew.ratePpm,
+      skewAnchorNs: this.anchor.anchorWallNs,
+    };
   }
 
   private startWatchdog(): void {
@@ -189,6 +317,14 @@ export class Vmm extends EventEmitter<VmmEvents> {
         return;
       case 'log':
         this.emit('log', m.level, m.msg);
+        return;
+      case 'clock':
+        this.lastClock = m.r;
+        this.emit('clock', m.r);
+        return;
+      case 'clockReport':
+        this.lastClock = m.r;
+        this.settle(m.id, m.r);
         return;
       case 'fault':
         this.fail(new VmmError(m.code, m.message, { conn: m.conn ?? undefined }));
@@ -298,9 +434,23 @@ export class Vmm extends EventEmitter<VmmEvents> {
     return this.request<Uint8Array>((id) => ({ t: 'read', id, fromPage, count }));
   }
 
-  /** Sets the pvclock fields the guest sees and the virtual TSC offset (clock device). */
+  /**
+   * Pins the pvclock fields the guest sees and the virtual TSC offset (tsc = host ns +
+   * tscOffset), overriding the compensator until this VMM is restored or rolled back: a test
+   * hook (deterministic guest time on two sides), never used by the runtimes.
+   */
   setClock(fields: PvclockFields | null, tscOffset: bigint): void {
     if (this.state === 'running') this.send({ t: 'clock', fields, tscOffset });
+  }
+
+  /** The clock device's latest report (after the last resume or slew tick), or null before the first. */
+  get clock(): ClockReport | null {
+    return this.lastClock;
+  }
+
+  /** The clock device's state now (guest time, drift against the reference, rate). */
+  clockReport(): Promise<ClockReport> {
+    return this.request<ClockReport>((id) => ({ t: 'clockReport', id }));
   }
 
   /** A full checkpoint of the guest at the next event boundary (ends the epoch). */

@@ -3,6 +3,7 @@
  * guest memory; the main thread never touches it. Messages are handled strictly in order,
  * so a command (collect, pause) takes effect at the next event boundary.
  */
+import type { ClockMode, PvclockFields } from '@ftvm/clock';
 import type { DeviceState, GlobalValue } from './checkpoint.js';
 
 export type GuestEvent =
@@ -19,11 +20,43 @@ export interface WorkerInit {
   /** Wall-anchored host clock: hostNs = anchorWallNs + (hrtime - anchorHrNs), same in both threads. */
   anchorWallNs: bigint;
   anchorHrNs: bigint;
+  /** The clock device: the compensator runs in the worker, where the vCPU stops (see vcpu-worker.ts). */
+  clock: WorkerClockInit;
   /** Present when restoring: the guest is not initialised again. */
   restore?: { memory: Uint8Array; memBytes: number; globals: GlobalValue[]; devices: DeviceState; epoch: number };
   /** Shared Int32Array(4): [busy flag, event seq, conn (+1, 0 none), unused] for the watchdog. */
   watch: SharedArrayBuffer;
   diskBlocks: number;
+}
+
+export interface WorkerClockInit {
+  mode: ClockMode;
+  maxSlewPpm: number;
+  stepThresholdMs: number;
+  slewHorizonMs: number;
+  /** Period of the compensator's tick while it slews, ms. */
+  tickMs: number;
+  /** This host's clock = base + offsetNs + (base - anchorNs) * ratePpm / 1e6 (test/drill skew; 0 normally). */
+  skewOffsetNs: bigint;
+  skewRatePpm: number;
+  skewAnchorNs: bigint;
+}
+
+/** The clock device's view after an update, for metrics: drift = guest time minus reference. */
+export interface ClockReport {
+  mode: ClockMode;
+  /** Host time of this report on this process's (possibly skewed) host clock, ns. */
+  hostNs: bigint;
+  guestNs: bigint;
+  driftNs: bigint;
+  ratePpm: number;
+  paused: boolean;
+  steps: number;
+  steppedNs: bigint;
+  pauses: number;
+  pausedNs: bigint;
+  /** The guest time was pinned by Vmm.setClock (a test hook): the compensator no longer publishes. */
+  pinned: boolean;
 }
 
 export type ToWorker =
@@ -32,7 +65,8 @@ export type ToWorker =
   | { t: 'mark'; pages: number[] }
   | { t: 'pause'; id: number }
   | { t: 'resume' }
-  | { t: 'clock'; fields: import('@ftvm/clock').PvclockFields | null; tscOffset: bigint }
+  | { t: 'clock'; fields: PvclockFields | null; tscOffset: bigint }
+  | { t: 'clockReport'; id: number }
   | { t: 'read'; id: number; fromPage: number; count: number }
   | { t: 'stop' };
 
@@ -67,5 +101,7 @@ export type FromWorker =
   | { t: 'paused'; id: number }
   | { t: 'read'; id: number; data: Uint8Array }
   | { t: 'log'; level: number; msg: string }
+  | { t: 'clock'; r: ClockReport }
+  | { t: 'clockReport'; id: number; r: ClockReport }
   | { t: 'fault'; code: string; message: string; conn: number | null }
   | { t: 'error'; code: string; message: string };
