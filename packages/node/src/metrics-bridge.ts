@@ -46,6 +46,8 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
   node.on('primary', (rt) => {
     watchLink('secondary', () => rt.hasSecondary);
     bus.emit('protection', { protected: false, reason: 'primary: no synced secondary yet' });
+    // The guest's clock: drift = guest time minus reference, after every vCPU resume and slew tick.
+    rt.vmm.on('clock', (r) => bus.emit('clockDrift', { driftNs: r.driftNs, mode: r.mode }));
     // Initial full sync: the first epoch collected after 'secondary connected' is the full
     // checkpoint; its ack makes the primary protected. Progress in pages of that checkpoint.
     let sync: { phase: 'connected' | 'collected'; epoch: number; pages: number } | null = null;

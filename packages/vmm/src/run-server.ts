@@ -5,7 +5,7 @@ import { GuestImage } from './guest-image.js';
 import type { PreparedGuest } from './prepare.js';
 import { Vmm, type VmmOptions } from './vmm.js';
 import type { VmmError } from './errors.js';
-import type { GuestEvent } from './worker-messages.js';
+import type { ClockReport, GuestEvent } from './worker-messages.js';
 
 export interface RunServerOptions extends VmmOptions {
   host?: string;
@@ -22,6 +22,8 @@ export interface RunServerEvents {
   fault: [err: VmmError, recovered: boolean];
   log: [level: number, msg: string];
   listening: [port: number];
+  /** The clock device updated the guest's clock (see VmmEvents.clock). */
+  clock: [r: ClockReport];
 }
 
 interface Client {
@@ -77,6 +79,7 @@ export class RunServer extends EventEmitter<RunServerEvents> {
       }
     });
     this.vmm.on('log', (l, m) => this.emit('log', l, m));
+    this.vmm.on('clock', (r) => this.emit('clock', r));
     this.vmm.on('fault', (err) => void this.recover(err));
     await this.checkpoint();
     const interval = this.opts.checkpointIntervalMs ?? 200;

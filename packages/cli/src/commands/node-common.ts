@@ -1,9 +1,32 @@
 import { loadToken } from '@ftvm/protocol';
 import { NodeHost, bridgeNodeMetrics, type NodeRole } from '@ftvm/node';
 import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, type PolicyName } from '@ftvm/metrics';
-import { prepareGuest, readGuest } from '@ftvm/vmm';
+import { CLOCK_DEFAULTS, CLOCK_MODES, type ClockMode } from '@ftvm/clock';
+import { prepareGuest, readGuest, setDefaultClockOptions, type ResolvedClockOptions } from '@ftvm/vmm';
 import { hostPort, int, oneOf, type FlagTable } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
+
+/**
+ * The clock device's flags (ftvm run, primary, secondary; up passes the first three on).
+ * They map 1:1 onto the compensator's options; the last two are test and drill hooks.
+ */
+export const clockFlags: FlagTable = {
+  'clock-mode': { type: 'string', default: CLOCK_DEFAULTS.mode, parse: oneOf(...CLOCK_MODES), help: 'guest time across pauses and failover: freeze (stops while paused: drifts), step (jumps to the reference on resume), slew (bounded rate change, never backwards)' },
+  'clock-max-slew-ppm': { type: 'string', default: CLOCK_DEFAULTS.maxSlewPpm, parse: int(1, 500_000), help: 'largest rate change used to absorb a lag, ppm' },
+  'clock-step-threshold-ms': { type: 'string', default: CLOCK_DEFAULTS.stepThresholdMs, parse: int(0, 86_400_000), help: 'slew mode: a larger lag is stepped forward instead' },
+  'clock-skew-ms': { type: 'string', default: 0, parse: int(-86_400_000, 86_400_000), help: 'testing/drills only: run this process as if its host clock were off by this many ms' },
+  'clock-rate-ppm': { type: 'string', default: 0, parse: int(-100_000, 100_000), help: 'testing/drills only: run this process as if its host clock ran this many ppm fast' },
+};
+
+/** Sets the clock of every VMM this process will create from the clock flags. */
+export function applyClockFlags(f: Record<string, unknown>): ResolvedClockOptions {
+  return setDefaultClockOptions({
+    mode: f['clock-mode'] as ClockMode,
+    maxSlewPpm: f['clock-max-slew-ppm'] as number,
+    stepThresholdMs: f['clock-step-threshold-ms'] as number,
+    skew: { offsetNs: BigInt(f['clock-skew-ms'] as number) * 1_000_000n, ratePpm: f['clock-rate-ppm'] as number },
+  });
+}
 
 /** Flags every node command takes (ftvm primary, ftvm secondary). */
 export const nodeFlags: FlagTable = {
@@ -19,6 +42,7 @@ export const nodeFlags: FlagTable = {
   'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'a guest event running longer is a fault' },
   'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page' },
   'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
+  ...clockFlags,
 };
 
 export async function runNode(role: NodeRole, f: Record<string, unknown>, extra: { peer?: string; join?: string }): Promise<number> {
@@ -29,6 +53,9 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
   const { name, wasm } = readGuest(f.guest as string);
   const guest = prepareGuest(name, wasm);
   for (const w of guest.warnings) log.warn(w);
+  const clock = applyClockFlags(f);
+  if (clock.skew.offsetNs !== 0n || clock.skew.ratePpm !== 0)
+    log.warn('testing: this process runs on a skewed host clock', { skewMs: Number(clock.skew.offsetNs / 1_000_000n), ratePpm: clock.skew.ratePpm });
   const policy = f.policy as string;
   const interval = f['interval-ms'] as number | undefined;
   const policyOptions = interval === undefined ? {} : policy === 'periodic' ? { intervalMs: interval } : policy === 'adaptive' ? { maxIntervalMs: interval } : {};
@@ -63,7 +90,7 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
     process.stdout.write(`ftvm ${role}: role ${r} term ${term}\n`);
   });
   const port = await node.start();
-  log.info(`listening`, { listen: `${listen.host}:${port}`, guest: name, policy });
+  log.info(`listening`, { listen: `${listen.host}:${port}`, guest: name, policy, clock: clock.mode });
   process.stdout.write(`ftvm ${role}: listening on ${listen.host}:${port}\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', () => resolve());

@@ -2,6 +2,7 @@ import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, 
 import { prepareGuest, readGuest, RunServer } from '@ftvm/vmm';
 import { int, oneOf, type CommandSpec } from '../flags.js';
 import { GUEST_LOG_LEVELS, Logger, type Level } from '../logger.js';
+import { applyClockFlags, clockFlags } from './node-common.js';
 
 export const runCommand: CommandSpec = {
   name: 'run',
@@ -15,9 +16,11 @@ export const runCommand: CommandSpec = {
     'checkpoint-interval-ms': { type: 'string', default: 200, parse: int(1, 60_000), help: 'interval of local rollback checkpoints' },
     'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page (default 9103 in docs; off unless given)' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
+    ...clockFlags,
   },
   async run(f) {
     const log = new Logger('run', f['log-level'] as Level);
+    const clock = applyClockFlags(f);
     const { name, wasm } = readGuest(f.guest as string);
     const guest = prepareGuest(name, wasm);
     for (const w of guest.warnings) log.warn(w);
@@ -33,6 +36,8 @@ export const runCommand: CommandSpec = {
       log.error(recovered ? 'guest fault: rolled back to the last checkpoint' : 'guest fault: guest stopped', { code: err.code, conn: err.conn, message: err.message }),
     );
     const bus = new FtvmEvents({ name: 'run' });
+    // The guest's clock: drift = guest time minus reference, after every vCPU resume and slew tick.
+    server.on('clock', (r) => bus.emit('clockDrift', { driftNs: r.driftNs, mode: r.mode }));
     let roleMetrics: RoleMetrics | null = null;
     let metrics: MetricsServer | null = null;
     let clientPoll: NodeJS.Timeout | null = null;
@@ -60,7 +65,7 @@ export const runCommand: CommandSpec = {
       }, 1000);
       clientPoll.unref();
     }
-    log.info(`serving ${name} unprotected`, { listen: `${f.host as string}:${port}` });
+    log.info(`serving ${name} unprotected`, { listen: `${f.host as string}:${port}`, clock: clock.mode });
     // Machine-readable line for scripts and tests.
     process.stdout.write(`ftvm run: listening on ${f.host as string}:${port}\n`);
     await new Promise<void>((resolve) => {

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { int, oneOf, type CommandSpec } from '../flags.js';
+import { clockFlags } from './node-common.js';
 import { Logger, type Level } from '../logger.js';
 
 const MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
@@ -29,6 +30,9 @@ export const upCommand: CommandSpec = {
     'interval-ms': { type: 'string', parse: int(1, 60_000), help: 'epoch interval (periodic) or max interval (adaptive)' },
     respawn: { type: 'string', default: 'on', parse: oneOf('on', 'off'), help: 'restart a killed node as a secondary, so protection returns' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level of every role' },
+    'clock-mode': clockFlags['clock-mode']!,
+    'clock-max-slew-ppm': clockFlags['clock-max-slew-ppm']!,
+    'clock-step-threshold-ms': clockFlags['clock-step-threshold-ms']!,
   },
   async run(f) {
     const log = new Logger('up', f['log-level'] as Level);
@@ -45,6 +49,7 @@ export const upCommand: CommandSpec = {
     const urlB = `ws://${host}:${pb}`;
     const common = ['--guest', f.guest as string, '--token-file', tokenFile, '--policy', f.policy as string, '--log-level', f['log-level'] as string];
     if (f['interval-ms'] !== undefined) common.push('--interval-ms', String(f['interval-ms']));
+    for (const k of ['clock-mode', 'clock-max-slew-ppm', 'clock-step-threshold-ms']) common.push(`--${k}`, String(f[k]));
     const nodeA = ['--listen', `${host}:${pa}`, '--node-id', 'a', '--metrics-port', String(mb + 1), ...common];
     const nodeB = ['--listen', `${host}:${pb}`, '--node-id', 'b', '--metrics-port', String(mb + 2), ...common];
     const roles: Record<string, Role> = {
