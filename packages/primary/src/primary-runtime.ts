@@ -351,7 +351,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         return;
       case 'cancelCheckpoints':
         for (const [e, st] of this.staged) {
-          if (!this.sentAt.has(e)) {
+          if (!this.sentAt.has(e) && !this.queued.has(e)) {
             this.encoder.forgetPages(st.c.pages);
             this.staged.delete(e);
           }
@@ -362,7 +362,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         this.secondary?.close(4000, a.reason.slice(0, 100));
         return;
       case 'commit':
-        for (const e of this.staged.keys()) if (e <= a.epoch) this.staged.delete(e);
+        // An epoch queued for sending stays staged until it is streamed (an unacked commit can precede it).
+        for (const e of this.staged.keys()) if (e <= a.epoch && !this.queued.has(e)) this.staged.delete(e);
         this.proxy?.trySend({ t: 'commit', term: a.term, epoch: a.epoch, acked: a.acked, maxConnId: a.offsets.maxConnId, conns: a.offsets.conns });
         this.emit('committed', a.epoch, a.acked);
         return;
@@ -405,43 +406,64 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     );
   }
 
+  /**
+   * Checkpoints stream one after another (frames of two epochs never interleave). A large
+   * one is encoded a batch at a time, yielding to the I/O loop between batches, so
+   * heartbeats and client output keep flowing while 256 MiB are compressed.
+   */
+  private sendChain: Promise<void> = Promise.resolve();
+  /** Epochs handed to sendChain and not streamed yet. */
+  private queued = new Set<number>();
+
   private sendCheckpoint(term: number, epoch: number, full: boolean): void {
+    this.queued.add(epoch);
+    this.sendChain = this.sendChain
+      .then(() => this.streamCheckpoint(term, epoch, full))
+      .catch((e: Error) => {
+        this.emit('log', 'error', 'sending a checkpoint failed: closing the replication link', { epoch, message: e.message });
+        this.secondary?.close(4099, 'checkpoint send failed');
+      })
+      .finally(() => this.queued.delete(epoch));
+  }
+
+  private async streamCheckpoint(term: number, epoch: number, full: boolean): Promise<void> {
     const st = this.staged.get(epoch);
     const link = this.secondary;
-    if (!st || !link) return;
+    if (!st || !link || this.stopped) return;
     const { c } = st;
     if (full) {
       this.encoder.forget();
       this.digest = new ImageDigest();
     }
-    this.digest.grow(c.memBytes / PAGE_BYTES);
-    for (let i = 0; i < c.pages.length; i++) this.digest.update(c.pages[i]!, c.data, i * PAGE_BYTES);
     const devices: WireDevices = { ...c.devices, output: this.retained.ofEpoch(epoch), confirmed: this.confirmed };
-    link.trySend({
-      t: 'ckpt_begin',
-      term,
-      epoch,
-      memBytes: c.memBytes,
-      pageCount: c.pages.length,
-      globals: c.globals,
-      devices: devices as unknown as Opaque,
-      full,
-    });
+    if (!link.trySend({ t: 'ckpt_begin', term, epoch, memBytes: c.memBytes, pageCount: c.pages.length, globals: c.globals, devices: devices as unknown as Opaque, full })) return;
+    this.digest.grow(c.memBytes / PAGE_BYTES);
     let wire = 0;
     const byCodec: Record<string, { pages: number; bytes: number }> = {};
+    let slice = performance.now();
     for (let seq = 0, i = 0; i < c.pages.length; seq++, i += PAGES_PER_FRAME) {
       const n = Math.min(PAGES_PER_FRAME, c.pages.length - i);
-      const batch = this.encoder.encodeBatch(c.pages.subarray(i, i + n), c.data.subarray(i * PAGE_BYTES, (i + n) * PAGE_BYTES));
+      const pages = c.pages.subarray(i, i + n);
+      const data = c.data.subarray(i * PAGE_BYTES, (i + n) * PAGE_BYTES);
+      for (let k = 0; k < n; k++) this.digest.update(pages[k]!, data, k * PAGE_BYTES);
+      const batch = this.encoder.encodeBatch(pages, data);
       wire += batch.wireBytes;
       for (const [k, v] of Object.entries(batch.byCodec)) {
         const agg = (byCodec[k] ??= { pages: 0, bytes: 0 });
         agg.pages += v.pages;
         agg.bytes += v.bytes;
       }
-      link.trySend({ t: 'ckpt_pages', term, epoch, seq, count: n }, batch.payload);
+      if (!link.trySend({ t: 'ckpt_pages', term, epoch, seq, count: n }, batch.payload)) return;
+      if (performance.now() - slice > 5) {
+        // Let the I/O loop run (heartbeats, output, acks), and let the socket drain.
+        await link.drained(64 << 20);
+        await new Promise<void>((r) => setImmediate(r));
+        if (this.stopped || this.secondary !== link) return;
+        slice = performance.now();
+      }
     }
     const raw = c.pages.length * PAGE_BYTES;
-    link.trySend({ t: 'ckpt_end', term, epoch, pageCount: c.pages.length, digest: this.digest.value(), wireBytes: wire, rawBytes: raw });
+    if (!link.trySend({ t: 'ckpt_end', term, epoch, pageCount: c.pages.length, digest: this.digest.value(), wireBytes: wire, rawBytes: raw })) return;
     // Integrity scrub: the secondary answers with the hashes of the same slice of its image at this epoch.
     if (c.scrub && c.scrub.count > 0) {
       const hashes = new Uint32Array(c.scrub.count * 2);
@@ -455,6 +477,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     st.c.data = new Uint8Array(0);
     this.emit('sent', { epoch, pauseMs: c.pauseMs, dirtyPages: c.pages.length, wireBytes: wire, rawBytes: raw, byCodec });
     this.core.checkpointSent({ epoch, nowMs: t });
+    this.kick();
   }
 
   stop(reason: string): void {

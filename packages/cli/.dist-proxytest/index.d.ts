@@ -1,4 +1,0 @@
-export { commands } from './commands/index.js';
-export { parseFlags, helpText, type CommandSpec, type FlagSpec } from './flags.js';
-export { CliError } from './errors.js';
-//# sourceMappingURL=index.d.ts.map
