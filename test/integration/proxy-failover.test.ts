@@ -75,7 +75,7 @@ describe('ftvm proxy with real nodes', () => {
     procs.push(proxy);
     const port = Number((await proxy.waitFor(/^ftvm proxy: listening on [^:]+:(\d+)$/, 30_000))[1]);
     await proxy.waitFor(/active node is now a \(term 0\)/, 30_000);
-    await a.waitFor(/PROTECTED/, 30_000);
+    await a.waitFor(/\] PROTECTED/, 30_000);
 
     const socket = net.connect(port, '127.0.0.1');
     await new Promise<void>((r) => socket.once('connect', () => r()));

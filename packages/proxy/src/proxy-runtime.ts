@@ -473,7 +473,8 @@ export class ProxyRuntime {
         if (!rec.socket.destroyed) {
           rec.socket.end();
           // A client that never closes its side is cut after clientLingerMs.
-          setTimeout(() => rec.socket.destroy(), this.options.clientLingerMs).unref();
+          const linger = setTimeout(() => rec.socket.destroy(), this.options.clientLingerMs).unref();
+          rec.socket.once('close', () => clearTimeout(linger));
         }
         return;
       }
