@@ -17,3 +17,5 @@ export { startMetricsServer, DEFAULT_METRICS_PORTS } from './server.js';
 export type { MetricsServer, MetricsServerOptions } from './server.js';
 export { STATUS_PAGE_HTML } from './status-page.js';
 export { Ring, Reservoir } from './window.js';
+export { ProgressReporter } from './progress.js';
+export type { ProgressReporterOptions, ProgressUpdate } from './progress.js';

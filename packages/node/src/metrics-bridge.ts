@@ -13,13 +13,15 @@ const MAX_TRACKED_INFLIGHT = 64;
 export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: PolicyName): void {
   // One poll per role instance; replaced (and the old one cleared) on every role change.
   let poll: NodeJS.Timeout | null = null;
-  const watchLink = (peer: 'primary' | 'secondary', up: () => boolean): void => {
+  const watchLink = (peer: 'primary' | 'secondary', up: () => boolean, onChange?: (up: boolean) => void): void => {
     if (poll) clearInterval(poll);
     let last = up();
     bus.emit('link', { peer, up: last });
     poll = setInterval(() => {
       const now = up();
-      if (now !== last) bus.emit('link', { peer, up: (last = now) });
+      if (now === last) return;
+      bus.emit('link', { peer, up: (last = now) });
+      onChange?.(now);
     }, LINK_POLL_MS);
     poll.unref();
   };
@@ -97,14 +99,29 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
     rt.on('scrub', (checked, bad) => bus.emit('scrub', { pagesChecked: checked, mismatches: bad.length }));
   });
   node.on('secondary', (rt) => {
-    watchLink('primary', () => rt.hasPrimary);
-    bus.emit('protection', { protected: false, reason: 'secondary: holds the committed image' });
+    // Seen from the secondary, the guest is protected while this node holds an applied image
+    // and hears its primary: losing either host then leaves a copy that can serve.
+    let holds = false;
+    const protection = (linked: boolean): void =>
+      bus.emit('protection', linked && holds
+        ? { protected: true, reason: 'secondary: holds the committed image and follows the primary' }
+        : { protected: false, reason: linked ? 'secondary: waiting for the full sync' : 'secondary: no primary link' });
+    watchLink('primary', () => rt.hasPrimary, (up) => {
+      // A new primary link starts with a full sync: the held image is no longer current.
+      if (up) holds = false;
+      protection(up);
+    });
+    protection(rt.hasPrimary);
     rt.on('applied', (_epoch, pages) => {
       if (!secondarySyncing) return;
       secondarySyncing = false;
       bus.emit('progress', { task: 'sync', done: pages, total: pages, unit: 'pages' });
     });
     rt.on('applied', (epoch) => {
+      if (!holds) {
+        holds = true;
+        protection(true);
+      }
       bus.emit('committed', { epoch });
       bus.emit('ready', { ready: true, reason: `holds epoch ${epoch}` });
     });
