@@ -14,7 +14,7 @@ export const clockFlags: FlagTable = {
   'clock-mode': { type: 'string', default: CLOCK_DEFAULTS.mode, parse: oneOf(...CLOCK_MODES), help: 'guest time across pauses and failover: freeze (stops while paused: drifts), step (jumps to the reference on resume), slew (bounded rate change, never backwards)' },
   'clock-max-slew-ppm': { type: 'string', default: CLOCK_DEFAULTS.maxSlewPpm, parse: int(1, 500_000), help: 'largest rate change used to absorb a lag, ppm' },
   'clock-step-threshold-ms': { type: 'string', default: CLOCK_DEFAULTS.stepThresholdMs, parse: int(0, 86_400_000), help: 'slew mode: a larger lag is stepped forward instead' },
-  'clock-skew-ms': { type: 'string', default: 0, parse: int(-86_400_000, 86_400_000), help: 'testing/drills only: run this process as if its host clock were off by this many ms' },
+  'clock-skew-ms': { type: 'string', default: 0, parse: int(-86_400_000, 86_400_000), help: 'testing/drills only: run this process as if its host clock were off by this many ms (negative: behind; write --clock-skew-ms=-2000)' },
   'clock-rate-ppm': { type: 'string', default: 0, parse: int(-100_000, 100_000), help: 'testing/drills only: run this process as if its host clock ran this many ppm fast' },
 };
 
