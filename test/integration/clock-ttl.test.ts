@@ -1,0 +1,46 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Cluster } from '../helpers/cluster.js';
+import { mark, waitForLineAfter } from '../helpers/ftvm.js';
+import { redisCli } from '../helpers/redis.js';
+
+/**
+ * Key expiry runs on guest time. Across a failover the secondary continues guest time from
+ * the checkpoint plus the wall time elapsed since, so a key set with EX 5 expires ~5 s after
+ * it was set, not 5 s after the failover (which freeze mode, QEMU's behaviour, would do).
+ */
+const sleepUntil = (t0: number, ms: number) => new Promise((r) => setTimeout(r, Math.max(0, t0 + ms - performance.now())));
+
+describe('EXPIRE/TTL across a failover (redis-cli through the proxy, kv guest)', () => {
+  const cluster = new Cluster({ guest: 'kv' });
+  beforeAll(async () => {
+    await cluster.start();
+  }, 120_000);
+  afterAll(async () => {
+    await cluster.stop();
+  });
+
+  it('a key set with EX 5 is still there 4 s after it was set (a failover at ~2 s) and gone by 6 s', async () => {
+    const port = cluster.ports.proxy;
+    const t0 = performance.now();
+    expect(await redisCli(port, 'SET', 'k', 'v', 'EX', '5')).toBe('OK');
+    expect(await redisCli(port, 'SET', 'forever', 'x')).toBe('OK');
+    await sleepUntil(t0, 2000);
+    const dead = cluster.primaryKey();
+    const survivor = dead === 'a' ? 'b' : 'a';
+    const from = mark(cluster.nodes[survivor]);
+    cluster.nodes[dead].proc.kill('SIGKILL');
+    await waitForLineAfter(cluster.nodes[survivor], /PROMOTED to primary/, from, 20_000);
+    expect(performance.now() - t0, 'promotion took too long for this timeline').toBeLessThan(3800);
+    await sleepUntil(t0, 4000);
+    expect(await redisCli(port, 'GET', 'k')).toBe('"v"');
+    // About 1 s left (guest time never runs ahead of the wall clock here; slew or step absorbed the failover gap).
+    const pttl = Number(/^\(integer\) (-?\d+)$/.exec(await redisCli(port, 'PTTL', 'k'))?.[1]);
+    expect(pttl).toBeGreaterThan(0);
+    expect(pttl).toBeLessThan(1600);
+    await sleepUntil(t0, 6000);
+    expect(await redisCli(port, 'GET', 'k')).toBe('(nil)');
+    expect(await redisCli(port, 'TTL', 'k')).toBe('(integer) -2');
+    // The failover lost nothing else: a key without expiry is still there.
+    expect(await redisCli(port, 'GET', 'forever')).toBe('"x"');
+  }, 120_000);
+});
