@@ -45,11 +45,12 @@ const MODES = {
   },
   full: {
     configs: Object.keys(CONFIGS),
-    kv: { requests: 10000, tests: ['set', 'get', 'incr', 'lpush'] },
-    kvPipe: { requests: 40000, tests: ['set', 'get', 'incr', 'lpush'], pipeline: 16 },
-    httpSeconds: 8,
+    // Sized so the slowest configurations (~500 req/s unpipelined) keep the run under ~25 min.
+    kv: { requests: 2500, tests: ['set', 'get', 'incr', 'lpush'] },
+    kvPipe: { requests: 16000, tests: ['set', 'get', 'incr', 'lpush'], pipeline: 16 },
+    httpSeconds: 5,
     repeat: 3,
-    sweep: { policies: Object.keys(POLICIES), wsPages: [16384, 262144], rates: [10, 100, 1000, 10000, 50000], seconds: 4 },
+    sweep: { policies: Object.keys(POLICIES), wsPages: [16384, 262144], rates: [10, 100, 1000, 10000, 50000], seconds: 3 },
     crashTrials: [
       { variant: 'default timeouts', trials: 5 },
       { variant: 'timeouts 200 ms', trials: 5, nodeArgs: ['--detection-timeout-ms', '200'], proxyArgs: ['--failover-timeout-ms', '200'] },
@@ -104,6 +105,19 @@ function sh(cmd, args) {
   }
 }
 
+/** Which build ran: the tree's commit, or the frozen copy FTVM_BENCH_CLI names (COMMIT/DIRTY/TAKEN files at its root). */
+function buildInfo() {
+  const snap = resolve(CLI, '..', '..', '..', '..');
+  const read = (f) => (existsSync(join(snap, f)) ? readFileSync(join(snap, f), 'utf8').trim() : null);
+  if (process.env.FTVM_BENCH_CLI && read('COMMIT'))
+    return { cli: CLI, commit: read('COMMIT'), dirty: (read('DIRTY') ?? '').length > 0, dirtyFiles: read('DIRTY'), snapshotTaken: read('TAKEN') };
+  return {
+    cli: CLI,
+    commit: sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']),
+    dirty: sh('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no']).length > 0,
+  };
+}
+
 function machine() {
   const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
   return {
@@ -114,8 +128,7 @@ function machine() {
     kernel: `${os.type()} ${os.release()}`,
     redisBenchmark: sh('redis-benchmark', ['--version']),
     wrk: sh('wrk', ['-v']).split('\n')[0],
-    commit: sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']),
-    dirty: sh('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no']).length > 0,
+    ...buildInfo(),
   };
 }
 

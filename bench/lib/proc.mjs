@@ -3,9 +3,14 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const CLI = fileURLToPath(new URL('../../packages/cli/dist/main.js', import.meta.url));
+/**
+ * The built CLI the roles run. FTVM_BENCH_CLI points at a frozen copy of the build (see
+ * README: on a shared tree someone may rebuild `dist/` in the middle of a long run).
+ */
+export const CLI = process.env.FTVM_BENCH_CLI ? resolve(process.env.FTVM_BENCH_CLI) : fileURLToPath(new URL('../../packages/cli/dist/main.js', import.meta.url));
 
 /** Lines kept per child stream (the tail is what a failure report shows). */
 const MAX_LINES = 2000;

@@ -275,7 +275,7 @@ export function writeReport(res, dir) {
     '',
     `- ${mc.nproc} cores (${mc.cpu}), ${mc.ramGiB} GiB RAM, ${mc.kernel}, Node.js ${mc.node}`,
     `- ${mc.redisBenchmark}; ${mc.wrk}`,
-    `- commit ${mc.commit}${mc.dirty ? ' (with uncommitted changes in the tree)' : ''}; started ${m.started}, took ${(m.durationSec / 60).toFixed(1)} min`,
+    `- commit ${mc.commit}${mc.dirty ? ' (with uncommitted changes in the tree)' : ''}${mc.snapshotTaken ? ` (a frozen copy of the build taken ${mc.snapshotTaken}, FTVM_BENCH_CLI)` : ''}; started ${m.started}, took ${(m.durationSec / 60).toFixed(1)} min`,
     `- load average (1/5/15 min) at start ${m.loadavgStart.map((x) => x.toFixed(2)).join(' / ')}, at end ${m.loadavgEnd.map((x) => x.toFixed(2)).join(' / ')}: the machine is shared with other work, and clients, proxy, primary and secondary all run on it`,
     `- reproduce: \`npm run build && ${m.command}\``,
     `- repeats per workload: ${m.repeat} (cells: median (min–max) when more than one)`,
