@@ -13,17 +13,20 @@ const MAX_TRACKED_INFLIGHT = 64;
 export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: PolicyName): void {
   // One poll per role instance; replaced (and the old one cleared) on every role change.
   let poll: NodeJS.Timeout | null = null;
-  const watchLink = (peer: 'primary' | 'secondary', up: () => boolean, onChange?: (up: boolean) => void): void => {
+  // Returns a check to run at once when an event hints that the link changed.
+  const watchLink = (peer: 'primary' | 'secondary', up: () => boolean, onChange?: (up: boolean) => void): (() => void) => {
     if (poll) clearInterval(poll);
     let last = up();
     bus.emit('link', { peer, up: last });
-    poll = setInterval(() => {
+    const check = (): void => {
       const now = up();
       if (now === last) return;
       bus.emit('link', { peer, up: (last = now) });
       onChange?.(now);
-    }, LINK_POLL_MS);
+    };
+    poll = setInterval(check, LINK_POLL_MS);
     poll.unref();
+    return check;
   };
   // performance.now() when this node's secondary runtime asked for promotion (failure detected), ms.
   let lostAt: number | null = null;
@@ -46,7 +49,7 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
     bus.emit('ready', { ready: role === 'primary', reason: role === 'primary' ? 'serving the guest' : 'waiting for a full sync' });
   });
   node.on('primary', (rt) => {
-    watchLink('secondary', () => rt.hasSecondary);
+    const checkLink = watchLink('secondary', () => rt.hasSecondary);
     bus.emit('protection', { protected: false, reason: 'primary: no synced secondary yet' });
     // The guest's clock: drift = guest time minus reference, after every vCPU resume and slew tick.
     rt.vmm.on('clock', (r) => bus.emit('clockDrift', { driftNs: r.driftNs, mode: r.mode }));
@@ -56,9 +59,11 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
     // Wire bytes of checkpoints sent and not yet acked, by epoch (bounded: see MAX_TRACKED_INFLIGHT).
     const inflight = new Map<number, number>();
     let inflightBytes = 0;
-    const emitInflight = (): void => bus.emit('inFlight', { epochs: rt.core.inFlightEpochs, bytes: inflightBytes });
+    // From our own table: the runtime emits 'acked' before its core counts the ack.
+    const emitInflight = (): void => bus.emit('inFlight', { epochs: inflight.size, bytes: inflightBytes });
     rt.on('log', (_level, msg) => {
       if (msg.startsWith('secondary connected')) {
+        checkLink();
         sync = { phase: 'connected', epoch: -1, pages: 0 };
         bus.emit('progress', { task: 'sync', done: 0, total: 0, unit: 'pages' });
         inflight.clear();
@@ -70,7 +75,10 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
       sync = { phase: 'collected', epoch, pages: dirtyPages };
       bus.emit('progress', { task: 'sync', done: 0, total: dirtyPages, unit: 'pages' });
     });
-    rt.on('protection', (p, reason) => bus.emit('protection', { protected: p, reason }));
+    rt.on('protection', (p, reason) => {
+      checkLink();
+      bus.emit('protection', { protected: p, reason });
+    });
     rt.on('collected', (epoch, pauseMs, dirtyPages, durationMs) => bus.emit('epochEnded', { epoch, policy, durationMs, pauseMs, dirtyPages }));
     rt.on('sent', (s) => {
       bus.emit('checkpointSent', { epoch: s.epoch, wireBytes: s.wireBytes, rawBytes: s.rawBytes, byCodec: s.byCodec });
