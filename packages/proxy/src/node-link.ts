@@ -1,7 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { isFtvmError, type FtvmError } from '@ftvm/guest-abi';
-import { ProtocolError, type ConnectOptions, type Link, type Message } from '@ftvm/protocol';
-import { connectLink } from './connect.js';
+import { ProtocolError, connect, type ConnectOptions, type Link, type Message } from '@ftvm/protocol';
 
 export interface NodeLinkEvents {
   /** A link is established and authenticated. */
@@ -133,7 +132,10 @@ export class NodeLink extends EventEmitter<NodeLinkEvents> {
     if (this.stopped) return;
     let link: Link;
     try {
-      link = await connectLink(this.opts.url, this.opts.connectOptions(), (l) => this.adopt(l));
+      // A Link holds messages that arrive before its first listener, so the node's status
+      // sent right behind its welcome is not lost between connect() resolving and adopt().
+      link = await connect(this.opts.url, this.opts.connectOptions());
+      this.adopt(link);
     } catch (e) {
       if (this.stopped) return;
       this.failStreak++;
@@ -145,7 +147,7 @@ export class NodeLink extends EventEmitter<NodeLinkEvents> {
     if (this.stopped) link.close(4000, 'proxy shutting down');
   }
 
-  /** Runs synchronously as the link is created, before any of its messages is emitted. */
+  /** Runs as soon as connect() resolves; the Link holds messages until this attaches its listener. */
   private adopt(link: Link): void {
     if (this.stopped) return;
     this.failStreak = 0;
