@@ -13,9 +13,13 @@ const MAX_TRACKED_INFLIGHT = 64;
 export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: PolicyName): void {
   // One poll per role instance; replaced (and the old one cleared) on every role change.
   let poll: NodeJS.Timeout | null = null;
+  let watched: 'primary' | 'secondary' | null = null;
   // Returns a check to run at once when an event hints that the link changed.
   const watchLink = (peer: 'primary' | 'secondary', up: () => boolean, onChange?: (up: boolean) => void): (() => void) => {
     if (poll) clearInterval(poll);
+    // A role change ends the old role's link (a promoted node no longer follows a primary).
+    if (watched !== null && watched !== peer) bus.emit('link', { peer: watched, up: false });
+    watched = peer;
     let last = up();
     bus.emit('link', { peer, up: last });
     const check = (): void => {
