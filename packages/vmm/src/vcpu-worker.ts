@@ -427,11 +427,14 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
   for (const [id, st] of conns) if (st.closed) conns.delete(id);
   epoch++;
   c.pauseMs = performance.now() - t0;
+  // The hold ends with the copy (pauseMs): posting the result is host work between events,
+  // like idle time, so guest time runs again from here. Then freeze drifts by exactly the
+  // summed pauseMs. The new fields still reach the page before the next event (publish()).
+  if (resume || !paused) releaseClock(hostNs());
   const transfer = [data.buffer as ArrayBuffer, pages.buffer as ArrayBuffer];
   if (scrubCopy) transfer.push(scrubCopy.data.buffer as ArrayBuffer);
   post({ t: 'collected', id, c }, transfer);
   if (resume) doResume();
-  else if (!paused) releaseClock(hostNs());
 }
 
 function doResume(): void {
