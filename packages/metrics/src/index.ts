@@ -19,3 +19,5 @@ export { STATUS_PAGE_HTML } from './status-page.js';
 export { Ring, Reservoir } from './window.js';
 export { ProgressReporter } from './progress.js';
 export type { ProgressReporterOptions, ProgressUpdate } from './progress.js';
+export { ClusterStatus, MAX_STATUS_PEERS } from './cluster.js';
+export type { StatusPeer, ClusterStatusOptions, ClusterSnapshot, PeerSnapshot } from './cluster.js';

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { ClusterStatus, type ClusterStatusOptions, type StatusPeer } from './cluster.js';
 import { MetricsError } from './errors.js';
 import type { Readiness, RoleMetrics } from './registry.js';
 import { STATUS_PAGE_HTML } from './status-page.js';
@@ -32,6 +33,13 @@ export interface MetricsServerOptions {
   status?: (query: URLSearchParams) => unknown;
   /** Concurrent connections accepted; more are refused by the kernel backlog / closed. Default 64. */
   maxConnections?: number;
+  /**
+   * Other roles' metrics servers to show on this status page (e.g. the proxy lists the two
+   * nodes, as `ftvm up` runs them): served merged at /api/cluster. At most 8. Default none.
+   */
+  peers?: readonly StatusPeer[];
+  /** Polling bounds for `peers`. */
+  cluster?: ClusterStatusOptions;
 }
 
 export interface MetricsServer {
@@ -82,6 +90,7 @@ function validate(opts: MetricsServerOptions): void {
  */
 export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsServer> {
   validate(opts);
+  const cluster = opts.peers && opts.peers.length > 0 ? new ClusterStatus(opts.peers, opts.cluster) : null;
   const host = opts.host ?? '127.0.0.1';
   const registry = (opts.registry ?? opts.metrics?.registry)!;
   const health = opts.health ?? opts.metrics?.health ?? (() => ({ ok: true, detail: {} }));
@@ -124,6 +133,12 @@ export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsS
         if (!status) break;
         sendJson(res, 200, status(query), head);
         return;
+      case '/api/cluster': {
+        // Always answers (peers: [] when none), so the page knows whether to draw the cluster view.
+        const since = Number(query.get('since') ?? NaN);
+        sendJson(res, 200, cluster ? await cluster.snapshot(Number.isFinite(since) ? since : undefined) : { version: 1, now: Date.now(), peers: [] }, head);
+        return;
+      }
       case '/':
       case '/index.html':
         sendText(res, 200, 'text/html; charset=utf-8', STATUS_PAGE_HTML, head, {
@@ -134,7 +149,7 @@ export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsS
       default:
         break;
     }
-    sendJson(res, 404, { error: 'not found', paths: ['/', '/metrics', '/healthz', '/readyz', '/api/status'] }, head);
+    sendJson(res, 404, { error: 'not found', paths: ['/', '/metrics', '/healthz', '/readyz', '/api/status', '/api/cluster'] }, head);
   };
 
   const server = http.createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {

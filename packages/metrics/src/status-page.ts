@@ -28,6 +28,9 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   .legend i { display:inline-block; width:10px; height:3px; vertical-align:middle; margin-right:4px; }
   svg { width:100%; height:140px; display:block; }
   .progress { grid-column:1/-1; }
+  .nodes { grid-column:1/-1; display:grid; gap:12px; grid-template-columns:repeat(auto-fill, minmax(260px, 1fr)); }
+  .node { background:var(--panel); border-radius:8px; padding:10px 12px; display:flex; flex-wrap:wrap; gap:8px; align-items:center; }
+  .node b { font-size:16px; } .node .badge { padding:3px 8px; font-size:12px; }
   .bar { height:10px; background:#263241; border-radius:5px; overflow:hidden; margin:4px 0 10px; }
   .bar > div { height:100%; background:var(--a); }
 </style>
@@ -41,6 +44,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   <span class="dim" style="margin-left:auto">updated <span id="updated">never</span> · <span id="conn">connecting</span></span>
 </header>
 <main>
+  <section class="nodes" id="nodes" hidden></section>
   <section class="tiles">
     <div class="tile"><div class="k">committed epoch</div><div class="v" id="t-epoch">–</div></div>
     <div class="tile"><div class="k">epochs / s</div><div class="v" id="t-eps">–</div></div>
@@ -141,12 +145,102 @@ let samples = [];
 let newest = null;
 let startedAt = null;
 
+// Cluster view (this server lists peers, e.g. the proxy of \`ftvm up\` and its two nodes):
+// name -> { samples, startedAt, newest, current, ok, error }.
+const peers = new Map();
+let clusterNewest = null;
+
+/** The reachable peer that is primary now (highest term if two claim it), or null. */
+function primaryPeer() {
+  let best = null;
+  for (const [name, p] of peers) {
+    if (!p.ok || !p.current || p.current.role !== "primary") continue;
+    if (!best || p.current.term > best.current.term) best = { name, current: p.current };
+  }
+  return best;
+}
+
+/**
+ * This page's samples with the peers' folded in, aligned to the nearest peer sample within
+ * 750 ms: protection and failovers take the max, rates add up (only a primary has epochs and
+ * bandwidth), percentiles take the max, drift the largest magnitude.
+ */
+function mergedSamples() {
+  const list = [...peers.values()].map((p) => ({ xs: p.samples, j: 0 }));
+  if (list.length === 0) return samples;
+  return samples.map((x) => {
+    const out = Object.assign({}, x);
+    for (const p of list) {
+      const xs = p.xs;
+      while (p.j + 1 < xs.length && Math.abs(xs[p.j + 1].t - x.t) <= Math.abs(xs[p.j].t - x.t)) p.j++;
+      const y = xs[p.j];
+      if (!y || Math.abs(y.t - x.t) > 750) continue;
+      out.protected = Math.max(out.protected, y.protected);
+      out.term = Math.max(out.term, y.term);
+      out.epochsPerSec += y.epochsPerSec;
+      out.wireBytesPerSec += y.wireBytesPerSec;
+      out.rawBytesPerSec += y.rawBytesPerSec;
+      for (const k of ["pauseP50Ms", "pauseP99Ms", "outputDelayP50Ms", "outputDelayP99Ms"]) if (y[k] !== null && (out[k] === null || y[k] > out[k])) out[k] = y[k];
+      out.failoversTotal = Math.max(out.failoversTotal, y.failoversTotal);
+      if (Math.abs(y.driftMs) > Math.abs(out.driftMs)) out.driftMs = y.driftMs;
+    }
+    return out;
+  });
+}
+
+function renderNodes() {
+  const box = $("nodes");
+  box.hidden = peers.size === 0;
+  box.replaceChildren();
+  for (const [name, p] of peers) {
+    const card = document.createElement("div");
+    card.className = "node";
+    card.id = "node-" + name;
+    const title = document.createElement("b");
+    title.textContent = name;
+    const role = document.createElement("span");
+    role.className = "role";
+    const badge = document.createElement("span");
+    const detail = document.createElement("span");
+    detail.className = "dim";
+    if (!p.ok || !p.current) {
+      role.textContent = p.current ? p.current.role + " (last seen)" : "";
+      setBadge(badge, "bad", "UNREACHABLE");
+      detail.textContent = p.error || "";
+    } else {
+      const c = p.current;
+      role.textContent = c.role + " · term " + c.term;
+      setBadge(badge, c.protected ? "ok" : "bad", c.protected ? "PROTECTED" : "UNPROTECTED");
+      detail.textContent = "epoch " + (c.committedEpoch === null ? "–" : c.committedEpoch) + (c.ready ? " · ready" : " · not ready");
+    }
+    card.append(title, role, badge, detail);
+    box.appendChild(card);
+  }
+}
+
 function render(s) {
-  const c = s.current, xs = samples, last = xs.length ? xs[xs.length - 1] : null;
-  $("role").textContent = c.role;
-  $("term").textContent = String(c.term);
-  setBadge($("protection"), c.protected ? "ok" : "bad", c.protected ? "PROTECTED" : "UNPROTECTED");
-  $("reason").textContent = c.protectionReason;
+  const self = s.current, xs = mergedSamples(), last = xs.length ? xs[xs.length - 1] : null;
+  // In the cluster view the node tiles follow the current primary, the proxy tiles this page.
+  const prim = primaryPeer();
+  const c = prim && self.epochsTotal === 0 && self.role !== "primary" ? Object.assign({}, self, {
+    committedEpoch: prim.current.committedEpoch, compressionRatio: prim.current.compressionRatio,
+    inFlightEpochs: prim.current.inFlightEpochs, inFlightBytes: prim.current.inFlightBytes, driftNs: prim.current.driftNs,
+    clockMode: prim.current.clockMode, guestFaultsTotal: self.guestFaultsTotal + prim.current.guestFaultsTotal,
+    scrubPagesTotal: prim.current.scrubPagesTotal, scrubMismatchesTotal: prim.current.scrubMismatchesTotal,
+    throttleRatio: prim.current.throttleRatio, progress: Object.assign({}, prim.current.progress, self.progress),
+  }) : self;
+  renderNodes();
+  $("role").textContent = self.role + (peers.size ? " · cluster of " + peers.size : "");
+  $("term").textContent = String(peers.size && prim ? Math.max(self.term, prim.current.term) : self.term);
+  if (peers.size) {
+    // The guest is protected when the serving primary says so.
+    const on = prim !== null && prim.current.protected;
+    setBadge($("protection"), on ? "ok" : "bad", on ? "PROTECTED" : "UNPROTECTED");
+    $("reason").textContent = prim ? prim.name + " (primary): " + prim.current.protectionReason : "no primary reachable";
+  } else {
+    setBadge($("protection"), c.protected ? "ok" : "bad", c.protected ? "PROTECTED" : "UNPROTECTED");
+    $("reason").textContent = c.protectionReason;
+  }
   setBadge($("ready"), c.ready ? "ok" : "warn", c.ready ? "READY" : "NOT READY");
   $("ready").title = c.readyReason;
   $("updated").textContent = new Date(s.now).toLocaleTimeString();
@@ -200,6 +294,33 @@ function render(s) {
   }
 }
 
+async function pollCluster() {
+  let r;
+  try {
+    r = await fetch(clusterNewest === null ? "api/cluster" : "api/cluster?since=" + clusterNewest, { cache: "no-store" });
+  } catch (e) {
+    return;
+  }
+  if (!r.ok) return;
+  const cl = await r.json();
+  for (const p of cl.peers || []) {
+    let mine = peers.get(p.name);
+    if (!mine || (p.startedAt !== null && mine.startedAt !== null && p.startedAt !== mine.startedAt)) {
+      mine = { samples: [], startedAt: p.startedAt };
+      peers.set(p.name, mine);
+    }
+    mine.startedAt = p.startedAt;
+    mine.ok = p.ok;
+    mine.error = p.error;
+    mine.current = p.current;
+    for (const x of p.samples || []) if (!mine.samples.length || x.t > mine.samples[mine.samples.length - 1].t) mine.samples.push(x);
+    if (mine.samples.length > 600) mine.samples = mine.samples.slice(mine.samples.length - 600);
+  }
+  // Ask next for what is newer than the oldest "newest" of all peers: no peer misses a sample.
+  const lasts = [...peers.values()].filter((p) => p.samples.length).map((p) => p.samples[p.samples.length - 1].t);
+  clusterNewest = lasts.length ? Math.min(...lasts) : null;
+}
+
 async function poll() {
   try {
     const r = await fetch(newest === null ? "api/status" : "api/status?since=" + newest, { cache: "no-store" });
@@ -211,6 +332,7 @@ async function poll() {
     samples = samples.concat(s.samples);
     if (samples.length > s.capacity) samples = samples.slice(samples.length - s.capacity);
     if (samples.length) newest = samples[samples.length - 1].t;
+    await pollCluster();
     render(s);
     $("conn").textContent = "live";
   } catch (e) {

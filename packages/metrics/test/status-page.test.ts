@@ -17,11 +17,11 @@ describe('status page', () => {
     expect(STATUS_PAGE_HTML).not.toMatch(/<img\b|<iframe\b/i);
   });
 
-  it('polls only its own relative api/status endpoint', () => {
+  it('polls only its own relative api/status and api/cluster endpoints', () => {
     const fetches = [...scriptOf(STATUS_PAGE_HTML).matchAll(/fetch\(([^,)]+)/g)].map((m) => m[1]!);
-    expect(fetches).toHaveLength(1);
-    const literals = [...fetches[0]!.matchAll(/"([^"]*)"/g)].map((m) => m[1]);
-    expect(literals).toEqual(['api/status', 'api/status?since=']);
+    expect(fetches).toHaveLength(2);
+    const literals = fetches.flatMap((f) => [...f.matchAll(/"([^"]*)"/g)].map((m) => m[1]));
+    expect(literals.sort()).toEqual(['api/cluster', 'api/cluster?since=', 'api/status', 'api/status?since=']);
   });
 
   it('has a syntactically valid inline script', () => {
