@@ -23,6 +23,9 @@ interface Sample {
 /** Primary a (true clock), secondary b with the given skew, and a proxy in front. */
 async function startCluster(skewMs: number, clockArgs: string[]): Promise<{ cluster: Cluster; proxy: Spawned }> {
   const cluster = new Cluster({ guest: 'clockprobe', nodeArgs: [...clockArgs, `--clock-skew-ms=${skewMs}`] });
+  // Registered at once: a start that fails half-way still gets its processes stopped.
+  const entry: { cluster: Cluster; proxy: Spawned | null } = { cluster, proxy: null };
+  running.push(entry);
   const b = cluster.startNode('b', 'secondary');
   await b.waitFor(/listening on/, 60_000);
   // The cluster helper reads nodeArgs when it spawns a node: a runs on the true clock.
@@ -31,6 +34,7 @@ async function startCluster(skewMs: number, clockArgs: string[]): Promise<{ clus
   await a.waitFor(/listening on/, 60_000);
   await a.waitFor(/ PROTECTED:/, 30_000);
   const proxy = spawnFtvm(['proxy', '--port', String(cluster.ports.proxy), '--nodes', `${cluster.url('a')},${cluster.url('b')}`, '--token-file', cluster.tokenFile]);
+  entry.proxy = proxy;
   await proxy.waitFor(/listening on/, 30_000);
   return { cluster, proxy };
 }
@@ -63,8 +67,7 @@ function sampler(c: LineClient): { samples: Sample[]; stop: () => Promise<void> 
 const offsetMs = (s: Sample): number => Number(s.guestNs - s.sentNs) / 1e6;
 
 async function failoverRun(skewMs: number, clockArgs: string[], settleMs: number) {
-  const { cluster, proxy } = await startCluster(skewMs, clockArgs);
-  running.push({ cluster, proxy });
+  const { cluster } = await startCluster(skewMs, clockArgs);
   const c = await LineClient.connect(cluster.ports.proxy);
   const s = sampler(c);
   await new Promise((r) => setTimeout(r, 1500));
@@ -80,10 +83,10 @@ async function failoverRun(skewMs: number, clockArgs: string[], settleMs: number
   return { samples: s.samples, before, after, dump: () => cluster.dump() };
 }
 
-const running: Array<{ cluster: Cluster; proxy: Spawned }> = [];
+const running: Array<{ cluster: Cluster; proxy: Spawned | null }> = [];
 afterEach(async () => {
   for (const r of running.splice(0)) {
-    await r.proxy.stop('SIGKILL');
+    await r.proxy?.stop('SIGKILL');
     await r.cluster.stop();
   }
 });
