@@ -11,9 +11,9 @@
 // the primary is SIGKILLed after 3 s; guest time is read every 50 ms for --failover-seconds.
 //
 // usage: node bench/clock/drift.mjs [--seconds 60] [--failover-seconds 42] [--out bench/results/clock.md]
-//        [--only steady|failover]
+//        [--only steady|failover] [--report-from <earlier .json>]
 // Needs a build (npm run build, or npx tsc -b packages/cli). Writes the table to --out and JSON next to it.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -98,6 +98,7 @@ async function steady(policy, intervalMs, mode) {
     const m0 = await scrape(c.metrics.primary);
     const t0 = performance.now();
     let maxInt = 0;
+    const absInt = [];
     let maxExtHi = 0;
     let last = null;
     let lastInt = null;
@@ -111,6 +112,7 @@ async function steady(policy, intervalMs, mode) {
       const d = m?.get('ftvm_clock_drift_seconds');
       if (d !== undefined) {
         lastInt = d * 1e3;
+        absInt.push(Math.abs(lastInt));
         maxInt = Math.max(maxInt, Math.abs(lastInt));
       }
       await sleep(Math.max(0, 100 - (performance.now() - tick)));
@@ -121,6 +123,8 @@ async function steady(policy, intervalMs, mode) {
     const pauseSum = (m) => m?.get('ftvm_epoch_pause_seconds_sum') ?? 0;
     const pauseCount = (m) => m?.get('ftvm_epoch_pause_seconds_count') ?? 0;
     rtts.sort((a, b) => a - b);
+    absInt.sort((a, b) => a - b);
+    const q = (xs, f) => (xs.length ? xs[Math.min(xs.length - 1, Math.floor(f * xs.length))] : null);
     return {
       policy: intervalMs ? `${policy}-${intervalMs}` : policy,
       mode,
@@ -130,6 +134,8 @@ async function steady(policy, intervalMs, mode) {
       pauseSumSinceBootMs: pauseSum(m1) * 1000,
       driftEndMs: lastInt,
       maxAbsDriftMs: maxInt,
+      p50AbsDriftMs: q(absInt, 0.5),
+      p99AbsDriftMs: q(absInt, 0.99),
       extEndLoMs: ms(last.g - last.recv),
       extEndHiMs: ms(last.g - last.sent),
       extMaxAbsHiMs: maxExtHi,
@@ -290,7 +296,7 @@ function report(res) {
       'does not affect it). **pauses** = epochs and the summed vCPU hold over the window (`ftvm_epoch_pause_seconds`).',
     '',
   );
-  L.push('| policy | mode | epochs | summed pause (ms) | drift at end (ms) | max \\|drift\\| (ms) | external at end (ms) | max \\|external\\| (ms) | RTT p50 (ms) | goal |');
+  L.push('| policy | mode | epochs | summed pause (ms) | drift at end (ms) | \\|drift\\| p50 / p99 / max (ms) | external at end (ms) | max \\|external\\| (ms) | RTT p50 (ms) | goal (\\|drift\\| <= 0.1 ms) |');
   L.push('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of res.steady) {
     if (r.error) {
@@ -302,10 +308,15 @@ function report(res) {
       // Freeze shows the drift: it should equal minus the summed pause since boot.
       goal = `drifts by the pauses: ${fmt(r.driftEndMs, 1)} vs -${fmt(r.pauseSumSinceBootMs, 1)} summed since boot`;
     } else {
-      goal = r.maxAbsDriftMs * 1e6 <= GOAL_NS ? 'met (<= 0.1 ms)' : `MISSED (max ${fmt(r.maxAbsDriftMs)} ms > 0.1 ms)`;
+      goal =
+        r.maxAbsDriftMs * 1e6 <= GOAL_NS
+          ? 'met (max <= 0.1 ms)'
+          : r.p99AbsDriftMs * 1e6 <= GOAL_NS
+            ? `met at p99; MISSED at max (${fmt(r.maxAbsDriftMs)} ms)`
+            : `MISSED (p99 ${fmt(r.p99AbsDriftMs)} ms, max ${fmt(r.maxAbsDriftMs)} ms)`;
     }
     L.push(
-      `| ${r.policy} | ${r.mode} | ${r.epochs} | ${fmt(r.pauseSumMs, 1)} | ${fmt(r.driftEndMs)} | ${fmt(r.maxAbsDriftMs)} | ${fmt(r.extEndHiMs)} | ${fmt(r.extMaxAbsHiMs)} | ${fmt(r.rttP50Ms)} | ${goal} |`,
+      `| ${r.policy} | ${r.mode} | ${r.epochs} | ${fmt(r.pauseSumMs, 1)} | ${fmt(r.driftEndMs)} | ${fmt(r.p50AbsDriftMs)} / ${fmt(r.p99AbsDriftMs)} / ${fmt(r.maxAbsDriftMs)} | ${fmt(r.extEndHiMs)} | ${fmt(r.extMaxAbsHiMs)} | ${fmt(r.rttP50Ms)} | ${goal} |`,
     );
   }
   L.push('', '## Failover to a secondary whose host clock is skewed', '');
@@ -331,7 +342,12 @@ function report(res) {
   return L.join('\n');
 }
 
-main().catch((e) => {
-  process.stderr.write(`bench clock: ${e?.stack ?? e}\n`);
-  process.exit(1);
-});
+if (argv.includes('--report-from')) {
+  // Re-renders the table from a JSON written by an earlier run (no processes started).
+  writeFileSync(OUT, report(JSON.parse(readFileSync(arg('report-from'), 'utf8'))));
+} else {
+  main().catch((e) => {
+    process.stderr.write(`bench clock: ${e?.stack ?? e}\n`);
+    process.exit(1);
+  });
+}
