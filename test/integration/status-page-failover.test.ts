@@ -8,12 +8,15 @@ import { mark, waitForLineAfter } from '../helpers/ftvm.js';
 import { RespClient } from '../helpers/resp.js';
 import { requireBinary } from '../../packages/metrics/test/helpers/binaries.js';
 import { dumpDom, screenshotPage } from '../../packages/metrics/test/helpers/chromium.js';
+import { startMetricsServer, type MetricsServer } from '@ftvm/metrics';
 
 /**
  * Must-show 3 of the observability issue: the built-in status page of real roles, loaded in
  * headless Chromium while a failover is under way, shows it. With FTVM_UPDATE_SCREENSHOTS=1
  * the screenshots are written to docs/ (status-page-failover.png: the promoted node;
- * status-page-proxy-failover.png: the proxy); otherwise to a temp dir.
+ * status-page-proxy-failover.png: the proxy; status-page-cluster-failover.png: a cluster view
+ * following all three roles, as `ftvm up` shows when its proxy is given the nodes as peers);
+ * otherwise to a temp dir.
  */
 
 const DOCS = fileURLToPath(new URL('../../docs/', import.meta.url));
@@ -36,7 +39,9 @@ function polylineYs(chart: string): number[] {
 describe('status page during a failover, in headless Chromium', () => {
   const cluster = new Cluster({ metrics: true });
   let shots: string | undefined;
+  let view: MetricsServer | undefined;
   afterAll(async () => {
+    await view?.close();
     await cluster.stop();
     if (shots && !process.env.FTVM_UPDATE_SCREENSHOTS) await rm(shots, { recursive: true, force: true });
   });
@@ -45,6 +50,20 @@ describe('status page during a failover, in headless Chromium', () => {
     requireBinary(ctx, ['chromium', 'chromium-browser'], 'chromium');
     shots = process.env.FTVM_UPDATE_SCREENSHOTS ? DOCS : await mkdtemp(path.join(os.tmpdir(), 'ftvm-status-'));
     await cluster.start();
+    // The cluster view: a view-only status page following the three real roles (the proxy stands in for "this role").
+    const server = await startMetricsServer({
+      port: 0,
+      peers: [{ name: 'proxy', url: cluster.metricsUrl('proxy') }, { name: 'a', url: cluster.metricsUrl('a') }, { name: 'b', url: cluster.metricsUrl('b') }],
+    });
+    view = server;
+    // The view polls its peers only while a page asks: keep one "page" polling from the start.
+    let viewing = true;
+    const viewer = (async () => {
+      while (viewing) {
+        await fetch(`${server.url}/api/cluster?since=${Date.now() - 2000}`).then((r) => r.arrayBuffer(), () => undefined);
+        await sleep(500);
+      }
+    })();
     const c = await RespClient.connect(cluster.ports.proxy);
     let running = true;
     let sent = 0;
@@ -74,6 +93,15 @@ describe('status page during a failover, in headless Chromium', () => {
       screenshotPage(nodeUrl, path.join(shots, 'status-page-failover.png'), { width: 1280, height: 1320, virtualTimeBudgetMs: 2500 }),
       screenshotPage(proxyUrl, path.join(shots, 'status-page-proxy-failover.png'), { width: 1280, height: 1320, virtualTimeBudgetMs: 2500 }),
     ]);
+    // Protection returns: node a comes back as a secondary of b.
+    const fromB = mark(cluster.nodes.b);
+    cluster.startNode('a', 'secondary');
+    await waitForLineAfter(cluster.nodes.b, / PROTECTED:/, fromB, 60_000);
+    await sleep(2500);
+    const clusterDom = await dumpDom(`${server.url}/`, { virtualTimeBudgetMs: 2500 });
+    await screenshotPage(`${server.url}/`, path.join(shots, 'status-page-cluster-failover.png'), { width: 1280, height: 1400, virtualTimeBudgetMs: 2500 });
+    viewing = false;
+    await viewer;
     running = false;
     await traffic;
     expect(c.closed).toBe(false);
@@ -105,10 +133,27 @@ describe('status page during a failover, in headless Chromium', () => {
     expect(textOf(proxyDom, 't-failovers')).toMatch(/^1 \(last /);
     expect(chartOf(proxyDom, 'c-delay')).toContain('<polyline');
 
-    for (const f of ['status-page-failover.png', 'status-page-proxy-failover.png']) {
+    // The cluster view: b serves as primary, protected again by a; its history shows the dip.
+    expect(textOf(clusterDom, 'protection')).toBe('PROTECTED');
+    expect(textOf(clusterDom, 'role')).toBe('proxy · cluster of 3');
+    expect(textOf(clusterDom, 'ready')).toBe('READY');
+    expect(textOf(clusterDom, 't-failovers')).toMatch(/^1 \(last /);
+    expect(textOf(clusterDom, 'reason')).toMatch(/^b \(primary\): /);
+    expect(clusterDom).toMatch(/id="node-b"[^>]*><b>b<\/b><span class="role">primary · term 1<\/span><span class="badge ok">PROTECTED/);
+    expect(clusterDom).toMatch(/id="node-a"[^>]*><b>a<\/b><span class="role">secondary · term 1<\/span>/);
+    const cprot = polylineYs(chartOf(clusterDom, 'c-protected'));
+    // Starts protected, drops during the failover, ends protected (y is 0 at the top).
+    expect(cprot[0]).toBe(Math.min(...cprot));
+    expect(Math.max(...cprot)).toBeGreaterThan(Math.min(...cprot));
+    expect(cprot.at(-1)).toBe(Math.min(...cprot));
+    const cfo = polylineYs(chartOf(clusterDom, 'c-failovers'));
+    expect(cfo[0]).toBeGreaterThan(cfo.at(-1)!);
+    for (const chart of ['c-epochs', 'c-bw', 'c-delay']) expect(new Set(polylineYs(chartOf(clusterDom, chart))).size, chart).toBeGreaterThan(1);
+
+    for (const f of ['status-page-failover.png', 'status-page-proxy-failover.png', 'status-page-cluster-failover.png']) {
       const png = await readFile(path.join(shots, f));
       expect(png.subarray(1, 4).toString('ascii')).toBe('PNG');
       expect(png.length).toBeGreaterThan(30_000);
     }
-  }, 180_000);
+  }, 240_000);
 });

@@ -56,6 +56,8 @@ interface PeerState {
 }
 
 export const MAX_STATUS_PEERS = 8;
+/** A restarted peer whose start is this far behind our newest sample of it has another clock, ms. */
+const RESTART_CLOCK_SLACK_MS = 1000;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,31}$/;
 
 function validPeer(p: StatusPeer): void {
@@ -184,9 +186,12 @@ export class ClusterStatus {
         throw new Error('not an ftvm /api/status answer');
       }
       if (s.startedAt !== body.startedAt) {
-        // The peer restarted (fresh ring, maybe a clock behind ours): start its history over.
-        s.ring = new Ring<StatusSample>(s.ring.capacity);
-        s.newest = null;
+        // The peer restarted. Its history goes on (a respawned node keeps its name) unless the
+        // new process started before our newest sample: a clock behind ours, start over.
+        if (s.newest !== null && body.startedAt < s.newest - RESTART_CLOCK_SLACK_MS) {
+          s.ring = new Ring<StatusSample>(s.ring.capacity);
+          s.newest = null;
+        }
         s.startedAt = body.startedAt;
       }
       for (const x of body.samples as StatusSample[]) {

@@ -75,8 +75,8 @@ function validate(opts: MetricsServerOptions): void {
   if (opts.host !== undefined && (typeof opts.host !== 'string' || opts.host.length === 0)) {
     throw new MetricsError('FTVM_ERR_INVALID_OPTION', 'metrics host must be a non-empty string');
   }
-  if (!opts.registry && !opts.metrics) {
-    throw new MetricsError('FTVM_ERR_INVALID_OPTION', 'startMetricsServer needs a registry or metrics');
+  if (!opts.registry && !opts.metrics && !(opts.peers && opts.peers.length > 0)) {
+    throw new MetricsError('FTVM_ERR_INVALID_OPTION', 'startMetricsServer needs a registry, metrics or peers (a view-only status page)');
   }
   const max = opts.maxConnections ?? 64;
   if (!Number.isInteger(max) || max < 1 || max > 10_000) {
@@ -92,7 +92,8 @@ export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsS
   validate(opts);
   const cluster = opts.peers && opts.peers.length > 0 ? new ClusterStatus(opts.peers, opts.cluster) : null;
   const host = opts.host ?? '127.0.0.1';
-  const registry = (opts.registry ?? opts.metrics?.registry)!;
+  // Undefined for a view-only server (peers only): /metrics is then 404.
+  const registry = opts.registry ?? opts.metrics?.registry;
   const health = opts.health ?? opts.metrics?.health ?? (() => ({ ok: true, detail: {} }));
   const ready = opts.ready ?? opts.metrics?.readiness ?? (() => ({ ok: false, detail: { reason: 'no readiness source' } }));
   const status = opts.status ?? (opts.metrics
@@ -115,6 +116,7 @@ export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsS
     const query = new URLSearchParams(q >= 0 ? url.slice(q + 1) : '');
     switch (path) {
       case '/metrics': {
+        if (!registry) break;
         const text = await registry.metrics();
         sendText(res, 200, registry.contentType, text, head);
         return;

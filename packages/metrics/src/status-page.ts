@@ -149,6 +149,8 @@ let startedAt = null;
 // name -> { samples, startedAt, newest, current, ok, error }.
 const peers = new Map();
 let clusterNewest = null;
+// A view-only server has no status of its own: this peer (the proxy, else the first) stands in.
+let anchor = null;
 
 /** The reachable peer that is primary now (highest term if two claim it), or null. */
 function primaryPeer() {
@@ -166,9 +168,10 @@ function primaryPeer() {
  * bandwidth), percentiles take the max, drift the largest magnitude.
  */
 function mergedSamples() {
-  const list = [...peers.values()].map((p) => ({ xs: p.samples, j: 0 }));
-  if (list.length === 0) return samples;
-  return samples.map((x) => {
+  const list = [...peers].filter(([n]) => n !== anchor).map(([, p]) => ({ xs: p.samples, j: 0 }));
+  const own = anchor === null ? samples : peers.get(anchor).samples;
+  if (list.length === 0) return own;
+  return own.map((x) => {
     const out = Object.assign({}, x);
     for (const p of list) {
       const xs = p.xs;
@@ -210,7 +213,9 @@ function renderNodes() {
     } else {
       const c = p.current;
       role.textContent = c.role + " · term " + c.term;
-      setBadge(badge, c.protected ? "ok" : "bad", c.protected ? "PROTECTED" : "UNPROTECTED");
+      // The proxy holds no image: its card says whether it serves clients, not protection.
+      if (c.role === "proxy") setBadge(badge, c.ready ? "ok" : "warn", c.ready ? "SERVING" : "NO ACTIVE NODE");
+      else setBadge(badge, c.protected ? "ok" : "bad", c.protected ? "PROTECTED" : "UNPROTECTED");
       detail.textContent = "epoch " + (c.committedEpoch === null ? "–" : c.committedEpoch) + (c.ready ? " · ready" : " · not ready");
     }
     card.append(title, role, badge, detail);
@@ -230,7 +235,7 @@ function render(s) {
     throttleRatio: prim.current.throttleRatio, progress: Object.assign({}, prim.current.progress, self.progress),
   }) : self;
   renderNodes();
-  $("role").textContent = self.role + (peers.size ? " · cluster of " + peers.size : "");
+  $("role").textContent = (anchor === null || anchor === self.role ? self.role : anchor + " (" + self.role + ")") + (peers.size ? " · cluster of " + peers.size : "");
   $("term").textContent = String(peers.size && prim ? Math.max(self.term, prim.current.term) : self.term);
   if (peers.size) {
     // The guest is protected when the serving primary says so.
@@ -305,7 +310,9 @@ async function pollCluster() {
   const cl = await r.json();
   for (const p of cl.peers || []) {
     let mine = peers.get(p.name);
-    if (!mine || (p.startedAt !== null && mine.startedAt !== null && p.startedAt !== mine.startedAt)) {
+    // A restarted peer keeps its history unless its clock is behind (the server applies the same rule).
+    const lastT = mine && mine.samples.length ? mine.samples[mine.samples.length - 1].t : null;
+    if (!mine || (p.startedAt !== null && lastT !== null && p.startedAt !== mine.startedAt && p.startedAt < lastT - 1000)) {
       mine = { samples: [], startedAt: p.startedAt };
       peers.set(p.name, mine);
     }
@@ -324,15 +331,25 @@ async function pollCluster() {
 async function poll() {
   try {
     const r = await fetch(newest === null ? "api/status" : "api/status?since=" + newest, { cache: "no-store" });
-    if (!r.ok) throw new Error("status " + r.status);
-    const s = await r.json();
-    // A restarted process has a fresh ring (and maybe a clock behind ours): start over.
-    if (startedAt !== null && s.startedAt !== startedAt) { samples = []; newest = null; }
-    startedAt = s.startedAt;
-    samples = samples.concat(s.samples);
-    if (samples.length > s.capacity) samples = samples.slice(samples.length - s.capacity);
-    if (samples.length) newest = samples[samples.length - 1].t;
+    if (!r.ok && r.status !== 404) throw new Error("status " + r.status);
+    let s = null;
+    if (r.ok) {
+      s = await r.json();
+      // A restarted process has a fresh ring (and maybe a clock behind ours): start over.
+      if (startedAt !== null && s.startedAt !== startedAt) { samples = []; newest = null; }
+      startedAt = s.startedAt;
+      samples = samples.concat(s.samples);
+      if (samples.length > s.capacity) samples = samples.slice(samples.length - s.capacity);
+      if (samples.length) newest = samples[samples.length - 1].t;
+    }
     await pollCluster();
+    if (s === null) {
+      const live = [...peers].filter(([, p]) => p.current);
+      const pick = live.find(([, p]) => p.current.role === "proxy") || live[0];
+      if (!pick) throw new Error("no status of its own and no peer answered");
+      anchor = pick[0];
+      s = { current: pick[1].current, now: Date.now() };
+    }
     render(s);
     $("conn").textContent = "live";
   } catch (e) {

@@ -91,7 +91,7 @@ describe('ClusterStatus', () => {
     expect(by.gone!.error).toMatch(/ECONNREFUSED/);
   });
 
-  it('starts a peer\'s history over when it restarts', async () => {
+  it('keeps a restarted peer\'s history (a respawned node), unless its clock is behind ours', async () => {
     let startedAt = 1000;
     let samples = [{ t: 5000 }, { t: 6000 }];
     const url = await fakePeer((_req, res) => {
@@ -100,6 +100,9 @@ describe('ClusterStatus', () => {
     });
     const cs = new ClusterStatus([{ name: 'b', url }], { minRefreshMs: 0 });
     expect((await cs.snapshot()).peers[0]!.samples.map((x) => x.t)).toEqual([5000, 6000]);
+    startedAt = 6500;
+    samples = [{ t: 7000 }];
+    expect((await cs.snapshot()).peers[0]!.samples.map((x) => x.t)).toEqual([5000, 6000, 7000]);
     startedAt = 2000;
     samples = [{ t: 100 }];
     expect((await cs.snapshot()).peers[0]!.samples.map((x) => x.t)).toEqual([100]);

@@ -5,6 +5,8 @@ import type { NodeHost } from './node-host.js';
 const LINK_POLL_MS = 500;
 /** In-flight epochs tracked for ftvm_inflight_bytes; the primary keeps at most 8 in flight. */
 const MAX_TRACKED_INFLIGHT = 64;
+/** Failure seen -> promoted longer than this is not one failover (detection defaults are ~1 s), ms. */
+const MAX_DETECTION_TO_PROMOTION_MS = 30_000;
 
 /**
  * Publishes a node's runtime events on the metrics bus: the runtimes stay free of
@@ -38,17 +40,32 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
   let secondarySyncing = false;
   node.on('log', (_level, msg, f) => {
     // A promoted node counts its own failover: failure detected -> serving as primary.
-    if (msg.startsWith('PROMOTED to primary') && lostAt !== null) {
-      bus.emit('failover', { durationMs: Math.max(0, performance.now() - lostAt), term: node.term });
+    // The proxy may promote before this node's own heartbeat timeout says 'primary lost':
+    // then the failure was first seen here as the primary link breaking.
+    if (msg === 'link error' && node.role === 'secondary') lostAt ??= performance.now();
+    if (msg.startsWith('PROMOTED to primary')) {
+      const restoreMs = typeof f?.restoreMs === 'number' ? f.restoreMs : 0;
+      // A link error long before (e.g. the proxy's link) is not this failure's detection.
+      const since = lostAt === null ? Infinity : performance.now() - lostAt;
+      bus.emit('failover', { durationMs: since <= MAX_DETECTION_TO_PROMOTION_MS ? since : restoreMs, term: node.term });
       lostAt = null;
     }
     if (msg.startsWith('guest fault') && typeof f?.code === 'string') bus.emit('guestFault', { code: f.code });
     if (msg === 'primary connected' && node.role === 'secondary') {
+      lostAt = null;
       secondarySyncing = true;
       bus.emit('progress', { task: 'sync', done: 0, total: 0, unit: 'pages' });
     }
   });
+  // The term a secondary knows moves when a primary of a newer term connects, without a role event.
+  let announcedTerm = -1;
+  const announceTerm = (): void => {
+    if (node.term === announcedTerm) return;
+    announcedTerm = node.term;
+    bus.emit('role', { role: node.role, term: node.term });
+  };
   node.on('role', (role, term) => {
+    announcedTerm = term;
     bus.emit('role', { role, term });
     bus.emit('ready', { ready: role === 'primary', reason: role === 'primary' ? 'serving the guest' : 'waiting for a full sync' });
   });
@@ -130,6 +147,7 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
       bus.emit('progress', { task: 'sync', done: pages, total: pages, unit: 'pages' });
     });
     rt.on('applied', (epoch) => {
+      announceTerm();
       if (!holds) {
         holds = true;
         protection(true);
@@ -138,7 +156,7 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
       bus.emit('ready', { ready: true, reason: `holds epoch ${epoch}` });
     });
     rt.on('log', (level, msg, f) => {
-      if (msg.startsWith('primary lost')) lostAt = performance.now();
+      if (msg.startsWith('primary lost')) lostAt ??= performance.now();
       if (msg === 'checkpoint not applied') bus.emit('checkpointRejected', { epoch: Number(f?.epoch ?? 0), reason: String(f?.reason ?? '') });
     });
   });
