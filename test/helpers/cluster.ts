@@ -4,8 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnFtvm, type Spawned } from './ftvm.js';
 
-let nextPort = 20000 + Math.floor(Math.random() * 20000);
-/** Ports for a test cluster: random base, never reused within a run. */
+// Each vitest worker gets its own range (VITEST_POOL_ID is 1..workers), so test files
+// running in parallel never pick the same port; a random offset keeps two runs apart.
+const pool = Number(process.env.VITEST_POOL_ID ?? 0);
+let nextPort = 20000 + (pool % 8) * 4000 + Math.floor(Math.random() * 3000);
+/** Ports for a test cluster: a per-worker range, never reused within a run. */
 export function freePorts(n: number): number[] {
   const out: number[] = [];
   for (let i = 0; i < n; i++) out.push(nextPort++);

@@ -249,9 +249,10 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     switch (m.t) {
       case 'ack': {
         const sent = this.sentAt.get(m.epoch);
-        if (sent !== undefined) this.emit('acked', m.epoch, t - sent);
         for (const e of this.sentAt.keys()) if (e <= m.epoch) this.sentAt.delete(e);
         this.core.ack({ term: m.term, epoch: m.epoch, nowMs: t });
+        // After the core took the ack, so listeners see the window without this epoch.
+        if (sent !== undefined) this.emit('acked', m.epoch, t - sent);
         break;
       }
       case 'nack':
