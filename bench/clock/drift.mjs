@@ -338,6 +338,43 @@ function report(res) {
       `| ${r.skewMs > 0 ? '+' : ''}${r.skewMs} ms | ${r.mode} | ${r.samples} | ${r.decreases} | ${fmt(r.guestBeforeKillMinusWallMs, 1)} | ${fmt(r.firstAfterMinusWallMs, 1)} | ${fmt(r.firstAfterMinusBeforeMs, 1)} | ${fmt(r.endMinusWallMs, 1)} | ${fmt(r.intDriftFirstMs, 1)} / ${fmt(r.intDriftEndMs, 3)} | ${r.convergedAfterMs === null ? 'not within the window' : `${Math.round(r.convergedAfterMs)} ms`} |`,
     );
   }
+  L.push('', '## Goals', '');
+  const ok = (r) => r && !r.error;
+  const freeze = res.steady.filter((r) => ok(r) && r.mode === 'freeze');
+  const step = res.steady.filter((r) => ok(r) && r.mode === 'step');
+  const slew = res.steady.filter((r) => ok(r) && r.mode === 'slew');
+  L.push(
+    `- **freeze drifts by the summed pause time (shown, not hidden)**: ${freeze.map((r) => `${r.policy} ${fmt(r.driftEndMs, 1)} ms vs ${fmt(-r.pauseSumSinceBootMs, 1)} ms summed pause since boot`).join('; ')}. ` +
+      'Freeze is QEMU\'s behaviour: the lag grows without bound with the epoch rate and the pause length.',
+  );
+  const stepMax = Math.max(...step.map((r) => r.maxAbsDriftMs));
+  L.push(
+    `- **step keeps |drift| <= 100 us**: ${stepMax * 1e6 <= GOAL_NS ? 'met' : 'MISSED'} (max ${fmt(stepMax)} ms over ${step.length} runs): every resume sets guest time to the reference, and it then runs at the host rate.`,
+  );
+  const slewP50 = Math.max(...slew.map((r) => r.p50AbsDriftMs));
+  const slewP99 = Math.max(...slew.map((r) => r.p99AbsDriftMs));
+  const slewMax = Math.max(...slew.map((r) => r.maxAbsDriftMs));
+  L.push(
+    `- **slew keeps |drift| <= 100 us**: ${slewMax * 1e6 <= GOAL_NS ? 'met' : slewP50 * 1e6 <= GOAL_NS ? `met at the median (p50 <= ${fmt(slewP50)} ms), MISSED at p99 (${fmt(slewP99)} ms) and max (${fmt(slewMax)} ms)` : 'MISSED'}. ` +
+      'Why: slew never jumps, so right after a resume the guest lags by that one hold (the samples catch the compensator right after resumes); ' +
+      'the lag is gone one tick (10 ms) later. The p99/max are the longest single holds, which on this loaded 2-CPU machine reach 0.3–1+ ms ' +
+      '(the summed pause / epochs is ~0.1 ms). Meeting 100 us at every instant needs every hold under 100 us, or step mode.',
+  );
+  const fo = res.failover.filter(ok);
+  L.push(
+    `- **failover: guest time after promotion >= before**: ${fo.every((r) => r.decreases === 0) ? 'met' : 'MISSED'} (${fo.map((r) => `${r.skewMs > 0 ? '+' : ''}${r.skewMs} ms ${r.mode}: ${r.decreases} decreases in ${r.samples} reads`).join('; ')}).`,
+  );
+  for (const r of fo.filter((x) => x.skewMs < 0)) {
+    L.push(
+      `- **${r.skewMs} ms, ${r.mode}: converges to the new reference within the slew bound**: the promoted guest started ${fmt(r.intDriftFirstMs, 0)} ms ahead of its reference and ran slower (at most 50000 ppm): ` +
+        (r.convergedAfterMs !== null ? `met, within 0.1 ms after ${(r.convergedAfterMs / 1000).toFixed(1)} s.` : `still ${fmt(r.intDriftEndMs, 1)} ms ahead at the end of the window (expected: ${fmt(r.intDriftFirstMs, 0)} ms / 5 % ≈ ${Math.round(r.intDriftFirstMs / 50)} s).`),
+    );
+  }
+  for (const r of fo.filter((x) => x.skewMs > 0)) {
+    L.push(
+      `- **+${r.skewMs} ms, ${r.mode}: steps or slews forward as configured**: the gap (+2 s skew + failover time) is over the 1000 ms step threshold, so guest time stepped forward by ${fmt(r.firstAfterMinusBeforeMs, 0)} ms at the resume; drift ${fmt(r.intDriftEndMs, 3)} ms at the end.`,
+    );
+  }
   L.push('');
   return L.join('\n');
 }

@@ -374,7 +374,7 @@ function deviceState(h: bigint): DeviceState {
 
 function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage: number; count: number }): void {
   const t0 = performance.now();
-  // The vCPU is held from here (the event boundary) until the end of this function.
+  // The vCPU is held from here (the event boundary) until the copy ends (see below).
   const h0 = hostNs();
   holdClock(h0);
   const m = mem();
