@@ -34,11 +34,12 @@ const PARTS = ['sweep', 'crash', 'profile'];
 const MODES = {
   quick: {
     configs: ['unprotected', 'periodic-25', 'periodic-100', 'sync-io', 'adaptive', 'adaptive-nocomp'],
-    kv: { requests: 2000, tests: ['set', 'get'] },
-    kvPipe: { requests: 8000, tests: ['set', 'get'], pipeline: 16 },
-    httpSeconds: 2,
+    kv: { requests: 1000, tests: ['set', 'get'] },
+    kvPipe: { requests: 4000, tests: ['set', 'get'], pipeline: 16 },
+    httpSeconds: 1,
     repeat: 1,
-    sweep: { policies: Object.keys(POLICIES), wsPages: [1024], rates: [1000], seconds: 2 },
+    // One policy is enough to check the dirtier path; --full sweeps all four.
+    sweep: { policies: ['adaptive'], wsPages: [1024], rates: [1000], seconds: 2 },
     crashTrials: [{ variant: 'default timeouts', trials: 1 }],
     profile: false,
     deadlineMs: 10 * 60_000,
@@ -154,6 +155,7 @@ async function benchConfig(name, mode, repeat, res) {
       out.kvPipe.push(await measured(sys, () => redisBenchmark({ port: sys.port, ...mode.kvPipe, timeoutMs: 300_000 })));
     }
   } finally {
+    if (sys.logTail) (res.logs ??= {})[`config ${name} kv`] = sys.logTail();
     await sys.stop();
   }
   // http: wrk against GET /counter.
@@ -161,6 +163,7 @@ async function benchConfig(name, mode, repeat, res) {
   try {
     for (let r = 0; r < repeat; r++) out.http.push(await measured(sys, () => wrk({ port: sys.port, seconds: mode.httpSeconds })));
   } finally {
+    if (sys.logTail) (res.logs ??= {})[`config ${name} http`] = sys.logTail();
     await sys.stop();
   }
 }
@@ -208,6 +211,7 @@ async function sweepPolicy(policy, sw, res) {
     }
   } finally {
     conn?.close();
+    (res.logs ??= {})[`sweep ${policy}`] = sys.logTail();
     await sys.stop();
   }
 }
@@ -259,6 +263,23 @@ async function profileRun(mode, res) {
       res.profile.roles[`${role} ${tid === '0' ? 'main thread' : `worker thread ${tid}`}`] = top;
     }
   }
+}
+
+/** A configuration that ran but produced no usable number is a failure too (the --quick contract). */
+function validate(res) {
+  const fail = (what, error) => res.failures.push({ what, error });
+  for (const [name, c] of Object.entries(res.configs)) {
+    if (res.failures.some((f) => f.what === `config ${name}`)) continue;
+    for (const [w, runs] of Object.entries(c)) {
+      if (runs.length === 0) fail(`config ${name} ${w}`, 'no runs');
+      for (const r of runs) {
+        if (!r.tests.every((t) => t.rps > 0 && Number.isFinite(t.p99Ms))) fail(`config ${name} ${w}`, 'a client run has no throughput or p99');
+        if (CONFIGS[name] !== null && !(r.window.repl?.epochs > 0 && r.window.repl.wireBps > 0)) fail(`config ${name} ${w}`, 'no epochs or wire bytes in the primary metrics');
+      }
+    }
+  }
+  for (const p of res.sweep) if (!(p.window.repl?.epochs > 0)) fail(`sweep ${p.policy} ${p.memMiB} MiB ${p.rate}`, 'no epochs in the primary metrics');
+  for (const c of res.crash) for (const t of c.trials) if (!t.gapless) fail(`crash (${c.variant})`, 'the INCR counter skipped or repeated a value across the failover');
 }
 
 async function main() {
@@ -321,9 +342,7 @@ async function main() {
   res.meta.finished = new Date().toISOString();
   res.meta.durationSec = (Date.now() - t0) / 1000;
   res.meta.loadavgEnd = os.loadavg();
-  // A configuration that ran but produced no number is a failure too.
-  for (const [name, c] of Object.entries(res.configs))
-    for (const [w, runs] of Object.entries(c)) if (runs.length === 0 && !res.failures.some((f) => f.what === `config ${name}`)) res.failures.push({ what: `config ${name} ${w}`, error: 'no runs' });
+  validate(res);
   writeFileSync(join(outDir, `results-${opts.mode}.json`), `${JSON.stringify(res, null, 1)}\n`);
   const files = writeReport(res, outDir);
   log(`wrote ${[`results-${opts.mode}.json`, ...files].map((f) => join(outDir, f)).join(', ')}`);

@@ -41,6 +41,10 @@ async function startProtectedOnce({ guest, nodeArgs = [], proxyArgs = [], nodeFl
     metrics: { primary: ma, secondary: mb, proxy: mp },
     procs,
     dir,
+    /** The last warn/error lines of every role (what went wrong during a run). */
+    logTail(n = 20) {
+      return Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, p.lines.filter((l) => /WARN|ERROR|FATAL/i.test(l)).slice(-n)]));
+    },
     async stop() {
       await Promise.all(Object.values(procs).map((p) => p.stop('SIGTERM', 8000)));
       rmSync(dir, { recursive: true, force: true });

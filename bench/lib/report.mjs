@@ -262,6 +262,16 @@ function plots(res, dir) {
   return files;
 }
 
+/** The last warn/error lines of each role per system started (time stamps included). */
+function logsSection(res) {
+  const parts = [];
+  for (const [what, roles] of Object.entries(res.logs ?? {})) {
+    const lines = Object.entries(roles).flatMap(([role, ls]) => ls.slice(-8).map((l) => `${role}: ${l.slice(0, 240)}`));
+    if (lines.length) parts.push(`**${what}**\n\n\`\`\`\n${lines.join('\n')}\n\`\`\`\n`);
+  }
+  return parts.join('\n') || 'none recorded';
+}
+
 export function writeReport(res, dir) {
   const m = res.meta;
   const mc = m.machine;
@@ -313,6 +323,10 @@ export function writeReport(res, dir) {
     '## Profile',
     '',
     profileSection(res) || 'not run',
+    '',
+    '## Warnings the roles logged',
+    '',
+    logsSection(res),
     '',
   ].join('\n');
   writeFileSync(join(dir, 'replication.md'), md);
