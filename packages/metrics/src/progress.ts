@@ -80,7 +80,10 @@ export class ProgressReporter {
       // A finished task we never saw start (a late subscriber): report it once, as done.
       st = { update: p, startedAt: t, lastLineAt: t };
       this.tasks.set(p.task, st);
-      if (!finished) this.line(`${p.task}: started${p.total > 0 ? `, ${amount(p.total, p.unit)}${unitText(p.unit)} to go` : ''}`);
+      if (!finished) {
+        this.line(`${p.task}: started${p.total > 0 ? `, ${amount(p.total, p.unit)}${unitText(p.unit)} to go` : ''}`);
+        return;
+      }
     }
     st.update = p;
     if (finished) {
