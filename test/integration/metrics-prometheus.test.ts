@@ -98,6 +98,9 @@ describe('the Grafana dashboard against real roles through a real Prometheus', (
     const after = await prom.queryPromQL('max by (job, role) (ftvm_role) == 1');
     expect(vector(after).map((s) => `${s.metric.job}=${s.metric.role}`).sort()).toEqual(['ftvm-primary=secondary', 'ftvm-proxy=proxy', 'ftvm-secondary=primary']);
     expect(first(await prom.queryPromQL('max(ftvm_term{job="ftvm-proxy"})'))).toBe(1);
+    // The "is the guest protected?" query of docs/observability.md: the serving primary says so.
+    const isProtected = 'max(ftvm_protected{job=~"ftvm-primary|ftvm-secondary"} * on(job) group_left max by (job) (ftvm_role{role="primary"}))';
+    expect(first(await prom.queryPromQL(isProtected))).toBe(1);
     expect(first(await prom.queryPromQL('max(ftvm_last_failover_duration_seconds{job="ftvm-proxy"})'))).toBeGreaterThan(0);
     // Wire bytes never exceed raw bytes on either node.
     const ratio = vector(await prom.queryPromQL('sum by (job) (ftvm_replication_wire_bytes_total) / sum by (job) (ftvm_replication_raw_bytes_total > 0)'));
