@@ -8,6 +8,8 @@ import { RespClient } from '../helpers/resp.js';
 
 /** Frames per listener and link kind; FTVM_FUZZ_FRAMES=100000 for the long run (see docs/testing.md). */
 const N = Number(process.env.FTVM_FUZZ_FRAMES ?? 2000);
+/** Live frames go one connection each: allow ~20 ms a frame on a loaded machine. */
+const TIMEOUT_MS = Math.max(600_000, N * 20);
 
 describe('fuzzing the node listeners of a running cluster', () => {
   const cluster = new Cluster();
@@ -47,7 +49,7 @@ describe('fuzzing the node listeners of a running cluster', () => {
           (e: { code?: string }) => e.code !== undefined && e.code !== 'FTVM_ERR_CONNECT_FAILED',
         );
         expect(ok).toBe(true);
-      }, 600_000);
+      }, TIMEOUT_MS);
     }
   }
 
@@ -72,7 +74,7 @@ describe('fuzzing the node listeners of a running cluster', () => {
     } finally {
       await node.stop();
     }
-  }, 600_000);
+  }, TIMEOUT_MS);
 
   it('the cluster still serves clients and is still protected after the fuzzing', async () => {
     const c = await RespClient.connect(cluster.ports.proxy);
