@@ -217,6 +217,9 @@ function crashTable(res) {
   );
 }
 
+/** A source path from its package folder on (the run may use a frozen copy of the tree elsewhere). */
+const shortPath = (p) => p.replace(/^.*?\/((packages|node_modules)\/)/, '$1');
+
 function profileSection(res) {
   if (!res.profile) return '';
   const p = res.profile;
@@ -226,7 +229,7 @@ function profileSection(res) {
   ];
   for (const [role, top] of Object.entries(p.roles)) {
     parts.push(`\n**${role}**\n`);
-    parts.push(table(['self %', 'self ms', 'function', 'where'], top.map((t) => [f1(t.pct), f0(t.selfMs), `\`${t.fn}\``, t.where ? `\`${t.where}\`` : ''])));
+    parts.push(table(['self %', 'self ms', 'function', 'where'], top.map((t) => [f1(t.pct), f0(t.selfMs), `\`${t.fn}\``, t.where ? `\`${shortPath(t.where)}\`` : ''])));
   }
   return parts.join('\n');
 }
