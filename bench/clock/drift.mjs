@@ -11,7 +11,7 @@
 // the primary is SIGKILLed after 3 s; guest time is read every 50 ms for --failover-seconds.
 //
 // usage: node bench/clock/drift.mjs [--seconds 60] [--failover-seconds 42] [--out bench/results/clock.md]
-//        [--only steady|failover] [--report-from <earlier .json>]
+//        [--only steady|failover [--merge <earlier .json>]] [--report-from <earlier .json>]
 // Needs a build (npm run build, or npx tsc -b packages/cli). Writes the table to --out and JSON next to it.
 import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -216,12 +216,16 @@ async function failover(skewMs, mode) {
     const before = samples[nBefore - 1];
     const firstAfter = samples.find((s) => s.sent > killedNs);
     const end = samples.at(-1);
-    // Converged: the compensator's drift within 100 us of the new host's reference, and staying there.
-    let convergedAt = null;
-    for (let i = intDrift.length - 1; i >= 0; i--) {
-      if (Math.abs(intDrift[i].ms) > GOAL_NS / 1e6) break;
-      convergedAt = intDrift[i].t;
-    }
+    // Converged: the compensator's drift within `ms` of the new host's reference, and staying there.
+    // 1 ms is the scale of one FT pause (slew shows each pause's lag until the next tick); 0.1 ms is the steady-state goal.
+    const convergedWithin = (limitMs) => {
+      let at = null;
+      for (let i = intDrift.length - 1; i >= 0; i--) {
+        if (Math.abs(intDrift[i].ms) > limitMs) break;
+        at = intDrift[i].t;
+      }
+      return at;
+    };
     return {
       skewMs,
       mode,
@@ -233,7 +237,8 @@ async function failover(skewMs, mode) {
       endMinusWallMs: ms(end.g - end.sent),
       intDriftFirstMs: intDrift[0]?.ms ?? null,
       intDriftEndMs: intDrift.at(-1)?.ms ?? null,
-      convergedAfterMs: convergedAt,
+      convergedAfterMs: convergedWithin(GOAL_NS / 1e6),
+      converged1msAfterMs: convergedWithin(1),
     };
   } finally {
     await c.stop();
@@ -248,6 +253,12 @@ const load = () => os.loadavg().map((v) => v.toFixed(1)).join(' / ');
 
 async function main() {
   const res = { machine: machine(), command: `node bench/clock/drift.mjs ${argv.join(' ')}`.trim(), seconds: SECONDS, steady: [], failover: [] };
+  if (argv.includes('--merge')) {
+    // Keeps the other part of an earlier run (e.g. --only failover --merge clock.json re-measures the failover rows).
+    const old = JSON.parse(readFileSync(arg('merge'), 'utf8'));
+    if (ONLY === 'failover') Object.assign(res, { steady: old.steady, seconds: old.seconds, steadyCommand: old.command, steadyLoad: `${old.loadBefore} → ${old.loadAfter}` });
+    if (ONLY === 'steady') res.failover = old.failover;
+  }
   const started = performance.now();
   res.loadBefore = load();
   if (ONLY === 'all' || ONLY === 'steady') {
@@ -285,7 +296,9 @@ function report(res) {
   const L = [];
   L.push('# Clock drift: freeze vs step vs slew under FT pauses, and across failover', '');
   L.push(`Machine: ${res.machine}; load average (1/5/15 min) ${res.loadBefore} at the start, ${res.loadAfter} at the end (a shared machine: other builds and tests ran at the same time).  `);
-  L.push(`Command: \`${res.command}\` (after \`npx tsc -b packages/cli\`), ${Math.round(res.totalSeconds)} s in all.`, '');
+  L.push(`Command: \`${res.command}\` (after \`npx tsc -b packages/cli\`), ${Math.round(res.totalSeconds)} s in all.`);
+  if (res.steadyCommand) L.push(`  Steady-state rows from an earlier run: \`${res.steadyCommand}\` (load ${res.steadyLoad}).`);
+  L.push('');
   L.push('## Steady state', '');
   L.push(
     `clockprobe guest with a 10 ms guest self-timer (TICK 10), ${res.seconds} s per row, sampled every 100 ms. ` +
@@ -327,7 +340,7 @@ function report(res) {
       '**drift** is the promoted node\'s compensator value (against its own reference).',
     '',
   );
-  L.push('| secondary clock | mode | samples | decreases | before kill (ms) | first after (ms) | jump over the failover (ms) | at end (ms) | drift first / end (ms) | converged (within 0.1 ms) after |');
+  L.push('| secondary clock | mode | samples | decreases | before kill (ms) | first after (ms) | jump over the failover (ms) | at end (ms) | drift first / end (ms) | within 1 ms / 0.1 ms of the reference for good after |');
   L.push('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of res.failover) {
     if (r.error) {
@@ -335,7 +348,7 @@ function report(res) {
       continue;
     }
     L.push(
-      `| ${r.skewMs > 0 ? '+' : ''}${r.skewMs} ms | ${r.mode} | ${r.samples} | ${r.decreases} | ${fmt(r.guestBeforeKillMinusWallMs, 1)} | ${fmt(r.firstAfterMinusWallMs, 1)} | ${fmt(r.firstAfterMinusBeforeMs, 1)} | ${fmt(r.endMinusWallMs, 1)} | ${fmt(r.intDriftFirstMs, 1)} / ${fmt(r.intDriftEndMs, 3)} | ${r.convergedAfterMs === null ? 'not within the window' : `${Math.round(r.convergedAfterMs)} ms`} |`,
+      `| ${r.skewMs > 0 ? '+' : ''}${r.skewMs} ms | ${r.mode} | ${r.samples} | ${r.decreases} | ${fmt(r.guestBeforeKillMinusWallMs, 1)} | ${fmt(r.firstAfterMinusWallMs, 1)} | ${fmt(r.firstAfterMinusBeforeMs, 1)} | ${fmt(r.endMinusWallMs, 1)} | ${fmt(r.intDriftFirstMs, 1)} / ${fmt(r.intDriftEndMs, 3)} | ${r.converged1msAfterMs == null ? 'not in the window' : `${(r.converged1msAfterMs / 1000).toFixed(1)} s`} / ${r.convergedAfterMs === null ? 'not in the window' : `${(r.convergedAfterMs / 1000).toFixed(1)} s`} |`,
     );
   }
   L.push('', '## Goals', '');
@@ -367,12 +380,13 @@ function report(res) {
   for (const r of fo.filter((x) => x.skewMs < 0)) {
     L.push(
       `- **${r.skewMs} ms, ${r.mode}: converges to the new reference within the slew bound**: the promoted guest started ${fmt(r.intDriftFirstMs, 0)} ms ahead of its reference and ran slower (at most 50000 ppm): ` +
-        (r.convergedAfterMs !== null ? `met, within 0.1 ms after ${(r.convergedAfterMs / 1000).toFixed(1)} s.` : `still ${fmt(r.intDriftEndMs, 1)} ms ahead at the end of the window (expected: ${fmt(r.intDriftFirstMs, 0)} ms / 5 % ≈ ${Math.round(r.intDriftFirstMs / 50)} s).`),
+        (r.converged1msAfterMs != null ? `met: within 1 ms of it for good after ${(r.converged1msAfterMs / 1000).toFixed(1)} s (${fmt(r.intDriftFirstMs, 0)} ms at 5 % takes ${(r.intDriftFirstMs / 50).toFixed(1)} s; the last ms goes at a proportional rate, and single pause lags of up to ~1 ms under load reset the 'for good').` : `still ${fmt(r.intDriftEndMs, 1)} ms ahead at the end of the window (expected: ${fmt(r.intDriftFirstMs, 0)} ms / 5 % ≈ ${Math.round(r.intDriftFirstMs / 50)} s).`),
     );
   }
   for (const r of fo.filter((x) => x.skewMs > 0)) {
     L.push(
-      `- **+${r.skewMs} ms, ${r.mode}: steps or slews forward as configured**: the gap (+2 s skew + failover time) is over the 1000 ms step threshold, so guest time stepped forward by ${fmt(r.firstAfterMinusBeforeMs, 0)} ms at the resume; drift ${fmt(r.intDriftEndMs, 3)} ms at the end.`,
+      `- **+${r.skewMs} ms, ${r.mode}: steps or slews forward as configured**: ${r.mode === 'step' ? 'step mode steps at every resume' : 'the gap (+2 s skew + failover time) is over the 1000 ms step threshold'}, so guest time stepped forward by ${fmt(r.firstAfterMinusBeforeMs, 0)} ms at the resume (its first drift reading ${fmt(r.intDriftFirstMs, 3)} ms); drift ${fmt(r.intDriftEndMs, 3)} ms at the end. ` +
+        'With a step threshold above the gap slew mode slews forward instead (test/integration/clock-failover.test.ts, at 500000 ppm).',
     );
   }
   L.push('');
