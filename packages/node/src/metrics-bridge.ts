@@ -70,13 +70,22 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
     bus.emit('ready', { ready: role === 'primary', reason: role === 'primary' ? 'serving the guest' : 'waiting for a full sync' });
   });
   node.on('primary', (rt) => {
-    const checkLink = watchLink('secondary', () => rt.hasSecondary);
+    // A lost secondary never acks what was in flight: forget it (and an unfinished sync).
+    const checkLink = watchLink('secondary', () => rt.hasSecondary, (up) => {
+      if (up) return;
+      inflight.clear();
+      inflightBytes = 0;
+      emitInflight();
+      // An unfinished sync starts over (from 0) when a secondary connects again.
+      sync = null;
+    });
     bus.emit('protection', { protected: false, reason: 'primary: no synced secondary yet' });
     // The guest's clock: drift = guest time minus reference, after every vCPU resume and slew tick.
     rt.vmm.on('clock', (r) => bus.emit('clockDrift', { driftNs: r.driftNs, mode: r.mode }));
-    // Initial full sync: the first epoch collected after 'secondary connected' is the full
-    // checkpoint; its ack makes the primary protected. Progress in pages of that checkpoint.
-    let sync: { phase: 'connected' | 'collected'; epoch: number; pages: number } | null = null;
+    // Initial full sync: from 'secondary connected' until the core says protected (the full
+    // checkpoint is acked). Its size is the largest epoch collected meanwhile: the full one
+    // (every non-zero page) dwarfs the incremental epochs that may finish around it.
+    let sync: { pages: number } | null = null;
     // Wire bytes of checkpoints sent and not yet acked, by epoch (bounded: see MAX_TRACKED_INFLIGHT).
     const inflight = new Map<number, number>();
     let inflightBytes = 0;
@@ -85,19 +94,25 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
     rt.on('log', (_level, msg) => {
       if (msg.startsWith('secondary connected')) {
         checkLink();
-        sync = { phase: 'connected', epoch: -1, pages: 0 };
+        sync = { pages: 0 };
         bus.emit('progress', { task: 'sync', done: 0, total: 0, unit: 'pages' });
         inflight.clear();
         inflightBytes = 0;
       }
     });
-    rt.on('collected', (epoch, _pauseMs, dirtyPages) => {
-      if (sync?.phase !== 'connected') return;
-      sync = { phase: 'collected', epoch, pages: dirtyPages };
+    rt.on('collected', (_epoch, _pauseMs, dirtyPages) => {
+      if (sync === null || dirtyPages <= sync.pages) return;
+      sync.pages = dirtyPages;
       bus.emit('progress', { task: 'sync', done: 0, total: dirtyPages, unit: 'pages' });
     });
     rt.on('protection', (p, reason) => {
       checkLink();
+      if (p && sync !== null) {
+        // At least one page: a full checkpoint is never empty, and done/total must read 1.
+        const pages = Math.max(1, sync.pages);
+        bus.emit('progress', { task: 'sync', done: pages, total: pages, unit: 'pages' });
+        sync = null;
+      }
       bus.emit('protection', { protected: p, reason });
     });
     rt.on('collected', (epoch, pauseMs, dirtyPages, durationMs) => bus.emit('epochEnded', { epoch, policy, durationMs, pauseMs, dirtyPages }));
@@ -119,10 +134,6 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
         inflight.delete(e);
       }
       emitInflight();
-      if (sync !== null && sync.phase !== 'connected' && epoch >= sync.epoch) {
-        bus.emit('progress', { task: 'sync', done: sync.pages, total: sync.pages, unit: 'pages' });
-        sync = null;
-      }
     });
     rt.on('committed', (epoch) => bus.emit('committed', { epoch }));
     rt.on('scrub', (checked, bad) => bus.emit('scrub', { pagesChecked: checked, mismatches: bad.length }));
