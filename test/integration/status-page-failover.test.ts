@@ -128,6 +128,12 @@ describe('status page during a failover, in headless Chromium', () => {
 
     // The proxy: the witness counts the failover, keeps serving, and shows output delay.
     expect(textOf(proxyDom, 'role')).toBe('proxy');
+    // Alone, the proxy never claims the guest is (un)protected: it holds no image.
+    expect(textOf(proxyDom, 'protection')).toBe('PROTECTION: SEE NODES');
+    for (const title of ['protection state', 'epochs per second', 'epoch pause', 'bandwidth', 'clock drift']) {
+      expect(proxyDom, title).toContain(`<section class="chart" hidden=""><h2>${title}`);
+    }
+    expect(proxyDom).toContain('<section class="chart"><h2>output delay');
     expect(textOf(proxyDom, 'term')).toBe('1');
     expect(textOf(proxyDom, 'ready')).toBe('READY');
     expect(textOf(proxyDom, 't-failovers')).toMatch(/^1 \(last /);

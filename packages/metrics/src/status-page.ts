@@ -169,8 +169,15 @@ function primaryPeer() {
  */
 function mergedSamples() {
   const list = [...peers].filter(([n]) => n !== anchor).map(([, p]) => ({ xs: p.samples, j: 0 }));
-  const own = anchor === null ? samples : peers.get(anchor).samples;
+  let own = anchor === null ? samples : peers.get(anchor).samples;
   if (list.length === 0) return own;
+  // Reachable peers are polled a little behind this page: stop where one of them has no sample
+  // yet, or the tail would read as "unprotected, no epochs" for a moment.
+  const lasts = [...peers].filter(([n, p]) => n !== anchor && p.ok && p.samples.length).map(([, p]) => p.samples[p.samples.length - 1].t);
+  if (lasts.length) {
+    const cutoff = Math.min(...lasts) + 750;
+    own = own.filter((x) => x.t <= cutoff);
+  }
   return own.map((x) => {
     const out = Object.assign({}, x);
     for (const p of list) {
@@ -242,6 +249,10 @@ function render(s) {
     const on = prim !== null && prim.current.protected;
     setBadge($("protection"), on ? "ok" : "bad", on ? "PROTECTED" : "UNPROTECTED");
     $("reason").textContent = prim ? prim.name + " (primary): " + prim.current.protectionReason : "no primary reachable";
+  } else if (self.role === "proxy") {
+    // The proxy holds no image, so it cannot say whether the guest is protected; never claim it is not.
+    setBadge($("protection"), "warn", "PROTECTION: SEE NODES");
+    $("reason").textContent = "the proxy holds no image: see the nodes' pages";
   } else {
     setBadge($("protection"), c.protected ? "ok" : "bad", c.protected ? "PROTECTED" : "UNPROTECTED");
     $("reason").textContent = c.protectionReason;
@@ -265,6 +276,9 @@ function render(s) {
   $("t-scrub").textContent = c.scrubMismatchesTotal + " / " + fmtNum(c.scrubPagesTotal, 0) + " pages";
   $("t-throttle").textContent = (100 * c.throttleRatio).toFixed(0) + "%";
   const col = (k) => xs.map((p) => p[k]);
+  // A lone proxy has no protection, epochs, bandwidth or guest clock of its own to draw.
+  const loneProxy = self.role === "proxy" && peers.size === 0;
+  for (const id of ["c-protected", "c-epochs", "c-pause", "c-bw", "c-drift"]) $(id).parentElement.hidden = loneProxy;
   chart($("c-protected"), [{ name: "protected", color: "#2fbf71", values: col("protected") }], { min: 0, max: 1, step: true, fmt: (v) => (v ? "yes" : "no") });
   chart($("c-epochs"), [{ name: "epochs/s", color: "#4ea1ff", values: col("epochsPerSec") }]);
   chart($("c-pause"), [
