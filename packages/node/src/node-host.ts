@@ -98,6 +98,13 @@ export class NodeHost extends EventEmitter<NodeEvents> {
   private onLink(link: Link, hello: Hello): void {
     link.on('error', (e) => this.emit('log', 'warn', 'link error', { peer: hello.nodeId, code: e.code, message: e.message }));
     if (hello.link === 'net') {
+      // One proxy at a time: a live proxy link is not displaced by another peer (a stray or
+      // duplicate proxy would otherwise cut the real one off and trigger a failover). A link
+      // silent for a second is stale (a restarted proxy) and is replaced.
+      if ((this.primary ?? this.secondary)?.proxyAlive(1000)) {
+        link.close(4010, 'FTVM_ERR_BUSY: a live proxy link exists');
+        return;
+      }
       this.emit('log', 'info', 'proxy connected', { peer: hello.nodeId });
       if (this.primary) this.primary.attachProxy(link);
       else this.secondary!.attachProxy(link);

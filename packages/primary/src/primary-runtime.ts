@@ -75,6 +75,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
   private staged = new Map<number, Staged>();
   private secondary: Link | null = null;
   private proxy: Link | null = null;
+  private proxyHeardAt = -Infinity;
   /** Input bytes received from the proxy per connection (a node drops bytes it already holds). */
   private inRecv = new Map<number, number>();
   private outEnd = new Map<number, number>();
@@ -203,6 +204,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
 
   private onProxy(link: Link, m: Message, payload: Uint8Array): void {
     if (link !== this.proxy || this.stopped) return;
+    this.proxyHeardAt = performance.now();
     switch (m.t) {
       case 'open':
         if (m.conn > this.maxConn) this.maxConn = m.conn;
@@ -491,6 +493,11 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     this.emit('log', 'warn', 'primary stopped', { reason });
     void this.vmm.stop().catch(() => undefined);
     this.secondary?.close(4000, 'primary stopped');
+  }
+
+  /** Whether the current proxy link carried a message within `ms` (the proxy heartbeats every 100 ms). */
+  proxyAlive(ms: number): boolean {
+    return this.proxy !== null && performance.now() - this.proxyHeardAt < ms;
   }
 
   detachProxy(): Link | null {

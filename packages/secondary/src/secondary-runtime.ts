@@ -55,6 +55,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   private staging: Staging | null = null;
   private primary: Link | null = null;
   private proxy: Link | null = null;
+  private proxyHeardAt = -Infinity;
   private timer: NodeJS.Timeout | null = null;
   private beat: NodeJS.Timeout;
   private stopped = false;
@@ -114,6 +115,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   }
 
   private onProxy(m: Message): void {
+    this.proxyHeardAt = performance.now();
     const t = now();
     switch (m.t) {
       case 'promote':
@@ -309,6 +311,11 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   }
 
   /** Hands the proxy link over (after a promotion). */
+  /** Whether the current proxy link carried a message within `ms` (the proxy heartbeats every 100 ms). */
+  proxyAlive(ms: number): boolean {
+    return this.proxy !== null && performance.now() - this.proxyHeardAt < ms;
+  }
+
   detachProxy(): Link | null {
     const l = this.proxy;
     this.proxy = null;
