@@ -30,6 +30,9 @@ export const CONFIGS = {
 };
 const PARTS = ['sweep', 'crash', 'profile'];
 
+/** Failure-detection flags of every measured system (--detection-ms); empty: the roles' defaults. */
+const detection = { node: [], proxy: [] };
+
 /** Sizes of each mode. Durations in s, working sets in 4 KiB pages, rates in pages/s. */
 const MODES = {
   quick: {
@@ -68,13 +71,15 @@ function usage(msg) {
       `  --full        every configuration, repeats, the dirtier sweep, crash timing, profiles (default)\n` +
       `  --only        configurations and parts to run: ${[...Object.keys(CONFIGS), ...PARTS].join(', ')}\n` +
       `  --out         output directory (default: bench/results for --full, a temp dir for --quick)\n` +
-      `  --repeat N    runs of each client workload per configuration (median and spread are reported)\n`,
+      `  --repeat N    runs of each client workload per configuration (median and spread are reported)\n` +
+      `  --detection-ms N  failure-detection timeout of every measured system: nodes --detection-timeout-ms, proxy\n` +
+      `                --failover-timeout-ms (default: the roles' own, 1000 ms; the crash variants set their own)\n`,
   );
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const o = { mode: 'full', only: null, out: null, repeat: null };
+  const o = { mode: 'full', only: null, out: null, repeat: null, detectionMs: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -92,6 +97,9 @@ function parseArgs(argv) {
     else if (a === '--repeat') {
       o.repeat = Number(val());
       if (!Number.isInteger(o.repeat) || o.repeat < 1 || o.repeat > 20) usage('--repeat must be an integer in 1..20');
+    } else if (a === '--detection-ms') {
+      o.detectionMs = Number(val());
+      if (!Number.isInteger(o.detectionMs) || o.detectionMs < 10 || o.detectionMs > 600_000) usage('--detection-ms must be an integer in 10..600000');
     } else if (a === '-h' || a === '--help') usage();
     else usage(`unknown flag '${a}'`);
   }
@@ -146,7 +154,7 @@ async function benchConfig(name, mode, repeat, res) {
   const nodeArgs = CONFIGS[name];
   const out = { kv: [], kvPipe: [], http: [] };
   res.configs[name] = out;
-  const start = (guest) => (nodeArgs === null ? startUnprotected({ guest }) : startProtected({ guest, nodeArgs }));
+  const start = (guest) => (nodeArgs === null ? startUnprotected({ guest }) : startProtected({ guest, nodeArgs: [...nodeArgs, ...detection.node], proxyArgs: detection.proxy }));
   // kv: redis-benchmark without and with pipelining, on one kv system.
   let sys = await start('kv');
   try {
@@ -181,7 +189,7 @@ async function growWorkingSet(conn, from, to) {
 const statsOf = (line) => Object.fromEntries(line.split(' ').map((kv) => kv.split('=')).map(([k, v]) => [k, Number.isNaN(Number(v)) ? v : Number(v)]));
 
 async function sweepPolicy(policy, sw, res) {
-  const sys = await startProtected({ guest: 'dirtier', nodeArgs: CONFIGS[policy] });
+  const sys = await startProtected({ guest: 'dirtier', nodeArgs: [...CONFIGS[policy], ...detection.node], proxyArgs: detection.proxy });
   let conn = null;
   try {
     conn = await lineClient(sys.port);
@@ -235,7 +243,7 @@ async function crashTrials(spec, res) {
 async function profileRun(mode, res) {
   const dir = mkdtempSync(join(os.tmpdir(), 'ftvm-prof-'));
   const flags = (role) => ['--cpu-prof', '--cpu-prof-dir', join(dir, role)];
-  const sys = await startProtected({ guest: 'kv', nodeArgs: CONFIGS.adaptive, nodeFlags: { primary: flags('primary'), secondary: flags('secondary'), proxy: flags('proxy') } });
+  const sys = await startProtected({ guest: 'kv', nodeArgs: [...CONFIGS.adaptive, ...detection.node], proxyArgs: detection.proxy, nodeFlags: { primary: flags('primary'), secondary: flags('secondary'), proxy: flags('proxy') } });
   let run;
   const us = () => Number(process.hrtime.bigint() / 1000n);
   let window;
@@ -275,10 +283,15 @@ function validate(res) {
       for (const r of runs) {
         if (!r.tests.every((t) => t.rps > 0 && Number.isFinite(t.p99Ms))) fail(`config ${name} ${w}`, 'a client run has no throughput or p99');
         if (CONFIGS[name] !== null && !(r.window.repl?.epochs > 0 && r.window.repl.wireBps > 0)) fail(`config ${name} ${w}`, 'no epochs or wire bytes in the primary metrics');
+        else if (CONFIGS[name] !== null && (r.window.repl.failovers > 0 || !r.window.repl.protectedAtEnd))
+          fail(`config ${name} ${w}`, `protection lost during the run (${r.window.repl.failovers} failover(s)); see the warnings section`);
       }
     }
   }
-  for (const p of res.sweep) if (!(p.window.repl?.epochs > 0)) fail(`sweep ${p.policy} ${p.memMiB} MiB ${p.rate}`, 'no epochs in the primary metrics');
+  for (const p of res.sweep) {
+    if (!(p.window.repl?.epochs > 0)) fail(`sweep ${p.policy} ${p.memMiB} MiB ${p.rate}`, 'no epochs in the primary metrics');
+    else if (p.window.repl.failovers > 0 || !p.window.repl.protectedAtEnd) fail(`sweep ${p.policy} ${p.memMiB} MiB ${p.rate}`, 'protection lost during the point; see the warnings section');
+  }
   for (const c of res.crash) for (const t of c.trials) if (!t.gapless) fail(`crash (${c.variant})`, 'the INCR counter skipped or repeated a value across the failover');
 }
 
@@ -286,6 +299,10 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const mode = MODES[opts.mode];
   const repeat = opts.repeat ?? mode.repeat;
+  if (opts.detectionMs !== null) {
+    detection.node = ['--detection-timeout-ms', String(opts.detectionMs)];
+    detection.proxy = ['--failover-timeout-ms', String(opts.detectionMs)];
+  }
   const only = opts.only;
   const configs = only ? mode.configs.filter((c) => only.includes(c)).concat(only.filter((c) => c in CONFIGS && !mode.configs.includes(c))) : mode.configs;
   const runPart = (p) => (only ? only.includes(p) : p !== 'profile' || mode.profile);
@@ -311,6 +328,7 @@ async function main() {
       machine: machine(),
       loadavgStart: os.loadavg(),
       repeat,
+      detectionMs: opts.detectionMs,
       sizes: { kv: mode.kv, kvPipe: mode.kvPipe, httpSeconds: mode.httpSeconds, sweep: mode.sweep },
     },
     configs: {},

@@ -154,6 +154,9 @@ export function replication(before, after, seconds) {
   const ms = (v) => (v === null ? null : v * 1000);
   return {
     repl: {
+      // A failover or lost protection inside the window makes its numbers meaningless (validate() flags it).
+      failovers: after.proxy ? delta(before.proxy, after.proxy, 'ftvm_failovers_total') : 0,
+      protectedAtEnd: a.get('ftvm_protected') === 1,
       epochs,
       epochsPerSec: epochs / seconds,
       wireBps: wire / seconds,

@@ -292,6 +292,7 @@ export function writeReport(res, dir) {
     `- load average (1/5/15 min) at start ${m.loadavgStart.map((x) => x.toFixed(2)).join(' / ')}, at end ${m.loadavgEnd.map((x) => x.toFixed(2)).join(' / ')}: the machine is shared with other work, and clients, proxy, primary and secondary all run on it`,
     `- reproduce: \`npm run build && ${m.command}\``,
     `- repeats per workload: ${m.repeat} (cells: median (min–max) when more than one)`,
+    `- failure detection of the measured systems: ${m.detectionMs ? `nodes --detection-timeout-ms ${m.detectionMs}, proxy --failover-timeout-ms ${m.detectionMs}` : 'the roles\' defaults (1000 ms)'} (the crash variants set their own)`,
     `- sizes: kv ${m.sizes.kv.requests} requests per command (${m.sizes.kv.tests.join(',')}), pipelined ${m.sizes.kvPipe.requests}; wrk ${m.sizes.httpSeconds} s; sweep ${m.sizes.sweep.seconds} s per point`,
     '',
     res.failures.length ? `**Failures in this run:**\n\n${res.failures.map((x) => `- ${x.what}: ${x.error.split('\n')[0]}`).join('\n')}\n` : 'Every configuration produced numbers.',
