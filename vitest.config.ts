@@ -14,5 +14,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Roles log JSON off a terminal; the tests read their human lines from stderr.
+    env: { FTVM_LOG_FORMAT: 'human' },
   },
 });

@@ -20,10 +20,15 @@ export const LOG_LEVELS: readonly Level[] = ['error', 'warn', 'info', 'debug'];
 export const LOG_FORMATS: readonly LogFormat[] = ['json', 'human'];
 
 /** The format FTVM_LOG_FORMAT asks for; unknown values fall back to human (a log line must never fail). */
-export function logFormatFromEnv(env: NodeJS.ProcessEnv = process.env): LogFormat {
+/**
+ * FTVM_LOG_FORMAT=json|human wins; otherwise JSON lines when stderr is not a terminal (log
+ * collectors, containers, systemd) and the human format on a TTY.
+ */
+export function logFormatFromEnv(env: NodeJS.ProcessEnv = process.env, isTTY = Boolean(process.stderr.isTTY)): LogFormat {
   const v = (env.FTVM_LOG_FORMAT ?? '').trim().toLowerCase();
   if (v === 'json') return 'json';
-  return 'human';
+  if (v === 'human') return 'human';
+  return isTTY ? 'human' : 'json';
 }
 
 /** Where log lines go; process.stderr by default. */
@@ -109,7 +114,7 @@ export class Logger {
     opts: LoggerOptions = {},
   ) {
     const sink = opts.sink ?? process.stderr;
-    this.format = opts.format ?? logFormatFromEnv();
+    this.format = opts.format ?? logFormatFromEnv(process.env, Boolean(sink.isTTY));
     const color = opts.color ?? (Boolean(sink.isTTY) && process.env.NO_COLOR === undefined);
     this.pino = pino(
       {
