@@ -310,12 +310,12 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
     if (this.timer) clearTimeout(this.timer);
   }
 
-  /** Hands the proxy link over (after a promotion). */
   /** Whether the current proxy link carried a message within `ms` (the proxy heartbeats every 100 ms). */
   proxyAlive(ms: number): boolean {
     return this.proxy !== null && performance.now() - this.proxyHeardAt < ms;
   }
 
+  /** Hands the proxy link over (after a promotion). */
   detachProxy(): Link | null {
     const l = this.proxy;
     this.proxy = null;
