@@ -49,5 +49,17 @@ describe('ftvm up prints where the metrics and the status page are', () => {
     expect(await res.text()).toContain('<title>ftvm status</title>');
     const status = (await (await fetch(`${page![1]!}api/status`)).json()) as { current: { role: string } };
     expect(status.current.role).toBe('proxy');
+    // The proxy's page charts both nodes (ftvm up passes them as --status-peers): protection, epochs
+    // and pauses live on the nodes, so the one page printed must reach them.
+    const end = Date.now() + 20_000;
+    let roles: Record<string, string | undefined> = {};
+    for (;;) {
+      const cluster = (await (await fetch(`${page![1]!}api/cluster`)).json()) as { peers: Array<{ name: string; ok: boolean; current: { role: string } | null }> };
+      roles = Object.fromEntries(cluster.peers.map((p) => [p.name, p.ok ? p.current?.role : undefined]));
+      if (roles.a === 'primary' && roles.b === 'secondary') break;
+      if (Date.now() > end) throw new Error(`the status page's cluster view does not show both nodes: ${JSON.stringify(roles)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(Object.keys(roles).sort()).toEqual(['a', 'b']);
   }, 120_000);
 });

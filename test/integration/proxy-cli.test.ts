@@ -66,5 +66,11 @@ describe('ftvm proxy', () => {
     const badTimeout = spawnFtvm(['proxy', '--nodes', 'ws://127.0.0.1:1', '--failover-timeout-ms', 'soon']);
     expect(await exited(badTimeout)).toBe(2);
     expect(badTimeout.err.join('\n')).toMatch(/FTVM_ERR_CLI_BAD_VALUE.*--failover-timeout-ms/);
+    const badPeers = spawnFtvm(['proxy', '--nodes', 'ws://127.0.0.1:1', '--metrics-port', '0', '--status-peers', 'a=ws://127.0.0.1:9101']);
+    expect(await exited(badPeers)).toBe(2);
+    expect(badPeers.err.join('\n')).toMatch(/FTVM_ERR_CLI_BAD_VALUE.*--status-peers/);
+    const peersNoPort = spawnFtvm(['proxy', '--nodes', 'ws://127.0.0.1:1', '--status-peers', 'a=http://127.0.0.1:9101']);
+    expect(await exited(peersNoPort)).toBe(2);
+    expect(peersNoPort.err.join('\n')).toMatch(/FTVM_ERR_CLI_BAD_VALUE.*--status-peers needs --metrics-port/);
   });
 });

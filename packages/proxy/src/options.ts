@@ -1,4 +1,4 @@
-import type { FtvmEvents } from '@ftvm/metrics';
+import type { FtvmEvents, StatusPeer } from '@ftvm/metrics';
 import type { FrameLimits } from '@ftvm/protocol';
 import { PROXY_ERR, ProxyError } from './errors.js';
 
@@ -61,17 +61,22 @@ export interface ProxyRuntimeOptions {
   metricsPort?: number;
   /** Address of the metrics server. Default: `host`. */
   metricsHost?: string;
+  /**
+   * Other roles' metrics servers shown on this proxy's status page (the nodes, as `ftvm up`
+   * runs them), so the one page the operator opens shows protection, epochs and pauses. Default none.
+   */
+  statusPeers?: StatusPeer[];
   log?: ProxyLog;
 }
 
-export type ResolvedOptions = Required<Omit<ProxyRuntimeOptions, 'events' | 'metricsPort' | 'metricsHost' | 'limits' | 'log'>> &
-  Pick<ProxyRuntimeOptions, 'events' | 'metricsPort' | 'metricsHost' | 'limits' | 'log'>;
+export type ResolvedOptions = Required<Omit<ProxyRuntimeOptions, 'events' | 'metricsPort' | 'metricsHost' | 'statusPeers' | 'limits' | 'log'>> &
+  Pick<ProxyRuntimeOptions, 'events' | 'metricsPort' | 'metricsHost' | 'statusPeers' | 'limits' | 'log'>;
 
 const KNOWN = new Set<string>([
   'port', 'host', 'nodes', 'nodeIds', 'token', 'proxyId', 'failoverTimeoutMs', 'promoteTimeoutMs', 'maxInputLogBytes',
   'maxConnInputLogBytes', 'maxHeldOutputBytes', 'heartbeatIntervalMs', 'reconnectMinMs', 'reconnectMaxMs', 'connectTimeoutMs',
   'maxClients', 'maxClientWriteBufferBytes', 'maxLinkBufferedBytes', 'clientLingerMs', 'limits', 'events', 'metricsPort',
-  'metricsHost', 'log',
+  'metricsHost', 'statusPeers', 'log',
 ]);
 
 const MiB = 1024 * 1024;
@@ -119,6 +124,10 @@ export function resolveOptions(opts: ProxyRuntimeOptions): ResolvedOptions {
   const reconnectMaxMs = int(o, 'reconnectMaxMs', 1000, 1, 600_000);
   if (reconnectMaxMs < reconnectMinMs) throw opt(`reconnectMaxMs (${reconnectMaxMs}) must be >= reconnectMinMs (${reconnectMinMs})`);
   if (opts.metricsPort !== undefined) int(o, 'metricsPort', undefined, 0, 65535);
+  if (opts.statusPeers !== undefined) {
+    if (opts.metricsPort === undefined) throw opt('statusPeers needs metricsPort (they are shown on its status page)');
+    if (!Array.isArray(opts.statusPeers)) throw opt('statusPeers must be an array of { name, url }');
+  }
   if (opts.metricsHost !== undefined && (typeof opts.metricsHost !== 'string' || opts.metricsHost === '')) throw opt('metricsHost must be a non-empty string');
   if (opts.log !== undefined && ['error', 'warn', 'info', 'debug'].some((l) => typeof (opts.log as unknown as Record<string, unknown>)[l] !== 'function')) {
     throw opt('log must have error, warn, info and debug functions');
@@ -147,6 +156,7 @@ export function resolveOptions(opts: ProxyRuntimeOptions): ResolvedOptions {
     events: opts.events,
     metricsPort: opts.metricsPort,
     metricsHost: opts.metricsHost,
+    statusPeers: opts.statusPeers,
     log: opts.log,
   };
 }

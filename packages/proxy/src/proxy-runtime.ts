@@ -173,7 +173,7 @@ export class ProxyRuntime {
     if (this.phase !== 'new') throw new ProxyError(PROXY_ERR.STATE, `start() called while ${this.phase}`);
     this.phase = 'starting';
     const o = this.options;
-    if (o.metricsPort !== undefined) this.metrics = await startProxyMetrics(this.events, o.metricsPort, o.metricsHost ?? o.host);
+    if (o.metricsPort !== undefined) this.metrics = await startProxyMetrics(this.events, o.metricsPort, o.metricsHost ?? o.host, o.statusPeers);
     this.events.emit('role', { role: 'proxy', term: this.core.term });
     this.events.emit('ready', { ready: false, reason: 'no active node yet' });
     this.events.emit('clients', { connected: 0 });

@@ -1,3 +1,4 @@
+import type { StatusPeer } from '@ftvm/metrics';
 import { loadToken } from '@ftvm/protocol';
 import { ProxyRuntime } from '@ftvm/proxy';
 import { CliError } from '../errors.js';
@@ -14,6 +15,17 @@ const wsUrls = (raw: string, name: string): string[] => {
   return urls;
 };
 
+/** `a=http://127.0.0.1:9101,b=http://127.0.0.1:9102` -> status peers (the metrics server validates them further). */
+const statusPeers = (raw: string): StatusPeer[] => {
+  const peers = raw.split(',').map((s) => s.trim()).filter((s) => s !== '').map((item) => {
+    const m = /^([^=\s]{1,32})=(https?:\/\/[^/\s]+)\/?$/.exec(item);
+    if (!m) throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--status-peers must be name=http://host:port,... (e.g. a=http://127.0.0.1:9101), got '${item}'`);
+    return { name: m[1]!, url: m[2]! };
+  });
+  if (peers.length === 0) throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--status-peers names no peer: '${raw}'`);
+  return peers;
+};
+
 export const proxyCommand: CommandSpec = {
   name: 'proxy',
   summary: 'run the output-commit proxy: clients connect here, replies leave only once committed',
@@ -26,6 +38,11 @@ export const proxyCommand: CommandSpec = {
     'promote-timeout-ms': { type: 'string', default: 10_000, parse: int(1, 3_600_000), help: 'a promoted node must answer within this' },
     'token-file': { type: 'string', help: 'file holding the shared secret (else $FTVM_TOKEN; none: unauthenticated, with a warning)' },
     'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page' },
+    'status-peers': {
+      type: 'string',
+      parse: statusPeers,
+      help: "the nodes' metrics servers to chart on this status page, name=http://host:port,... (needs --metrics-port)",
+    },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
   },
   async run(f) {
@@ -33,6 +50,9 @@ export const proxyCommand: CommandSpec = {
     const { token, source } = loadToken({ tokenFile: f['token-file'] as string | undefined });
     if (source === 'none') log.warn('no token configured (--token-file or FTVM_TOKEN): links are not authenticated');
     const host = f.host as string;
+    if (f['status-peers'] !== undefined && f['metrics-port'] === undefined) {
+      throw new CliError('FTVM_ERR_CLI_BAD_VALUE', '--status-peers needs --metrics-port (the peers are charted on its status page)');
+    }
     const proxy = new ProxyRuntime({
       port: f.port as number,
       host,
@@ -41,6 +61,7 @@ export const proxyCommand: CommandSpec = {
       failoverTimeoutMs: f['failover-timeout-ms'] as number,
       promoteTimeoutMs: f['promote-timeout-ms'] as number,
       metricsPort: f['metrics-port'] as number | undefined,
+      statusPeers: f['status-peers'] as StatusPeer[] | undefined,
       log,
     });
     const port = await proxy.start();

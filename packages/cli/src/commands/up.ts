@@ -57,7 +57,8 @@ export const upCommand: CommandSpec = {
       a: { name: 'primary', args: ['primary', ...nodeA, '--secondary', urlB] },
       proxy: {
         name: 'proxy',
-        args: ['proxy', '--port', String(f.port), '--host', host, '--nodes', `${urlA},${urlB}`, '--token-file', tokenFile, '--metrics-port', String(mb), '--log-level', f['log-level'] as string],
+        args: ['proxy', '--port', String(f.port), '--host', host, '--nodes', `${urlA},${urlB}`, '--token-file', tokenFile, '--metrics-port', String(mb),
+          '--status-peers', `a=http://${host}:${mb + 1},b=http://${host}:${mb + 2}`, '--log-level', f['log-level'] as string],
       },
     };
     let stopping = false;
