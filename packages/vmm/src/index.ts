@@ -14,4 +14,4 @@ export {
   type ClockDeviceState,
   type GlobalValue,
 } from './checkpoint.js';
-export type { Collected, OutputItem, GuestEvent, ClockReport } from './worker-messages.js';
+export type { Collected, OutputItem, GuestEvent, ClockReport, PrecopyFinal } from './worker-messages.js';

@@ -16,6 +16,11 @@ export interface RunServerOptions extends VmmOptions {
   maxReplayBytes?: number;
   /** Per-connection socket write buffer above which input from that client is paused, bytes. Default 4 MiB. */
   maxPendingOutputBytes?: number;
+  /**
+   * Serve this checkpoint (a snapshot restore, a migration's target) instead of booting.
+   * Its open connections had clients elsewhere: they are closed in the guest at start.
+   */
+  restore?: Checkpoint;
 }
 
 export interface RunServerEvents {
@@ -52,6 +57,8 @@ export class RunServer extends EventEmitter<RunServerEvents> {
   private tick: NodeJS.Timeout | null = null;
   private checkpointing: Promise<void> | null = null;
   private recovering = false;
+  /** Local checkpoints are held off (a pre-copy's stop-and-copy holds the vCPU; a collect would resume it). */
+  private checkpointsHeld = false;
   faults = 0;
 
   constructor(guest: PreparedGuest, opts: RunServerOptions) {
@@ -61,7 +68,13 @@ export class RunServer extends EventEmitter<RunServerEvents> {
   }
 
   async start(): Promise<number> {
-    this.vmm = await Vmm.boot(this.guest, this.opts);
+    const restore = this.opts.restore;
+    this.vmm = restore ? await Vmm.restore(this.guest, restore, this.opts) : await Vmm.boot(this.guest, this.opts);
+    if (restore) {
+      // Connection ids are never reused: the guest ignores an open at or below maxConnId.
+      this.nextConn = restore.devices.maxConnId + 1;
+      for (const c of restore.devices.conns) if (!c.closed) this.record({ k: 'close', conn: c.conn });
+    }
     this.vmm.on('output', (it) => {
       const c = this.clients.get(it.conn);
       if (!c) return;
@@ -120,8 +133,23 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     });
   }
 
+  /** The running guest (for a pre-copy: dirty tracking, page reads, the final hold). */
+  get guestVmm(): Vmm {
+    return this.vmm;
+  }
+
+  /**
+   * Holds off local rollback checkpoints (true) until released (false); resolves once a
+   * checkpoint in flight is done. A pre-copy holds them across its stop-and-copy.
+   */
+  async holdCheckpoints(hold: boolean): Promise<void> {
+    this.checkpointsHeld = hold;
+    if (hold && this.checkpointing) await this.checkpointing;
+  }
+
   /** Takes a local rollback checkpoint: O(dirty pages). */
   checkpoint(): Promise<void> {
+    if (this.checkpointsHeld) return Promise.resolve();
     if (this.checkpointing || this.recovering || this.vmm.state !== 'running') return this.checkpointing ?? Promise.resolve();
     const logged = this.log.length;
     const p = this.vmm

@@ -22,7 +22,7 @@ import {
   RESERVED_PAGES,
 } from '@ftvm/guest-abi';
 // The dirty-log collectors only: the package root would load binaryen (~1 s) into every vCPU.
-import { BytemapDirtyLog, ShadowDirtyLog, copyPages } from '@ftvm/instrument/dirty-log';
+import { BytemapDirtyLog, ShadowDirtyLog, copyPages, pagesInRange } from '@ftvm/instrument/dirty-log';
 import type { ClockState, PvclockFields } from '@ftvm/clock';
 import { ClockCompensator, pvclockTimeNs, writePvclock } from '@ftvm/clock';
 import type { ClockDeviceState, ConnState, DeviceState, GlobalValue } from './checkpoint.js';
@@ -84,6 +84,22 @@ const shadow = init.dirtyMode === 'shadow' ? new ShadowDirtyLog() : null;
 let knownMemBytes = 0;
 
 const mem = () => new Uint8Array(memory.buffer);
+
+// ---- pre-copy (migration, live snapshot) ----
+// The dirty log has two consumers: epoch collects (checkpoints, local rollback points) and a
+// pre-copy's rounds. Each takes the bytemap and leaves what it took to the other, so neither
+// misses a page: pcMarks[p] = 1 for pages an epoch collect took since the last 'dirty' (the
+// next round still sends them), carryMarks[p] = 1 for pages a 'dirty' took since the last
+// collect (the next epoch still carries them). Both are one byte per 4 KiB page (256 KiB
+// per GiB of memory); pcMarks exists only while a pre-copy tracks.
+let pcMarks: Uint8Array<ArrayBufferLike> | null = null;
+let pcKnownMemBytes = 0;
+let carryMarks: Uint8Array<ArrayBufferLike> = new Uint8Array(0);
+let carryAny = false;
+/** Delay of event dispatch, ms (0: none): the auto-converge / CPU-cap analogue. */
+let throttleMs = 0;
+let throttled: GuestEvent[] = [];
+let throttleTimer: NodeJS.Timeout | null = null;
 
 let reservedView: Uint32Array | null = null;
 /**
@@ -396,6 +412,8 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
   } else {
     pages = shadow!.collect(m, memBytes).pages;
   }
+  if (pcMarks) pcMarks = markInto(pcMarks, pages);
+  if (carryAny) pages = mergeCarry(pages);
   if (full) {
     // The reserved region is the dirty log (all zero after a scan): only a shadow-logged guest owns it.
     const first = bytemap ? RESERVED_PAGES : 0;
@@ -435,6 +453,87 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
   if (scrubCopy) transfer.push(scrubCopy.data.buffer as ArrayBuffer);
   post({ t: 'collected', id, c }, transfer);
   if (resume) doResume();
+}
+
+/** Sets marks[p] = 1 for each page, growing marks to cover them; returns the (maybe new) array. */
+function markInto(marks: Uint8Array, pages: ArrayLike<number>): Uint8Array {
+  let top = 0;
+  for (let i = 0; i < pages.length; i++) top = Math.max(top, pages[i]! + 1);
+  if (top > marks.length) {
+    const next = new Uint8Array(Math.max(top, marks.length * 2));
+    next.set(marks);
+    marks = next;
+  }
+  for (let i = 0; i < pages.length; i++) marks[pages[i]!] = 1;
+  return marks;
+}
+
+/** Sorted pages marked in `marks`, which are cleared. O(marks.length / 8) word reads + O(pages). */
+function takeMarks(marks: Uint8Array): Uint32Array {
+  const out: number[] = [];
+  const words = new Float64Array(marks.buffer, 0, marks.length >>> 3);
+  for (let w = 0; w < words.length; w++) {
+    if (words[w] === 0) continue;
+    for (let k = 0; k < 8; k++) if (marks[(w << 3) + k] !== 0) out.push((w << 3) + k);
+    words[w] = 0;
+  }
+  for (let p = words.length << 3; p < marks.length; p++) if (marks[p] !== 0) out.push(p);
+  marks.fill(0);
+  return Uint32Array.from(out);
+}
+
+/** `pages` (sorted) plus the pages a pre-copy round took from the log since the last collect. */
+function mergeCarry(pages: Uint32Array): Uint32Array {
+  carryMarks = markInto(carryMarks, pages);
+  carryAny = false;
+  return takeMarks(carryMarks);
+}
+
+/**
+ * A pre-copy round's dirty set: pages written since the previous call (or since tracking
+ * started), including pages an epoch collect took meanwhile and pages memory.grow added.
+ */
+function precopyDirty(start: boolean): Uint32Array {
+  const m = mem();
+  const memBytes = m.length;
+  if (start || !pcMarks) {
+    pcMarks = new Uint8Array(memBytes / PAGE_BYTES);
+    pcKnownMemBytes = memBytes;
+  }
+  const got = bytemap ? bytemap.collect(m, memBytes).pages : shadow!.collect(m, memBytes).pages;
+  if (got.length) {
+    carryMarks = markInto(carryMarks, got);
+    carryAny = true;
+  }
+  pcMarks = markInto(pcMarks, got);
+  if (memBytes > pcKnownMemBytes) pcMarks = markInto(pcMarks, pagesInRange(pcKnownMemBytes, memBytes));
+  pcKnownMemBytes = memBytes;
+  const all = takeMarks(pcMarks);
+  if (start) return new Uint32Array(0);
+  // The reserved region is the dirty log itself: never part of an image (as in a full collect).
+  return bytemap ? all.filter((p) => p >= RESERVED_PAGES) : all;
+}
+
+/** Runs events the throttle held back (before a command that needs every earlier event handled). */
+function drainThrottled(): void {
+  if (throttleTimer) clearTimeout(throttleTimer);
+  throttleTimer = null;
+  if (throttled.length) runEvents(throttled.splice(0));
+}
+
+function onEvents(events: GuestEvent[]): void {
+  if (throttleMs <= 0 || paused) {
+    runEvents(events);
+    return;
+  }
+  // Events of the delay window run together when it ends: at most one dispatch per throttleMs.
+  for (const ev of events) throttled.push(ev);
+  if (!throttleTimer) {
+    throttleTimer = setTimeout(() => {
+      throttleTimer = null;
+      if (throttled.length) runEvents(throttled.splice(0));
+    }, throttleMs);
+  }
 }
 
 function doResume(): void {
@@ -492,9 +591,10 @@ async function boot(): Promise<void> {
 port.on('message', (m: ToWorker) => {
   switch (m.t) {
     case 'events':
-      runEvents(m.events);
+      onEvents(m.events);
       return;
     case 'collect':
+      drainThrottled();
       collect(m.id, m.full, m.resume, m.scrub);
       return;
     case 'mark':
@@ -502,6 +602,7 @@ port.on('message', (m: ToWorker) => {
       if (bytemap) for (const p of m.pages) if (p >= RESERVED_PAGES && p * PAGE_BYTES < memory.buffer.byteLength) mem()[p] = 1;
       return;
     case 'pause':
+      drainThrottled();
       paused = true;
       holdClock(hostNs());
       post({ t: 'paused', id: m.id });
@@ -531,6 +632,47 @@ port.on('message', (m: ToWorker) => {
     }
     case 'stop':
       port.close();
+      return;
+    case 'dirty': {
+      if (!m.start && !pcMarks) {
+        post({ t: 'reqError', id: m.id, code: 'FTVM_ERR_PRECOPY_NOT_TRACKING', message: 'dirtyPages() before startDirtyTracking() (or the vCPU was restarted)' });
+        return;
+      }
+      const pages = precopyDirty(m.start);
+      post({ t: 'dirty', id: m.id, pages, memBytes: memory.buffer.byteLength }, [pages.buffer as ArrayBuffer]);
+      return;
+    }
+    case 'dirtyStop':
+      pcMarks = null;
+      return;
+    case 'readList': {
+      try {
+        const data = copyPages(mem(), m.pages);
+        post({ t: 'read', id: m.id, data }, [data.buffer as ArrayBuffer]);
+      } catch (e) {
+        post({ t: 'reqError', id: m.id, code: 'FTVM_ERR_PRECOPY_RANGE', message: (e as Error).message });
+      }
+      return;
+    }
+    case 'final': {
+      if (!pcMarks) {
+        post({ t: 'reqError', id: m.id, code: 'FTVM_ERR_PRECOPY_NOT_TRACKING', message: 'precopyFinal() without dirty tracking (or the vCPU was restarted)' });
+        return;
+      }
+      drainThrottled();
+      // Held from this event boundary until resume(): the stop-and-copy's downtime.
+      paused = true;
+      const h = hostNs();
+      holdClock(h);
+      const pages = precopyDirty(false);
+      pcMarks = null;
+      const f = { epoch, memBytes: memory.buffer.byteLength, pages, globals: readGlobals(), devices: deviceState(h) };
+      post({ t: 'final', id: m.id, f }, [pages.buffer as ArrayBuffer]);
+      return;
+    }
+    case 'throttle':
+      throttleMs = Math.max(0, m.delayMs);
+      if (throttleMs === 0) drainThrottled();
       return;
   }
 });

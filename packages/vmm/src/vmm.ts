@@ -6,7 +6,7 @@ import { PAGE_BYTES } from '@ftvm/guest-abi';
 import type { Checkpoint } from './checkpoint.js';
 import { VmmError } from './errors.js';
 import type { PreparedGuest } from './prepare.js';
-import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, ToWorker, WorkerClockInit, WorkerInit } from './worker-messages.js';
+import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, PrecopyFinal, ToWorker, WorkerClockInit, WorkerInit } from './worker-messages.js';
 
 export interface VmmOptions {
   /** An event running longer than this is stopped and reported as FTVM_ERR_GUEST_TIMEOUT, ms. Default 2000. */
@@ -332,6 +332,21 @@ export class Vmm extends EventEmitter<VmmEvents> {
       case 'error':
         this.fail(new VmmError(m.code, m.message));
         return;
+      case 'dirty':
+        this.memBytes = m.memBytes;
+        this.settle(m.id, m.pages);
+        return;
+      case 'final':
+        this.memBytes = m.f.memBytes;
+        this.settle(m.id, m.f);
+        return;
+      case 'reqError': {
+        const p = this.pending.get(m.id);
+        if (!p) return;
+        this.pending.delete(m.id);
+        p.reject(new VmmError(m.code, m.message));
+        return;
+      }
       case 'ready':
         return;
     }
@@ -432,6 +447,59 @@ export class Vmm extends EventEmitter<VmmEvents> {
   /** Reads pages of live guest memory (for the integrity scrub). */
   readPages(fromPage: number, count: number): Promise<Uint8Array> {
     return this.request<Uint8Array>((id) => ({ t: 'read', id, fromPage, count }));
+  }
+
+  // ---- pre-copy (migration, live snapshot); see vcpu-worker.ts for how the dirty log is shared ----
+
+  /**
+   * Starts a pre-copy's dirty tracking at the next event boundary: from here on,
+   * dirtyPages() returns the pages written since its previous call, whatever epoch collects
+   * happen in between (they keep their own pages). A rollback or restart ends tracking.
+   */
+  async startDirtyTracking(): Promise<void> {
+    await this.request<Uint32Array>((id) => ({ t: 'dirty', id, start: true }));
+  }
+
+  /**
+   * Returns and clears the pre-copy dirty set at the next event boundary (sorted page
+   * numbers; pages memory.grow added count as dirty). No page data is copied.
+   * FTVM_ERR_PRECOPY_NOT_TRACKING without startDirtyTracking().
+   */
+  dirtyPages(): Promise<Uint32Array> {
+    return this.request<Uint32Array>((id) => ({ t: 'dirty', id, start: false }));
+  }
+
+  /** Ends dirty tracking (a pre-copy finished or gave up). */
+  stopDirtyTracking(): void {
+    if (this.state === 'running') this.send({ t: 'dirtyStop' });
+  }
+
+  /**
+   * Copies the listed pages at one event boundary (the guest runs between two calls).
+   * Keep a call to a few MiB: the vCPU does not run during the copy.
+   */
+  readPageList(pages: Uint32Array): Promise<Uint8Array> {
+    return this.request<Uint8Array>((id) => ({ t: 'readList', id, pages }));
+  }
+
+  /**
+   * The stop-and-copy: holds the vCPU at the next event boundary (until resume()) and
+   * returns the pages dirtied since the last dirtyPages() with globals and device state.
+   * Read those pages with readPageList() while held. Ends dirty tracking.
+   */
+  precopyFinal(): Promise<PrecopyFinal> {
+    return this.request<PrecopyFinal>((id) => ({ t: 'final', id }));
+  }
+
+  /**
+   * Delays event dispatch by `delayMs` (0: off): events arriving within the delay run
+   * together when it ends, so the guest runs at most one batch per delayMs. The CPU-cap /
+   * auto-converge analogue that bounds a guest's dirty rate; commands are not delayed.
+   */
+  throttle(delayMs: number): void {
+    if (!Number.isFinite(delayMs) || delayMs < 0 || delayMs > 10_000)
+      throw new VmmError('FTVM_ERR_VMM_OPTION', `throttle delayMs must be in [0, 10000] (ms), got ${delayMs}`);
+    if (this.state === 'running') this.send({ t: 'throttle', delayMs });
   }
 
   /**

@@ -68,7 +68,24 @@ export type ToWorker =
   | { t: 'clock'; fields: PvclockFields | null; tscOffset: bigint }
   | { t: 'clockReport'; id: number }
   | { t: 'read'; id: number; fromPage: number; count: number }
-  | { t: 'stop' };
+  | { t: 'stop' }
+  // Pre-copy (migration, live snapshot): a second consumer of the dirty log, see vcpu-worker.ts.
+  | { t: 'dirty'; id: number; start: boolean }
+  | { t: 'dirtyStop' }
+  | { t: 'readList'; id: number; pages: Uint32Array }
+  | { t: 'final'; id: number }
+  | { t: 'throttle'; delayMs: number };
+
+/** The vCPU held for a pre-copy's stop-and-copy: the remainder and the state at that boundary. */
+export interface PrecopyFinal {
+  /** Epoch the vCPU was executing (a restore continues with epoch + 1). */
+  epoch: number;
+  memBytes: number;
+  /** Sorted pages dirtied since the last dirtyPages() (read them with readPageList while held). */
+  pages: Uint32Array;
+  globals: GlobalValue[];
+  devices: DeviceState;
+}
 
 export interface OutputItem {
   conn: number;
@@ -104,4 +121,8 @@ export type FromWorker =
   | { t: 'clock'; r: ClockReport }
   | { t: 'clockReport'; id: number; r: ClockReport }
   | { t: 'fault'; code: string; message: string; conn: number | null }
+  | { t: 'dirty'; id: number; pages: Uint32Array; memBytes: number }
+  | { t: 'final'; id: number; f: PrecopyFinal }
+  /** One request failed (the vCPU is fine): rejects that request only. */
+  | { t: 'reqError'; id: number; code: string; message: string }
   | { t: 'error'; code: string; message: string };

@@ -1,0 +1,290 @@
+/**
+ * The pre-copy engine. Round 0 sends every page while the guest runs; round k sends the
+ * pages dirtied during round k-1; a stop rule decides when to hold the vCPU and send the
+ * rest (stop-and-copy). One engine serves every destination through `PrecopySink`: a
+ * remote target (migration), a local file (live snapshot), a new secondary.
+ *
+ * Time is an input (`PrecopyClock`), so the engine runs against a simulated guest and a
+ * manual clock in tests, and against a real VMM with the wall clock in production.
+ */
+import type { DeviceState, GlobalValue } from '@ftvm/vmm';
+import { MAX_BATCH_PAGES } from '@ftvm/protocol';
+import { PrecopyError } from './errors.js';
+import { makeStopRule, type StopDecision, type StopRuleName, type StopRuleOptions } from './stop-rules.js';
+import { ThrottleController, type ThrottleMode } from './throttle.js';
+
+/** The guest side: a running VMM (see vmm-source.ts) or a simulation. */
+export interface PrecopySource {
+  /** Pages below it are never sent (the dirty log's reserved region). */
+  readonly firstPage: number;
+  /** Current guest memory, bytes. */
+  memBytes(): number;
+  /** Starts dirty tracking: dirtyPages() reports writes from here on. */
+  startTracking(): Promise<void>;
+  /** Pages written since the previous call (or since startTracking), sorted. */
+  dirtyPages(): Promise<Uint32Array>;
+  /** Copies pages (at one event boundary, or while held). */
+  readPages(pages: Uint32Array): Promise<Uint8Array>;
+  /** Delays the guest's event dispatch, ms (0: off). */
+  throttle(delayMs: number): void;
+  /** Holds the vCPU; returns the remainder (pages dirtied since the last dirtyPages) and the state. */
+  stopAndCopy(): Promise<FinalState>;
+  /** Releases the vCPU held by stopAndCopy (a snapshot is done, or a migration failed). */
+  resume(): void;
+  /** Ends tracking (after a failure or a live snapshot). */
+  stopTracking(): void;
+}
+
+export interface FinalState {
+  epoch: number;
+  memBytes: number;
+  pages: Uint32Array;
+  globals: GlobalValue[];
+  devices: DeviceState;
+}
+
+/** Where pages go. Calls come strictly in order: (beginRound pages* endRound)* commit | abort. */
+export interface PrecopySink {
+  beginRound(round: number, memBytes: number, pageCount: number, final: boolean): Promise<void>;
+  /** Encodes and writes a batch (<= MAX_BATCH_PAGES); resolves with the wire bytes once the sink can take more. */
+  pages(pages: Uint32Array, data: Uint8Array): Promise<{ wireBytes: number; nonZeroPages: number; nonZeroBytes: number }>;
+  endRound(round: number): Promise<void>;
+  /** The state after the final round; resolves once the destination holds a complete image. */
+  commit(state: FinalState): Promise<void>;
+  abort(err: Error): Promise<void>;
+}
+
+export interface PrecopyClock {
+  /** ms, monotonic. */
+  now(): number;
+  sleep(ms: number): Promise<void>;
+}
+
+export const wallClock: PrecopyClock = {
+  now: () => performance.now(),
+  sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+};
+
+export interface PrecopyOptions extends StopRuleOptions {
+  /** Default 'mp'. */
+  stopRule?: StopRuleName;
+  /** Wire bytes per second, 0: unlimited. Default 0. */
+  bandwidthLimit?: number;
+  /** Default 'off'. */
+  throttle?: ThrottleMode;
+  /** false: stop-the-world (no rounds: hold the vCPU and send everything). Default true. */
+  live?: boolean;
+  /** Pages read from the guest per event boundary. Default 256 (1 MiB). */
+  chunkPages?: number;
+  onProgress?: (p: PrecopyProgress) => void;
+}
+
+export interface PrecopyProgress {
+  phase: 'round' | 'stop-and-copy' | 'done' | 'failed';
+  round: number;
+  /** Pages of the current round still to send. */
+  pagesLeft: number;
+  /** Pages of the current round. */
+  roundPages: number;
+  /** Pages dirtied per second during the last round. */
+  dirtyPagesPerSec: number;
+  throttleMs: number;
+  wireBytes: number;
+  /** Rough time to completion at the current rate, ms (NaN when unknown). */
+  etaMs: number;
+}
+
+export interface RoundStat {
+  round: number;
+  pages: number;
+  wireBytes: number;
+  ms: number;
+  /** Pages dirtied while it ran. */
+  dirtied: number;
+  throttleMs: number;
+  decision: StopDecision['action'];
+  reason: StopDecision['reason'];
+  estimatedDowntimeMs: number;
+}
+
+export interface PrecopyResult {
+  ok: boolean;
+  stopRule: StopRuleName;
+  /** Why it entered stop-and-copy (fits, pattern, max-rounds, stop-the-world) or why it failed. */
+  reason: string;
+  /** Live rounds run (0 for stop-the-world). */
+  rounds: number;
+  totalMs: number;
+  /** vCPU held: stop-and-copy until the destination held the image, ms (0 when it failed before). */
+  downtimeMs: number;
+  estimatedDowntimeMs: number;
+  wireBytes: number;
+  pagesSent: number;
+  finalPages: number;
+  /** Largest dispatch delay applied, ms. */
+  maxThrottleMs: number;
+  roundStats: RoundStat[];
+  error?: { code: string; message: string };
+}
+
+interface Resolved {
+  stopRule: StopRuleName;
+  bandwidthLimit: number;
+  throttle: ThrottleMode;
+  live: boolean;
+  chunkPages: number;
+}
+
+function resolve(o: PrecopyOptions): Resolved {
+  const r: Resolved = {
+    stopRule: o.stopRule ?? 'mp',
+    bandwidthLimit: o.bandwidthLimit ?? 0,
+    throttle: o.throttle ?? 'off',
+    live: o.live ?? true,
+    chunkPages: o.chunkPages ?? 256,
+  };
+  if (!Number.isFinite(r.bandwidthLimit) || r.bandwidthLimit < 0)
+    throw new PrecopyError('FTVM_ERR_PRECOPY_OPTION', `bandwidthLimit must be a number >= 0 (bytes/s), got ${r.bandwidthLimit}`);
+  if (!Number.isInteger(r.chunkPages) || r.chunkPages < 1 || r.chunkPages > MAX_BATCH_PAGES)
+    throw new PrecopyError('FTVM_ERR_PRECOPY_OPTION', `chunkPages must be an integer in [1, ${MAX_BATCH_PAGES}], got ${r.chunkPages}`);
+  return r;
+}
+
+/** Runs one pre-copy from `source` to `sink`. Never throws for a failed transfer: the result says so. */
+export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts: PrecopyOptions = {}, clock: PrecopyClock = wallClock): Promise<PrecopyResult> {
+  const o = resolve(opts);
+  const rule = makeStopRule(o.stopRule, opts);
+  const throttle = new ThrottleController({ mode: o.throttle });
+  const t0 = clock.now();
+  const res: PrecopyResult = {
+    ok: false, stopRule: o.stopRule, reason: '', rounds: 0, totalMs: 0, downtimeMs: 0, estimatedDowntimeMs: 0,
+    wireBytes: 0, pagesSent: 0, finalPages: 0, maxThrottleMs: 0, roundStats: [],
+  };
+  let held = false;
+  let tracking = false;
+  let dirtyRate = 0;
+  const progress = (p: Omit<PrecopyProgress, 'throttleMs' | 'wireBytes' | 'dirtyPagesPerSec'>): void =>
+    opts.onProgress?.({ ...p, throttleMs: throttle.delayMs, wireBytes: res.wireBytes, dirtyPagesPerSec: dirtyRate });
+
+  /** Sends `pages` in chunks, pacing to the bandwidth limit; returns bytes, time and non-zero stats. */
+  const sendRound = async (round: number, pages: Uint32Array, final: boolean) => {
+    const start = clock.now();
+    await sink.beginRound(round, source.memBytes(), pages.length, final);
+    let wire = 0;
+    let nz = 0;
+    let nzBytes = 0;
+    for (let i = 0; i < pages.length; i += o.chunkPages) {
+      const chunk = pages.subarray(i, Math.min(pages.length, i + o.chunkPages));
+      const data = await source.readPages(chunk);
+      const w = await sink.pages(chunk, data);
+      wire += w.wireBytes;
+      nz += w.nonZeroPages;
+      nzBytes += w.nonZeroBytes;
+      if (o.bandwidthLimit > 0) {
+        const due = (wire / o.bandwidthLimit) * 1000 - (clock.now() - start);
+        if (due > 0) await clock.sleep(due);
+      }
+      const left = pages.length - i - chunk.length;
+      const elapsed = clock.now() - start;
+      progress({ phase: final ? 'stop-and-copy' : 'round', round, pagesLeft: left, roundPages: pages.length, etaMs: left > 0 ? (elapsed / (i + chunk.length)) * left : 0 });
+    }
+    await sink.endRound(round);
+    res.wireBytes += wire;
+    res.pagesSent += pages.length;
+    return { wire, ms: clock.now() - start, nz, nzBytes };
+  };
+
+  try {
+    let pages: Uint32Array = new Uint32Array(0);
+    if (o.live) {
+      await source.startTracking();
+      tracking = true;
+      const first = source.firstPage;
+      const n = source.memBytes() / 4096 - first;
+      pages = new Uint32Array(Math.max(0, n));
+      for (let i = 0; i < pages.length; i++) pages[i] = first + i;
+      let bytesPerPage = 4096;
+      for (let round = 0; ; round++) {
+        const sent = await sendRound(round, pages, false);
+        const dirty = await source.dirtyPages();
+        res.rounds = round + 1;
+        dirtyRate = sent.ms > 0 ? (dirty.length / sent.ms) * 1000 : 0;
+        if (sent.nz > 0) bytesPerPage = sent.nzBytes / sent.nz;
+        let bytesPerMs = sent.ms > 0 ? sent.wire / sent.ms : Infinity;
+        if (o.bandwidthLimit > 0) bytesPerMs = Math.min(bytesPerMs, o.bandwidthLimit / 1000);
+        const d = rule.decide({ round, dirty, bytesPerMs, bytesPerPage });
+        const delay = d.action === 'continue' ? throttle.afterRound(round, pages.length, dirty.length) : throttle.delayMs;
+        res.roundStats.push({
+          round, pages: pages.length, wireBytes: sent.wire, ms: sent.ms, dirtied: dirty.length, throttleMs: throttle.delayMs,
+          decision: d.action, reason: d.reason, estimatedDowntimeMs: d.estimatedDowntimeMs,
+        });
+        res.estimatedDowntimeMs = d.estimatedDowntimeMs;
+        if (d.action === 'fail') {
+          res.reason = `did not converge within ${res.rounds} rounds (remainder ${dirty.length} pages, about ${Math.round(d.estimatedDowntimeMs)} ms at the measured bandwidth)`;
+          throw new PrecopyError('FTVM_ERR_PRECOPY_NO_CONVERGENCE', res.reason);
+        }
+        pages = dirty;
+        if (d.action === 'stop') {
+          res.reason = d.reason;
+          break;
+        }
+        if (delay !== res.maxThrottleMs && delay > 0) source.throttle(delay);
+        res.maxThrottleMs = Math.max(res.maxThrottleMs, delay);
+      }
+    } else {
+      // Stop-the-world (`save`): tracking only so the final hold can report the whole image.
+      await source.startTracking();
+      tracking = true;
+      res.reason = 'stop-the-world';
+    }
+    const hold0 = clock.now();
+    const final = await source.stopAndCopy();
+    held = true;
+    tracking = false;
+    // The remainder: the last round's dirty set plus what was written until the hold.
+    let finalPages = unionSorted(pages, final.pages);
+    if (!o.live) {
+      finalPages = new Uint32Array(Math.max(0, final.memBytes / 4096 - source.firstPage));
+      for (let i = 0; i < finalPages.length; i++) finalPages[i] = source.firstPage + i;
+    }
+    res.finalPages = finalPages.length;
+    progress({ phase: 'stop-and-copy', round: res.rounds, pagesLeft: finalPages.length, roundPages: finalPages.length, etaMs: NaN });
+    await sendRound(res.rounds, finalPages, true);
+    await sink.commit({ ...final, pages: finalPages });
+    res.downtimeMs = clock.now() - hold0;
+    res.ok = true;
+    res.totalMs = clock.now() - t0;
+    if (res.maxThrottleMs > 0) source.throttle(0);
+    progress({ phase: 'done', round: res.rounds, pagesLeft: 0, roundPages: finalPages.length, etaMs: 0 });
+    return res;
+  } catch (e) {
+    const err = e instanceof Error ? e : new Error(String(e));
+    res.error = { code: (err as { code?: string }).code ?? 'FTVM_ERR_PRECOPY_FAILED', message: err.message };
+    if (!res.reason) res.reason = err.message;
+    res.totalMs = clock.now() - t0;
+    await sink.abort(err).catch(() => undefined);
+    if (tracking) source.stopTracking();
+    if (res.maxThrottleMs > 0) source.throttle(0);
+    // A failed migration leaves the guest where it was, running.
+    if (held) source.resume();
+    progress({ phase: 'failed', round: res.rounds, pagesLeft: 0, roundPages: 0, etaMs: NaN });
+    return res;
+  }
+}
+
+/** Union of two sorted page lists, sorted, without duplicates. */
+export function unionSorted(a: Uint32Array, b: Uint32Array): Uint32Array {
+  if (b.length === 0) return a;
+  if (a.length === 0) return b;
+  const out = new Uint32Array(a.length + b.length);
+  let i = 0, j = 0, n = 0;
+  while (i < a.length || j < b.length) {
+    const x = i < a.length ? a[i]! : Infinity;
+    const y = j < b.length ? b[j]! : Infinity;
+    const v = x <= y ? x : y;
+    if (x === v) i++;
+    if (y === v) j++;
+    out[n++] = v;
+  }
+  return out.subarray(0, n);
+}

@@ -1,0 +1,58 @@
+/**
+ * Auto-converge analogue: when the guest dirties pages faster than the rounds send them,
+ * delay its event dispatch in steps. Pure; the engine applies the delay to the source.
+ */
+import { PrecopyError } from './errors.js';
+
+export const THROTTLE_MODES = ['auto', 'off'] as const;
+export type ThrottleMode = (typeof THROTTLE_MODES)[number];
+
+/** Dispatch delays, ms, one step at a time (QEMU steps its CPU throttle 20% +10%...; a delay doubles). */
+export const THROTTLE_STEPS_MS: readonly number[] = [0, 10, 20, 40, 80, 160, 320, 640];
+
+export interface ThrottleOptions {
+  mode?: ThrottleMode;
+  /** Dirtied / sent pages ratio above which a round counts as outrun. Default 0.5 (QEMU's). */
+  triggerRatio?: number;
+  /** Consecutive outrun rounds before a step up. Default 2 (QEMU's). */
+  triggerRounds?: number;
+}
+
+export class ThrottleController {
+  readonly mode: ThrottleMode;
+  readonly triggerRatio: number;
+  readonly triggerRounds: number;
+  private step = 0;
+  private outrun = 0;
+
+  constructor(o: ThrottleOptions = {}) {
+    this.mode = o.mode ?? 'off';
+    this.triggerRatio = o.triggerRatio ?? 0.5;
+    this.triggerRounds = o.triggerRounds ?? 2;
+    if (!(THROTTLE_MODES as readonly string[]).includes(this.mode))
+      throw new PrecopyError('FTVM_ERR_PRECOPY_OPTION', `throttle must be one of ${THROTTLE_MODES.join(', ')}, got '${String(this.mode)}'`);
+    if (!(this.triggerRatio > 0)) throw new PrecopyError('FTVM_ERR_PRECOPY_OPTION', `throttle triggerRatio must be > 0, got ${this.triggerRatio}`);
+    if (!Number.isInteger(this.triggerRounds) || this.triggerRounds < 1)
+      throw new PrecopyError('FTVM_ERR_PRECOPY_OPTION', `throttle triggerRounds must be a positive integer, got ${this.triggerRounds}`);
+  }
+
+  /** The delay in force, ms. */
+  get delayMs(): number {
+    return THROTTLE_STEPS_MS[this.step]!;
+  }
+
+  /**
+   * After a round (>= 1: round 0 sends all memory, its ratio says nothing) that sent
+   * `sent` pages while `dirtied` were written: returns the delay to apply, ms.
+   */
+  afterRound(round: number, sent: number, dirtied: number): number {
+    if (this.mode === 'off' || round < 1) return this.delayMs;
+    if (sent > 0 && dirtied / sent > this.triggerRatio) this.outrun++;
+    else this.outrun = 0;
+    if (this.outrun >= this.triggerRounds && this.step < THROTTLE_STEPS_MS.length - 1) {
+      this.step++;
+      this.outrun = 0;
+    }
+    return this.delayMs;
+  }
+}
