@@ -8,3 +8,7 @@ export {
   type RoundReport, type StopDecision, type StopRule, type StopRuleName, type StopRuleOptions,
 } from './stop-rules.js';
 export { THROTTLE_MODES, THROTTLE_STEPS_MS, ThrottleController, type ThrottleMode, type ThrottleOptions } from './throttle.js';
+export { VmmSource, runServerSource, type VmmSourceHooks } from './vmm-source.js';
+export { PageStream } from './page-stream.js';
+export { SNAPSHOT_MAGIC, SNAPSHOT_VERSION, Section, SnapshotWriter, readSnapshot, type ReadSnapshot, type SnapshotInfo } from './snapshot-file.js';
+export { takeSnapshot, type SnapshotOptions, type SnapshotResult } from './snapshot.js';

@@ -1,0 +1,277 @@
+/**
+ * The snapshot file: a guest's complete state, written by a live or stop-the-world
+ * snapshot and read by `ftvm restore`.
+ *
+ * Layout, little-endian:
+ *
+ *   header   "FTVMSNAP" | u32 version (1) | u32 crc32 of the 12 bytes before it
+ *   section* u8 type | u8[3] zero | u32 bodyLength | u32 crc32(body) | body
+ *
+ * Sections, in this order: INFO (msgpack: guest name, module digest, mode, time), MODULE
+ * (the original wasm, so a snapshot restores on its own), PAGES* (one page batch each, the
+ * protocol's codec layout; later copies of a page replace earlier ones, XOR deltas apply
+ * onto the copy before), STATE (msgpack: epoch, memBytes, globals, device state), END
+ * (u32 sections before it | u32 memBytes | 32-byte image digest), which must end the file.
+ *
+ * Written to `<path>.tmp-<pid>-<n>`, fsynced, then renamed over `<path>` and the directory
+ * fsynced: a crash leaves the old file or the new one, never a partial one under `path`.
+ * The reader checks every checksum, the section order and the image digest, and refuses
+ * anything else with a coded error, before a byte of it reaches a VMM.
+ */
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { openSync, fsyncSync, closeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { Packr } from 'msgpackr';
+import { PAGE_BYTES, MAX_MEMORY_BYTES } from '@ftvm/guest-abi';
+import { DIGEST_BYTES, MAX_BATCH_PAGES, PageDecoder, digestEquals, digestImage } from '@ftvm/protocol';
+import { moduleDigest, type Checkpoint } from '@ftvm/vmm';
+import { SnapshotError } from './errors.js';
+import type { FinalState, PrecopySink } from './engine.js';
+import { PageStream } from './page-stream.js';
+
+export const SNAPSHOT_MAGIC = 'FTVMSNAP';
+export const SNAPSHOT_VERSION = 1;
+const HEADER_BYTES = 16;
+const SECTION_HEADER_BYTES = 12;
+export const Section = { INFO: 1, MODULE: 2, PAGES: 3, STATE: 4, END: 5 } as const;
+const SECTION_NAMES = ['?', 'INFO', 'MODULE', 'PAGES', 'STATE', 'END'];
+/** Largest section body accepted, bytes: a full RAW batch (8192 pages) with entry headers, or a 64 MiB module. */
+const MAX_SECTION_BYTES = 4 + MAX_BATCH_PAGES * (9 + PAGE_BYTES) + 1024;
+const END_BYTES = 8 + DIGEST_BYTES;
+
+const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'bigint' });
+
+export interface SnapshotInfo {
+  guest: string;
+  /** sha256 (hex) of the original module. */
+  moduleDigest: string;
+  mode: 'live' | 'stop-the-world';
+  createdAtMs: number;
+}
+
+let tmpSeq = 0;
+
+function sectionHeader(type: number, body: Uint8Array): Buffer {
+  const h = Buffer.alloc(SECTION_HEADER_BYTES);
+  h[0] = type;
+  h.writeUInt32LE(body.length, 4);
+  h.writeUInt32LE(crc32(body), 8);
+  return h;
+}
+
+/** A PrecopySink writing a snapshot file. `finish()` makes it durable and visible under `path`. */
+export class SnapshotWriter implements PrecopySink {
+  readonly tmpPath: string;
+  private fh: FileHandle | null = null;
+  private sections = 0;
+  private stream = new PageStream(true);
+  /** Bytes written to the file so far. */
+  bytes = 0;
+  private done = false;
+
+  private constructor(readonly path: string) {
+    this.tmpPath = `${path}.tmp-${process.pid}-${tmpSeq++}`;
+  }
+
+  /** Creates the temporary file and writes the header, INFO and MODULE. */
+  static async create(path: string, info: SnapshotInfo, moduleWasm: Uint8Array): Promise<SnapshotWriter> {
+    const w = new SnapshotWriter(path);
+    try {
+      w.fh = await open(w.tmpPath, 'wx');
+    } catch (e) {
+      throw new SnapshotError('FTVM_ERR_SNAPSHOT_WRITE', `cannot create ${w.tmpPath}: ${(e as Error).message}`, { cause: e });
+    }
+    const head = Buffer.alloc(HEADER_BYTES);
+    head.write(SNAPSHOT_MAGIC, 0, 'latin1');
+    head.writeUInt32LE(SNAPSHOT_VERSION, 8);
+    head.writeUInt32LE(crc32(head.subarray(0, 12)), 12);
+    await w.write(head);
+    await w.section(Section.INFO, packr.pack(info));
+    await w.section(Section.MODULE, moduleWasm);
+    return w;
+  }
+
+  private async write(b: Uint8Array): Promise<void> {
+    if (!this.fh) throw new SnapshotError('FTVM_ERR_SNAPSHOT_WRITE', `${this.tmpPath} is closed`);
+    let off = 0;
+    while (off < b.length) {
+      const { bytesWritten } = await this.fh.write(b, off, b.length - off);
+      off += bytesWritten;
+    }
+    this.bytes += b.length;
+  }
+
+  private async section(type: number, body: Uint8Array): Promise<void> {
+    await this.write(sectionHeader(type, body));
+    await this.write(body);
+    this.sections++;
+  }
+
+  async beginRound(): Promise<void> {}
+
+  async pages(pages: Uint32Array, data: Uint8Array) {
+    const e = this.stream.encode(pages, data);
+    await this.section(Section.PAGES, e.payload);
+    return { wireBytes: e.wireBytes + SECTION_HEADER_BYTES, nonZeroPages: e.nonZeroPages, nonZeroBytes: e.nonZeroBytes };
+  }
+
+  async endRound(): Promise<void> {}
+
+  /** Writes STATE and END: the file is complete (not yet durable; see finish). */
+  async commit(state: FinalState): Promise<void> {
+    await this.section(Section.STATE, packr.pack({ epoch: state.epoch, memBytes: state.memBytes, globals: state.globals, devices: state.devices }));
+    const end = Buffer.alloc(END_BYTES);
+    end.writeUInt32LE(this.sections, 0);
+    end.writeUInt32LE(state.memBytes / PAGE_BYTES, 4);
+    end.set(this.stream.digest.value(), 8);
+    await this.section(Section.END, end);
+  }
+
+  /** fsync, rename over `path`, fsync the directory. */
+  async finish(): Promise<void> {
+    if (!this.fh) throw new SnapshotError('FTVM_ERR_SNAPSHOT_WRITE', `${this.tmpPath} is closed`);
+    await this.fh.sync();
+    await this.fh.close();
+    this.fh = null;
+    await rename(this.tmpPath, this.path);
+    this.done = true;
+    try {
+      const d = openSync(dirname(this.path), 'r');
+      try {
+        fsyncSync(d);
+      } finally {
+        closeSync(d);
+      }
+    } catch {
+      // Some filesystems refuse a directory fsync; the rename itself is atomic.
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.done) return;
+    await this.fh?.close().catch(() => undefined);
+    this.fh = null;
+    await unlink(this.tmpPath).catch(() => undefined);
+  }
+}
+
+export interface ReadSnapshot {
+  info: SnapshotInfo;
+  /** The original module. */
+  wasm: Uint8Array;
+  checkpoint: Checkpoint;
+  /** File size, bytes. */
+  bytes: number;
+}
+
+function corrupt(msg: string): SnapshotError {
+  return new SnapshotError('FTVM_ERR_SNAPSHOT_CORRUPT', msg);
+}
+
+/** Reads and verifies a snapshot file; any defect is a coded SnapshotError. */
+export async function readSnapshot(path: string): Promise<ReadSnapshot> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (e) {
+    throw new SnapshotError('FTVM_ERR_SNAPSHOT_READ', `cannot open ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  try {
+    const size = (await fh.stat()).size;
+    let at = 0;
+    const readExact = async (n: number, what: string): Promise<Buffer> => {
+      if (at + n > size) throw new SnapshotError('FTVM_ERR_SNAPSHOT_TRUNCATED', `${path} ends inside ${what} (at byte ${at} of ${size}): an incomplete snapshot`);
+      const b = Buffer.allocUnsafe(n);
+      let got = 0;
+      while (got < n) {
+        const { bytesRead } = await fh.read(b, got, n - got, at + got);
+        if (bytesRead === 0) throw new SnapshotError('FTVM_ERR_SNAPSHOT_TRUNCATED', `${path} ends inside ${what}`);
+        got += bytesRead;
+      }
+      at += n;
+      return b;
+    };
+    if (size < HEADER_BYTES) throw new SnapshotError('FTVM_ERR_SNAPSHOT_TRUNCATED', `${path} is ${size} bytes: shorter than a snapshot header`);
+    const head = await readExact(HEADER_BYTES, 'the header');
+    if (head.toString('latin1', 0, 8) !== SNAPSHOT_MAGIC) throw new SnapshotError('FTVM_ERR_SNAPSHOT_FORMAT', `${path} is not an ftvm snapshot (bad magic)`);
+    if (head.readUInt32LE(12) !== crc32(head.subarray(0, 12))) throw corrupt(`${path}: header checksum mismatch`);
+    const version = head.readUInt32LE(8);
+    if (version !== SNAPSHOT_VERSION) throw new SnapshotError('FTVM_ERR_SNAPSHOT_VERSION', `${path} is snapshot format version ${version}; this ftvm reads version ${SNAPSHOT_VERSION}`);
+
+    let info: SnapshotInfo | null = null;
+    let wasm: Uint8Array | null = null;
+    type State = { epoch: number; memBytes: number; globals: Checkpoint['globals']; devices: Checkpoint['devices'] };
+    let state: State | null = null as State | null;
+    const decoder = new PageDecoder();
+    let sections = 0;
+    let expected: number = Section.INFO;
+    for (;;) {
+      const sh = await readExact(SECTION_HEADER_BYTES, `section ${sections + 1}'s header`);
+      const type = sh[0]!;
+      const len = sh.readUInt32LE(4);
+      if (type < Section.INFO || type > Section.END || sh[1] !== 0 || sh[2] !== 0 || sh[3] !== 0) throw corrupt(`${path}: section ${sections + 1} has unknown type ${type}`);
+      if (len > MAX_SECTION_BYTES) throw corrupt(`${path}: section ${sections + 1} (${SECTION_NAMES[type]}) claims ${len} bytes, over the ${MAX_SECTION_BYTES} limit`);
+      const body = await readExact(len, `section ${sections + 1} (${SECTION_NAMES[type]})`);
+      if (crc32(body) !== sh.readUInt32LE(8)) throw corrupt(`${path}: section ${sections + 1} (${SECTION_NAMES[type]}) checksum mismatch`);
+      // Order: INFO MODULE PAGES* STATE END.
+      const ok =
+        type === expected ||
+        (type === Section.PAGES && expected === Section.STATE) ||
+        (type === Section.STATE && expected === Section.STATE);
+      if (!ok) throw corrupt(`${path}: section ${sections + 1} is ${SECTION_NAMES[type]}, expected ${SECTION_NAMES[expected]}`);
+      try {
+        switch (type) {
+          case Section.INFO:
+            info = packr.unpack(body) as SnapshotInfo;
+            if (!info || typeof info.moduleDigest !== 'string' || typeof info.guest !== 'string') throw new Error('INFO lacks guest or moduleDigest');
+            expected = Section.MODULE;
+            break;
+          case Section.MODULE:
+            wasm = new Uint8Array(body);
+            if (moduleDigest(wasm) !== info!.moduleDigest) throw corrupt(`${path}: MODULE does not hash to INFO's module digest`);
+            expected = Section.STATE;
+            break;
+          case Section.PAGES:
+            decoder.apply(body);
+            break;
+          case Section.STATE:
+            state = packr.unpack(body) as State | null;
+            if (!state || !Number.isSafeInteger(state.memBytes) || state.memBytes % 65536 !== 0 || state.memBytes > MAX_MEMORY_BYTES || !Array.isArray(state.globals) || !state.devices)
+              throw new Error('STATE lacks memBytes, globals or devices');
+            expected = Section.END;
+            break;
+        }
+      } catch (e) {
+        if (e instanceof SnapshotError) throw e;
+        throw corrupt(`${path}: section ${sections + 1} (${SECTION_NAMES[type]}) does not decode: ${(e as Error).message}`);
+      }
+      if (type === Section.END) {
+        if (len !== END_BYTES) throw corrupt(`${path}: END is ${len} bytes, expected ${END_BYTES}`);
+        if (body.readUInt32LE(0) !== sections) throw corrupt(`${path}: END counts ${body.readUInt32LE(0)} sections before it, the file has ${sections}`);
+        if (at !== size) throw corrupt(`${path}: ${size - at} bytes after END`);
+        const memBytes = state!.memBytes;
+        if (body.readUInt32LE(4) !== memBytes / PAGE_BYTES) throw corrupt(`${path}: END says ${body.readUInt32LE(4)} pages, STATE ${memBytes / PAGE_BYTES}`);
+        decoder.ensure(memBytes);
+        const image = decoder.image.subarray(0, memBytes);
+        // Pages beyond memBytes would be a writer bug: they must all be zero to be ignored.
+        if (decoder.image.length > memBytes && decoder.image.subarray(memBytes).some((v) => v !== 0)) throw corrupt(`${path}: pages beyond memory (${memBytes} bytes)`);
+        if (!digestEquals(digestImage(image), body.subarray(8, 8 + DIGEST_BYTES)))
+          throw new SnapshotError('FTVM_ERR_SNAPSHOT_DIGEST', `${path}: the image digest does not match the one recorded at END`);
+        const checkpoint: Checkpoint = {
+          format: 1,
+          moduleDigest: info!.moduleDigest,
+          epoch: state!.epoch,
+          memBytes,
+          memory: new Uint8Array(image.buffer, image.byteOffset, memBytes),
+          globals: state!.globals,
+          devices: state!.devices,
+        };
+        return { info: info!, wasm: wasm!, checkpoint, bytes: size };
+      }
+      sections++;
+    }
+  } finally {
+    await fh.close();
+  }
+}
