@@ -38,6 +38,13 @@ export interface PrimaryOptions {
   onSecondaryLost?: SecondaryLostPolicy;
   /** Secondary silent, or a sent checkpoint unacked, for this long: lost, ms. Default 1000. */
   secondaryTimeoutMs?: number;
+  /**
+   * Slowest rate at which a live secondary is expected to stage and apply a checkpoint,
+   * bytes/ms: a checkpoint of B bytes gets B / rate ms on top of secondaryTimeoutMs for its
+   * ack (a 1 GiB full sync has work to do before it can be acked, a 40 KiB epoch has none).
+   * Silence still counts after secondaryTimeoutMs whatever the size. Default 32 MiB/s (33,554 bytes/ms).
+   */
+  minApplyBytesPerMs?: number;
 }
 
 /**
@@ -121,7 +128,7 @@ export class PrimaryCore {
 
   constructor(opts: PrimaryOptions) {
     const o = opts as unknown as Record<string, unknown>;
-    rejectUnknown('primary', o, ['term', 'startEpoch', 'nowMs', 'policy', 'maxInFlightEpochs', 'maxInFlightBytes', 'onSecondaryLost', 'secondaryTimeoutMs']);
+    rejectUnknown('primary', o, ['term', 'startEpoch', 'nowMs', 'policy', 'maxInFlightEpochs', 'maxInFlightBytes', 'onSecondaryLost', 'secondaryTimeoutMs', 'minApplyBytesPerMs']);
     this._term = optNumber('primary', o, 'term', NaN, { min: 0, integer: true });
     if (Number.isNaN(this._term)) throw new CoreOptionError(CORE_ERR.OPTION, 'primary.term is required (an integer >= 0)');
     const startEpoch = optNumber('primary', o, 'startEpoch', 0, { min: 0, integer: true });
@@ -136,6 +143,7 @@ export class PrimaryCore {
       maxInFlightBytes: optNumber('primary', o, 'maxInFlightBytes', 256 * MiB, { min: 1 }),
       onSecondaryLost: optEnum('primary', o, 'onSecondaryLost', ['continue', 'block'] as const, 'continue'),
       secondaryTimeoutMs: optNumber('primary', o, 'secondaryTimeoutMs', 1000, { minExclusive: 0 }),
+      minApplyBytesPerMs: optNumber('primary', o, 'minApplyBytesPerMs', (32 * MiB) / 1000, { minExclusive: 0 }),
     };
     this.running = startEpoch + 1;
     this._committedEpoch = startEpoch;
@@ -217,7 +225,11 @@ export class PrimaryCore {
     if (this._state === 'stopped') return;
     const t = this.secondaryDeadline();
     if (t !== undefined && nowMs >= t) {
-      const reason = `no progress from the secondary for ${this.options.secondaryTimeoutMs} ms`;
+      const oldest = this.inFlight[0];
+      const reason =
+        oldest?.sentAtMs !== undefined && nowMs - this.lastSecondaryHeardMs < this.options.secondaryTimeoutMs
+          ? `no ack of epoch ${oldest.epoch} (${oldest.bytes} bytes) from the secondary for ${Math.round(nowMs - Math.max(oldest.sentAtMs, this.lastAckMs))} ms`
+          : `no progress from the secondary for ${this.options.secondaryTimeoutMs} ms`;
       this.secondaryLost(reason);
       this.actions.push({ type: 'disconnectSecondary', reason });
     }
@@ -427,15 +439,16 @@ export class PrimaryCore {
    * When the secondary counts as lost: silent (no message at all) for secondaryTimeoutMs,
    * or alive but not acking: the oldest sent checkpoint unacked for secondaryTimeoutMs
    * since it was sent or since the last ack, whichever is later. Heartbeats prove
-   * liveness, not progress, so they do not extend the second limit. A checkpoint still
-   * being written has no ack deadline yet (the link's own liveness covers it).
+   * liveness, not progress, so they do not extend the second limit, but the limit grows
+   * with the checkpoint's size (minApplyBytesPerMs). A checkpoint still being written has
+   * no ack deadline yet (the link's own liveness covers it).
    */
   private secondaryDeadline(): number | undefined {
     if (this._state !== 'protected' && this._state !== 'syncing') return undefined;
     const t = this.options.secondaryTimeoutMs;
     let d = this.lastSecondaryHeardMs + t;
     const oldest = this.inFlight[0];
-    if (oldest?.sentAtMs !== undefined) d = Math.min(d, Math.max(oldest.sentAtMs, this.lastAckMs) + t);
+    if (oldest?.sentAtMs !== undefined) d = Math.min(d, Math.max(oldest.sentAtMs, this.lastAckMs) + t + oldest.bytes / this.options.minApplyBytesPerMs);
     return d;
   }
 

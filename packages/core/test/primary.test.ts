@@ -85,7 +85,8 @@ describe('PrimaryCore', () => {
   it('goes on unprotected when the secondary times out (continue): commits in-flight epochs unacked, loudly', () => {
     const p = protectedPrimary({ secondaryTimeoutMs: 50 });
     p.outputProduced({ epoch: 2, nowMs: 10 });
-    p.epochCollected({ epoch: 2, nowMs: 10, bytes: 1, offsets: offs(2) });
+    // 0 bytes: no apply allowance on top of the 50 ms (see the size-scaled deadline test).
+    p.epochCollected({ epoch: 2, nowMs: 10, bytes: 0, offsets: offs(2) });
     p.checkpointSent({ epoch: 2, nowMs: 10 });
     p.takeActions();
     // Heartbeats prove the secondary alive but do not excuse a missing ack.
@@ -99,6 +100,33 @@ describe('PrimaryCore', () => {
     expect(ofType(a, 'commit')[0]).toMatchObject({ epoch: 2, acked: false });
     expect(ofType(a, 'protectionChanged')[0]).toMatchObject({ protected: false });
     expect(p.state).toBe('unprotected');
+  });
+
+  it('gives a large checkpoint time to be applied before counting the secondary lost, but not a silent secondary', () => {
+    // 1 MiB per ms: a 64 MiB epoch gets 64 ms on top of the 50 ms timeout.
+    const p = protectedPrimary({ secondaryTimeoutMs: 50, minApplyBytesPerMs: 1 << 20 });
+    p.outputProduced({ epoch: 2, nowMs: 10 });
+    p.epochCollected({ epoch: 2, nowMs: 10, bytes: 64 << 20, offsets: offs(2) });
+    p.checkpointSent({ epoch: 2, nowMs: 20 });
+    p.takeActions();
+    for (let t = 30; t <= 130; t += 20) p.secondaryHeard(t); // alive, busy applying
+    p.tick(133);
+    expect(p.state).toBe('protected');
+    p.tick(134);
+    expect(p.state).toBe('unprotected');
+    const lost = ofType(p.takeActions(), 'disconnectSecondary')[0]!;
+    expect(lost.reason).toMatch(/no ack of epoch 2 \(67108864 bytes\) from the secondary for 114 ms/);
+    // The same checkpoint with the secondary silent: lost after the plain timeout.
+    const q = protectedPrimary({ secondaryTimeoutMs: 50, minApplyBytesPerMs: 1 << 20 });
+    q.outputProduced({ epoch: 2, nowMs: 10 });
+    q.epochCollected({ epoch: 2, nowMs: 10, bytes: 64 << 20, offsets: offs(2) });
+    q.checkpointSent({ epoch: 2, nowMs: 20 });
+    q.secondaryHeard(20);
+    q.tick(69);
+    expect(q.state).toBe('protected');
+    q.tick(70);
+    expect(q.state).toBe('unprotected');
+    expect(ofType(q.takeActions(), 'disconnectSecondary')[0]!.reason).toMatch(/no progress from the secondary for 50 ms/);
   });
 
   it('counts a secondary that stays silent as lost even with nothing in flight', () => {

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { PAGE_BYTES } from '@ftvm/guest-abi';
+import { MAX_MEMORY_BYTES, PAGE_BYTES, WASM_PAGE_BYTES } from '@ftvm/guest-abi';
 import { SecondaryCore, type SecondaryAction } from '@ftvm/core';
 import { ImageDigest, PageDecoder, digestEquals, pageHashInto, type Link, type Message, type MessageOf } from '@ftvm/protocol';
 import { GuestImage, type DeviceState, type GlobalValue } from '@ftvm/vmm';
@@ -24,8 +24,13 @@ interface Staging {
   epoch: number;
   full: boolean;
   begin: MessageOf<'ckpt_begin'>;
-  pages: number[];
-  data: Uint8Array[];
+  /** Pages staged so far. */
+  count: number;
+  /** Incremental: page numbers and their bytes (page i at i * PAGE_BYTES), grown geometrically. */
+  pages: Uint32Array;
+  data: Uint8Array;
+  /** Full: the new image itself, written page by page (applying it is a swap, not a 1 GiB copy). */
+  fresh: GuestImage | null;
   /** Candidate digest: the committed digest with the staged pages applied. */
   digest: ImageDigest;
   failed: string | null;
@@ -40,6 +45,17 @@ export interface WireDevices extends DeviceState {
 }
 
 const now = () => performance.now();
+
+/** Doubles an incremental staging's capacity (starting at 64 pages); the core bounds the total. */
+function growStaging(st: Staging): void {
+  const cap = Math.max(64, st.pages.length * 2);
+  const pages = new Uint32Array(cap);
+  pages.set(st.pages);
+  const data = new Uint8Array(cap * PAGE_BYTES);
+  data.set(st.data);
+  st.pages = pages;
+  st.data = data;
+}
 
 /**
  * The secondary: stages each checkpoint, verifies its digest, applies it atomically
@@ -165,12 +181,12 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
       case 'ckpt_end': {
         const st = this.staging;
         const ok =
-          st !== null && st.epoch === m.epoch && st.failed === null && st.pages.length === m.pageCount && digestEquals(st.digest.value(), m.digest);
+          st !== null && st.epoch === m.epoch && st.failed === null && st.count === m.pageCount && digestEquals(st.digest.value(), m.digest);
         if (st && st.epoch === m.epoch && !ok) {
           this.emit('log', 'error', 'checkpoint not applied', {
             epoch: m.epoch,
             code: st.failed ? 'FTVM_ERR_CHECKPOINT_CORRUPT' : 'FTVM_ERR_DIGEST_MISMATCH',
-            reason: st.failed ?? `pages ${st.pages.length}/${m.pageCount}, digest differs`,
+            reason: st.failed ?? `pages ${st.count}/${m.pageCount}, digest differs`,
           });
         }
         this.pendingEnd = m;
@@ -203,10 +219,15 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
             return off + PAGE_BYTES <= committed.length ? committed.subarray(off, off + PAGE_BYTES) : undefined;
           },
           put: (p, page) => {
-            const copy = page.slice();
-            st.pages.push(p);
-            st.data.push(copy);
-            st.digest.update(p, copy);
+            if (st.fresh) {
+              st.fresh.writePage(p, page);
+            } else {
+              if (st.count === st.pages.length) growStaging(st);
+              st.pages[st.count] = p;
+              st.data.set(page, st.count * PAGE_BYTES);
+            }
+            st.count++;
+            st.digest.update(p, page);
           },
         },
         count,
@@ -221,8 +242,16 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
       case 'stageBegin': {
         const b = this.pendingBegin!;
         const digest = a.full ? new ImageDigest() : this.digest.clone();
-        digest.grow(b.memBytes / PAGE_BYTES);
-        this.staging = { epoch: a.epoch, full: a.full, begin: b, pages: [], data: [], digest, failed: null };
+        digest.grow(Math.min(b.memBytes, MAX_MEMORY_BYTES) / PAGE_BYTES);
+        // A wasm32 memory is whole 64 KiB pages, at most 4 GiB: anything else is refused (nack), never allocated.
+        const badSize = b.memBytes % WASM_PAGE_BYTES !== 0 || b.memBytes > MAX_MEMORY_BYTES;
+        let fresh: GuestImage | null = null;
+        if (a.full && !badSize) {
+          fresh = new GuestImage(b.memBytes);
+          fresh.resize(b.memBytes);
+        }
+        const failed = badSize ? `memBytes ${b.memBytes} is not a whole number of 64 KiB pages up to ${MAX_MEMORY_BYTES}` : null;
+        this.staging = { epoch: a.epoch, full: a.full, begin: b, count: 0, pages: new Uint32Array(0), data: new Uint8Array(0), fresh, digest, failed };
         return;
       }
       case 'stagePages':
@@ -237,14 +266,13 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         const st = this.staging!;
         const b = st.begin;
         const devices = b.devices as unknown as WireDevices;
-        const data = new Uint8Array(st.pages.length * PAGE_BYTES);
-        st.data.forEach((d, i) => data.set(d, i * PAGE_BYTES));
-        const target = st.full ? new GuestImage() : this.image;
+        const target = st.fresh ?? this.image;
+        const n = st.fresh ? 0 : st.count;
         target.apply({
           epoch: st.epoch,
           memBytes: b.memBytes,
-          pages: Uint32Array.from(st.pages),
-          data,
+          pages: st.pages.subarray(0, n),
+          data: st.data.subarray(0, n * PAGE_BYTES),
           globals: b.globals as GlobalValue[],
           devices: { conns: devices.conns, maxConnId: devices.maxConnId, timerDeadlineNs: devices.timerDeadlineNs, clock: devices.clock },
         });
@@ -257,7 +285,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         this.digest = st.digest;
         this.staging = null;
         const end = this.pendingEnd;
-        this.emit('applied', st.epoch, st.pages.length, end?.wireBytes ?? 0, end?.rawBytes ?? 0);
+        this.emit('applied', st.epoch, st.count, end?.wireBytes ?? 0, end?.rawBytes ?? 0);
         return;
       }
       case 'ack':

@@ -76,4 +76,27 @@ describe('a partial checkpoint is never applied', () => {
     expect(Buffer.from(digestImage(secondary.image.memory()))).toEqual(Buffer.from(committed));
     expect(acks).toEqual([1, 2]);
   });
+
+  it('refuses (nacks) a checkpoint whose memory size is not whole 64 KiB pages, and stages nothing for it', async () => {
+    rt = new SecondaryRuntime({ term: 0 });
+    const secondary = rt;
+    listener = await listen({
+      port: 0,
+      token,
+      identity: () => ({ nodeId: 's', role: 'secondary', term: 0, epoch: 0 }),
+      onLink: (link) => secondary.attachPrimary(link),
+    });
+    const link = await connect(listener.url, { token, role: 'primary', link: 'replication', nodeId: 'p', term: 0 });
+    const got: string[] = [];
+    link.on('message', (m) => {
+      if (m.t === 'ack' || m.t === 'nack') got.push(`${m.t} ${m.epoch}`);
+    });
+    link.send({ t: 'ckpt_begin', term: 0, epoch: 1, memBytes: MEM + 4096, pageCount: 0, globals: [], devices: devices(), full: true });
+    link.send({ t: 'ckpt_end', term: 0, epoch: 1, pageCount: 0, digest: new ImageDigest().value(), wireBytes: 0, rawBytes: 0 });
+    for (let i = 0; i < 100 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(got).toEqual(['nack 1']);
+    expect(secondary.committedEpoch).toBe(0);
+    expect(secondary.image.memBytes).toBe(0);
+    link.close(4000, 'done');
+  });
 });

@@ -35,6 +35,23 @@ export class GuestImage {
     this.mem = next;
   }
 
+  /**
+   * Sets the memory size (growth reads as zero) without touching epoch, globals or devices:
+   * a full image is staged page by page straight into a fresh GuestImage (no second copy).
+   */
+  resize(memBytes: number): void {
+    this.ensure(memBytes);
+    if (memBytes > this.memBytes) this.mem.fill(0, this.memBytes, memBytes);
+    this.memBytes = memBytes;
+  }
+
+  /** Writes one 4 KiB page (`src` holds PAGE_BYTES at `offset`) inside the current size. */
+  writePage(page: number, src: Uint8Array, offset = 0): void {
+    const at = page * PAGE_BYTES;
+    if (at + PAGE_BYTES > this.memBytes) throw new RangeError(`page ${page} is outside the image (${this.memBytes} bytes)`);
+    this.mem.set(src.subarray(offset, offset + PAGE_BYTES), at);
+  }
+
   /** Applies one collected epoch (dirty pages + globals + devices). */
   apply(c: Pick<Collected, 'epoch' | 'memBytes' | 'pages' | 'data' | 'globals' | 'devices'>): void {
     this.ensure(c.memBytes);
