@@ -45,7 +45,8 @@ export interface FinalState {
 
 /** Where pages go. Calls come strictly in order: (beginRound pages* endRound)* commit | abort. */
 export interface PrecopySink {
-  beginRound(round: number, memBytes: number, pageCount: number, final: boolean): Promise<void>;
+  /** `final`: the stop-and-copy round, with the state the destination resumes from. */
+  beginRound(round: number, memBytes: number, pageCount: number, final: FinalState | null): Promise<void>;
   /** Encodes and writes a batch (<= MAX_BATCH_PAGES); resolves with the wire bytes once the sink can take more. */
   pages(pages: Uint32Array, data: Uint8Array): Promise<{ wireBytes: number; nonZeroPages: number; nonZeroBytes: number }>;
   endRound(round: number): Promise<void>;
@@ -167,9 +168,10 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
     opts.onProgress?.({ ...p, throttleMs: throttle.delayMs, wireBytes: res.wireBytes, dirtyPagesPerSec: dirtyRate });
 
   /** Sends `pages` in chunks, pacing to the bandwidth limit; returns bytes, time and non-zero stats. */
-  const sendRound = async (round: number, pages: Uint32Array, final: boolean) => {
+  const sendRound = async (round: number, pages: Uint32Array, finalState: FinalState | null) => {
+    const final = finalState !== null;
     const start = clock.now();
-    await sink.beginRound(round, source.memBytes(), pages.length, final);
+    await sink.beginRound(round, finalState?.memBytes ?? source.memBytes(), pages.length, finalState);
     let wire = 0;
     let nz = 0;
     let nzBytes = 0;
@@ -205,7 +207,7 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
       for (let i = 0; i < pages.length; i++) pages[i] = first + i;
       let bytesPerPage = 4096;
       for (let round = 0; ; round++) {
-        const sent = await sendRound(round, pages, false);
+        const sent = await sendRound(round, pages, null);
         const dirty = await source.dirtyPages();
         res.rounds = round + 1;
         dirtyRate = sent.ms > 0 ? (dirty.length / sent.ms) * 1000 : 0;
@@ -249,8 +251,9 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
     }
     res.finalPages = finalPages.length;
     progress({ phase: 'stop-and-copy', round: res.rounds, pagesLeft: finalPages.length, roundPages: finalPages.length, etaMs: NaN });
-    await sendRound(res.rounds, finalPages, true);
-    await sink.commit({ ...final, pages: finalPages });
+    const finalState = { ...final, pages: finalPages };
+    await sendRound(res.rounds, finalPages, finalState);
+    await sink.commit(finalState);
     res.downtimeMs = clock.now() - hold0;
     res.ok = true;
     res.totalMs = clock.now() - t0;

@@ -133,8 +133,8 @@ export class SimSink implements PrecopySink {
   constructor(private readonly clock: ManualClock, memPages: number, private readonly bytesPerMs: number) {
     this.version = new Uint32Array(memPages);
   }
-  async beginRound(round: number, _memBytes: number, pageCount: number, final: boolean): Promise<void> {
-    this.rounds.push({ round, pages: pageCount, final });
+  async beginRound(round: number, _memBytes: number, pageCount: number, final: FinalState | null): Promise<void> {
+    this.rounds.push({ round, pages: pageCount, final: final !== null });
   }
   async pages(pages: Uint32Array, data: Uint8Array) {
     const dv = new DataView(data.buffer, data.byteOffset);
