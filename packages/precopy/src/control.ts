@@ -58,6 +58,9 @@ function engineOptions(r: PrecopyRequestOptions): PrecopyOptions {
 
 /** Plain data for a status detail: no NaN/Infinity surprises, no typed arrays of pages. */
 function plain(v: unknown): Opaque {
+  // A status header is at most 64 KiB: keep the last 100 rounds of a long run.
+  if (v && typeof v === 'object' && Array.isArray((v as PrecopyResult).roundStats) && (v as PrecopyResult).roundStats.length > 100)
+    v = { ...(v as PrecopyResult), roundStats: (v as PrecopyResult).roundStats.slice(-100) };
   return JSON.parse(JSON.stringify(v, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? null : typeof x === 'bigint' ? x.toString() : x))) as Opaque;
 }
 
@@ -99,7 +102,14 @@ export async function serveControl(server: RunServer, o: ControlServerOptions): 
     }
     o.onEvent?.(result.ok ? 'done' : 'failed', req.op, result);
     send(result.ok ? 'done' : 'failed', result);
-    if (result.ok && req.op === 'migrate') o.onMigrated?.(result);
+    if (result.ok && req.op === 'migrate') {
+      // The process exits next: let the cli read the result and close first (bounded wait, ms).
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 2000);
+        link.once('close', () => (clearTimeout(t), resolve()));
+      });
+      o.onMigrated?.(result);
+    }
   };
   return listen({
     host: o.host,

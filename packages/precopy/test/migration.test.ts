@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { prepareGuest, readGuest, RunServer, type PreparedGuest } from '@ftvm/vmm';
 import { RespClient } from '../../../test/helpers/resp.js';
 import { MigrationReceiver } from '../src/migration.js';
@@ -57,7 +57,7 @@ describe('live migration of the kv guest over WebSocket', () => {
     stop = true;
     await writer;
     expect(res.ok, res.reason).toBe(true);
-    expect(migrated).toBe(true);
+    await vi.waitFor(() => expect(migrated).toBe(true), { timeout: 3000 });
     expect(res.rounds).toBeGreaterThanOrEqual(1);
     expect(res.downtimeMs).toBeGreaterThan(0);
     // The source closed its clients: the writer saw its connection end.

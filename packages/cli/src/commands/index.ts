@@ -5,5 +5,9 @@ import { primaryCommand } from './primary.js';
 import { secondaryCommand } from './secondary.js';
 import { upCommand } from './up.js';
 import { proxyCommand } from './proxy.js';
+import { snapshotCommand } from './snapshot.js';
+import { restoreCommand } from './restore.js';
+import { migrateCommand } from './migrate.js';
+import { receiveCommand } from './receive.js';
 
-export const commands: CommandSpec[] = [upCommand, runCommand, primaryCommand, secondaryCommand, proxyCommand, inspectCommand];
+export const commands: CommandSpec[] = [upCommand, runCommand, primaryCommand, secondaryCommand, proxyCommand, inspectCommand, snapshotCommand, restoreCommand, migrateCommand, receiveCommand];

@@ -3,6 +3,7 @@ import { prepareGuest, readGuest, RunServer } from '@ftvm/vmm';
 import { int, oneOf, type CommandSpec } from '../flags.js';
 import { GUEST_LOG_LEVELS, Logger, type Level } from '../logger.js';
 import { applyClockFlags, clockFlags } from './node-common.js';
+import { controlFlags, startControl } from './serve-guest.js';
 
 export const runCommand: CommandSpec = {
   name: 'run',
@@ -17,6 +18,8 @@ export const runCommand: CommandSpec = {
     'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page (default 9103 in docs; off unless given)' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
     ...clockFlags,
+    ...controlFlags,
+    'token-file': { type: 'string', help: 'file holding the shared secret of --control (else $FTVM_TOKEN)' },
   },
   async run(f) {
     const log = new Logger('run', f['log-level'] as Level);
@@ -41,6 +44,7 @@ export const runCommand: CommandSpec = {
     let roleMetrics: RoleMetrics | null = null;
     let metrics: MetricsServer | null = null;
     let clientPoll: NodeJS.Timeout | null = null;
+    let control = null as Awaited<ReturnType<typeof startControl>>;
     if (f['metrics-port'] !== undefined) {
       // Registered before the first event so level metrics start right.
       roleMetrics = createRoleMetrics('run', bus);
@@ -72,7 +76,10 @@ export const runCommand: CommandSpec = {
       const stop = () => resolve();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
+      // A migration that completed moved the guest away: exit like on a signal.
+      void startControl(server, f, { name, wasm, guest }, log, stop).then((c) => (control = c));
     });
+    await control?.close();
     log.info('shutting down');
     if (clientPoll) clearInterval(clientPoll);
     await server.close();

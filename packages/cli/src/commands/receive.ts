@@ -1,0 +1,68 @@
+import { MigrationReceiver } from '@ftvm/precopy';
+import { prepareGuest, readGuest, RunServer } from '@ftvm/vmm';
+import { hostPort, int, oneOf, type CommandSpec } from '../flags.js';
+import { Logger, type Level } from '../logger.js';
+import { precopyFlags, token } from './precopy-common.js';
+import { applyClockFlags, clockFlags } from './node-common.js';
+import { controlFlags, serveUntilStopped, startControl } from './serve-guest.js';
+
+export const receiveCommand: CommandSpec = {
+  name: 'receive',
+  summary: 'wait for a live migration (ftvm migrate --to), then serve the guest on --port',
+  usage: 'ftvm receive --listen <host:port> [--port <tcp>] [--guest kv] [options]',
+  flags: {
+    listen: { type: 'string', required: true, parse: hostPort, help: 'host:port of the migration listener' },
+    guest: { type: 'string', default: 'kv', help: 'the guest module the source runs (shipped name or .wasm path); another module is refused' },
+    port: { type: 'string', default: 6380, parse: int(0, 65535), help: 'TCP port clients connect to once the guest arrived (0: any free port)' },
+    host: { type: 'string', default: '127.0.0.1', help: 'address clients connect to' },
+    ...controlFlags,
+    'token-file': precopyFlags['token-file']!,
+    'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
+    'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
+    ...clockFlags,
+  },
+  async run(f) {
+    const log = new Logger('receive', f['log-level'] as Level);
+    applyClockFlags(f);
+    const { name, wasm } = readGuest(f.guest as string);
+    const guest = prepareGuest(name, wasm);
+    const listen = f.listen as { host: string; port: number };
+    let server: RunServer | null = null;
+    let arrived!: () => void;
+    const got = new Promise<void>((r) => (arrived = r));
+    const receiver = new MigrationReceiver({
+      host: listen.host,
+      port: listen.port,
+      token: token(f, log),
+      moduleDigest: guest.digest,
+      onRound: (round, pages, wireBytes) => log.debug('round received', { round, pages, wireBytes }),
+      onComplete: async (ckpt, stats) => {
+        server = new RunServer(guest, { host: f.host as string, port: f.port as number, eventTimeoutMs: f['event-timeout-ms'] as number, restore: ckpt });
+        const port = await server.start();
+        log.info(`guest arrived: serving ${name}`, { listen: `${f.host as string}:${port}`, rounds: stats.rounds, pages: stats.pages, wireBytes: stats.wireBytes });
+        process.stdout.write(`ftvm receive: listening on ${f.host as string}:${port}\n`);
+        arrived();
+      },
+    });
+    const l = await receiver.start();
+    log.info('waiting for a migration', { url: l.url, guest: name });
+    process.stdout.write(`ftvm receive: migration listener on ${l.url}\n`);
+    const stopped = new Promise<'signal'>((resolve) => {
+      process.once('SIGINT', () => resolve('signal'));
+      process.once('SIGTERM', () => resolve('signal'));
+    });
+    const first = await Promise.race([got.then(() => 'arrived' as const), stopped]);
+    // After an arrival the listener stays open until exit (it refuses further migrations):
+    // closing it now could cut the link before the ack reaches the source.
+    if (first === 'signal' || !server) {
+      await receiver.close();
+      return 0;
+    }
+    let migrated!: () => void;
+    const gone = new Promise<void>((r) => (migrated = r));
+    const control = await startControl(server, f, { name, wasm, guest }, log, () => migrated());
+    const code = await serveUntilStopped(server, control, log, Promise.race([gone, stopped.then(() => undefined)]));
+    await receiver.close();
+    return code;
+  },
+};

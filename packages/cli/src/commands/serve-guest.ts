@@ -1,0 +1,60 @@
+import type { Listener } from '@ftvm/protocol';
+import { serveControl } from '@ftvm/precopy';
+import type { PreparedGuest, RunServer } from '@ftvm/vmm';
+import { hostPort, type FlagTable } from '../flags.js';
+import { GUEST_LOG_LEVELS, type Logger } from '../logger.js';
+import { token } from './precopy-common.js';
+
+/** --control for every command that serves a guest (run, restore, receive). */
+export const controlFlags: FlagTable = {
+  control: { type: 'string', parse: hostPort, help: 'host:port of a control listener for ftvm snapshot --from / ftvm migrate --from (authenticated with the token)' },
+};
+
+/**
+ * Opens the control listener of a served guest when --control is given. A migration that
+ * completes calls `onMigrated` (the command then exits: the guest runs elsewhere).
+ */
+export async function startControl(
+  server: RunServer,
+  f: Record<string, unknown>,
+  g: { name: string; wasm: Uint8Array; guest: PreparedGuest },
+  log: Logger,
+  onMigrated: () => void,
+): Promise<Listener | null> {
+  const at = f.control as { host: string; port: number } | undefined;
+  if (!at) return null;
+  const listener = await serveControl(server, {
+    host: at.host,
+    port: at.port,
+    token: token(f, log),
+    guest: g.name,
+    moduleWasm: g.wasm,
+    moduleDigest: g.guest.digest,
+    onMigrated: (r) => {
+      log.info('guest migrated away: stopping', { downtimeMs: Math.round(r.downtimeMs), rounds: r.rounds });
+      onMigrated();
+    },
+    onEvent: (what, op, d) => {
+      if (what !== 'progress') log.info(`${op} ${what}`, { reason: (d as { reason?: string }).reason });
+    },
+  });
+  log.info('control listener', { url: listener.url });
+  // Machine-readable line for scripts and tests.
+  process.stdout.write(`ftvm control: listening on ${listener.url}\n`);
+  return listener;
+}
+
+/** Serves until SIGINT/SIGTERM or a completed migration. */
+export async function serveUntilStopped(server: RunServer, control: Listener | null, log: Logger, migrated: Promise<void>): Promise<number> {
+  server.on('log', (l, m) => log.log(GUEST_LOG_LEVELS[l] ?? 'info', `guest: ${m}`));
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    void migrated.then(stop);
+  });
+  log.info('shutting down');
+  await control?.close();
+  await server.close();
+  return 0;
+}
