@@ -15,3 +15,17 @@ export {
   type GlobalValue,
 } from './checkpoint.js';
 export type { Collected, OutputItem, GuestEvent, ClockReport, PrecopyFinal } from './worker-messages.js';
+export {
+  prepareDisk,
+  BlockDevice,
+  openDiskFds,
+  closeDiskFds,
+  undoPath,
+  DiskStatus,
+  DISK_BLOCK_BYTES,
+  MAX_DISK_BYTES,
+  MAX_DISK_BLOCKS,
+  type DiskSpec,
+  type DiskFds,
+  type BlockDeviceOptions,
+} from './disk.js';

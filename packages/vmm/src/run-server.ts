@@ -69,7 +69,9 @@ export class RunServer extends EventEmitter<RunServerEvents> {
 
   async start(): Promise<number> {
     const restore = this.opts.restore;
-    this.vmm = restore ? await Vmm.restore(this.guest, restore, this.opts) : await Vmm.boot(this.guest, this.opts);
+    // The disk rolls back with memory: a rollback applies the undo file kept since the last local checkpoint.
+    const vopts = { diskUndo: true, ...this.opts };
+    this.vmm = restore ? await Vmm.restore(this.guest, restore, vopts) : await Vmm.boot(this.guest, vopts);
     if (restore) {
       // Connection ids are never reused: the guest ignores an open at or below maxConnId.
       this.nextConn = restore.devices.maxConnId + 1;

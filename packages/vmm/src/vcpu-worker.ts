@@ -27,6 +27,7 @@ import type { ClockState, PvclockFields } from '@ftvm/clock';
 import { ClockCompensator, pvclockTimeNs, writePvclock } from '@ftvm/clock';
 import type { ClockDeviceState, ConnState, DeviceState, GlobalValue } from './checkpoint.js';
 import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, ToWorker, WorkerInit } from './worker-messages.js';
+import { BlockDevice, DISK_BLOCK_BYTES, DiskStatus } from './disk.js';
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
@@ -84,6 +85,16 @@ const shadow = init.dirtyMode === 'shadow' ? new ShadowDirtyLog() : null;
 let knownMemBytes = 0;
 
 const mem = () => new Uint8Array(memory.buffer);
+
+/** The virtual disk, opened at boot (before the guest can call disk_*). */
+let disk: BlockDevice | null = null;
+
+/** Validates a disk request's guest buffer: DiskStatus.OK or BAD_BUFFER. Reads may not land in the reserved region (the dirty log). */
+function diskBuffer(ptr: number, n: number, forRead: boolean): number {
+  const end = ptr + n * DISK_BLOCK_BYTES;
+  if (n < 1 || end > memory.buffer.byteLength || (forRead && ptr < RESERVED_BYTES)) return DiskStatus.BAD_BUFFER;
+  return DiskStatus.OK;
+}
 
 // ---- pre-copy (migration, live snapshot) ----
 // The dirty log has two consumers: epoch collects (checkpoints, local rollback points) and a
@@ -260,9 +271,25 @@ const imports = {
     timer_set(deadline: bigint): void {
       timerDeadline = deadline > 0n ? deadline : null;
     },
-    disk_read: (): number => -1,
-    disk_write: (): number => -1,
-    disk_blocks: (): number => init.diskBlocks,
+    disk_read(block: number, ptr: number, n: number): number {
+      if (!disk) return DiskStatus.NO_DISK;
+      ptr >>>= 0;
+      const r = disk.check(block, n);
+      if (r !== DiskStatus.OK) return r;
+      if (diskBuffer(ptr, n, true) !== DiskStatus.OK) return DiskStatus.BAD_BUFFER;
+      const st = disk.read(block, n, mem(), ptr);
+      if (st === DiskStatus.OK) markHostWrite(ptr, n * DISK_BLOCK_BYTES);
+      return st;
+    },
+    disk_write(block: number, ptr: number, n: number): number {
+      if (!disk) return DiskStatus.NO_DISK;
+      ptr >>>= 0;
+      const r = disk.check(block, n);
+      if (r !== DiskStatus.OK) return r;
+      if (diskBuffer(ptr, n, false) !== DiskStatus.OK) return DiskStatus.BAD_BUFFER;
+      return disk.write(block, n, mem(), ptr);
+    },
+    disk_blocks: (): number => disk?.blocks ?? 0,
     random(ptr: number, len: number): void {
       randomFillSync(mem(), ptr >>> 0, len >>> 0);
       markHostWrite(ptr >>> 0, len >>> 0);
@@ -429,10 +456,17 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
     const count = Math.max(0, Math.min(scrub.count, memBytes / PAGE_BYTES - from));
     scrubCopy = { fromPage: from, count, data: m.slice(from * PAGE_BYTES, (from + count) * PAGE_BYTES) };
   }
+  let diskCopy: Collected['disk'];
+  if (disk) {
+    // The epoch's blocks, read at this boundary: the file holds exactly what the guest wrote up to here.
+    const dirty = disk.takeDirty();
+    diskCopy = full ? { totalBlocks: disk.blocks, ...disk.readNonZero() } : { totalBlocks: disk.blocks, blocks: dirty, data: disk.readList(dirty) };
+  }
   const c: Collected = {
     epoch,
     memBytes,
     scrub: scrubCopy,
+    disk: diskCopy,
     pages,
     data,
     globals: readGlobals(),
@@ -451,6 +485,7 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
   if (resume || !paused) releaseClock(hostNs());
   const transfer = [data.buffer as ArrayBuffer, pages.buffer as ArrayBuffer];
   if (scrubCopy) transfer.push(scrubCopy.data.buffer as ArrayBuffer);
+  if (diskCopy) transfer.push(diskCopy.blocks.buffer as ArrayBuffer, diskCopy.data.buffer as ArrayBuffer);
   post({ t: 'collected', id, c }, transfer);
   if (resume) doResume();
 }
@@ -544,6 +579,7 @@ function doResume(): void {
 
 async function boot(): Promise<void> {
   const r0 = init.restore;
+  if (init.disk) disk = new BlockDevice({ path: init.disk.path, blocks: init.disk.blocks }, { undo: init.disk.undo, fds: init.disk.fds });
   // Before instantiation: ftvm_init registers the pvclock page and may read the clock.
   comp = r0 ? restoreClock(r0.devices.clock, hostNs()) : bootClock(hostNs());
   clockHeld = comp.isPaused();

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { CLOCK_DEFAULTS, ClockCompensator, type ClockMode, type HostClock, type PvclockFields } from '@ftvm/clock';
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 import type { Checkpoint } from './checkpoint.js';
+import { closeDiskFds, openDiskFds, type DiskFds, type DiskSpec } from './disk.js';
 import { VmmError } from './errors.js';
 import type { PreparedGuest } from './prepare.js';
 import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, PrecopyFinal, ToWorker, WorkerClockInit, WorkerInit } from './worker-messages.js';
@@ -11,8 +12,17 @@ import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, Precop
 export interface VmmOptions {
   /** An event running longer than this is stopped and reported as FTVM_ERR_GUEST_TIMEOUT, ms. Default 2000. */
   eventTimeoutMs?: number;
-  /** Size of the virtual disk in 4 KiB blocks (0: none). Default 0. */
-  diskBlocks?: number;
+  /**
+   * The virtual disk (see disk.ts; prepareDisk creates or extends the file). Default: none.
+   * The VMM opens it on start and closes it in stop().
+   */
+  disk?: DiskSpec;
+  /**
+   * Keep an undo file so rollback() also rolls the disk back to the checkpoint of the last
+   * collect (ftvm run's local rollback). Default false: a replicated primary never rolls
+   * back (a fault there is a failover), so it skips the extra read and write per block.
+   */
+  diskUndo?: boolean;
   /** The clock device (time-drift compensator). Default: the process default (setDefaultClockOptions). */
   clock?: VmmClockOptions;
 }
@@ -148,7 +158,10 @@ type State = 'starting' | 'running' | 'faulted' | 'stopped';
 export class Vmm extends EventEmitter<VmmEvents> {
   readonly guest: PreparedGuest;
   readonly eventTimeoutMs: number;
-  private readonly diskBlocks: number;
+  readonly disk: DiskSpec | undefined;
+  private readonly diskUndo: boolean;
+  /** The disk's descriptors: opened by the first start, reused by every rollback's vCPU, closed by stop(). */
+  private diskFds: DiskFds | null = null;
   private worker!: Worker;
   private watch!: BigInt64Array;
   private watchdog: NodeJS.Timeout | null = null;
@@ -173,7 +186,8 @@ export class Vmm extends EventEmitter<VmmEvents> {
     super();
     this.guest = guest;
     this.eventTimeoutMs = opts.eventTimeoutMs ?? 2000;
-    this.diskBlocks = opts.diskBlocks ?? 0;
+    this.disk = opts.disk;
+    this.diskUndo = opts.diskUndo ?? false;
     if (!Number.isInteger(this.eventTimeoutMs) || this.eventTimeoutMs < 1)
       throw new VmmError('FTVM_ERR_VMM_OPTION', `eventTimeoutMs must be a positive integer (ms), got ${opts.eventTimeoutMs}`);
     this.clockOptions = opts.clock ? resolveClockOptions(opts.clock, processClock) : processClock;
@@ -194,7 +208,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
     return v;
   }
 
-  private start(ckpt: Checkpoint | undefined): Promise<void> {
+  private start(ckpt: Checkpoint | undefined, rollingBack = false): Promise<void> {
     if (ckpt && ckpt.moduleDigest !== this.guest.digest)
       throw new VmmError('FTVM_ERR_CHECKPOINT_INVALID', `checkpoint is of module ${ckpt.moduleDigest.slice(0, 12)}, guest is ${this.guest.digest.slice(0, 12)}`);
     const sab = new SharedArrayBuffer(4 * 8);
@@ -206,7 +220,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
       ...this.anchor,
       clock: this.workerClock(),
       watch: sab,
-      diskBlocks: this.diskBlocks,
+      disk: this.disk && { path: this.disk.path, blocks: this.disk.blocks, undo: !this.diskUndo ? 'off' : rollingBack ? 'apply' : 'fresh', fds: this.openDisk() },
       restore: ckpt && { memory: ckpt.memory, memBytes: ckpt.memBytes, globals: ckpt.globals, devices: ckpt.devices, epoch: ckpt.epoch },
     };
     this.state = 'starting';
@@ -242,6 +256,16 @@ export class Vmm extends EventEmitter<VmmEvents> {
         this.fail(new VmmError('FTVM_ERR_GUEST_TRAP', `vCPU worker failed: ${e.message}`, { cause: e }));
       });
     });
+  }
+
+  private openDisk(): DiskFds {
+    this.diskFds ??= openDiskFds(this.disk!, this.diskUndo);
+    return this.diskFds;
+  }
+
+  private closeDisk(): void {
+    if (this.diskFds) closeDiskFds(this.diskFds, this.disk!);
+    this.diskFds = null;
   }
 
   private workerClock(): WorkerClockInit {
@@ -541,7 +565,8 @@ export class Vmm extends EventEmitter<VmmEvents> {
     const old = this.worker;
     this.state = 'stopped';
     await old.terminate();
-    await this.start(ckpt);
+    // With an undo file the disk returns to the checkpoint too (the new vCPU applies it before the guest runs).
+    await this.start(ckpt, true);
     for (const ev of replay) this.enqueue(ev);
   }
 
@@ -551,5 +576,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
     for (const p of this.pending.values()) p.reject(new VmmError('FTVM_ERR_GUEST_STOPPED', 'the VMM was stopped'));
     this.pending.clear();
     await this.worker.terminate();
+    // After the vCPU is gone: no write can reach a closed (maybe reused) descriptor.
+    this.closeDisk();
   }
 }

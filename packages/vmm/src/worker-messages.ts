@@ -26,7 +26,8 @@ export interface WorkerInit {
   restore?: { memory: Uint8Array; memBytes: number; globals: GlobalValue[]; devices: DeviceState; epoch: number };
   /** Shared Int32Array(4): [busy flag, event seq, conn (+1, 0 none), unused] for the watchdog. */
   watch: SharedArrayBuffer;
-  diskBlocks: number;
+  /** The virtual disk (absent: none; disk_blocks() is 0). undo: see BlockDeviceOptions. */
+  disk?: { path: string; blocks: number; undo: 'off' | 'fresh' | 'apply'; fds: { disk: number; undo: number } };
 }
 
 export interface WorkerClockInit {
@@ -109,6 +110,12 @@ export interface Collected {
   reservedWrites: number;
   /** Copy of a slice of memory at this boundary, for the integrity scrub (pages within memory only). */
   scrub?: { fromPage: number; count: number; data: Uint8Array };
+  /**
+   * The disk at this boundary (absent without a disk): the blocks written during the epoch
+   * (a full collect: every non-zero block; the others are zero), sorted, and their
+   * contents, block i at i * 4096. totalBlocks is the disk's size.
+   */
+  disk?: { totalBlocks: number; blocks: Uint32Array; data: Uint8Array };
 }
 
 export type FromWorker =
