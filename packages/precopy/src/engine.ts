@@ -215,6 +215,12 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
         let bytesPerMs = sent.ms > 0 ? sent.wire / sent.ms : Infinity;
         if (o.bandwidthLimit > 0) bytesPerMs = Math.min(bytesPerMs, o.bandwidthLimit / 1000);
         const d = rule.decide({ round, dirty, bytesPerMs, bytesPerPage });
+        // Throttle before giving up or settling for a long stop-and-copy (Improved Live Save):
+        // while the guest still outruns the rounds and the throttle can step up, iterate.
+        if (d.action !== 'continue' && d.reason !== 'fits' && throttle.canStepUp && throttle.outrunBy(pages.length, dirty.length)) {
+          d.action = 'continue';
+          d.reason = 'iterate';
+        }
         const delay = d.action === 'continue' ? throttle.afterRound(round, pages.length, dirty.length) : throttle.delayMs;
         res.roundStats.push({
           round, pages: pages.length, wireBytes: sent.wire, ms: sent.ms, dirtied: dirty.length, throttleMs: throttle.delayMs,

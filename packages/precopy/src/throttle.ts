@@ -7,14 +7,18 @@ import { PrecopyError } from './errors.js';
 export const THROTTLE_MODES = ['auto', 'off'] as const;
 export type ThrottleMode = (typeof THROTTLE_MODES)[number];
 
-/** Dispatch delays, ms, one step at a time (QEMU steps its CPU throttle 20% +10%...; a delay doubles). */
-export const THROTTLE_STEPS_MS: readonly number[] = [0, 10, 20, 40, 80, 160, 320, 640];
+/**
+ * Dispatch delays, ms, one step at a time (QEMU steps its CPU throttle 20%, +10%...).
+ * They reach past 100 ms because a rate-based guest catches up on the time a delay cost
+ * (the dirtier up to 100 ms per tick): only longer delays lower its dirty rate.
+ */
+export const THROTTLE_STEPS_MS: readonly number[] = [0, 10, 25, 50, 100, 200, 400, 800, 1600];
 
 export interface ThrottleOptions {
   mode?: ThrottleMode;
   /** Dirtied / sent pages ratio above which a round counts as outrun. Default 0.5 (QEMU's). */
   triggerRatio?: number;
-  /** Consecutive outrun rounds before a step up. Default 2 (QEMU's). */
+  /** Consecutive outrun rounds before a step up. Default 1 (QEMU waits for 2 of its 1 s periods; a round here is longer). */
   triggerRounds?: number;
 }
 
@@ -28,7 +32,7 @@ export class ThrottleController {
   constructor(o: ThrottleOptions = {}) {
     this.mode = o.mode ?? 'off';
     this.triggerRatio = o.triggerRatio ?? 0.5;
-    this.triggerRounds = o.triggerRounds ?? 2;
+    this.triggerRounds = o.triggerRounds ?? 1;
     if (!(THROTTLE_MODES as readonly string[]).includes(this.mode))
       throw new PrecopyError('FTVM_ERR_PRECOPY_OPTION', `throttle must be one of ${THROTTLE_MODES.join(', ')}, got '${String(this.mode)}'`);
     if (!(this.triggerRatio > 0)) throw new PrecopyError('FTVM_ERR_PRECOPY_OPTION', `throttle triggerRatio must be > 0, got ${this.triggerRatio}`);
@@ -41,13 +45,24 @@ export class ThrottleController {
     return THROTTLE_STEPS_MS[this.step]!;
   }
 
+  /** Whether another step up is possible (auto mode, below the last step). */
+  get canStepUp(): boolean {
+    return this.mode === 'auto' && this.step < THROTTLE_STEPS_MS.length - 1;
+  }
+
+  /** Whether a round that sent `sent` pages while `dirtied` were written was outrun. */
+  outrunBy(sent: number, dirtied: number): boolean {
+    return sent > 0 && dirtied / sent > this.triggerRatio;
+  }
+
   /**
-   * After a round (>= 1: round 0 sends all memory, its ratio says nothing) that sent
-   * `sent` pages while `dirtied` were written: returns the delay to apply, ms.
+   * After a round that sent `sent` pages while `dirtied` were written: returns the delay to
+   * apply, ms. Round 0 counts too: a guest that re-dirties half of memory during the full
+   * pass outruns the copy.
    */
-  afterRound(round: number, sent: number, dirtied: number): number {
-    if (this.mode === 'off' || round < 1) return this.delayMs;
-    if (sent > 0 && dirtied / sent > this.triggerRatio) this.outrun++;
+  afterRound(_round: number, sent: number, dirtied: number): number {
+    if (this.mode === 'off') return this.delayMs;
+    if (this.outrunBy(sent, dirtied)) this.outrun++;
     else this.outrun = 0;
     if (this.outrun >= this.triggerRounds && this.step < THROTTLE_STEPS_MS.length - 1) {
       this.step++;

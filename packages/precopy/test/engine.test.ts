@@ -168,12 +168,33 @@ describe('stop rules', () => {
     expect(() => new ThrottleController({ mode: 'max' as 'auto' })).toThrow(/throttle must be one of/);
   });
 
-  it('the throttle steps up only after consecutive outrun rounds', () => {
-    const t = new ThrottleController({ mode: 'auto' });
+  it('the throttle steps up after triggerRounds consecutive outrun rounds, and never when off', () => {
+    const t = new ThrottleController({ mode: 'auto', triggerRounds: 2 });
     expect(t.afterRound(0, 100, 100)).toBe(0);
-    expect(t.afterRound(1, 100, 60)).toBe(0);
-    expect(t.afterRound(2, 100, 60)).toBe(10);
-    expect(t.afterRound(3, 100, 10)).toBe(10);
+    expect(t.afterRound(1, 100, 10)).toBe(0);
+    expect(t.afterRound(2, 100, 60)).toBe(0);
+    expect(t.afterRound(3, 100, 60)).toBe(10);
+    expect(t.afterRound(4, 100, 10)).toBe(10);
+    const d = new ThrottleController({ mode: 'auto' });
+    expect(d.afterRound(0, 100, 60)).toBe(10);
+    expect(d.afterRound(1, 100, 60)).toBe(25);
     expect(new ThrottleController({ mode: 'off' }).afterRound(5, 1, 100)).toBe(0);
+  });
+
+  it('with throttle auto, mp throttles the guest before it settles for a long stop-and-copy, and the remainder shrinks', async () => {
+    const run = async (throttle: 'auto' | 'off') => {
+      const clock = new ManualClock();
+      const guest = new SimGuest(clock, { memPages: MEM, firstPage: 256, wsPages: 8000, rate: 40_000 });
+      const sink = new SimSink(clock, MEM, LINK);
+      const r = await runPrecopy(guest, sink, { stopRule: 'mp', throttle, downtimeLimitMs: 100 }, clock);
+      expect(sink.version).toEqual(guest.version);
+      return r;
+    };
+    const off = await run('off');
+    const auto = await run('auto');
+    expect(off.ok && auto.ok).toBe(true);
+    expect(auto.maxThrottleMs).toBeGreaterThan(0);
+    expect(auto.finalPages).toBeLessThan(off.finalPages / 2);
+    expect(auto.downtimeMs).toBeLessThan(off.downtimeMs / 2);
   });
 });
