@@ -34,6 +34,25 @@ export const int =
     return n;
   };
 
+const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+
+/**
+ * A size in bytes: a count of bytes or with a binary unit (64M, 1G, 512KiB; K/M/G/T are
+ * powers of 1024), a multiple of `multiple`, from `min` to `max` bytes.
+ */
+export const size =
+  (min: number, max: number, multiple = 1) =>
+  (raw: string, name: string): number => {
+    const m = /^(\d+)\s*([KMGT]?)(?:i?B)?$/i.exec(raw.trim());
+    const n = m ? Number(m[1]) * SIZE_UNITS[m[2]!.toUpperCase()]! : NaN;
+    if (!m || !Number.isSafeInteger(n) || n < min || n > max || n % multiple !== 0)
+      throw new CliError(
+        'FTVM_ERR_CLI_BAD_VALUE',
+        `--${name} must be a size from ${min} to ${max} bytes${multiple > 1 ? ` in whole ${multiple}-byte blocks` : ''} (e.g. 64M, 1G), got '${raw}'`,
+      );
+    return n;
+  };
+
 export const oneOf =
   <T extends string>(...values: T[]) =>
   (raw: string, name: string): T => {

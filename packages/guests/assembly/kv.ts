@@ -1,12 +1,19 @@
 // kv: a Redis-protocol (RESP2) server, a subset large enough for redis-cli and
 // redis-benchmark. Strings, lists, sets and hashes; TTLs in guest time, so a
 // failover (which continues guest time) neither resets nor skips them.
+//
+// With a virtual disk (ftvm --disk) kv is persistent: every write command is appended
+// to a log on the disk (with the guest time and random seed it ran with, so a replay
+// reaches the same state) before it runs, and a first boot replays the log. DISKCHECK
+// answers +OK when the disk's log is exactly the one memory knows of (the same records,
+// nothing more), else -ERR with what differs.
 
 import {
   Guest, setGuest, now, after, randomU64,
   InputBuffer, ByteWriter, BytesMap, BytesEntry, bytesEqualAscii, copyBytes, parseI64, parseOk,
-  sendBytes, close, hashBytes,
+  sendBytes, close, hashBytes, logInfo, logError,
 } from "@ftvm/guest-sdk/assembly";
+import { DiskLog, LOG_FRESH, LOG_OPENED, LOG_NO_DISK } from "@ftvm/guest-sdk/assembly/disklog";
 export * from "@ftvm/guest-sdk/assembly/exports";
 
 // ---- limits -------------------------------------------------------------------
@@ -166,6 +173,16 @@ let conns = new Map<i32, Conn>();
 
 const out = new ByteWriter();
 let curConn: i32 = 0;
+
+// ---- persistence (the disk log) ----
+const dlog = new DiskLog();
+/** The disk log is open: write commands are logged before they run. */
+let persist = false;
+/** A boot replay is running: commands are not logged again and replies are dropped. */
+let replaying = false;
+/** The command's random seed (logged with it, so SPOP picks the same members on replay). */
+let cmdSeed: u64 = 0;
+const rec = new ByteWriter();
 /** Guest time for this event, ns: one clock read per delivery. */
 let tnow: i64 = 0;
 
@@ -597,7 +614,10 @@ function cmdSpop(): void {
   let n = argc == 3 ? <i32>min(count, <i64>m.size) : 1;
   if (argc == 3) rArray(n);
   for (let i = 0; i < n; i++) {
-    let r = m.randomEntry(<u32>randomU64());
+    // xorshift64 from the command's seed (logged with it when persisting): a replay removes the same members.
+    if (!persist && !replaying) cmdSeed = randomU64() | 1;
+    cmdSeed ^= cmdSeed << 13; cmdSeed ^= cmdSeed >> 7; cmdSeed ^= cmdSeed << 17;
+    let r = m.randomEntry(<u32>(cmdSeed >> 32));
     if (r === null) break;
     rBulkBuf(r.key);
     m.deleteEntry(r);
@@ -1079,9 +1099,75 @@ function dispatch(): void {
     if (argIs(0, "PEXPIRE")) { cmdExpire(1); return; }
     if (argIs(0, "PERSIST")) { cmdPersist(); return; }
     if (argIs(0, "COMMAND")) { cmdCommand(); return; }
+    if (argIs(0, "DISKCHECK")) { cmdDiskcheck(); return; }
     if (argIs(0, "ZPOPMIN")) { cmdZpopmin(); return; }
   }
   errUnknown();
+}
+
+/** Whether the parsed command changes the keyspace (and so is logged). */
+function isWrite(): bool {
+  let n = AL(0);
+  if (n == 3) return argIs(0, "SET") || argIs(0, "DEL");
+  if (n == 4) return argIs(0, "INCR") || argIs(0, "DECR") || argIs(0, "MSET") || argIs(0, "LPOP") || argIs(0, "RPOP") || argIs(0, "SADD")
+    || argIs(0, "SPOP") || argIs(0, "HSET") || argIs(0, "HDEL") || argIs(0, "ZADD") || argIs(0, "XADD");
+  if (n == 5) return argIs(0, "LPUSH") || argIs(0, "RPUSH");
+  if (n == 6) return argIs(0, "INCRBY") || argIs(0, "DECRBY") || argIs(0, "APPEND") || argIs(0, "EXPIRE");
+  return argIs(0, "FLUSHALL") || argIs(0, "FLUSHDB") || argIs(0, "PEXPIRE") || argIs(0, "PERSIST") || argIs(0, "ZPOPMIN");
+}
+
+/**
+ * Runs the parsed command; a write is first appended to the disk log as
+ * i64 guest time | u64 seed | the command in RESP. Refused (not run) when the log is full.
+ */
+function execute(): void {
+  if (persist && !replaying && isWrite()) {
+    cmdSeed = randomU64() | 1;
+    rec.reset();
+    store<i64>(rec.reserve(16), tnow);
+    store<u64>(rec.ptr + 8, cmdSeed);
+    rec.len = 16;
+    rec.byte(42).int(argc).ascii("\r\n");
+    for (let i = 0; i < argc; i++) rec.byte(36).int(AL(i)).ascii("\r\n").bytes(AP(i), AL(i)).ascii("\r\n");
+    let ok = dlog.append(rec.ptr, rec.len);
+    if (rec.cap > (1 << 20)) rec.free();
+    if (!ok) { rErr(dlog.fits(rec.len) ? "ERR disk write failed" : "ERR disk log full"); return; }
+  }
+  dispatch();
+}
+
+/** Replays one logged command at boot: same time and seed, replies dropped. */
+function replayRecord(p: usize, n: i32): void {
+  if (n < 16) return;
+  tnow = load<i64>(p);
+  let c = new Conn();
+  let used = parse(c, p + 16, n - 16);
+  if (used > 0 && argc > 0) {
+    let seed = load<u64>(p + 8);
+    replaying = true;
+    cmdSeed = seed;
+    dispatch();
+    replaying = false;
+  }
+  out.reset();
+}
+
+/** Opens the disk log (formatting a blank disk) and replays it: the first boot's state is the disk's. */
+function openDisk(): void {
+  let r = dlog.open(replayRecord);
+  if (r == LOG_NO_DISK) return;
+  if (r == LOG_FRESH || r == LOG_OPENED) {
+    persist = true;
+    logInfo("kv: disk log " + (r == LOG_FRESH ? "created" : "replayed") + ": " + dlog.records.toString() + " commands, " + db.size.toString() + " keys");
+  } else {
+    logError("kv: the disk does not hold a kv log (code " + r.toString() + "): running without persistence");
+  }
+}
+
+function cmdDiskcheck(): void {
+  if (!persist) { rErr("ERR no disk log (run with --disk)"); return; }
+  let msg = dlog.check();
+  if (msg.length == 0) rOk(); else rErr("ERR " + msg);
 }
 
 function cmdEcho(): void {
@@ -1175,6 +1261,11 @@ function parseMultibulk(c: Conn, p: usize, n: i32): i32 {
 // ---- connection events --------------------------------------------------------
 
 class Kv extends Guest {
+  onInit(): void {
+    tnow = now();
+    openDisk();
+  }
+
   onOpen(conn: i32): void {
     conns.set(conn, new Conn());
   }
@@ -1201,7 +1292,7 @@ class Kv extends Guest {
         hangUp(c, conn);
         return;
       }
-      if (argc > 0) dispatch();
+      if (argc > 0) execute();
       buf.consume(used);
       if (out.pending >= FLUSH_BYTES) out.flush(conn);
     }

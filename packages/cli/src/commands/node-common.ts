@@ -2,9 +2,10 @@ import { loadToken } from '@ftvm/protocol';
 import { NodeHost, bridgeNodeMetrics, type NodeRole } from '@ftvm/node';
 import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, type PolicyName } from '@ftvm/metrics';
 import { CLOCK_DEFAULTS, CLOCK_MODES, type ClockMode } from '@ftvm/clock';
-import { prepareGuest, readGuest, setDefaultClockOptions, type ResolvedClockOptions } from '@ftvm/vmm';
-import { hostPort, int, oneOf, type FlagTable } from '../flags.js';
+import { DISK_BLOCK_BYTES, MAX_DISK_BYTES, prepareDisk, prepareGuest, readGuest, setDefaultClockOptions, type DiskSpec, type ResolvedClockOptions } from '@ftvm/vmm';
+import { hostPort, int, oneOf, size, type FlagTable } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
+import { CliError } from '../errors.js';
 
 /**
  * The clock device's flags (ftvm run, primary, secondary; up passes the first three on).
@@ -28,6 +29,22 @@ export function applyClockFlags(f: Record<string, unknown>): ResolvedClockOption
   });
 }
 
+/** The virtual disk's flags (ftvm run, primary, secondary; up gives each node its own file). */
+export const diskFlags: FlagTable = {
+  disk: { type: 'string', help: 'file backing the guest\'s virtual disk (4 KiB blocks); created with --disk-size, reopened as it is' },
+  'disk-size': { type: 'string', parse: size(DISK_BLOCK_BYTES, MAX_DISK_BYTES, DISK_BLOCK_BYTES), help: 'disk size, e.g. 64M or 1G: creates or extends the file (never shrinks it)' },
+};
+
+/** The disk the flags name (created or extended), or undefined without --disk. */
+export function diskFromFlags(f: Record<string, unknown>): DiskSpec | undefined {
+  const path = f.disk as string | undefined;
+  if (path === undefined) {
+    if (f['disk-size'] !== undefined) throw new CliError('FTVM_ERR_CLI_BAD_VALUE', '--disk-size needs --disk <file>');
+    return undefined;
+  }
+  return prepareDisk(path, f['disk-size'] as number | undefined);
+}
+
 /** Flags every node command takes (ftvm primary, ftvm secondary). */
 export const nodeFlags: FlagTable = {
   listen: { type: 'string', required: true, parse: hostPort, help: 'host:port this node listens on for every link (proxy, replication)' },
@@ -43,6 +60,7 @@ export const nodeFlags: FlagTable = {
   'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page' },
   'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
   ...clockFlags,
+  ...diskFlags,
 };
 
 export async function runNode(role: NodeRole, f: Record<string, unknown>, extra: { peer?: string; join?: string }): Promise<number> {

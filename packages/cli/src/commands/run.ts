@@ -2,7 +2,7 @@ import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, 
 import { prepareGuest, readGuest, RunServer } from '@ftvm/vmm';
 import { int, oneOf, type CommandSpec } from '../flags.js';
 import { GUEST_LOG_LEVELS, Logger, type Level } from '../logger.js';
-import { applyClockFlags, clockFlags } from './node-common.js';
+import { applyClockFlags, clockFlags, diskFlags, diskFromFlags } from './node-common.js';
 import { controlFlags, startControl } from './serve-guest.js';
 
 export const runCommand: CommandSpec = {
@@ -18,6 +18,7 @@ export const runCommand: CommandSpec = {
     'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page (default 9103 in docs; off unless given)' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
     ...clockFlags,
+    ...diskFlags,
     ...controlFlags,
     'token-file': { type: 'string', help: 'file holding the shared secret of --control (else $FTVM_TOKEN)' },
   },
@@ -28,7 +29,10 @@ export const runCommand: CommandSpec = {
     const guest = prepareGuest(name, wasm);
     for (const w of guest.warnings) log.warn(w);
     log.info('guest prepared', { guest: name, dirtyLog: guest.dirtyMode, digest: guest.digest.slice(0, 12) });
+    const disk = diskFromFlags(f);
+    if (disk) log.info('disk', { file: disk.path, blocks: disk.blocks, bytes: disk.blocks * 4096 });
     const server = new RunServer(guest, {
+      disk,
       host: f.host as string,
       port: f.port as number,
       eventTimeoutMs: f['event-timeout-ms'] as number,
