@@ -35,6 +35,8 @@ interface ClientRec {
    * emit no data), fed again on resumeClient.
    */
   pending: Buffer[];
+  /** Writes of this turn are corked and leave in one write on the next tick (a commit releases several outputs). */
+  corked: boolean;
 }
 
 export interface ProxyNodeStatus {
@@ -278,7 +280,7 @@ export class ProxyRuntime {
       socket.destroy();
       return;
     }
-    const rec: ClientRec = { conn, socket, finished: false, clientClosed: false, arrivals: [], arrivedTo: 0, written: 0, paused: false, pending: [] };
+    const rec: ClientRec = { conn, socket, finished: false, clientClosed: false, arrivals: [], arrivedTo: 0, written: 0, paused: false, pending: [], corked: false };
     this.clients.set(conn, rec);
     this.sockets.add(socket);
     socket.on('data', (d: Buffer) => this.onClientData(rec, d));
@@ -582,6 +584,14 @@ export class ProxyRuntime {
     if (rec.arrivedTo > from && rec.arrivedTo <= rec.written) this.holdingConns--;
     rec.arrivedTo = Math.max(rec.arrivedTo, rec.written);
     this.events.emit('outputReleased', { bytes: bytes.length, delayMs: now - at });
+    if (!rec.corked) {
+      rec.corked = true;
+      rec.socket.cork();
+      process.nextTick(() => {
+        rec.corked = false;
+        rec.socket.uncork();
+      });
+    }
     rec.socket.write(bytes);
     if (rec.socket.writableLength > this.options.maxClientWriteBufferBytes) {
       this.warnLimited(`dropping client ${conn}: ${rec.socket.writableLength} bytes unread (maxClientWriteBufferBytes ${this.options.maxClientWriteBufferBytes})`);

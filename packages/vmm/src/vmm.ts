@@ -415,6 +415,10 @@ export class Vmm extends EventEmitter<VmmEvents> {
   /** Queues a guest event; events of one I/O turn go to the vCPU as one message. */
   enqueue(ev: GuestEvent): void {
     if (this.state !== 'running') return;
+    // postMessage clones a view's whole ArrayBuffer, and input is usually a slice of a socket
+    // read or of a WebSocket message (up to tens of KiB): copying just the input's bytes first
+    // makes the clone as small as the input.
+    if (ev.k === 'data' && (ev.data.byteOffset !== 0 || ev.data.byteLength !== ev.data.buffer.byteLength)) ev = { ...ev, data: ev.data.slice() };
     this.batch.push(ev);
     if (!this.batchQueued) {
       this.batchQueued = true;
