@@ -153,7 +153,7 @@ async function snapshotSweep(guest) {
         const vmm = await dirtier(guest, wsMiB, rate);
         const path = join(dir, `${mode}-${rate}.snap`);
         const r = await takeSnapshot(new VmmSource(vmm), path, {
-          live: mode === 'live', stopRule: 'mp', throttle: 'auto', downtimeLimitMs: 300, maxRounds: 30,
+          live: mode === 'live', stopRule: 'mp', throttle: 'auto', downtimeLimitMs: 50, maxRounds: 30,
           guest: 'dirtier', moduleWasm: g.wasm, moduleDigest: guest.digest,
         });
         await vmm.stop();
@@ -173,7 +173,7 @@ async function snapshotSweep(guest) {
   const md = [
     `# Snapshot: live vs stop-the-world (${wsMiB} MiB dirtier)`,
     '',
-    `Command: \`node bench/migration.mjs --only snapshot${quick ? ' --quick' : ''}\`. Live: mp stop rule, throttle auto, downtime limit 300 ms. Downtime = the vCPU held (stop-and-copy until the file holds the complete image; the fsync and rename follow after the guest runs again, for both modes). Bytes = file size (page codecs: the dirtier's pages are one 8-byte store each, so they compress far below 4 KiB).`,
+    `Command: \`node bench/migration.mjs --only snapshot${quick ? ' --quick' : ''}\`. Live: mp stop rule, throttle auto, downtime limit 50 ms. Downtime = the vCPU held (stop-and-copy until the file holds the complete image; the fsync and rename follow after the guest runs again, for both modes). Bytes = file size (page codecs: the dirtier's pages are one 8-byte store each, so they compress far below 4 KiB).`,
     '',
     '| dirty rate (pages/s) | mode | ok | rounds | downtime ms | total ms | file MiB | max throttle ms | live/stw downtime |',
     '|---:|---|---|---:|---:|---:|---:|---:|---:|',
