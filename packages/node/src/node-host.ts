@@ -72,7 +72,7 @@ export class NodeHost extends EventEmitter<NodeEvents> {
   async start(): Promise<number> {
     const o = this.opts;
     if (o.role === 'primary') {
-      const vmm = await Vmm.boot(o.guest, { eventTimeoutMs: o.eventTimeoutMs });
+      const vmm = await Vmm.boot(o.guest, { eventTimeoutMs: o.eventTimeoutMs, syncEachOutput: o.policy === 'sync-io' });
       this.becomePrimary(vmm, 0, 0);
     } else {
       this.becomeSecondary(0);
@@ -174,7 +174,7 @@ export class NodeHost extends EventEmitter<NodeEvents> {
     retained.truncate(new Map(offsets.conns.map((c) => [c.conn, c.outProduced])));
     let vmm: Vmm;
     try {
-      vmm = await Vmm.restore(this.opts.guest, ckpt, { eventTimeoutMs: this.opts.eventTimeoutMs });
+      vmm = await Vmm.restore(this.opts.guest, ckpt, { eventTimeoutMs: this.opts.eventTimeoutMs, syncEachOutput: this.opts.policy === 'sync-io' });
     } catch (e) {
       this.emit('log', 'error', 'promotion failed: the committed image did not restore', { message: (e as Error).message });
       proxy?.close(4099, 'promotion failed');

@@ -324,6 +324,9 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     } finally {
       this.driving = false;
     }
+    // sync-io: the vCPU held itself after an output; the core did not hold it for a checkpoint
+    // (unprotected, or a collect was already under way): let it run on.
+    if (this.vmm.heldForOutput && !this.core.vcpuHeld) this.vmm.resume();
     if (this.timer) clearTimeout(this.timer);
     const d = this.core.nextDeadline();
     if (d !== undefined) {

@@ -70,6 +70,8 @@ let timerDeadline: bigint | null = null;
 const conns = new Map<number, ConnState>();
 let epoch = 1;
 let paused = false;
+/** syncEachOutput: the vCPU held itself after an output since the last flush. */
+let heldForOutput = false;
 let faulted = false;
 const queue: GuestEvent[] = [];
 let outbox: OutputItem[] = [];
@@ -350,7 +352,9 @@ function flush(): void {
     post({ t: 'out', items: [], closes: [], timer: timerDeadline, guestNow: guestNowNs(), consumed: 0 });
     return;
   }
-  post({ t: 'out', items: outbox, closes, timer: timerDeadline, guestNow: guestNowNs(), consumed: consumedSincePost }, outbox.map((o) => o.data.buffer as ArrayBuffer));
+  const held = heldForOutput;
+  heldForOutput = false;
+  post({ t: 'out', items: outbox, closes, timer: timerDeadline, guestNow: guestNowNs(), consumed: consumedSincePost, held }, outbox.map((o) => o.data.buffer as ArrayBuffer));
   outbox = [];
   closes = [];
   consumedSincePost = 0;
@@ -390,6 +394,13 @@ function runEvents(events: GuestEvent[]): void {
       return;
     }
     Atomics.store(watch, 0, 0n);
+    if (init.syncEachOutput && outbox.length > mark) {
+      // Kemari: the output must not leave before a checkpoint that covers it; the guest waits
+      // here, events behind this one queue until the main thread resumes the vCPU.
+      paused = true;
+      holdClock(hostNs());
+      heldForOutput = true;
+    }
   }
   flush();
 }

@@ -23,6 +23,12 @@ export interface VmmOptions {
    * back (a fault there is a failover), so it skips the extra read and write per block.
    */
   diskUndo?: boolean;
+  /**
+   * Kemari-style I/O synchronisation (the sync-io policy): the vCPU holds itself right after an
+   * event that produced output, before running the events queued behind it, until resume().
+   * `heldForOutput` says when it did. Default false: a batch of events runs to its end.
+   */
+  syncEachOutput?: boolean;
   /** The clock device (time-drift compensator). Default: the process default (setDefaultClockOptions). */
   clock?: VmmClockOptions;
 }
@@ -160,6 +166,8 @@ export class Vmm extends EventEmitter<VmmEvents> {
   readonly eventTimeoutMs: number;
   readonly disk: DiskSpec | undefined;
   private readonly diskUndo: boolean;
+  private readonly syncEachOutput: boolean;
+  private held = false;
   /** The disk's descriptors: opened by the first start, reused by every rollback's vCPU, closed by stop(). */
   private diskFds: DiskFds | null = null;
   private worker!: Worker;
@@ -188,6 +196,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.eventTimeoutMs = opts.eventTimeoutMs ?? 2000;
     this.disk = opts.disk;
     this.diskUndo = opts.diskUndo ?? false;
+    this.syncEachOutput = opts.syncEachOutput ?? false;
     if (!Number.isInteger(this.eventTimeoutMs) || this.eventTimeoutMs < 1)
       throw new VmmError('FTVM_ERR_VMM_OPTION', `eventTimeoutMs must be a positive integer (ms), got ${opts.eventTimeoutMs}`);
     this.clockOptions = opts.clock ? resolveClockOptions(opts.clock, processClock) : processClock;
@@ -220,6 +229,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
       ...this.anchor,
       clock: this.workerClock(),
       watch: sab,
+      syncEachOutput: this.syncEachOutput,
       disk: this.disk && { path: this.disk.path, blocks: this.disk.blocks, undo: !this.diskUndo ? 'off' : rollingBack ? 'apply' : 'fresh', fds: this.openDisk() },
       restore: ckpt && { memory: ckpt.memory, memBytes: ckpt.memBytes, globals: ckpt.globals, devices: ckpt.devices, epoch: ckpt.epoch },
     };
@@ -322,6 +332,8 @@ export class Vmm extends EventEmitter<VmmEvents> {
   private onWorker(m: FromWorker): void {
     switch (m.t) {
       case 'out':
+        // Before the outputs: their listeners see the vCPU held (syncEachOutput).
+        if (m.held) this.held = true;
         for (const it of m.items) this.emit('output', it);
         for (const c of m.closes) this.emit('close', c.conn, c.epoch, c.offset);
         this.armTimer(m.timer, m.guestNow);
@@ -450,6 +462,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
    * (or stays paused when `resume` is false).
    */
   collect(full = false, resume = true, scrub?: { fromPage: number; count: number }): Promise<Collected> {
+    if (resume) this.held = false;
     return this.request<Collected>((id) => ({ t: 'collect', id, full, resume, scrub }));
   }
 
@@ -468,7 +481,13 @@ export class Vmm extends EventEmitter<VmmEvents> {
     return this.request<Collected>((id) => ({ t: 'collect', id, full: false, resume: false }));
   }
 
+  /** The vCPU held itself after an output (syncEachOutput) and waits for resume(). */
+  get heldForOutput(): boolean {
+    return this.held;
+  }
+
   resume(): void {
+    this.held = false;
     if (this.state === 'running') this.send({ t: 'resume' });
   }
 

@@ -26,6 +26,8 @@ export interface WorkerInit {
   restore?: { memory: Uint8Array; memBytes: number; globals: GlobalValue[]; devices: DeviceState; epoch: number };
   /** Shared Int32Array(4): [busy flag, event seq, conn (+1, 0 none), unused] for the watchdog. */
   watch: SharedArrayBuffer;
+  /** Hold the vCPU after each event that produced output (VmmOptions.syncEachOutput). */
+  syncEachOutput: boolean;
   /** The virtual disk (absent: none; disk_blocks() is 0). undo: see BlockDeviceOptions. */
   disk?: { path: string; blocks: number; undo: 'off' | 'fresh' | 'apply'; fds: { disk: number; undo: number } };
 }
@@ -120,7 +122,16 @@ export interface Collected {
 
 export type FromWorker =
   | { t: 'ready'; epoch: number; memBytes: number }
-  | { t: 'out'; items: OutputItem[]; closes: Array<{ conn: number; epoch: number; offset: number }>; timer: bigint | null; guestNow: bigint; consumed: number }
+  | {
+      t: 'out';
+      items: OutputItem[];
+      closes: Array<{ conn: number; epoch: number; offset: number }>;
+      timer: bigint | null;
+      guestNow: bigint;
+      consumed: number;
+      /** syncEachOutput: the vCPU held itself after these outputs; later events wait for resume. */
+      held?: boolean;
+    }
   | { t: 'collected'; id: number; c: Collected }
   | { t: 'paused'; id: number }
   | { t: 'read'; id: number; data: Uint8Array }

@@ -60,3 +60,37 @@ describe('epochs of the kv guest', () => {
     vmm.off('output', on);
   });
 });
+
+describe('syncEachOutput (Kemari-style I/O synchronisation)', () => {
+  let vmm: Vmm;
+  beforeAll(async () => {
+    const { name, wasm } = readGuest('kv');
+    vmm = await Vmm.boot(prepareGuest(name, wasm), { syncEachOutput: true });
+  });
+  afterAll(async () => {
+    await vmm?.stop();
+  });
+
+  it('holds the vCPU right after an event that produced output; the events behind it wait for resume, each in its own epoch', async () => {
+    vmm.open(1);
+    vmm.open(2);
+    const got: Array<{ conn: number; epoch: number; text: string }> = [];
+    vmm.on('output', (it) => got.push({ conn: it.conn, epoch: it.epoch, text: Buffer.from(it.data).toString() }));
+    // Two requests in one batch (one postMessage): the second must not run before a checkpoint covers the first reply.
+    vmm.input(1, resp('SET', 'a', '1'));
+    vmm.input(2, resp('INCR', 'n'));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got.map((g) => g.text)).toEqual(['+OK\r\n']);
+    expect(vmm.heldForOutput).toBe(true);
+    const c1 = await vmm.collect(false, false);
+    expect(c1.epoch).toBe(got[0]!.epoch);
+    expect(c1.devices.conns.find((s) => s.conn === 2)?.inConsumed).toBe(0);
+    vmm.resume();
+    expect(vmm.heldForOutput).toBe(false);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got.map((g) => g.text)).toEqual(['+OK\r\n', ':1\r\n']);
+    expect(got[1]!.epoch).toBe(c1.epoch + 1);
+    expect(vmm.heldForOutput).toBe(true);
+    vmm.resume();
+  });
+});
