@@ -21,6 +21,8 @@ export interface DrillClusterOptions {
   secondaryUrl?: string;
   /** Publish the proxy's client port on this host port (stable across a proxy restart). Default: any free port. */
   clientHostPort?: number;
+  /** Runs after the secondary started and before the primary does (the slow drill starts its delay proxy here). */
+  beforePrimary?: (c: DrillCluster) => Promise<void>;
 }
 
 export interface TimelineEntry {
@@ -60,6 +62,7 @@ export class DrillCluster {
   async start(): Promise<void> {
     this.network = await new Network().start();
     await this.startNode('b', 'secondary', ['--peer', `ws://a:${NODE_PORT}`]);
+    await this.opts.beforePrimary?.(this);
     await this.startNode('a', 'primary', ['--secondary', this.opts.secondaryUrl ?? `ws://b:${NODE_PORT}`]);
     await this.waitMetric('a', 'ftvm_protected', (v) => v === 1, 60_000);
     await this.startProxy();

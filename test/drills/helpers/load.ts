@@ -44,7 +44,7 @@ function parseReply(buf: Buffer): [string, number] | null {
  */
 class Conn {
   private sock: Socket | null = null;
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   private pending: Array<'incr' | 'set'> = [];
   lastAcked = 0;
   acks = 0;

@@ -9,5 +9,6 @@ import { snapshotCommand } from './snapshot.js';
 import { restoreCommand } from './restore.js';
 import { migrateCommand } from './migrate.js';
 import { receiveCommand } from './receive.js';
+import { drillCommand } from './drill.js';
 
-export const commands: CommandSpec[] = [upCommand, runCommand, primaryCommand, secondaryCommand, proxyCommand, inspectCommand, snapshotCommand, restoreCommand, migrateCommand, receiveCommand];
+export const commands: CommandSpec[] = [upCommand, runCommand, primaryCommand, secondaryCommand, proxyCommand, inspectCommand, snapshotCommand, restoreCommand, migrateCommand, receiveCommand, drillCommand];
