@@ -3,7 +3,7 @@ import { createPolicy } from '@ftvm/core';
 import { connect, listen, type Hello, type Link, type Listener } from '@ftvm/protocol';
 import { PrimaryRuntime } from '@ftvm/primary';
 import { SecondaryRuntime, type RetainedOutput } from '@ftvm/secondary';
-import { Vmm, type GuestImage, type PreparedGuest } from '@ftvm/vmm';
+import { Vmm, type DiskSpec, type GuestImage, type PreparedGuest } from '@ftvm/vmm';
 import { NodeError } from './errors.js';
 
 export type NodeRole = 'primary' | 'secondary';
@@ -29,6 +29,12 @@ export interface NodeOptions {
   eventTimeoutMs: number;
   /** Silence after which the peer is lost, ms. Default 1000. */
   detectionTimeoutMs?: number;
+  /**
+   * This node's own disk file (prepared: see prepareDisk). The primary's guest runs on it;
+   * as a secondary the node commits each epoch's blocks to it; a promotion runs the guest
+   * on it as committed. Default: no disk.
+   */
+  disk?: DiskSpec;
 }
 
 export interface NodeEvents {
@@ -72,7 +78,7 @@ export class NodeHost extends EventEmitter<NodeEvents> {
   async start(): Promise<number> {
     const o = this.opts;
     if (o.role === 'primary') {
-      const vmm = await Vmm.boot(o.guest, { eventTimeoutMs: o.eventTimeoutMs, syncEachOutput: o.policy === 'sync-io' });
+      const vmm = await Vmm.boot(o.guest, { eventTimeoutMs: o.eventTimeoutMs, syncEachOutput: o.policy === 'sync-io', disk: o.disk });
       this.becomePrimary(vmm, 0, 0);
     } else {
       this.becomeSecondary(0);
@@ -154,7 +160,10 @@ export class NodeHost extends EventEmitter<NodeEvents> {
   }
 
   private becomeSecondary(term: number): SecondaryRuntime {
-    const rt = new SecondaryRuntime({ term, primaryTimeoutMs: this.opts.detectionTimeoutMs ?? 1000 });
+    const rt = new SecondaryRuntime({ term, primaryTimeoutMs: this.opts.detectionTimeoutMs ?? 1000, disk: this.opts.disk });
+    const rec = rt.diskRecovery;
+    if (rec && rec.action !== 'none')
+      this.emit('log', 'warn', rec.action === 'replayed' ? `disk journal: finished the commit of epoch ${rec.epoch} a crash interrupted` : 'disk journal: dropped an epoch a crash left uncommitted', { ...rec });
     this.secondary = rt;
     this.primary = null;
     this.role = 'secondary';
@@ -174,7 +183,8 @@ export class NodeHost extends EventEmitter<NodeEvents> {
     retained.truncate(new Map(offsets.conns.map((c) => [c.conn, c.outProduced])));
     let vmm: Vmm;
     try {
-      vmm = await Vmm.restore(this.opts.guest, ckpt, { eventTimeoutMs: this.opts.eventTimeoutMs, syncEachOutput: this.opts.policy === 'sync-io' });
+      // The disk file holds the same committed epoch as the image (the journal commits both together).
+      vmm = await Vmm.restore(this.opts.guest, ckpt, { eventTimeoutMs: this.opts.eventTimeoutMs, syncEachOutput: this.opts.policy === 'sync-io', disk: this.opts.disk });
     } catch (e) {
       this.emit('log', 'error', 'promotion failed: the committed image did not restore', { message: (e as Error).message });
       proxy?.close(4099, 'promotion failed');

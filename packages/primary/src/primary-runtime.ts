@@ -3,7 +3,7 @@ import { PAGE_BYTES } from '@ftvm/guest-abi';
 import { PrimaryCore, type EpochPolicy, type PrimaryAction, type StateOffsets } from '@ftvm/core';
 import { ImageDigest, MAX_BATCH_PAGES, PageEncoder, pageHashInto, type Link, type Message, type Opaque } from '@ftvm/protocol';
 import type { Collected, OutputItem, Vmm } from '@ftvm/vmm';
-import { RetainedOutput, type WireDevices } from '@ftvm/secondary';
+import { RetainedOutput, type WireDevices, type WireDisk } from '@ftvm/secondary';
 
 export interface PrimaryRuntimeOptions {
   vmm: Vmm;
@@ -31,6 +31,9 @@ export interface EpochStats {
   wireBytes: number;
   rawBytes: number;
   byCodec: Record<string, { pages: number; bytes: number }>;
+  /** Disk blocks the checkpoint carried, and their encoded bytes (not in wireBytes). */
+  diskBlocks: number;
+  diskWireBytes: number;
 }
 
 /** Pages compared by the integrity scrub per epoch: 32 x 4 KiB copied at the boundary (~15 µs of pause). */
@@ -70,6 +73,10 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
   readonly vmm: Vmm;
   private readonly encoder: PageEncoder;
   private digest = new ImageDigest();
+  /** Disk blocks go ZERO/RAW/LZ4: an XOR base would be a second copy of the disk in memory. */
+  private readonly blockEncoder: PageEncoder;
+  /** Digest of the disk as the secondary holds it after the last checkpoint sent. */
+  private diskDigest = new ImageDigest();
   readonly retained: RetainedOutput;
   private confirmed = 0;
   private staged = new Map<number, Staged>();
@@ -96,6 +103,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     super();
     this.vmm = opts.vmm;
     this.encoder = new PageEncoder({ compression: opts.compression ?? true });
+    this.blockEncoder = new PageEncoder({ compression: opts.compression ?? true, keepPrevious: false });
     this.retained = opts.retained ?? new RetainedOutput();
     this.core = new PrimaryCore({
       term: opts.term,
@@ -401,7 +409,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         this.core.epochCollected({
           epoch: c.epoch,
           nowMs: t,
-          bytes: c.data.length,
+          bytes: c.data.length + (c.disk?.data.length ?? 0),
           offsets: { epoch: c.epoch, maxConnId: c.devices.maxConnId, conns: c.devices.conns },
         });
         this.kick();
@@ -441,7 +449,14 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
       this.encoder.forget();
       this.digest = new ImageDigest();
     }
-    const devices: WireDevices = { ...c.devices, output: this.retained.ofEpoch(epoch), confirmed: this.confirmed };
+    // The disk's digest after this epoch goes in the header: the secondary checks the blocks it stages against it.
+    let disk: WireDisk | undefined;
+    if (c.disk) {
+      if (full) this.diskDigest = new ImageDigest();
+      for (let k = 0; k < c.disk.blocks.length; k++) this.diskDigest.update(c.disk.blocks[k]!, c.disk.data, k * PAGE_BYTES);
+      disk = { totalBlocks: c.disk.totalBlocks, count: c.disk.blocks.length, digest: Buffer.from(this.diskDigest.value()).toString('hex') };
+    }
+    const devices: WireDevices = { ...c.devices, output: this.retained.ofEpoch(epoch), confirmed: this.confirmed, disk };
     if (!link.trySend({ t: 'ckpt_begin', term, epoch, memBytes: c.memBytes, pageCount: c.pages.length, globals: c.globals, devices: devices as unknown as Opaque, full })) return;
     this.digest.grow(c.memBytes / PAGE_BYTES);
     let wire = 0;
@@ -468,6 +483,25 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         slice = performance.now();
       }
     }
+    // The epoch's disk blocks, between its pages and its end: committed with the same epoch.
+    let diskWire = 0;
+    const diskBlocks = c.disk?.blocks.length ?? 0;
+    if (c.disk) {
+      const { blocks, data } = c.disk;
+      for (let seq = 0, i = 0; i < blocks.length; seq++, i += PAGES_PER_FRAME) {
+        const n = Math.min(PAGES_PER_FRAME, blocks.length - i);
+        const batch = this.blockEncoder.encodeBatch(blocks.subarray(i, i + n), data.subarray(i * PAGE_BYTES, (i + n) * PAGE_BYTES));
+        diskWire += batch.wireBytes;
+        if (!link.trySend({ t: 'ckpt_blocks', term, epoch, seq, count: n }, batch.payload)) return;
+        if (performance.now() - slice > 5) {
+          await link.drained(64 << 20);
+          await new Promise<void>((r) => setImmediate(r));
+          if (this.stopped || this.secondary !== link) return;
+          slice = performance.now();
+        }
+      }
+      st.c.disk = { totalBlocks: c.disk.totalBlocks, blocks: new Uint32Array(0), data: new Uint8Array(0) };
+    }
     const raw = c.pages.length * PAGE_BYTES;
     if (!link.trySend({ t: 'ckpt_end', term, epoch, pageCount: c.pages.length, digest: this.digest.value(), wireBytes: wire, rawBytes: raw })) return;
     // Integrity scrub: the secondary answers with the hashes of the same slice of its image at this epoch.
@@ -481,7 +515,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     this.sentAt.set(epoch, t);
     // Pages are encoded: the staged copy is no longer needed (a nack triggers a full sync).
     st.c.data = new Uint8Array(0);
-    this.emit('sent', { epoch, pauseMs: c.pauseMs, dirtyPages: c.pages.length, wireBytes: wire, rawBytes: raw, byCodec });
+    this.emit('sent', { epoch, pauseMs: c.pauseMs, dirtyPages: c.pages.length, wireBytes: wire, rawBytes: raw, byCodec, diskBlocks, diskWireBytes: diskWire });
     this.core.checkpointSent({ epoch, nowMs: t });
     this.kick();
   }

@@ -2,8 +2,9 @@ import { EventEmitter } from 'node:events';
 import { MAX_MEMORY_BYTES, PAGE_BYTES, WASM_PAGE_BYTES } from '@ftvm/guest-abi';
 import { SecondaryCore, type SecondaryAction } from '@ftvm/core';
 import { ImageDigest, PageDecoder, digestEquals, pageHashInto, type Link, type Message, type MessageOf } from '@ftvm/protocol';
-import { GuestImage, type DeviceState, type GlobalValue } from '@ftvm/vmm';
+import { GuestImage, type DeviceState, type DiskSpec, type GlobalValue } from '@ftvm/vmm';
 import { RetainedOutput, type RetainedChunk } from './retained.js';
+import { DiskJournal, type DiskJournalOptions, type RecoverResult } from './disk-journal.js';
 
 export interface SecondaryRuntimeOptions {
   term: number;
@@ -11,6 +12,13 @@ export interface SecondaryRuntimeOptions {
   primaryTimeoutMs?: number;
   /** Heartbeat period towards the proxy and the primary, ms. Default 100. */
   heartbeatMs?: number;
+  /**
+   * This node's disk file: each epoch's blocks are committed to it through a redo journal
+   * with the epoch's memory (see disk-journal.ts). Without it, a primary with a disk is refused.
+   */
+  disk?: DiskSpec;
+  /** Test hooks of the disk journal (crash injection). */
+  journal?: DiskJournalOptions;
 }
 
 export interface SecondaryRuntimeEvents {
@@ -34,6 +42,18 @@ interface Staging {
   /** Candidate digest: the committed digest with the staged pages applied. */
   digest: ImageDigest;
   failed: string | null;
+  /** The checkpoint's disk part (null: the primary has no disk): what it announced, blocks staged, candidate disk digest. */
+  disk: { meta: WireDisk; count: number; digest: ImageDigest } | null;
+}
+
+/** The disk part of a checkpoint, in ckpt_begin's devices: its blocks follow in ckpt_blocks frames. */
+export interface WireDisk {
+  /** Disk size, blocks (the secondary's must be equal). */
+  totalBlocks: number;
+  /** Blocks this checkpoint carries (full: every non-zero block). */
+  count: number;
+  /** Hex ImageDigest of the whole disk after this checkpoint (zero blocks add nothing). */
+  digest: string;
 }
 
 /** Device state as the primary puts it in ckpt_begin: the VMM's plus output to retain. */
@@ -42,6 +62,7 @@ export interface WireDevices extends DeviceState {
   output: RetainedChunk[];
   /** Every output of epochs <= confirmed has reached the proxy. */
   confirmed: number;
+  disk?: WireDisk;
 }
 
 const now = () => performance.now();
@@ -75,9 +96,19 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   private timer: NodeJS.Timeout | null = null;
   private beat: NodeJS.Timeout;
   private stopped = false;
+  /** The disk's redo journal (null without a disk) and the committed disk's digest. */
+  private journal: DiskJournal | null = null;
+  private diskDigest = new ImageDigest();
+  private blockDecoder = new PageDecoder();
+  /** What the journal recovery did at start (a crash during a disk commit is finished or undone). */
+  readonly diskRecovery: RecoverResult | null = null;
 
   constructor(readonly opts: SecondaryRuntimeOptions) {
     super();
+    if (opts.disk) {
+      this.journal = new DiskJournal(opts.disk, opts.journal);
+      this.diskRecovery = this.journal.recover();
+    }
     this.core = new SecondaryCore({ nowMs: now(), term: opts.term, primaryTimeoutMs: opts.primaryTimeoutMs ?? 1000 });
     this.beat = setInterval(() => this.heartbeat(), opts.heartbeatMs ?? 100);
     this.beat.unref();
@@ -163,6 +194,9 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         this.pendingCount = m.count;
         this.core.pages({ term: m.term, epoch: m.epoch, seq: m.seq, pageCount: m.count, bytes: payload.length, nowMs: t });
         break;
+      case 'ckpt_blocks':
+        this.stageBlocks(m.term, m.epoch, m.count, payload);
+        return;
       case 'scrub_req': {
         // Messages are ordered: the image is at the epoch the request names once that epoch applied.
         if (m.epoch !== this.core.committedEpoch) return;
@@ -180,6 +214,11 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
       }
       case 'ckpt_end': {
         const st = this.staging;
+        if (st && st.epoch === m.epoch && st.failed === null && st.disk) {
+          const d = st.disk;
+          if (d.count !== d.meta.count) st.failed = `disk blocks ${d.count}/${d.meta.count}`;
+          else if (Buffer.from(d.digest.value()).toString('hex') !== d.meta.digest) st.failed = 'disk digest differs';
+        }
         const ok =
           st !== null && st.epoch === m.epoch && st.failed === null && st.count === m.pageCount && digestEquals(st.digest.value(), m.digest);
         if (st && st.epoch === m.epoch && !ok) {
@@ -203,6 +242,36 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   private pendingPayload: Uint8Array | null = null;
   private pendingCount = 0;
   private pendingEnd: MessageOf<'ckpt_end'> | null = null;
+
+  /** Stages a ckpt_blocks frame into the disk journal (blocks are not the core's business: it bounds pages). */
+  private stageBlocks(term: number, epoch: number, count: number, payload: Uint8Array): void {
+    const st = this.staging;
+    if (!st || st.epoch !== epoch || st.begin.term !== term || st.failed) return;
+    if (!st.disk || !this.journal) {
+      st.failed = 'disk blocks in a checkpoint that announced no disk';
+      return;
+    }
+    const d = st.disk;
+    const journal = this.journal;
+    try {
+      this.blockDecoder.decodeInto(
+        payload,
+        {
+          // Blocks are sent ZERO/RAW/LZ4 (no XOR delta: the primary keeps no copy of the disk).
+          base: () => undefined,
+          put: (b, block) => {
+            if (d.count >= d.meta.count) throw new Error(`more disk blocks than the ${d.meta.count} announced`);
+            journal.add(b, block);
+            d.digest.update(b, block);
+            d.count++;
+          },
+        },
+        count,
+      );
+    } catch (e) {
+      st.failed = `disk blocks: ${(e as Error).message}`;
+    }
+  }
 
   private stage(payload: Uint8Array, count: number): void {
     const st = this.staging;
@@ -250,8 +319,23 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
           fresh = new GuestImage(b.memBytes);
           fresh.resize(b.memBytes);
         }
-        const failed = badSize ? `memBytes ${b.memBytes} is not a whole number of 64 KiB pages up to ${MAX_MEMORY_BYTES}` : null;
-        this.staging = { epoch: a.epoch, full: a.full, begin: b, count: 0, pages: new Uint32Array(0), data: new Uint8Array(0), fresh, digest, failed };
+        let failed = badSize ? `memBytes ${b.memBytes} is not a whole number of 64 KiB pages up to ${MAX_MEMORY_BYTES}` : null;
+        const meta = (b.devices as unknown as WireDevices).disk;
+        let disk: Staging['disk'] = null;
+        if (meta) {
+          const okMeta = Number.isSafeInteger(meta.totalBlocks) && Number.isSafeInteger(meta.count) && meta.count >= 0 && typeof meta.digest === 'string';
+          if (!okMeta) failed ??= 'malformed disk state in ckpt_begin';
+          else if (!this.journal) failed ??= 'FTVM_ERR_DISK_MISMATCH: the primary has a disk, this secondary has none (start it with --disk)';
+          else if (meta.totalBlocks !== this.journal.spec.blocks)
+            failed ??= `FTVM_ERR_DISK_MISMATCH: the primary's disk is ${meta.totalBlocks} blocks, this secondary's ${this.journal.spec.blocks}`;
+          else if (meta.count > meta.totalBlocks) failed ??= `disk block count ${meta.count} exceeds the disk`;
+          if (okMeta && this.journal && !failed) {
+            this.journal.begin(a.epoch, a.full);
+            disk = { meta, count: 0, digest: a.full ? new ImageDigest() : this.diskDigest.clone() };
+          }
+        }
+        this.staging = { epoch: a.epoch, full: a.full, begin: b, count: 0, pages: new Uint32Array(0), data: new Uint8Array(0), fresh, digest, failed, disk };
+        if (failed?.startsWith('FTVM_ERR_DISK_MISMATCH')) this.emit('log', 'error', 'cannot replicate the disk', { code: 'FTVM_ERR_DISK_MISMATCH', reason: failed });
         return;
       }
       case 'stagePages':
@@ -260,12 +344,27 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         return;
       case 'stageDiscard':
         if (this.staging) this.emit('log', 'warn', 'staged checkpoint discarded', { epoch: this.staging.epoch, reason: a.reason });
+        if (this.staging?.disk) this.journal?.discard();
         this.staging = null;
         return;
       case 'apply': {
         const st = this.staging!;
         const b = st.begin;
         const devices = b.devices as unknown as WireDevices;
+        if (st.disk) {
+          // The disk commits first and durably (the journal's commit point), then memory; the
+          // ack follows both. A disk that cannot commit makes this node useless as a secondary.
+          try {
+            this.journal!.commit();
+          } catch (e) {
+            this.emit('log', 'error', 'disk commit failed: this secondary stops replicating', { code: 'FTVM_ERR_DISK_JOURNAL', epoch: st.epoch, message: (e as Error).message });
+            this.staging = null;
+            this.stop();
+            this.primary?.close(4099, 'FTVM_ERR_DISK_JOURNAL: disk commit failed');
+            return;
+          }
+          this.diskDigest = st.disk.digest;
+        }
         const target = st.fresh ?? this.image;
         const n = st.fresh ? 0 : st.count;
         target.apply({
@@ -289,6 +388,8 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         return;
       }
       case 'ack':
+        // A failed disk commit stopped this node: nothing it holds may be acknowledged.
+        if (this.stopped) return;
         this.primary?.trySend({ t: 'ack', term: a.term, epoch: a.epoch, digest: this.digest.value() });
         return;
       case 'nack':
@@ -309,6 +410,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         return;
       case 'restore':
         this.stop();
+        // The promoted VMM opens the disk file itself: it holds the last committed epoch.
         this.primary?.close(4000, 'promoted');
         this.emit('promote', this.image, this.digest, a.term, this.retained);
         return;
@@ -334,6 +436,8 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   /** Stops timers; links are left to the caller. */
   stop(): void {
     this.stopped = true;
+    this.journal?.close();
+    this.journal = null;
     clearInterval(this.beat);
     if (this.timer) clearTimeout(this.timer);
   }

@@ -77,6 +77,8 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
   const policy = f.policy as string;
   const interval = f['interval-ms'] as number | undefined;
   const policyOptions = interval === undefined ? {} : policy === 'periodic' ? { intervalMs: interval } : policy === 'adaptive' ? { maxIntervalMs: interval } : {};
+  const disk = diskFromFlags(f);
+  if (disk) log.info('disk', { file: disk.path, blocks: disk.blocks, bytes: disk.blocks * 4096 });
   const node = new NodeHost({
     nodeId: (f['node-id'] as string | undefined) ?? `${listen.host}:${listen.port}`,
     host: listen.host,
@@ -92,6 +94,7 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
     compression: f.compression === 'on',
     eventTimeoutMs: f['event-timeout-ms'] as number,
     detectionTimeoutMs: f['detection-timeout-ms'] as number,
+    disk,
   });
   node.on('log', (l, m, fields) => log.log(l, m, fields));
   let metrics: MetricsServer | null = null;
