@@ -1,12 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { int, oneOf, type CommandSpec } from '../flags.js';
-import { clockFlags } from './node-common.js';
+import { clockFlags, diskFlags } from './node-common.js';
 import { Logger, type Level } from '../logger.js';
+import { CliError } from '../errors.js';
 
 const MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
 
@@ -33,6 +34,8 @@ export const upCommand: CommandSpec = {
     'clock-mode': clockFlags['clock-mode']!,
     'clock-max-slew-ppm': clockFlags['clock-max-slew-ppm']!,
     'clock-step-threshold-ms': clockFlags['clock-step-threshold-ms']!,
+    'disk-size': { ...diskFlags['disk-size']!, help: 'give the guest a virtual disk of this size (e.g. 64M): each node gets its own file, node-a.img and node-b.img' },
+    'disk-dir': { type: 'string', help: 'directory of the nodes\' disk files, kept after exit (default: a temporary directory removed on exit)' },
   },
   async run(f) {
     const log = new Logger('up', f['log-level'] as Level);
@@ -50,8 +53,13 @@ export const upCommand: CommandSpec = {
     const common = ['--guest', f.guest as string, '--token-file', tokenFile, '--policy', f.policy as string, '--log-level', f['log-level'] as string];
     if (f['interval-ms'] !== undefined) common.push('--interval-ms', String(f['interval-ms']));
     for (const k of ['clock-mode', 'clock-max-slew-ppm', 'clock-step-threshold-ms']) common.push(`--${k}`, String(f[k]));
-    const nodeA = ['--listen', `${host}:${pa}`, '--node-id', 'a', '--metrics-port', String(mb + 1), ...common];
-    const nodeB = ['--listen', `${host}:${pb}`, '--node-id', 'b', '--metrics-port', String(mb + 2), ...common];
+    // Each node has its own disk file: a secondary commits the primary's blocks into its own copy.
+    const diskDir = (f['disk-dir'] as string | undefined) ?? dir;
+    if (f['disk-dir'] !== undefined) mkdirSync(diskDir, { recursive: true });
+    const disk = (k: string): string[] => (f['disk-size'] === undefined ? [] : ['--disk', join(diskDir, `node-${k}.img`), '--disk-size', String(f['disk-size'])]);
+    if (f['disk-dir'] !== undefined && f['disk-size'] === undefined) throw new CliError('FTVM_ERR_CLI_BAD_VALUE', '--disk-dir needs --disk-size');
+    const nodeA = ['--listen', `${host}:${pa}`, '--node-id', 'a', '--metrics-port', String(mb + 1), ...common, ...disk('a')];
+    const nodeB = ['--listen', `${host}:${pb}`, '--node-id', 'b', '--metrics-port', String(mb + 2), ...common, ...disk('b')];
     const roles: Record<string, Role> = {
       b: { name: 'secondary', args: ['secondary', ...nodeB, '--peer', urlA] },
       a: { name: 'primary', args: ['primary', ...nodeA, '--secondary', urlB] },
@@ -106,6 +114,7 @@ export const upCommand: CommandSpec = {
         `  node a (primary)     pid ${pid('a')}   ${urlA}   metrics http://${host}:${mb + 1}/metrics`,
         `  node b (secondary)   pid ${pid('b')}   ${urlB}   metrics http://${host}:${mb + 2}/metrics`,
         `  status page          http://${host}:${mb}/`,
+        ...(f['disk-size'] === undefined ? [] : [`  disks                ${join(diskDir, 'node-a.img')}, ${join(diskDir, 'node-b.img')} (${String(f['disk-size'])} bytes each)`]),
         `  watch a failover:    kill -9 ${pid('a')}`,
         '  stop: Ctrl-C',
         '',
