@@ -1,6 +1,7 @@
 import { RESERVED_PAGES } from '@ftvm/guest-abi';
 import type { RunServer, Vmm } from '@ftvm/vmm';
 import type { FinalState, PrecopySource } from './engine.js';
+import { PrecopyError } from './errors.js';
 
 export interface VmmSourceHooks {
   /** Before the vCPU is held for the stop-and-copy (RunServer: hold off local checkpoints). */
@@ -20,6 +21,10 @@ export class VmmSource implements PrecopySource {
     return this.vmm.memBytes;
   }
   startTracking(): Promise<void> {
+    // Disk blocks do not travel with the rounds yet: a snapshot or migration of a guest with a
+    // disk would restore memory without its disk, so it is refused rather than done wrong.
+    if (this.vmm.disk)
+      return Promise.reject(new PrecopyError('FTVM_ERR_PRECOPY_DISK', 'the guest has a virtual disk; pre-copy does not carry disk blocks yet, so snapshot and migration are refused'));
     return this.vmm.startDirtyTracking();
   }
   dirtyPages(): Promise<Uint32Array> {

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync, stat
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PAGE_BYTES, RESERVED_PAGES } from '@ftvm/guest-abi';
-import { GuestImage, Vmm, checkpointDigest, prepareGuest, readGuest, type Checkpoint, type PreparedGuest } from '@ftvm/vmm';
+import { GuestImage, Vmm, checkpointDigest, prepareDisk, prepareGuest, readGuest, type Checkpoint, type PreparedGuest } from '@ftvm/vmm';
 import { VmmSource } from '../src/vmm-source.js';
 import { takeSnapshot } from '../src/snapshot.js';
 import { readSnapshot } from '../src/snapshot-file.js';
@@ -112,6 +112,20 @@ describe('snapshots of the kv guest', () => {
       const err = await readSnapshot(p).then(() => null, (e: { code?: string }) => e);
       expect(err, `flip at ${pos}`).not.toBeNull();
       expect(err!.code, `flip at ${pos}`).toMatch(/^FTVM_ERR_SNAPSHOT_(CORRUPT|TRUNCATED|FORMAT|VERSION|DIGEST)$/);
+    }
+  });
+
+  it('refuses to snapshot a guest with a virtual disk (its blocks would not be in the file) and leaves no file', async () => {
+    const disk = prepareDisk(join(dir, 'guest.disk'), 1 << 20);
+    const withDisk = await Vmm.boot(guest, { disk });
+    try {
+      const path = join(dir, 'disk.snap');
+      const r = await takeSnapshot(new VmmSource(withDisk), path, { guest: 'kv', moduleWasm: wasm, moduleDigest: guest.digest });
+      expect(r.ok).toBe(false);
+      expect(r.error?.code).toBe('FTVM_ERR_PRECOPY_DISK');
+      expect(readdirSync(dir).filter((f) => f.startsWith('disk.snap'))).toEqual([]);
+    } finally {
+      await withDisk.stop();
     }
   });
 
