@@ -1,7 +1,7 @@
 import { defineConfig } from 'vitest/config';
 import { fileURLToPath } from 'node:url';
 
-const pkgs = ['guest-abi', 'clock', 'guests', 'instrument', 'protocol', 'vmm', 'core', 'metrics', 'primary', 'secondary', 'proxy', 'node', 'cli'];
+const pkgs = ['guest-abi', 'clock', 'guests', 'instrument', 'protocol', 'vmm', 'core', 'precopy', 'metrics', 'primary', 'secondary', 'proxy', 'node', 'cli'];
 
 // Tests run against sources; child processes and the vCPU worker run the built dist/ (npm test builds first).
 export default defineConfig({
