@@ -8,7 +8,8 @@
  *      byte before it) is appended; fsync(journal)  <- the commit point;
  *   3. apply: full checkpoints first empty the file (truncate to 0, then to its size:
  *      every block not in the journal is zero); each block is written in place; fsync(disk);
- *   4. clear: truncate the journal to 0 (fsync).
+ *   4. clear: truncate the journal to 0 (not synced: see clear()).
+ * An incremental epoch without blocks skips all four (two fsyncs per epoch that wrote the disk).
  * At start, recover(): a journal whose commit record is complete and whose crc matches is
  * applied again (steps 3-4 are idempotent), anything else is discarded (the disk was not
  * touched before step 2 finished). A crash before the commit point leaves N-1, after it N.
@@ -152,6 +153,8 @@ export class DiskJournal {
     const st = this.staging;
     if (!st) throw new SecondaryError('FTVM_ERR_DISK_JOURNAL', 'commit without a staged epoch');
     this.staging = null;
+    // An incremental epoch that wrote no block leaves the disk as it is: no record, no fsync.
+    if (st.count === 0 && !st.full) return;
     this.step('staged', st.epoch);
     const rec = new Uint8Array(COMMIT_BYTES);
     const dv = new DataView(rec.buffer);
@@ -186,9 +189,13 @@ export class DiskJournal {
     fsyncSync(this.disk);
   }
 
+  /**
+   * Empties the journal. Not synced: if the truncation is lost in a crash, the sealed journal
+   * of an epoch already applied (and synced) is applied again, which changes nothing; and a
+   * next epoch's records written over it break its crc, so it is discarded.
+   */
   private clear(): void {
     ftruncateSync(this.jfd, 0);
-    fsyncSync(this.jfd);
   }
 
   private step(s: JournalCrashPoint, epoch: number): void {
