@@ -100,6 +100,13 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   private journal: DiskJournal | null = null;
   private diskDigest = new ImageDigest();
   private blockDecoder = new PageDecoder();
+  /**
+   * A disk commit in progress (async: see DiskJournal.commitAsync). Until it settles the
+   * epoch's ack is held, checkpoint messages wait in `heldMessages`, and a promotion waits.
+   */
+  private diskBusy: Promise<void> | null = null;
+  private heldMessages: Array<[Link, Message, Uint8Array]> = [];
+  private heldAck: Message | null = null;
   /** What the journal recovery did at start (a crash during a disk commit is finished or undone). */
   readonly diskRecovery: RecoverResult | null = null;
 
@@ -179,6 +186,11 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
 
   private onPrimary(link: Link, m: Message, payload: Uint8Array): void {
     if (link !== this.primary) return;
+    // Liveness is never held back (a long disk commit must not look like a dead primary).
+    if (this.diskBusy && m.t !== 'heartbeat') {
+      this.heldMessages.push([link, m, payload]);
+      return;
+    }
     const t = now();
     switch (m.t) {
       case 'heartbeat':
@@ -352,18 +364,28 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         const b = st.begin;
         const devices = b.devices as unknown as WireDevices;
         if (st.disk) {
-          // The disk commits first and durably (the journal's commit point), then memory; the
-          // ack follows both. A disk that cannot commit makes this node useless as a secondary.
-          try {
-            this.journal!.commit();
-          } catch (e) {
-            this.emit('log', 'error', 'disk commit failed: this secondary stops replicating', { code: 'FTVM_ERR_DISK_JOURNAL', epoch: st.epoch, message: (e as Error).message });
-            this.staging = null;
-            this.stop();
-            this.primary?.close(4099, 'FTVM_ERR_DISK_JOURNAL: disk commit failed');
-            return;
-          }
+          // The disk commits durably (the journal's commit point) before the epoch is acked and
+          // before a promotion can use it; memory applies now (it is in this process only).
+          // A disk that cannot commit makes this node useless as a secondary.
+          const t0 = now();
           this.diskDigest = st.disk.digest;
+          this.diskBusy = this.journal!.commitAsync().then(
+            () => {
+              const ms = now() - t0;
+              if (ms > 200) this.emit('log', 'info', 'slow disk commit', { epoch: st.epoch, blocks: st.disk!.count, ms: Math.round(ms) });
+              this.diskBusy = null;
+              if (this.heldAck) this.primary?.trySend(this.heldAck);
+              this.heldAck = null;
+              for (const [l, m, p] of this.heldMessages.splice(0)) this.onPrimary(l, m, p);
+            },
+            (e: Error) => {
+              this.emit('log', 'error', 'disk commit failed: this secondary stops replicating', { code: 'FTVM_ERR_DISK_JOURNAL', epoch: st.epoch, message: e.message });
+              this.heldAck = null;
+              this.heldMessages = [];
+              this.stop();
+              this.primary?.close(4099, 'FTVM_ERR_DISK_JOURNAL: disk commit failed');
+            },
+          );
         }
         const target = st.fresh ?? this.image;
         const n = st.fresh ? 0 : st.count;
@@ -390,7 +412,8 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
       case 'ack':
         // A failed disk commit stopped this node: nothing it holds may be acknowledged.
         if (this.stopped) return;
-        this.primary?.trySend({ t: 'ack', term: a.term, epoch: a.epoch, digest: this.digest.value() });
+        if (this.diskBusy) this.heldAck = { t: 'ack', term: a.term, epoch: a.epoch, digest: this.digest.value() };
+        else this.primary?.trySend({ t: 'ack', term: a.term, epoch: a.epoch, digest: this.digest.value() });
         return;
       case 'nack':
         this.primary?.trySend({ t: 'nack', term: a.term, epoch: a.epoch, code: a.code, message: a.reason.slice(0, 1000) });
@@ -408,12 +431,20 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
       case 'refusePromote':
         this.proxy?.trySend({ t: 'promote_deny', term: a.term, reason: a.reason.slice(0, 200) });
         return;
-      case 'restore':
-        this.stop();
-        // The promoted VMM opens the disk file itself: it holds the last committed epoch.
+      case 'restore': {
+        // The promoted VMM opens the disk file itself: it must hold the committed epoch first.
+        const busy = this.diskBusy;
+        this.heldMessages = [];
+        this.heldAck = null;
         this.primary?.close(4000, 'promoted');
-        this.emit('promote', this.image, this.digest, a.term, this.retained);
+        const promote = () => {
+          this.stop();
+          this.emit('promote', this.image, this.digest, a.term, this.retained);
+        };
+        if (busy) void busy.then(promote, () => this.emit('log', 'error', 'promotion refused: the last disk commit failed', { code: 'FTVM_ERR_DISK_JOURNAL' }));
+        else promote();
         return;
+      }
     }
   }
 
