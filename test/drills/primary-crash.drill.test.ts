@@ -14,7 +14,7 @@ describe.runIf(canRunDrills())('drill: primary crash (docker kill at random poin
   beforeAll(() => cluster.start());
   afterAll(() => cluster.stop());
 
-  it(`${ROUNDS} consecutive docker kills of the primary under load lose no acknowledged write and show clients no error`, async () => {
+  it(`${ROUNDS} consecutive docker kills of the primary under load lose no acknowledged write and show clients no error`, { timeout: ROUNDS * 30_000 }, async () => {
     onTestFailed(() => console.error(`cluster at failure:\n${cluster.dump(60)}`));
     const load = new IncrLoad(cluster.clientPort(), { prefix: 'crash' });
     await load.start();

@@ -168,14 +168,17 @@ async function runDrill(name: string, f: Record<string, unknown>, nodes: string[
     log(`docker restart ${f.proxy as string}`);
     docker('restart', '-t', '0', f.proxy as string);
   } else {
-    log(`docker network disconnect ${f.network as string} ${pri}`);
-    docker('network', 'disconnect', f.network as string, pri);
+    // The aliases the node is reached by (its compose service name): restored when the partition heals.
+    const net = f.network as string;
+    const inspected = execFileSync('docker', ['inspect', '-f', `{{json (index .NetworkSettings.Networks "${net}").Aliases}}`, pri], { encoding: 'utf8' }).trim();
+    const aliases = ((JSON.parse(inspected || 'null') as string[] | null) ?? []).filter((a) => !/^[0-9a-f]{12}$/.test(a));
+    log(`docker network disconnect ${net} ${pri}`);
+    docker('network', 'disconnect', net, pri);
     await probe.until(probe.acks + 200, f['timeout-ms'] as number);
     log('clients served by the new primary');
     await new Promise((r) => setTimeout(r, f['partition-ms'] as number));
-    const alias = execFileSync('docker', ['inspect', '-f', '{{index .Config.Labels "com.docker.compose.service"}}', pri], { encoding: 'utf8' }).trim();
-    log(`docker network connect ${f.network as string} ${pri} (alias ${alias || 'none'})`);
-    docker('network', 'connect', ...(alias ? ['--alias', alias] : []), f.network as string, pri);
+    log(`docker network connect ${aliases.map((a) => `--alias ${a} `).join('')}${net} ${pri}`);
+    docker('network', 'connect', ...aliases.flatMap((a) => ['--alias', a]), net, pri);
   }
   await probe.until(probe.acks + 200, f['timeout-ms'] as number);
   log('clients answered again');
