@@ -151,6 +151,11 @@ function goals(res) {
         v !== null && v > target
           ? `adaptive ran ${f0(ea)} epochs/s against ${f0(eo)} for ${other} (more, smaller checkpoints re-send pages a longer epoch sends once); per request ${f0(pa)} B against ${f0(po)} B (ratio ${f2(pa / po)})`
           : '');
+      // The same workload (redis-benchmark's N requests, or one wrk request) measured in bytes: bytes/s
+      // above also scales with how many requests each configuration served per second.
+      const vr = pa !== null && po ? pa / po : null;
+      add(`replication bytes per request adaptive / ${other} (${WORKLOADS[w]})`, f2(vr), `≤ ${target}`, vr === null ? null : vr <= target,
+        vr !== null && vr > target ? `${f0(pa)} B against ${f0(po)} B per request` : '');
     }
   }
   for (const w of ['kv', 'kvPipe', 'http']) {
