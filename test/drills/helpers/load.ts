@@ -274,7 +274,13 @@ export class IncrLoad {
     for (const c of this.conns) c.close();
     let lost = this.conns.reduce((n, c) => n + c.lost, 0);
     const errors = [...this.errors(), ...stuck];
-    const finals = await readKeys(this.port, this.opts.host, this.conns.map((c) => c.key));
+    let finals: string[];
+    try {
+      finals = await readKeys(this.port, this.opts.host, this.conns.map((c) => c.key));
+    } catch (e) {
+      errors.push(`reading the keys back failed: ${(e as Error).message}`);
+      return { acks: this.acks(), lost, errors, resets: this.conns.reduce((n, c) => n + c.resets, 0) };
+    }
     this.conns.forEach((c, i) => {
       const v = Number(finals[i] === '(nil)' ? 0 : finals[i]);
       if (!(v >= c.lastAcked)) {
