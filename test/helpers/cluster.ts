@@ -87,13 +87,17 @@ export class Cluster {
     const a = this.startNode('a', 'primary');
     await a.waitFor(/listening on/, 60_000);
     await a.waitFor(/ PROTECTED:/, 30_000);
-    if (this.opts.proxy !== false) {
-      this.proxy = spawnFtvm([
-        'proxy', '--port', String(this.ports.proxy), '--nodes', `${this.url('a')},${this.url('b')}`, '--token-file', this.tokenFile, ...this.metricsArgs('proxy'), ...(this.opts.proxyArgs ?? []),
-      ]);
-      this.all.push(this.proxy);
-      await this.proxy.waitFor(/listening on/, 30_000);
-    }
+    if (this.opts.proxy !== false) await this.startProxy();
+  }
+
+  /** Starts (or, after the old one died, restarts) the proxy on the same port. */
+  async startProxy(): Promise<Spawned> {
+    this.proxy = spawnFtvm([
+      'proxy', '--port', String(this.ports.proxy), '--nodes', `${this.url('a')},${this.url('b')}`, '--token-file', this.tokenFile, ...this.metricsArgs('proxy'), ...(this.opts.proxyArgs ?? []),
+    ]);
+    this.all.push(this.proxy);
+    await this.proxy.waitFor(/listening on/, 30_000);
+    return this.proxy;
   }
 
   /** The node currently primary (from its last role line). */

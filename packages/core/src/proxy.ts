@@ -174,6 +174,8 @@ export class ProxyCore {
   private commitStamp = 0;
   /** Ids of live connections possibly newer than the last committed state's maxConnId. */
   private recent: number[] = [];
+  /** A state was adopted (a primary served clients through this proxy) at least once. */
+  private adoptedOnce = false;
 
   constructor(opts: ProxyOptions) {
     const o = opts as unknown as Record<string, unknown>;
@@ -221,6 +223,15 @@ export class ProxyCore {
   }
   get connCount(): number {
     return this.conns.size;
+  }
+  /**
+   * Whether clientOpen() may be called: only once a guest state was adopted, so the first
+   * id is above every connection id that state knows (a restarted proxy would otherwise hand
+   * out ids its predecessor's clients still hold in the guest). Until then the runtime holds
+   * new clients unanswered.
+   */
+  get acceptsClients(): boolean {
+    return this.adoptedOnce;
   }
 
   /** Drains the actions produced since the last call, in order. */
@@ -694,6 +705,14 @@ export class ProxyCore {
     this.nextConnId = Math.max(this.nextConnId, s.maxConnId + 1);
     for (const c of finished) this.finish(c);
     this.actions.push({ type: 'activeChanged', node, term: this._term, reason, resendOutputFrom: resend });
+    if (!this.adoptedOnce) {
+      this.adoptedOnce = true;
+      // Open connections the state holds that this proxy never had: a previous proxy's clients,
+      // gone with it. Close them in the guest so it frees them (their ids are never reused).
+      for (const o of s.conns) {
+        if (!o.closed && !this.conns.has(o.conn)) this.actions.push({ type: 'forwardClose', node, term: this._term, conn: o.conn, offset: o.inConsumed });
+      }
+    }
     // The replay: in connection order, everything the state has not seen, before any new input.
     for (const c of ordered) if (this.conns.has(c.id)) this.pump(c);
     this.flowAll();

@@ -249,6 +249,7 @@ export class ProxyRuntime {
     clearImmediate(this.confirmTimer);
     for (const l of this.links.values()) l.close();
     for (const s of this.sockets) s.destroy();
+    for (const s of this.waiting.splice(0)) s.destroy();
     const server = this.server;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
     await this.metrics?.close();
@@ -257,20 +258,35 @@ export class ProxyRuntime {
 
   // ---- clients ----
 
-  private onClient(socket: net.Socket): void {
-    socket.on('error', (e) => this.log.debug('client socket error', { error: e.message }));
+  /** Clients accepted before any guest state was adopted (see ProxyCore.acceptsClients). */
+  private waiting: net.Socket[] = [];
+
+  private onClient(socket: net.Socket, held = false): void {
+    if (!held) socket.on('error', (e) => this.log.debug('client socket error', { error: e.message }));
     if (this.phase !== 'running') {
       socket.destroy();
       return;
     }
     // Connections the core still tracks (including ones waiting for the guest's close) count.
-    if (this.core.connCount >= this.options.maxClients) {
+    if (this.core.connCount + this.waiting.length >= this.options.maxClients) {
       this.counts.clientsRefused++;
       this.warnLimited(`refusing a client: ${this.core.connCount} connections open (maxClients ${this.options.maxClients})`);
       socket.destroy();
       return;
     }
     socket.setNoDelay(true);
+    if (!this.core.acceptsClients) {
+      // No guest state adopted yet (a proxy that just started): its connection ids are not known,
+      // so ids handed out now could be ones a previous proxy's clients hold in the guest. The
+      // client waits, unread, until a node is active.
+      socket.pause();
+      this.waiting.push(socket);
+      socket.once('close', () => {
+        const i = this.waiting.indexOf(socket);
+        if (i >= 0) this.waiting.splice(i, 1);
+      });
+      return;
+    }
     let conn: number;
     try {
       conn = this.core.clientOpen(performance.now());
@@ -293,6 +309,7 @@ export class ProxyRuntime {
       this.onClientEnd(rec);
     });
     this.events.emit('clients', { connected: this.sockets.size });
+    if (held) socket.resume();
     this.drain();
   }
 
@@ -444,6 +461,7 @@ export class ProxyRuntime {
     }
     this.arm();
     this.levels();
+    if (this.waiting.length > 0 && this.core.acceptsClients) for (const s of this.waiting.splice(0)) if (!s.destroyed) this.onClient(s, true);
     for (const id of this.resumedNodes.splice(0)) this.links.get(id)!.resume();
     for (const rec of this.resumed.splice(0)) this.feed(rec);
   }
