@@ -16,7 +16,7 @@ describe.runIf(canRunDrills())('drill: primary partition and heal', () => {
     await load.start();
     await load.waitAcks(500);
     // Cut a off mid-stream: requests already forwarded to it are in its hands, replies not yet released.
-    const t = cluster.disconnect('a');
+    const t = await cluster.disconnect('a');
     const promoted = await cluster.waitMetric('b', 'ftvm_role{role="primary"}', (v) => v === 1, 30_000);
     const termAfter = await cluster.metric('proxy', 'ftvm_term');
     cluster.note(`b is primary in term ${termAfter} (${Math.round(promoted - t)} ms after the partition)`);
@@ -26,7 +26,7 @@ describe.runIf(canRunDrills())('drill: primary partition and heal', () => {
     // Keep a partitioned a while: it still believes it is primary (term 0).
     await sleep(2000);
     const repliesAtHeal = load.acks();
-    cluster.reconnect('a');
+    await cluster.reconnect('a');
     const rejoined = await cluster.waitMetric('a', 'ftvm_role{role="secondary"}', (v) => v === 1, 60_000);
     cluster.note(`a reports role secondary (${Math.round(rejoined - t)} ms after the partition)`);
     await cluster.waitMetric('b', 'ftvm_protected', (v) => v === 1, 60_000);

@@ -27,7 +27,7 @@ describe.runIf(canRunDrills())('drill: primary crash (docker kill at random poin
       await sleep(100 + Math.random() * 1400);
       const dead = await cluster.primary();
       const survivor: NodeName = dead === 'a' ? 'b' : 'a';
-      const t = cluster.kill(dead);
+      const t = await cluster.kill(dead);
       const promoted = await cluster.waitMetric(survivor, 'ftvm_role{role="primary"}', (v) => v === 1, 30_000);
       cluster.note(`round ${round}: ${survivor} is primary (${Math.round(promoted - t)} ms after the kill, from /metrics)`);
       await load.waitAcks(50, 30_000);

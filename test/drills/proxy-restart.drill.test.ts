@@ -32,7 +32,7 @@ describe.runIf(canRunDrills())('drill: proxy restart', () => {
     await load.start();
     await load.waitAcks(500);
     const primaryBefore = await cluster.primary();
-    const t = cluster.kill('proxy');
+    const t = await cluster.kill('proxy');
     await cluster.startProxy();
     const up = cluster.note('proxy container running again on the same host port');
     // A stall is recorded, not thrown at once, so the report says what clients saw.

@@ -17,7 +17,7 @@ describe.runIf(canRunDrills())('drill: rolling replacement of both nodes', () =>
     await load.waitAcks(500);
     const failoversBefore = (await cluster.metric('proxy', 'ftvm_failovers_total')) ?? 0;
     // Step 1: the secondary b is stopped and replaced; the primary never stops serving.
-    const t1 = cluster.stopGracefully('b');
+    const t1 = await cluster.stopGracefully('b');
     await cluster.startNode('b', 'secondary', ['--join', `ws://a:${NODE_PORT}`, '--peer', `ws://a:${NODE_PORT}`]);
     await cluster.waitMetric('a', 'ftvm_protected', (v) => v === 1, 60_000);
     cluster.note('a protected by the new b');
@@ -25,7 +25,7 @@ describe.runIf(canRunDrills())('drill: rolling replacement of both nodes', () =>
     const pause1 = load.pauseAround(t1, performance.now());
     cluster.note(`step 1 done; longest client-visible gap ${Math.round(pause1)} ms`);
     // Step 2: the primary a is stopped: the one failover, to the new b; a new a joins b.
-    const t2 = cluster.stopGracefully('a');
+    const t2 = await cluster.stopGracefully('a');
     await cluster.waitMetric('b', 'ftvm_role{role="primary"}', (v) => v === 1, 30_000);
     cluster.note('b is primary');
     await load.waitAcks(300, 30_000);

@@ -16,7 +16,7 @@ describe.runIf(canRunDrills())('drill: secondary crash and a fresh secondary', (
     await load.start();
     await load.waitAcks(500);
     const failoversBefore = (await cluster.metric('proxy', 'ftvm_failovers_total')) ?? 0;
-    const t = cluster.kill('b');
+    const t = await cluster.kill('b');
     const unprotected = await cluster.waitMetric('a', 'ftvm_protected', (v) => v === 0, 30_000);
     cluster.note(`a reports unprotected (${Math.round(unprotected - t)} ms after the kill)`);
     await load.waitAcks(300, 30_000);

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { GenericContainer, Network, Wait, type StartedNetwork, type StartedTestContainer } from 'testcontainers';
-import { IMAGE, docker, sleep } from './env.js';
+import { IMAGE, dockerAsync, sleep } from './env.js';
 import { parseMetrics, scrape, type Samples } from './metrics.js';
 
 /** Every node listens on this port inside its container; nodes are reached by network alias. */
@@ -145,38 +145,38 @@ export class DrillCluster {
   }
 
   /** `docker kill` (SIGKILL) of a node or the proxy; the container is removed later, at stop(). */
-  kill(name: NodeName | 'proxy'): number {
+  async kill(name: NodeName | 'proxy'): Promise<number> {
     const c = name === 'proxy' ? this.proxy : this.nodes.get(name)!;
     const t = this.note(`docker kill ${name}`);
-    docker('kill', c.getId());
+    await dockerAsync('kill', c.getId());
     this.retired.push(c.getId());
     if (name !== 'proxy') this.nodes.delete(name);
     // Free the image copy now: vfs holds a full rootfs per container, and the soak makes 100.
-    docker('rm', '-f', c.getId());
+    await dockerAsync('rm', '-f', c.getId());
     return t;
   }
 
   /** `docker stop` (SIGTERM, then SIGKILL after 10 s): a planned shutdown, as in a rolling replacement. */
-  stopGracefully(name: NodeName): number {
+  async stopGracefully(name: NodeName): Promise<number> {
     const c = this.nodes.get(name)!;
     const t = this.note(`docker stop ${name}`);
-    docker('stop', '-t', '10', c.getId());
+    await dockerAsync('stop', '-t', '10', c.getId());
     this.note(`${name} exited`);
     this.nodes.delete(name);
-    docker('rm', '-f', c.getId());
+    await dockerAsync('rm', '-f', c.getId());
     return t;
   }
 
   /** `docker network disconnect`: the node keeps running but reaches no one and no one reaches it. */
-  disconnect(name: NodeName): number {
+  async disconnect(name: NodeName): Promise<number> {
     const t = this.note(`docker network disconnect ${name}`);
-    docker('network', 'disconnect', this.network.getName(), this.nodes.get(name)!.getId());
+    await dockerAsync('network', 'disconnect', this.network.getName(), this.nodes.get(name)!.getId());
     return t;
   }
 
-  reconnect(name: NodeName): number {
+  async reconnect(name: NodeName): Promise<number> {
     const t = this.note(`docker network connect ${name} (partition healed)`);
-    docker('network', 'connect', '--alias', name, this.network.getName(), this.nodes.get(name)!.getId());
+    await dockerAsync('network', 'connect', '--alias', name, this.network.getName(), this.nodes.get(name)!.getId());
     return t;
   }
 

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 
 /** The image every drill container runs: built by deploy/image/build.sh (npm run drills does it). */
 export const IMAGE = process.env.FTVM_DRILL_IMAGE ?? 'ftvm:local';
@@ -36,6 +36,20 @@ export function canRunDrills(): boolean {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Runs the docker CLI without blocking the event loop: the drill's load client runs in this
+ * process, and a synchronous `docker kill`/`rm`/`stop` (hundreds of ms on vfs) would stop it
+ * reading replies, counting the CLI's own time as client-visible pause. Rejects with stderr.
+ */
+export function dockerAsync(...args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('docker', args, { encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`docker ${args.join(' ')}: ${stderr || err.message}`));
+      else resolve(stdout.trim());
+    });
+  });
+}
 
 /** Runs the docker CLI; throws with its stderr on failure. */
 export function docker(...args: string[]): string {
