@@ -139,7 +139,10 @@ class Conn {
       return;
     }
     this.resets++;
-    this.uncertain = this.pending.filter((k) => k === 'incr').length;
+    // A reset before any reply since the last one (a reconnect that docker's port proxy accepted
+    // and then dropped while the new proxy was not up yet) adds its own unanswered INCRs to those
+    // still uncertain from before: every one of them may have been applied.
+    this.uncertain = (this.afterReset ? this.uncertain : 0) + this.pending.filter((k) => k === 'incr').length;
     this.afterReset = true;
     this.pending = [];
     this.buf = Buffer.alloc(0);
