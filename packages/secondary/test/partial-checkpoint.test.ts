@@ -37,16 +37,22 @@ describe('a partial checkpoint is never applied', () => {
     await listener?.close();
   });
 
-  it('keeps epoch N-1 (same digest) when the primary dies in the middle of checkpoint N', async () => {
-    rt = new SecondaryRuntime({ term: 0 });
-    const secondary = rt;
+  /** A secondary runtime behind a real listener, and a replication link to it posing as the primary. */
+  async function startSecondary(): Promise<{ secondary: SecondaryRuntime; link: Link }> {
+    const secondary = new SecondaryRuntime({ term: 0 });
+    rt = secondary;
     listener = await listen({
       port: 0,
       token,
       identity: () => ({ nodeId: 's', role: 'secondary', term: 0, epoch: 0 }),
-      onLink: (link) => secondary.attachPrimary(link),
+      onLink: (l) => secondary.attachPrimary(l),
     });
     const link = await connect(listener.url, { token, role: 'primary', link: 'replication', nodeId: 'p', term: 0 });
+    return { secondary, link };
+  }
+
+  it('keeps epoch N-1 (same digest) when the primary dies in the middle of checkpoint N', async () => {
+    const { secondary, link } = await startSecondary();
     const acks: number[] = [];
     link.on('message', (m) => {
       if (m.t === 'ack') acks.push(m.epoch);
@@ -78,15 +84,7 @@ describe('a partial checkpoint is never applied', () => {
   });
 
   it('refuses (nacks) a checkpoint whose memory size is not whole 64 KiB pages, and stages nothing for it', async () => {
-    rt = new SecondaryRuntime({ term: 0 });
-    const secondary = rt;
-    listener = await listen({
-      port: 0,
-      token,
-      identity: () => ({ nodeId: 's', role: 'secondary', term: 0, epoch: 0 }),
-      onLink: (link) => secondary.attachPrimary(link),
-    });
-    const link = await connect(listener.url, { token, role: 'primary', link: 'replication', nodeId: 'p', term: 0 });
+    const { secondary, link } = await startSecondary();
     const got: string[] = [];
     link.on('message', (m) => {
       if (m.t === 'ack' || m.t === 'nack') got.push(`${m.t} ${m.epoch}`);
