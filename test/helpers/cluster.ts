@@ -112,12 +112,34 @@ export class Cluster {
 
   /** The last lines of every process, for a failing test's message. */
   dump(lines = 25): string {
-    const parts = Object.entries(this.nodes).map(([k, s]) => `--- node ${k} (pid ${s.proc.pid})\n${s.err.slice(-lines).join('\n')}`);
-    if (this.proxy) parts.push(`--- proxy\n${this.proxy.err.slice(-lines).join('\n')}`);
+    const parts = Object.entries(this.nodes).map(([k, s]) => `--- node ${k} (pid ${s.proc.pid})\n${collapseRepeats(s.err).slice(-lines).join('\n')}`);
+    if (this.proxy) parts.push(`--- proxy\n${collapseRepeats(this.proxy.err).slice(-lines).join('\n')}`);
     return parts.join('\n');
   }
 
   async stop(): Promise<void> {
     await Promise.all(this.all.map((s) => s.stop('SIGKILL')));
   }
+}
+
+/**
+ * Log lines with runs of the same message (timestamp aside) folded into one line, so a
+ * retry loop does not push what came before it out of a failing test's dump.
+ */
+export function collapseRepeats(lines: readonly string[]): string[] {
+  const out: string[] = [];
+  const body = (l: string) => l.replace(/^\d\d:\d\d:\d\d\.\d{3} /, '');
+  let run = 0;
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i]!;
+    if (i > 0 && body(l) === body(lines[i - 1]!)) {
+      run++;
+      continue;
+    }
+    if (run > 0) out.push(`  (same line ${run} more time${run === 1 ? '' : 's'}, last ${lines[i - 1]!.slice(0, 12)})`);
+    run = 0;
+    out.push(l);
+  }
+  if (run > 0) out.push(`  (same line ${run} more time${run === 1 ? '' : 's'}, last ${lines[lines.length - 1]!.slice(0, 12)})`);
+  return out;
 }

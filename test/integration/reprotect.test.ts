@@ -34,7 +34,7 @@ describe('re-protection after a failover', () => {
     const from = mark(cluster.nodes[survivor]);
     cluster.nodes[dead].proc.kill('SIGKILL');
     await waitForLineAfter(cluster.nodes[survivor], /PROMOTED to primary/, from, 60_000).catch((e: Error) => {
-      throw new Error(`${e.message}\n${cluster.dump(40)}`);
+      throw new Error(`${e.message}\n${cluster.dump(200)}`);
     });
     const t0 = Date.now();
     const fresh = cluster.startNode(dead, 'secondary');

@@ -10,3 +10,4 @@ export { PrimaryCore } from './primary.js';
 export type { PrimaryOptions, PrimaryState, PrimaryAction, SecondaryLostPolicy, EpochCollected } from './primary.js';
 export { SecondaryCore } from './secondary.js';
 export type { SecondaryOptions, SecondaryState, SecondaryAction } from './secondary.js';
+export { StallWatch } from './stall.js';

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { PAGE_BYTES } from '@ftvm/guest-abi';
-import { PrimaryCore, type EpochPolicy, type PrimaryAction, type StateOffsets } from '@ftvm/core';
+import { StallWatch, PrimaryCore, type EpochPolicy, type PrimaryAction, type StateOffsets } from '@ftvm/core';
 import { ImageDigest, MAX_BATCH_PAGES, PageEncoder, pageHashInto, type Link, type Message, type Opaque } from '@ftvm/protocol';
 import type { Collected, OutputItem, Vmm } from '@ftvm/vmm';
 import { RetainedOutput, type WireDevices, type WireDisk } from '@ftvm/secondary';
@@ -116,6 +116,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     });
     this.vmm.on('output', this.onOutput);
     this.vmm.on('fault', this.onFault);
+    // A blocked loop past half the peers' default failure timeout (1 s) is logged.
+    this.stalls = new StallWatch(opts.heartbeatMs ?? 100, 500);
     this.beat = setInterval(() => this.heartbeat(), opts.heartbeatMs ?? 100);
     this.beat.unref();
     this.kick();
@@ -203,8 +205,11 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     return { epoch: this.core.committedEpoch, maxConnId: this.maxConn, conns };
   }
 
+  private readonly stalls: StallWatch;
   private heartbeat(): void {
     if (this.stopped) return;
+    const blocked = this.stalls.tick(performance.now());
+    if (blocked !== undefined) this.emit('log', 'warn', 'event loop blocked: heartbeats to peers were late', { ms: Math.round(blocked) });
     const hb: Message = { t: 'heartbeat', term: this.core.term, epoch: this.core.committedEpoch, sentAtMs: Date.now() };
     this.proxy?.trySend(hb);
     this.secondary?.trySend(hb);
@@ -340,8 +345,13 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     if (d !== undefined) {
       this.timer = setTimeout(() => {
         this.timer = null;
-        this.core.tick(now());
-        this.drive();
+        // Read what already waits on the sockets (an ack or heartbeat that came while this
+        // loop was busy) before judging the secondary silent: timers run before I/O polling.
+        setImmediate(() => {
+          if (this.stopped) return;
+          this.core.tick(now());
+          this.drive();
+        });
       }, Math.max(0, d - now()));
     }
   }

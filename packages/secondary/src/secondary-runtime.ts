@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { MAX_MEMORY_BYTES, PAGE_BYTES, WASM_PAGE_BYTES } from '@ftvm/guest-abi';
-import { SecondaryCore, type SecondaryAction } from '@ftvm/core';
+import { StallWatch, SecondaryCore, type SecondaryAction } from '@ftvm/core';
 import { ImageDigest, PageDecoder, digestEquals, pageHashInto, type Link, type Message, type MessageOf } from '@ftvm/protocol';
+import { PageUndoLog } from './undo-log.js';
 import { GuestImage, type DeviceState, type DiskSpec, type GlobalValue } from '@ftvm/vmm';
 import { RetainedOutput, type RetainedChunk } from './retained.js';
 import { DiskJournal, type DiskJournalOptions, type RecoverResult } from './disk-journal.js';
@@ -34,9 +35,12 @@ interface Staging {
   begin: MessageOf<'ckpt_begin'>;
   /** Pages staged so far. */
   count: number;
-  /** Incremental: page numbers and their bytes (page i at i * PAGE_BYTES), grown geometrically. */
-  pages: Uint32Array;
-  data: Uint8Array;
+  /**
+   * Incremental: pages are written into the committed image in place; this holds what they
+   * overwrote (and `oldMemBytes` the size before the epoch grew it), so a discard undoes them.
+   */
+  undo: PageUndoLog | null;
+  oldMemBytes: number;
   /** Full: the new image itself, written page by page (applying it is a swap, not a 1 GiB copy). */
   fresh: GuestImage | null;
   /** Candidate digest: the committed digest with the staged pages applied. */
@@ -66,17 +70,10 @@ export interface WireDevices extends DeviceState {
 }
 
 const now = () => performance.now();
-
-/** Doubles an incremental staging's capacity (starting at 64 pages); the core bounds the total. */
-function growStaging(st: Staging): void {
-  const cap = Math.max(64, st.pages.length * 2);
-  const pages = new Uint32Array(cap);
-  pages.set(st.pages);
-  const data = new Uint8Array(cap * PAGE_BYTES);
-  data.set(st.data);
-  st.pages = pages;
-  st.data = data;
-}
+/** How long the inbox handles replication messages before letting the event loop run. */
+const INBOX_SLICE_MS = 20;
+/** Queued replication payload past which the link stops reading until the inbox drains. */
+const INBOX_HIGH_BYTES = 32 << 20;
 
 /**
  * The secondary: stages each checkpoint, verifies its digest, applies it atomically
@@ -107,6 +104,19 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   private diskBusy: Promise<void> | null = null;
   private heldMessages: Array<[Link, Message, Uint8Array]> = [];
   private heldAck: Message | null = null;
+  /**
+   * Replication messages read and not yet handled. Decoding and staging a large checkpoint
+   * runs in slices of INBOX_SLICE_MS, yielding to the event loop between them, so this node's
+   * heartbeats keep leaving (and the primary's are read) while it applies 256 MiB on a
+   * loaded host. Past INBOX_HIGH_BYTES the socket is paused (TCP backpressure to the primary).
+   */
+  private inbox: Array<[Link, Message, Uint8Array]> = [];
+  private inboxHead = 0;
+  private inboxBytes = 0;
+  private inboxScheduled = false;
+  private inboxPaused: Link | null = null;
+  /** When inline handling began in this turn of the event loop (null: not yet). */
+  private sliceStart: number | null = null;
   /** What the journal recovery did at start (a crash during a disk commit is finished or undone). */
   readonly diskRecovery: RecoverResult | null = null;
 
@@ -117,6 +127,8 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
       this.diskRecovery = this.journal.recover();
     }
     this.core = new SecondaryCore({ nowMs: now(), term: opts.term, primaryTimeoutMs: opts.primaryTimeoutMs ?? 1000 });
+    // A blocked loop past half the peers' default failure timeout (1 s) is logged.
+    this.stalls = new StallWatch(opts.heartbeatMs ?? 100, 500);
     this.beat = setInterval(() => this.heartbeat(), opts.heartbeatMs ?? 100);
     this.beat.unref();
   }
@@ -135,9 +147,11 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   attachPrimary(link: Link): void {
     if (this.primary && this.primary !== link) this.primary.close(4000, 'replaced by a new replication link');
     this.primary = link;
-    link.on('message', (m, payload) => this.onPrimary(link, m, payload));
+    link.on('message', (m, payload) => this.receive(link, m, payload));
     link.on('close', () => {
       if (this.primary !== link) return;
+      // What the primary sent before the close is handled before the close, as it was read.
+      this.drainInbox(Infinity);
       this.primary = null;
       this.core.primaryDisconnected(now());
       this.drive();
@@ -161,8 +175,11 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
     this.proxy?.trySend({ t: 'status', role: 'secondary', term: this.core.term, epoch: this.core.committedEpoch, state: this.core.state });
   }
 
+  private readonly stalls: StallWatch;
   private heartbeat(): void {
     if (this.stopped) return;
+    const blocked = this.stalls.tick(performance.now());
+    if (blocked !== undefined) this.emit('log', 'warn', 'event loop blocked: heartbeats to peers were late', { ms: Math.round(blocked) });
     const hb: Message = { t: 'heartbeat', term: this.core.term, epoch: this.core.committedEpoch, sentAtMs: Date.now() };
     this.proxy?.trySend(hb);
     this.primary?.trySend(hb);
@@ -182,6 +199,52 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         return;
     }
     this.drive();
+  }
+
+  /** A message from the primary's link: liveness at once, the rest in order through the inbox. */
+  private receive(link: Link, m: Message, payload: Uint8Array): void {
+    if (m.t === 'heartbeat') {
+      this.onPrimary(link, m, payload);
+      return;
+    }
+    this.inbox.push([link, m, payload]);
+    this.inboxBytes += payload.length;
+    if (this.inboxScheduled) return;
+    // One budget for everything handled inline in this turn of the loop: libuv reads a socket
+    // up to 32 times per poll, and each read can complete a frame.
+    if (this.sliceStart === null) {
+      this.sliceStart = performance.now();
+      setImmediate(() => (this.sliceStart = null));
+    }
+    this.drainInbox(this.sliceStart + INBOX_SLICE_MS);
+  }
+
+  /** Handles queued messages until `until` (performance.now()); reschedules itself (after I/O and timers) for the rest. */
+  private drainInbox(until: number): void {
+    this.inboxScheduled = false;
+    while (this.inboxHead < this.inbox.length && performance.now() < until) {
+      const [l, m, p] = this.inbox[this.inboxHead]!;
+      this.inbox[this.inboxHead++] = undefined as never;
+      this.inboxBytes -= p.length;
+      this.onPrimary(l, m, p);
+    }
+    if (this.inboxHead < this.inbox.length) {
+      const l = this.inbox[this.inbox.length - 1]![0];
+      if (this.inboxBytes > INBOX_HIGH_BYTES && this.inboxPaused === null && !l.closed) {
+        l.pause();
+        this.inboxPaused = l;
+      }
+      this.inboxScheduled = true;
+      // A timer, not setImmediate: the timers phase (heartbeats, the failure detector) runs first.
+      setTimeout(() => this.drainInbox(performance.now() + INBOX_SLICE_MS), 0);
+    } else {
+      this.inbox = [];
+      this.inboxHead = 0;
+      if (this.inboxPaused !== null) {
+        if (!this.inboxPaused.closed) this.inboxPaused.resume();
+        this.inboxPaused = null;
+      }
+    }
   }
 
   private onPrimary(link: Link, m: Message, payload: Uint8Array): void {
@@ -211,7 +274,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         return;
       case 'scrub_req': {
         // Messages are ordered: the image is at the epoch the request names once that epoch applied.
-        if (m.epoch !== this.core.committedEpoch) return;
+        if (m.epoch !== this.core.committedEpoch || this.staging?.undo) return;
         const mem = this.image.memory();
         const hashes = new Uint32Array(m.count * 2);
         const page = new Uint8Array(PAGE_BYTES);
@@ -285,27 +348,39 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
     }
   }
 
+  /** Drops the staging; an incremental one's in-place writes are undone (the image is the committed epoch's again). */
+  private rollBackStaging(): void {
+    const st = this.staging;
+    if (!st) return;
+    this.staging = null;
+    if (st.undo) {
+      st.undo.restore(this.image);
+      this.image.resize(st.oldMemBytes);
+    }
+  }
+
   private stage(payload: Uint8Array, count: number): void {
     const st = this.staging;
     if (!st || st.failed) return;
-    const committed = this.image.memory();
+    const mem = this.image.memory();
     try {
       this.decoder.decodeInto(
         payload,
         {
           base: (p) => {
-            // The base of an XOR delta is the page as last sent: staged earlier in this epoch, else committed.
+            // The base of an XOR delta is the page as last sent: the image's (pages that did not
+            // exist before this epoch have no base).
             if (st.full) return undefined;
             const off = p * PAGE_BYTES;
-            return off + PAGE_BYTES <= committed.length ? committed.subarray(off, off + PAGE_BYTES) : undefined;
+            return off + PAGE_BYTES <= st.oldMemBytes ? mem.subarray(off, off + PAGE_BYTES) : undefined;
           },
           put: (p, page) => {
             if (st.fresh) {
               st.fresh.writePage(p, page);
             } else {
-              if (st.count === st.pages.length) growStaging(st);
-              st.pages[st.count] = p;
-              st.data.set(page, st.count * PAGE_BYTES);
+              if ((p + 1) * PAGE_BYTES > mem.length) throw new RangeError(`page ${p} is outside the image (${mem.length} bytes)`);
+              st.undo!.save(p, mem);
+              this.image.writePage(p, page);
             }
             st.count++;
             st.digest.update(p, page);
@@ -326,10 +401,15 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         digest.grow(Math.min(b.memBytes, MAX_MEMORY_BYTES) / PAGE_BYTES);
         // A wasm32 memory is whole 64 KiB pages, at most 4 GiB: anything else is refused (nack), never allocated.
         const badSize = b.memBytes % WASM_PAGE_BYTES !== 0 || b.memBytes > MAX_MEMORY_BYTES;
+        // A checkpoint replacing one half staged (the core began anew) undoes the old one's writes first.
+        this.rollBackStaging();
         let fresh: GuestImage | null = null;
+        const oldMemBytes = this.image.memBytes;
         if (a.full && !badSize) {
           fresh = new GuestImage(b.memBytes);
           fresh.resize(b.memBytes);
+        } else if (!badSize && b.memBytes > this.image.memBytes) {
+          this.image.resize(b.memBytes); // growth reads as zero; undone with the pages on a discard
         }
         let failed = badSize ? `memBytes ${b.memBytes} is not a whole number of 64 KiB pages up to ${MAX_MEMORY_BYTES}` : null;
         const meta = (b.devices as unknown as WireDevices).disk;
@@ -346,7 +426,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
             disk = { meta, count: 0, digest: a.full ? new ImageDigest() : this.diskDigest.clone() };
           }
         }
-        this.staging = { epoch: a.epoch, full: a.full, begin: b, count: 0, pages: new Uint32Array(0), data: new Uint8Array(0), fresh, digest, failed, disk };
+        this.staging = { epoch: a.epoch, full: a.full, begin: b, count: 0, undo: fresh ? null : new PageUndoLog(), oldMemBytes, fresh, digest, failed, disk };
         if (failed?.startsWith('FTVM_ERR_DISK_MISMATCH')) this.emit('log', 'error', 'cannot replicate the disk', { code: 'FTVM_ERR_DISK_MISMATCH', reason: failed });
         return;
       }
@@ -357,7 +437,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
       case 'stageDiscard':
         if (this.staging) this.emit('log', 'warn', 'staged checkpoint discarded', { epoch: this.staging.epoch, reason: a.reason });
         if (this.staging?.disk) this.journal?.discard();
-        this.staging = null;
+        this.rollBackStaging();
         return;
       case 'apply': {
         const st = this.staging!;
@@ -387,13 +467,13 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
             },
           );
         }
+        // The pages are in place already (incremental) or in the fresh image (full): committing is O(1).
         const target = st.fresh ?? this.image;
-        const n = st.fresh ? 0 : st.count;
         target.apply({
           epoch: st.epoch,
           memBytes: b.memBytes,
-          pages: st.pages.subarray(0, n),
-          data: st.data.subarray(0, n * PAGE_BYTES),
+          pages: new Uint32Array(0),
+          data: new Uint8Array(0),
           globals: b.globals as GlobalValue[],
           devices: { conns: devices.conns, maxConnId: devices.maxConnId, timerDeadlineNs: devices.timerDeadlineNs, clock: devices.clock },
         });
@@ -457,8 +537,12 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
     const d = this.core.nextDeadline();
     if (d !== undefined && !this.stopped) {
       this.timer = setTimeout(() => {
-        this.core.tick(now());
-        this.drive();
+        // As in the primary: read what already waits on the sockets before judging silence.
+        setImmediate(() => {
+          if (this.stopped) return;
+          this.core.tick(now());
+          this.drive();
+        });
       }, Math.max(0, d - now()));
       this.timer.unref();
     }

@@ -17,7 +17,7 @@ function sendCheckpoint(link: Link, enc: PageEncoder, digest: ImageDigest, mem: 
     data.set(mem.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES), i * PAGE_BYTES);
     digest.update(p, mem, p * PAGE_BYTES);
   });
-  link.send({ t: 'ckpt_begin', term: 0, epoch, memBytes: MEM, pageCount: pages.length, globals: [], devices: devices(), full });
+  link.send({ t: 'ckpt_begin', term: 0, epoch, memBytes: mem.length, pageCount: pages.length, globals: [], devices: devices(), full });
   const per = 64;
   let frames = 0;
   for (let i = 0; i < pages.length; i += per) {
@@ -81,6 +81,47 @@ describe('a partial checkpoint is never applied', () => {
     expect(secondary.committedEpoch).toBe(2);
     expect(Buffer.from(digestImage(secondary.image.memory()))).toEqual(Buffer.from(committed));
     expect(acks).toEqual([1, 2]);
+  });
+
+  it('undoes the in-place writes and the growth of a delta cut off mid-stream; the delta resent applies exactly', async () => {
+    const { secondary, link } = await startSecondary();
+    const acks: number[] = [];
+    link.on('message', (m) => {
+      if (m.t === 'ack') acks.push(m.epoch);
+    });
+    const mem = new Uint8Array(MEM);
+    for (let p = RESERVED_PAGES; p < MEM / PAGE_BYTES; p++) mem.fill((p * 7) & 0xff, p * PAGE_BYTES, p * PAGE_BYTES + 64);
+    const enc = new PageEncoder();
+    const digest = new ImageDigest();
+    const all = Array.from({ length: MEM / PAGE_BYTES - RESERVED_PAGES }, (_, i) => RESERVED_PAGES + i);
+    sendCheckpoint(link, enc, digest, mem, 1, true, all);
+    for (let i = 0; i < 100 && acks.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(acks).toEqual([1]);
+    const before = secondary.image.memory().slice();
+    // Epoch 2 grows memory by 128 KiB and rewrites old and new pages; it is cut after 2 of its frames.
+    const grown = new Uint8Array(MEM + (128 << 10));
+    grown.set(mem);
+    const dirty = [...all.filter((p) => p % 4 === 1), ...Array.from({ length: 32 }, (_, i) => MEM / PAGE_BYTES + i)];
+    for (const p of dirty) grown.fill(0xc3, p * PAGE_BYTES + 100, p * PAGE_BYTES + 900);
+    sendCheckpoint(link, enc, digest.clone(), grown, 2, false, dirty, 2);
+    await new Promise((r) => setTimeout(r, 100));
+    link.close(4000, 'primary died');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(secondary.committedEpoch).toBe(1);
+    expect(secondary.image.memBytes).toBe(MEM);
+    expect(Buffer.from(secondary.image.memory()).equals(Buffer.from(before))).toBe(true);
+    // The same primary reconnects and sends epoch 2 whole: the image is exactly its memory.
+    const again = await connect(listener!.url, { token, role: 'primary', link: 'replication', nodeId: 'p', term: 0 });
+    const acks2: number[] = [];
+    again.on('message', (m) => {
+      if (m.t === 'ack') acks2.push(m.epoch);
+    });
+    sendCheckpoint(again, new PageEncoder(), digest, grown, 2, false, dirty);
+    for (let i = 0; i < 100 && acks2.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(acks2).toEqual([2]);
+    expect(secondary.image.memBytes).toBe(grown.length);
+    expect(Buffer.from(secondary.image.memory()).equals(Buffer.from(grown))).toBe(true);
+    again.close(4000, 'done');
   });
 
   it('refuses (nacks) a checkpoint whose memory size is not whole 64 KiB pages, and stages nothing for it', async () => {
