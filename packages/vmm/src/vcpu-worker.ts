@@ -23,6 +23,7 @@ import {
 } from '@ftvm/guest-abi';
 // The dirty-log collectors only: the package root would load binaryen (~1 s) into every vCPU.
 import { BytemapDirtyLog, ShadowDirtyLog, copyPages, pagesInRange } from '@ftvm/instrument/dirty-log';
+import { EpochCopy } from './epoch-copy.js';
 import type { ClockState, PvclockFields } from '@ftvm/clock';
 import { ClockCompensator, pvclockTimeNs, writePvclock } from '@ftvm/clock';
 import type { ClockDeviceState, ConnState, DeviceState, GlobalValue } from './checkpoint.js';
@@ -85,6 +86,13 @@ let globals: WebAssembly.Global[] = [];
 const bytemap = init.dirtyMode === 'bytemap' ? new BytemapDirtyLog() : null;
 const shadow = init.dirtyMode === 'shadow' ? new ShadowDirtyLog() : null;
 let knownMemBytes = 0;
+/** The epoch's pages copied between events (VmmOptions.earlyCopy; bytemap guests only). */
+const early = init.earlyCopy && bytemap ? new EpochCopy() : null;
+let earlyScheduled = false;
+/** Events ran (or pages were marked) since the last early scan of the log. */
+let earlyDirty = false;
+/** Pages per early-copy slice: ~0.1 ms of copying between two looks at the event queue. */
+const EARLY_SLICE_PAGES = 64;
 
 const mem = () => new Uint8Array(memory.buffer);
 
@@ -394,6 +402,7 @@ function runEvents(events: GuestEvent[]): void {
       return;
     }
     Atomics.store(watch, 0, 0n);
+    earlyDirty = true;
     if (init.syncEachOutput && outbox.length > mark) {
       // Kemari: the output must not leave before a checkpoint that covers it; the guest waits
       // here, events behind this one queue until the main thread resumes the vCPU.
@@ -403,6 +412,37 @@ function runEvents(events: GuestEvent[]): void {
     }
   }
   flush();
+  scheduleEarlyCopy();
+}
+
+/**
+ * Early copy, between events: takes the pages dirtied so far from the log and copies them a
+ * slice at a time, yielding to the event queue after each slice (setImmediate runs after the
+ * worker's pending messages). Their marks are cleared by the take, so the collect's hold
+ * copies only pages written after it (and the ones still pending).
+ */
+function scheduleEarlyCopy(): void {
+  if (!early || earlyScheduled || paused || faulted) return;
+  earlyScheduled = true;
+  setImmediate(earlyCopyStep);
+}
+
+function earlyCopyStep(): void {
+  earlyScheduled = false;
+  if (!early || paused || faulted) return;
+  const m = mem();
+  if (early.pendingCount === 0) {
+    if (!earlyDirty) return;
+    earlyDirty = false;
+    const r = bytemap!.collect(m, m.length);
+    // A write into the reserved region faults its event (reservedMarked) before a scan sees it.
+    if (r.reservedPages.length) m.fill(0, 0, RESERVED_BYTES);
+    if (r.pages.length === 0) return;
+    // The pre-copy consumer (a migration's rounds) must still see these pages.
+    if (pcMarks) pcMarks = markInto(pcMarks, r.pages);
+    early.take(r.pages);
+  }
+  if (early.step(m, EARLY_SLICE_PAGES)) scheduleEarlyCopy();
 }
 
 function readGlobals(): GlobalValue[] {
@@ -460,7 +500,17 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
     for (let i = 0; i < n; i++) pages[i] = first + i;
   }
   knownMemBytes = memBytes;
-  const data = copyPages(m, pages);
+  let data: Uint8Array;
+  const earlyPages = early?.copiedEarly ?? 0;
+  if (early && !full) {
+    // The early copies hold most of the epoch; the hold copies the rest.
+    const got = early.finish(m, pages);
+    pages = got.pages;
+    data = got.data;
+  } else {
+    early?.reset();
+    data = copyPages(m, pages);
+  }
   let scrubCopy: Collected['scrub'];
   if (scrub) {
     const from = Math.min(scrub.fromPage, memBytes / PAGE_BYTES);
@@ -484,6 +534,7 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
     devices: deviceState(h0),
     pauseMs: 0,
     reservedWrites,
+    earlyPages,
   };
   // A closed connection is reported in the checkpoint that saw it close, then forgotten:
   // device state stays bounded by the open connections.
@@ -647,6 +698,7 @@ port.on('message', (m: ToWorker) => {
     case 'mark':
       // Pages the integrity scrub found different on the secondary: resend them next epoch.
       if (bytemap) for (const p of m.pages) if (p >= RESERVED_PAGES && p * PAGE_BYTES < memory.buffer.byteLength) mem()[p] = 1;
+      earlyDirty = true;
       return;
     case 'pause':
       drainThrottled();

@@ -29,6 +29,12 @@ export interface VmmOptions {
    * `heldForOutput` says when it did. Default false: a batch of events runs to its end.
    */
   syncEachOutput?: boolean;
+  /**
+   * Copy the pages dirtied so far into the epoch's buffer while the vCPU is idle between
+   * events (bytemap guests), so the collect's pause copies only what was written since.
+   * Pages rewritten after their early copy are copied again. Default true.
+   */
+  earlyCopy?: boolean;
   /** The clock device (time-drift compensator). Default: the process default (setDefaultClockOptions). */
   clock?: VmmClockOptions;
 }
@@ -167,6 +173,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
   readonly disk: DiskSpec | undefined;
   private readonly diskUndo: boolean;
   private readonly syncEachOutput: boolean;
+  private readonly earlyCopy: boolean;
   private held = false;
   /** The disk's descriptors: opened by the first start, reused by every rollback's vCPU, closed by stop(). */
   private diskFds: DiskFds | null = null;
@@ -197,6 +204,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.disk = opts.disk;
     this.diskUndo = opts.diskUndo ?? false;
     this.syncEachOutput = opts.syncEachOutput ?? false;
+    this.earlyCopy = opts.earlyCopy ?? true;
     if (!Number.isInteger(this.eventTimeoutMs) || this.eventTimeoutMs < 1)
       throw new VmmError('FTVM_ERR_VMM_OPTION', `eventTimeoutMs must be a positive integer (ms), got ${opts.eventTimeoutMs}`);
     this.clockOptions = opts.clock ? resolveClockOptions(opts.clock, processClock) : processClock;
@@ -230,6 +238,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
       clock: this.workerClock(),
       watch: sab,
       syncEachOutput: this.syncEachOutput,
+      earlyCopy: this.earlyCopy,
       disk: this.disk && { path: this.disk.path, blocks: this.disk.blocks, undo: !this.diskUndo ? 'off' : rollingBack ? 'apply' : 'fresh', fds: this.openDisk() },
       restore: ckpt && { memory: ckpt.memory, memBytes: ckpt.memBytes, globals: ckpt.globals, devices: ckpt.devices, epoch: ckpt.epoch },
     };

@@ -28,6 +28,8 @@ export interface WorkerInit {
   watch: SharedArrayBuffer;
   /** Hold the vCPU after each event that produced output (VmmOptions.syncEachOutput). */
   syncEachOutput: boolean;
+  /** Copy dirty pages between events, ahead of the epoch's collect (VmmOptions.earlyCopy). */
+  earlyCopy: boolean;
   /** The virtual disk (absent: none; disk_blocks() is 0). undo: see BlockDeviceOptions. */
   disk?: { path: string; blocks: number; undo: 'off' | 'fresh' | 'apply'; fds: { disk: number; undo: number } };
 }
@@ -101,7 +103,10 @@ export interface OutputItem {
 export interface Collected {
   epoch: number;
   memBytes: number;
-  /** Sorted 4 KiB page numbers; for a full capture, every page. */
+  /**
+   * 4 KiB page numbers, each once; for a full capture, every page, sorted. An incremental
+   * collect lists them in copy order (early copy: not sorted).
+   */
   pages: Uint32Array;
   /** pages.length * 4096 bytes, page i at i*4096. */
   data: Uint8Array;
@@ -110,6 +115,8 @@ export interface Collected {
   /** Time the vCPU was held for this collection, ms. */
   pauseMs: number;
   reservedWrites: number;
+  /** Pages copied between events ahead of this collect (early copy; a page copied twice counts twice). */
+  earlyPages: number;
   /** Copy of a slice of memory at this boundary, for the integrity scrub (pages within memory only). */
   scrub?: { fromPage: number; count: number; data: Uint8Array };
   /**

@@ -1,0 +1,110 @@
+import { PAGE_BYTES } from '@ftvm/guest-abi';
+
+/**
+ * The running epoch's copy of its dirty pages, filled ahead of the collect.
+ *
+ * Between events the vCPU worker takes the pages dirtied so far from the dirty log and
+ * copies them here a slice at a time (`take`, `step`); at the epoch's end, with the vCPU
+ * held, `finish` copies only what is still pending plus what was written since (the log's
+ * pages), each into its page's slot. A page written again after its early copy is marked
+ * in the log again, so its slot is overwritten at the latest by `finish`: the result is
+ * the memory at the hold, as a copy of every dirty page at the hold would be.
+ */
+export class EpochCopy {
+  /** slotOf[page] = slot + 1 (0: no slot this epoch). */
+  private slotOf = new Int32Array(0);
+  private pages = new Uint32Array(0);
+  private data = new Uint8Array(0);
+  private count = 0;
+  private pending: ArrayLike<number> = new Uint32Array(0);
+  private head = 0;
+  /** Pages copied ahead of a collect this epoch (a page copied twice counts twice). */
+  copiedEarly = 0;
+  /** Slots the previous epoch used: the first allocation of this one makes room for as many. */
+  private sizeHint = 0;
+
+  /** Pages taken from the dirty log and not yet copied. */
+  get pendingCount(): number {
+    return this.pending.length - this.head;
+  }
+
+  /** Queues pages (just taken from the dirty log) for copying; `pending` is copied first. */
+  take(pages: ArrayLike<number>): void {
+    if (this.pendingCount > 0) {
+      const merged = new Uint32Array(this.pendingCount + pages.length);
+      for (let i = this.head; i < this.pending.length; i++) merged[i - this.head] = this.pending[i]!;
+      for (let i = 0; i < pages.length; i++) merged[this.pendingCount + i] = pages[i]!;
+      this.pending = merged;
+    } else {
+      this.pending = pages;
+    }
+    this.head = 0;
+  }
+
+  /** Copies up to `maxPages` pending pages from `mem`; returns whether some remain. */
+  step(mem: Uint8Array, maxPages: number): boolean {
+    const end = Math.min(this.pending.length, this.head + maxPages);
+    for (; this.head < end; this.head++) {
+      this.copy(mem, this.pending[this.head]!);
+      this.copiedEarly++;
+    }
+    return this.head < this.pending.length;
+  }
+
+  /**
+   * At the hold: copies the pending pages and `dirty` (written since they were taken) and
+   * returns every page of the epoch with its bytes (page i at i * PAGE_BYTES), in slot
+   * order. The epoch's buffers go to the caller; the next epoch starts empty.
+   */
+  finish(mem: Uint8Array, dirty: ArrayLike<number>): { pages: Uint32Array; data: Uint8Array } {
+    for (; this.head < this.pending.length; this.head++) this.copy(mem, this.pending[this.head]!);
+    for (let i = 0; i < dirty.length; i++) this.copy(mem, dirty[i]!);
+    const out = { pages: this.pages.subarray(0, this.count), data: this.data.subarray(0, this.count * PAGE_BYTES) };
+    const last = this.count;
+    this.reset();
+    // The next epoch's buffers are sized like this one's when first needed (between events, not in this hold).
+    this.sizeHint = last;
+    return out;
+  }
+
+  /** Forgets the epoch (a full collect copies everything; a restarted vCPU starts over). */
+  reset(): void {
+    for (let i = 0; i < this.count; i++) this.slotOf[this.pages[i]!] = 0;
+    this.pages = new Uint32Array(0);
+    this.data = new Uint8Array(0);
+    this.count = 0;
+    this.pending = new Uint32Array(0);
+    this.head = 0;
+    this.copiedEarly = 0;
+  }
+
+  private copy(mem: Uint8Array, page: number): void {
+    const from = page * PAGE_BYTES;
+    // A page past the end of memory cannot be dirty; the log only reports pages inside it.
+    if (from + PAGE_BYTES > mem.length) throw new RangeError(`page ${page} is outside memory (${mem.length} bytes)`);
+    if (page >= this.slotOf.length) {
+      const next = new Int32Array(Math.max(page + 1, this.slotOf.length * 2, 1024));
+      next.set(this.slotOf);
+      this.slotOf = next;
+    }
+    let slot = this.slotOf[page]! - 1;
+    if (slot < 0) {
+      this.ensure(this.count + 1);
+      slot = this.count++;
+      this.pages[slot] = page;
+      this.slotOf[page] = slot + 1;
+    }
+    this.data.set(mem.subarray(from, from + PAGE_BYTES), slot * PAGE_BYTES);
+  }
+
+  private ensure(slots: number): void {
+    if (slots <= this.pages.length) return;
+    const cap = Math.max(slots, this.pages.length * 2, this.sizeHint, 64);
+    const pages = new Uint32Array(cap);
+    pages.set(this.pages.subarray(0, this.count));
+    const data = new Uint8Array(cap * PAGE_BYTES);
+    data.set(this.data.subarray(0, this.count * PAGE_BYTES));
+    this.pages = pages;
+    this.data = data;
+  }
+}
