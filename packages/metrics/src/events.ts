@@ -54,7 +54,7 @@ export interface FtvmEventMap {
   /** Drives /readyz: primary serving, secondary synced, proxy has an active node. */
   ready: { ready: boolean; reason: string };
   /** Primary: epoch `epoch` ended. durationMs = epoch length; pauseMs = vCPU stopped for capture. */
-  epochEnded: { epoch: number; policy: PolicyName; durationMs: number; pauseMs: number; dirtyPages: number };
+  epochEnded: { epoch: number; policy: PolicyName; durationMs: number; pauseMs: number; dirtyPages: number; /** Pages copied between events ahead of the hold (early copy). */ earlyPages?: number };
   /**
    * Primary: checkpoint `epoch` left for the secondary. wireBytes = bytes written to the socket
    * (framing included); rawBytes = what it would be uncompressed (pages * 4096 + device state).

@@ -70,7 +70,7 @@ const VALID: { [K in FtvmEventName]: (p: FtvmEventMap[K]) => boolean } = {
   role: (p) => oneOf(ROLES, p.role) && isInt(p.term),
   protection: (p) => typeof p.protected === 'boolean',
   ready: (p) => typeof p.ready === 'boolean',
-  epochEnded: (p) => isInt(p.epoch) && oneOf(POLICIES, p.policy) && isCount(p.durationMs) && isCount(p.pauseMs) && isInt(p.dirtyPages),
+  epochEnded: (p) => isInt(p.epoch) && oneOf(POLICIES, p.policy) && isCount(p.durationMs) && isCount(p.pauseMs) && isInt(p.dirtyPages) && (p.earlyPages === undefined || isInt(p.earlyPages)),
   checkpointSent: (p) => isInt(p.epoch) && isCount(p.wireBytes) && isCount(p.rawBytes)
     && (p.byCodec === undefined || (typeof p.byCodec === 'object' && p.byCodec !== null
       && Object.entries(p.byCodec).every(([c, s]) => oneOf(CODECS, c) && s !== undefined && isCount(s.pages) && isCount(s.bytes)))),
@@ -123,6 +123,7 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
   const epochs = new Counter({ name: 'ftvm_epochs_total', help: 'Epochs ended, by epoch policy.', labelNames: ['policy'], registers: reg });
   const epochDuration = new Histogram({ name: 'ftvm_epoch_duration_seconds', help: 'Epoch length, seconds.', buckets: EPOCH_DURATION_BUCKETS, registers: reg });
   const epochPause = new Histogram({ name: 'ftvm_epoch_pause_seconds', help: 'vCPU pause to capture an epoch (dirty pages + device state), seconds.', buckets: PAUSE_BUCKETS, registers: reg });
+  const earlyCopied = new Counter({ name: 'ftvm_epoch_early_copied_pages_total', help: 'Dirty pages copied between events ahead of the epoch hold (a page copied twice counts twice).', registers: reg });
   const dirtyPages = new Histogram({ name: 'ftvm_epoch_dirty_pages', help: 'Dirty 4 KiB pages per epoch.', buckets: DIRTY_PAGES_BUCKETS, registers: reg });
   const ackLatency = new Histogram({ name: 'ftvm_checkpoint_ack_latency_seconds', help: 'Checkpoint sent -> ack received, seconds.', buckets: DELAY_BUCKETS, registers: reg });
   const sent = new Counter({ name: 'ftvm_checkpoints_sent_total', help: 'Checkpoints sent to the secondary.', registers: reg });
@@ -208,6 +209,7 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
       epochDuration.observe(p.durationMs / 1000);
       epochPause.observe(p.pauseMs / 1000);
       dirtyPages.observe(p.dirtyPages);
+      if (p.earlyPages) earlyCopied.inc(p.earlyPages);
       recorder.pauses.add(p.pauseMs);
     },
     checkpointSent: (p) => {
@@ -372,7 +374,7 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
 /** Every ftvm_* metric family createRoleMetrics registers (for static checks of dashboards). */
 export const METRIC_NAMES: readonly string[] = [
   'ftvm_role', 'ftvm_term', 'ftvm_protected', 'ftvm_ready', 'ftvm_committed_epoch', 'ftvm_epochs_total',
-  'ftvm_epoch_duration_seconds', 'ftvm_epoch_pause_seconds', 'ftvm_epoch_dirty_pages', 'ftvm_checkpoint_ack_latency_seconds',
+  'ftvm_epoch_duration_seconds', 'ftvm_epoch_pause_seconds', 'ftvm_epoch_dirty_pages', 'ftvm_epoch_early_copied_pages_total', 'ftvm_checkpoint_ack_latency_seconds',
   'ftvm_checkpoints_sent_total', 'ftvm_checkpoints_acked_total', 'ftvm_checkpoints_rejected_total',
   'ftvm_replication_wire_bytes_total', 'ftvm_replication_raw_bytes_total', 'ftvm_replication_codec_bytes_total',
   'ftvm_replication_pages_total', 'ftvm_replication_compression_ratio', 'ftvm_inflight_epochs', 'ftvm_inflight_bytes',

@@ -42,7 +42,7 @@ describe('createRoleMetrics', () => {
   it('counts epochs by policy and observes duration, pause and dirty pages in the right buckets', async () => {
     const r = await startTestRole('primary');
     r.bus.emit('epochEnded', { epoch: 1, policy: 'adaptive', durationMs: 4, pauseMs: 0.3, dirtyPages: 10 });
-    r.bus.emit('epochEnded', { epoch: 2, policy: 'adaptive', durationMs: 30, pauseMs: 0.04, dirtyPages: 1000 });
+    r.bus.emit('epochEnded', { epoch: 2, policy: 'adaptive', durationMs: 30, pauseMs: 0.04, dirtyPages: 1000, earlyPages: 900 });
     const s = await r.scrape();
     expect(s.value('ftvm_epochs_total', { policy: 'adaptive' })).toBe(2);
     expect(s.value('ftvm_epochs_total', { policy: 'periodic' })).toBe(0);
@@ -56,6 +56,7 @@ describe('createRoleMetrics', () => {
     expect(s.value('ftvm_epoch_duration_seconds_bucket', { le: '0.05' })).toBe(2);
     expect(s.value('ftvm_epoch_dirty_pages_bucket', { le: '16' })).toBe(1);
     expect(s.value('ftvm_epoch_dirty_pages_bucket', { le: '1024' })).toBe(2);
+    expect(s.value('ftvm_epoch_early_copied_pages_total')).toBe(900);
   });
 
   it('uses pause buckets from 50 µs to 1 s and delay buckets from 0.1 ms to 5 s', async () => {

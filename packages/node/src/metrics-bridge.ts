@@ -115,7 +115,7 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
       }
       bus.emit('protection', { protected: p, reason });
     });
-    rt.on('collected', (epoch, pauseMs, dirtyPages, durationMs) => bus.emit('epochEnded', { epoch, policy, durationMs, pauseMs, dirtyPages }));
+    rt.on('collected', (epoch, pauseMs, dirtyPages, durationMs, earlyPages) => bus.emit('epochEnded', { epoch, policy, durationMs, pauseMs, dirtyPages, earlyPages }));
     rt.on('sent', (s) => {
       bus.emit('checkpointSent', { epoch: s.epoch, wireBytes: s.wireBytes, rawBytes: s.rawBytes, byCodec: s.byCodec });
       if (inflight.size >= MAX_TRACKED_INFLIGHT) {

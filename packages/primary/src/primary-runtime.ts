@@ -43,7 +43,7 @@ export interface PrimaryRuntimeEvents {
   /** The scrub compared `checked` pages with the secondary's image; `mismatched` pages differed and are resent. */
   scrub: [checked: number, mismatched: number[]];
   protection: [isProtected: boolean, reason: string];
-  collected: [epoch: number, pauseMs: number, dirtyPages: number, durationMs: number];
+  collected: [epoch: number, pauseMs: number, dirtyPages: number, durationMs: number, earlyPages: number];
   sent: [stats: EpochStats];
   acked: [epoch: number, ackLatencyMs: number];
   committed: [epoch: number, acked: boolean];
@@ -414,7 +414,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
           this.scrubCursor = next * PAGE_BYTES >= c.memBytes ? 0 : next;
         }
         this.staged.set(c.epoch, { c, full, collectedAt: t });
-        this.emit('collected', c.epoch, c.pauseMs, c.pages.length, t - this.lastEpochEnd);
+        this.emit('collected', c.epoch, c.pauseMs, c.pages.length, t - this.lastEpochEnd, c.earlyPages);
         this.lastEpochEnd = t;
         this.core.epochCollected({
           epoch: c.epoch,
