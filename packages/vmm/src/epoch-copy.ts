@@ -1,5 +1,8 @@
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 
+/** Free slots kept ahead of the hold, at least (a quarter of the epoch's pages when more). */
+const EPOCH_COPY_HEADROOM = 256;
+
 /**
  * The running epoch's copy of its dirty pages, filled ahead of the collect.
  *
@@ -48,6 +51,8 @@ export class EpochCopy {
       this.copy(mem, this.pending[this.head]!);
       this.copiedEarly++;
     }
+    // Room for the pages the hold will add, made now: growing inside the hold copies the whole buffer.
+    this.ensure(this.count + Math.max(EPOCH_COPY_HEADROOM, this.count >>> 2));
     return this.head < this.pending.length;
   }
 
@@ -99,7 +104,7 @@ export class EpochCopy {
 
   private ensure(slots: number): void {
     if (slots <= this.pages.length) return;
-    const cap = Math.max(slots, this.pages.length * 2, this.sizeHint, 64);
+    const cap = Math.max(slots, this.pages.length * 2, this.sizeHint + (this.sizeHint >>> 2), 64);
     const pages = new Uint32Array(cap);
     pages.set(this.pages.subarray(0, this.count));
     const data = new Uint8Array(cap * PAGE_BYTES);
