@@ -26,6 +26,8 @@ export interface NodeOptions {
   policyOptions?: Record<string, unknown>;
   onSecondaryLoss: 'continue' | 'block';
   compression: boolean;
+  /** VmmOptions.earlyCopy (default true). */
+  earlyCopy?: boolean;
   eventTimeoutMs: number;
   /** Silence after which the peer is lost, ms. Default 1000. */
   detectionTimeoutMs?: number;
@@ -78,7 +80,7 @@ export class NodeHost extends EventEmitter<NodeEvents> {
   async start(): Promise<number> {
     const o = this.opts;
     if (o.role === 'primary') {
-      const vmm = await Vmm.boot(o.guest, { eventTimeoutMs: o.eventTimeoutMs, syncEachOutput: o.policy === 'sync-io', disk: o.disk });
+      const vmm = await Vmm.boot(o.guest, { eventTimeoutMs: o.eventTimeoutMs, syncEachOutput: o.policy === 'sync-io', disk: o.disk, earlyCopy: o.earlyCopy });
       this.becomePrimary(vmm, 0, 0);
     } else {
       this.becomeSecondary(0);
@@ -184,7 +186,7 @@ export class NodeHost extends EventEmitter<NodeEvents> {
     let vmm: Vmm;
     try {
       // The disk file holds the same committed epoch as the image (the journal commits both together).
-      vmm = await Vmm.restore(this.opts.guest, ckpt, { eventTimeoutMs: this.opts.eventTimeoutMs, syncEachOutput: this.opts.policy === 'sync-io', disk: this.opts.disk });
+      vmm = await Vmm.restore(this.opts.guest, ckpt, { eventTimeoutMs: this.opts.eventTimeoutMs, syncEachOutput: this.opts.policy === 'sync-io', disk: this.opts.disk, earlyCopy: this.opts.earlyCopy });
     } catch (e) {
       this.emit('log', 'error', 'promotion failed: the committed image did not restore', { message: (e as Error).message });
       proxy?.close(4099, 'promotion failed');

@@ -57,6 +57,7 @@ export const nodeFlags: FlagTable = {
   'detection-timeout-ms': { type: 'string', default: 1000, parse: int(10, 600_000), help: 'silence after which the peer is lost' },
   compression: { type: 'string', default: 'on', parse: oneOf('on', 'off'), help: 'XOR-delta/LZ4 page encoding on the wire' },
   'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'a guest event running longer is a fault' },
+  'early-copy': { type: 'string', default: 'on', parse: oneOf('on', 'off'), help: 'copy dirty pages between events so the epoch hold copies only the rest' },
   'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page' },
   'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
   ...clockFlags,
@@ -93,6 +94,7 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
     onSecondaryLoss: f['on-secondary-loss'] as 'continue' | 'block',
     compression: f.compression === 'on',
     eventTimeoutMs: f['event-timeout-ms'] as number,
+    earlyCopy: f['early-copy'] === 'on',
     detectionTimeoutMs: f['detection-timeout-ms'] as number,
     disk,
   });

@@ -14,6 +14,7 @@ export const runCommand: CommandSpec = {
     port: { type: 'string', default: 6380, parse: int(0, 65535), help: 'TCP port clients connect to (0: any free port)' },
     host: { type: 'string', default: '127.0.0.1', help: 'address to listen on' },
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
+    'early-copy': { type: 'string', default: 'on', parse: oneOf('on', 'off'), help: 'copy dirty pages between events so the checkpoint hold copies only the rest' },
     'checkpoint-interval-ms': { type: 'string', default: 200, parse: int(1, 60_000), help: 'interval of local rollback checkpoints' },
     'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page (default 9103 in docs; off unless given)' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
@@ -36,6 +37,7 @@ export const runCommand: CommandSpec = {
       host: f.host as string,
       port: f.port as number,
       eventTimeoutMs: f['event-timeout-ms'] as number,
+      earlyCopy: f['early-copy'] === 'on',
       checkpointIntervalMs: f['checkpoint-interval-ms'] as number,
     });
     server.on('log', (l, m) => log.log(GUEST_LOG_LEVELS[l] ?? 'info', `guest: ${m}`));
