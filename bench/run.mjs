@@ -27,6 +27,8 @@ export const CONFIGS = {
   unprotected: null,
   ...POLICIES,
   ...Object.fromEntries(Object.entries(POLICIES).map(([k, v]) => [`${k}-nocomp`, [...v, '--compression', 'off']])),
+  // The early copy off: every dirty page copied inside the epoch's hold (the behaviour before 2ab3fae).
+  'adaptive-noearly': [...POLICIES.adaptive, '--early-copy', 'off'],
 };
 const PARTS = ['sweep', 'crash', 'profile'];
 
