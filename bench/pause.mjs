@@ -10,7 +10,8 @@
 import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { Vmm, prepareGuest, readGuest } from '../packages/vmm/dist/index.js';
+import { prepareGuest, readGuest } from '../packages/vmm/dist/index.js';
+import { PAGES_PER_MIB, bootFilledDirtier, dirtierLine } from './lib/dirtier.mjs';
 
 const quick = process.argv.includes('--quick');
 const unknown = process.argv.slice(2).filter((a) => a !== '--quick');
@@ -19,30 +20,11 @@ if (unknown.length) {
   process.exit(2);
 }
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url));
-const PAGES_PER_MIB = 256;
 const EPOCH_MS = 100;
 const RATE = 10_000;
 const EPOCHS = quick ? 40 : 300;
 const SIZES = quick ? [64] : [64, 1024];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function line(vmm, conn, text) {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const on = (it) => {
-      if (it.conn !== conn) return;
-      buf += Buffer.from(it.data).toString();
-      if (buf.includes('\n')) {
-        vmm.off('output', on);
-        const l = buf.split('\n')[0];
-        if (l.startsWith('ERR')) reject(new Error(`dirtier: ${l} (for ${text})`));
-        else resolve(l);
-      }
-    };
-    vmm.on('output', on);
-    vmm.input(conn, Buffer.from(`${text}\n`));
-  });
-}
 
 const q = (xs, p) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -50,16 +32,9 @@ const q = (xs, p) => {
 };
 
 async function run(guest, mib, earlyCopy) {
-  const vmm = await Vmm.boot(guest, { eventTimeoutMs: 30_000, earlyCopy });
+  const vmm = await bootFilledDirtier(guest, mib, { earlyCopy });
   try {
-    vmm.open(1);
-    for (let m = Math.min(64, mib); ; m = Math.min(mib, m + 64)) {
-      await line(vmm, 1, `SET ws_pages=${m * PAGES_PER_MIB} rate=0`);
-      await line(vmm, 1, 'FILL');
-      await vmm.collect();
-      if (m >= mib) break;
-    }
-    await line(vmm, 1, `SET ws_pages=${mib * PAGES_PER_MIB} rate=${RATE} pattern=random tick_ms=1`);
+    await dirtierLine(vmm, 1, `SET ws_pages=${mib * PAGES_PER_MIB} rate=${RATE} pattern=random tick_ms=1`);
     await vmm.collect();
     const pause = [];
     const pages = [];
@@ -72,7 +47,7 @@ async function run(guest, mib, earlyCopy) {
       early += c.earlyPages;
       if ((i + 1) % 50 === 0) process.stderr.write(`  ${mib} MiB early=${earlyCopy}: ${i + 1}/${EPOCHS} epochs\n`);
     }
-    await line(vmm, 1, 'STOP');
+    await dirtierLine(vmm, 1, 'STOP');
     const total = pages.reduce((a, b) => a + b, 0);
     return {
       mib,
