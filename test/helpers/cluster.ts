@@ -19,6 +19,8 @@ export interface ClusterOptions {
   guest?: string;
   policy?: string;
   nodeArgs?: string[];
+  /** Arguments one node gets and the other does not (e.g. its own `--disk` file under `dir`). */
+  perNodeArgs?: (k: 'a' | 'b', dir: string) => string[];
   proxyArgs?: string[];
   /** Start the proxy (default true). */
   proxy?: boolean;
@@ -37,6 +39,8 @@ export class Cluster {
   /** With `metrics: true`: the metrics port of each role (a node keeps its port across respawns). */
   readonly metricsPorts: { a: number; b: number; proxy: number } | undefined;
   readonly tokenFile: string;
+  /** A temporary directory of this cluster's own (the token file, per-node files). */
+  readonly dir: string;
   private all: Spawned[] = [];
 
   constructor(readonly opts: ClusterOptions = {}) {
@@ -47,6 +51,7 @@ export class Cluster {
       this.metricsPorts = { a: ma, b: mb, proxy: mp };
     }
     const dir = mkdtempSync(join(tmpdir(), 'ftvm-cluster-'));
+    this.dir = dir;
     this.tokenFile = join(dir, 'token');
     writeFileSync(this.tokenFile, randomBytes(16).toString('hex'));
   }
@@ -69,6 +74,7 @@ export class Cluster {
     return [...this.metricsArgs(k),
       '--listen', `127.0.0.1:${this.ports[k]}`, '--node-id', k, '--guest', this.opts.guest ?? 'kv',
       '--token-file', this.tokenFile, '--policy', this.opts.policy ?? 'adaptive', ...(this.opts.nodeArgs ?? []),
+      ...(this.opts.perNodeArgs?.(k, this.dir) ?? []),
     ];
   }
 
