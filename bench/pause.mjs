@@ -65,6 +65,29 @@ async function run(guest, mib, earlyCopy) {
   }
 }
 
+/** Full collects (a new secondary's full sync) while the dirtier writes: plain (all in the hold) vs background. */
+async function runFull(guest, mib, background) {
+  const vmm = await bootFilledDirtier(guest, mib);
+  try {
+    await dirtierLine(vmm, 1, `SET ws_pages=${mib * PAGES_PER_MIB} rate=${RATE} pattern=random tick_ms=1`);
+    const hold = [];
+    const total = [];
+    for (let i = 0; i < FULL_REPEATS; i++) {
+      await sleep(200);
+      const t = performance.now();
+      const c = await vmm.collect(true, true, undefined, { background });
+      total.push(performance.now() - t);
+      hold.push(c.pauseMs);
+    }
+    await dirtierLine(vmm, 1, 'STOP');
+    return { mib, background, holdP50: q(hold, 0.5), holdMax: Math.max(...hold), totalP50: q(total, 0.5) };
+  } finally {
+    await vmm.stop();
+  }
+}
+const FULL_REPEATS = quick ? 2 : 5;
+const FULL_SIZES = quick ? [64] : [256, 1024];
+
 const { name, wasm } = readGuest('dirtier');
 const guest = prepareGuest(name, wasm);
 const rows = [];
@@ -72,6 +95,13 @@ for (const mib of SIZES) {
   for (const earlyCopy of [false, true]) {
     process.stderr.write(`pause: ${mib} MiB, early copy ${earlyCopy ? 'on' : 'off'}\n`);
     rows.push(await run(guest, mib, earlyCopy));
+  }
+}
+const fullRows = [];
+for (const mib of FULL_SIZES) {
+  for (const background of [false, true]) {
+    process.stderr.write(`full collect: ${mib} MiB, ${background ? 'background' : 'plain'}\n`);
+    fullRows.push(await runFull(guest, mib, background));
   }
 }
 const f = (x) => x.toFixed(3);
@@ -86,6 +116,14 @@ const L = [
   '| memory | early copy | dirty pages / epoch (p50) | copied early | pause p50 ms | pause p99 ms | max ms | pauses ≤ 1 ms |',
   '|---|---|---|---|---|---|---|---|',
   ...rows.map((r) => `| ${r.mib} MiB | ${r.earlyCopy ? 'on' : 'off'} | ${r.pagesP50} | ${(r.earlyShare * 100).toFixed(0)} % | ${f(r.p50)} | ${f(r.p99)} | ${f(r.max)} | ${(r.le1 * 100).toFixed(1)} % |`),
+  '',
+  '## Full collect (a new secondary\'s full sync)',
+  '',
+  `The same dirtier writing ${RATE.toLocaleString('en')} pages/s; ${FULL_REPEATS} full collects per row, 200 ms apart. Plain: every page copied in the hold. Background (\`Vmm.collect(true, …, { background: true })\`, what the primary uses for a full sync): every page copied between events while the guest runs, then a hold that copies the pages written meanwhile.`,
+  '',
+  '| memory | full collect | hold p50 ms | hold max ms | collect call p50 ms |',
+  '|---|---|---|---|---|',
+  ...fullRows.map((r) => `| ${r.mib} MiB | ${r.background ? 'background' : 'plain'} | ${r.holdP50.toFixed(1)} | ${r.holdMax.toFixed(1)} | ${r.totalP50.toFixed(0)} |`),
   '',
 ];
 const out = L.join('\n');

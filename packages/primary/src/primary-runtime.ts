@@ -404,7 +404,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
   private collect(epoch: number, full: boolean): void {
     const held = this.core.vcpuHeld;
     const scrub = full || !this.secondary ? undefined : { fromPage: this.scrubCursor, count: SCRUB_PAGES_PER_EPOCH };
-    this.vmm.collect(full, !held, scrub).then(
+    // A full sync copies memory while the guest runs (background): its hold is not O(memory).
+    this.vmm.collect(full, !held, scrub, { background: full }).then(
       (c) => {
         if (this.stopped) return;
         if (c.epoch !== epoch) this.emit('log', 'error', 'epoch numbering diverged between core and vCPU', { core: epoch, vcpu: c.epoch });

@@ -93,6 +93,16 @@ let earlyScheduled = false;
 let earlyDirty = false;
 /** Pages per early-copy slice: ~0.1 ms of copying between two looks at the event queue. */
 const EARLY_SLICE_PAGES = 64;
+/**
+ * A full collect in the background (a new secondary's full sync): every page is copied
+ * between events while the guest runs, the log records what it writes meanwhile, and the
+ * hold copies only that. Meanwhile the per-epoch early copy stands aside (it would clear
+ * those marks).
+ */
+let bgFull: { id: number; resume: boolean; copy: EpochCopy; memBytes: number } | null = null;
+let bgScheduled = false;
+/** Pages per background slice: ~0.3 ms of copying between two looks at the event queue. */
+const BG_SLICE_PAGES = 256;
 
 const mem = () => new Uint8Array(memory.buffer);
 
@@ -422,14 +432,14 @@ function runEvents(events: GuestEvent[]): void {
  * copies only pages written after it (and the ones still pending).
  */
 function scheduleEarlyCopy(): void {
-  if (!early || earlyScheduled || paused || faulted) return;
+  if (!early || earlyScheduled || paused || faulted || bgFull) return;
   earlyScheduled = true;
   setImmediate(earlyCopyStep);
 }
 
 function earlyCopyStep(): void {
   earlyScheduled = false;
-  if (!early || paused || faulted) return;
+  if (!early || paused || faulted || bgFull) return;
   const m = mem();
   if (early.pendingCount === 0) {
     if (!earlyDirty) return;
@@ -466,7 +476,50 @@ function deviceState(h: bigint): DeviceState {
   };
 }
 
-function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage: number; count: number }): void {
+/** Starts a full collect in the background (bytemap guests): see bgFull. */
+function startBackgroundFull(id: number, resume: boolean): void {
+  const m = mem();
+  // Marks so far are covered by the copy of every page; marks from here on are what the hold copies again.
+  const r = bytemap!.collect(m, m.length);
+  if (r.reservedPages.length) m.fill(0, 0, RESERVED_BYTES);
+  if (pcMarks) pcMarks = markInto(pcMarks, r.pages);
+  early?.reset();
+  const copy = new EpochCopy();
+  const all = new Uint32Array(m.length / PAGE_BYTES - RESERVED_PAGES);
+  for (let i = 0; i < all.length; i++) all[i] = RESERVED_PAGES + i;
+  copy.take(all);
+  bgFull = { id, resume, copy, memBytes: m.length };
+  scheduleBackgroundFull();
+}
+
+function scheduleBackgroundFull(): void {
+  if (bgScheduled || !bgFull) return;
+  bgScheduled = true;
+  setImmediate(backgroundFullStep);
+}
+
+/** Ends a background full collect in a hold now (another command needs the dirty log or a collect). */
+function finishBackgroundNow(): void {
+  const bg = bgFull;
+  if (!bg) return;
+  bgFull = null;
+  collect(bg.id, true, bg.resume, undefined, bg);
+}
+
+function backgroundFullStep(): void {
+  bgScheduled = false;
+  const bg = bgFull;
+  if (!bg || faulted) return;
+  // Held (sync-io, a pause): the guest does not run, so the rest is copied in this hold at once.
+  if (!paused && bg.copy.step(mem(), BG_SLICE_PAGES)) {
+    scheduleBackgroundFull();
+    return;
+  }
+  bgFull = null;
+  collect(bg.id, true, bg.resume, undefined, bg);
+}
+
+function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage: number; count: number }, bg?: { copy: EpochCopy; memBytes: number }): void {
   const t0 = performance.now();
   // The vCPU is held from here (the event boundary) until the copy ends (see below).
   const h0 = hostNs();
@@ -492,6 +545,8 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
   }
   if (pcMarks) pcMarks = markInto(pcMarks, pages);
   if (carryAny) pages = mergeCarry(pages);
+  // Written since the background copy began (bg): the hold copies these again.
+  const dirtyNow = pages;
   if (full) {
     // The reserved region is the dirty log (all zero after a scan): only a shadow-logged guest owns it.
     const first = bytemap ? RESERVED_PAGES : 0;
@@ -501,10 +556,19 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
   }
   knownMemBytes = memBytes;
   let data: Uint8Array;
-  const earlyPages = early?.copiedEarly ?? 0;
+  const earlyPages = bg ? bg.copy.copiedEarly : (early?.copiedEarly ?? 0);
   if (early && !full) {
     // The early copies hold most of the epoch; the hold copies the rest.
     const got = early.finish(m, pages);
+    pages = got.pages;
+    data = got.data;
+  } else if (bg) {
+    // Every page was copied in the background: the hold copies the pages written since (and any grown).
+    const grown = memBytes > bg.memBytes ? pagesInRange(bg.memBytes, memBytes) : new Uint32Array(0);
+    const redo = new Uint32Array(dirtyNow.length + grown.length);
+    redo.set(dirtyNow);
+    redo.set(grown, dirtyNow.length);
+    const got = bg.copy.finish(m, redo);
     pages = got.pages;
     data = got.data;
   } else {
@@ -693,7 +757,9 @@ port.on('message', (m: ToWorker) => {
       return;
     case 'collect':
       drainThrottled();
-      collect(m.id, m.full, m.resume, m.scrub);
+      finishBackgroundNow();
+      if (m.full && m.background && bytemap && !paused && !bgFull) startBackgroundFull(m.id, m.resume);
+      else collect(m.id, m.full, m.resume, m.scrub);
       return;
     case 'mark':
       // Pages the integrity scrub found different on the secondary: resend them next epoch.
@@ -733,6 +799,7 @@ port.on('message', (m: ToWorker) => {
       port.close();
       return;
     case 'dirty': {
+      finishBackgroundNow(); // the pre-copy takes marks the background copy still needs
       if (!m.start && !pcMarks) {
         post({ t: 'reqError', id: m.id, code: 'FTVM_ERR_PRECOPY_NOT_TRACKING', message: 'dirtyPages() before startDirtyTracking() (or the vCPU was restarted)' });
         return;
@@ -754,6 +821,7 @@ port.on('message', (m: ToWorker) => {
       return;
     }
     case 'final': {
+      finishBackgroundNow();
       if (!pcMarks) {
         post({ t: 'reqError', id: m.id, code: 'FTVM_ERR_PRECOPY_NOT_TRACKING', message: 'precopyFinal() without dirty tracking (or the vCPU was restarted)' });
         return;

@@ -469,10 +469,15 @@ export class Vmm extends EventEmitter<VmmEvents> {
    * Ends the current epoch at the next event boundary: copies dirty pages (or every page
    * when full) with globals and device state, clears the dirty log and resumes at once
    * (or stays paused when `resume` is false).
+   *
+   * `background` (full only, bytemap guests): every page is copied between events while the
+   * guest runs on, then the epoch ends in a hold that copies only the pages written meanwhile,
+   * so a full sync holds the vCPU O(pages written during the copy), not O(memory). The result
+   * is the memory at that hold, as a plain full collect's is at its own.
    */
-  collect(full = false, resume = true, scrub?: { fromPage: number; count: number }): Promise<Collected> {
+  collect(full = false, resume = true, scrub?: { fromPage: number; count: number }, opts: { background?: boolean } = {}): Promise<Collected> {
     if (resume) this.held = false;
-    return this.request<Collected>((id) => ({ t: 'collect', id, full, resume, scrub }));
+    return this.request<Collected>((id) => ({ t: 'collect', id, full, resume, scrub, background: opts.background }));
   }
 
   /** Marks pages dirty so the next epoch carries them again (a scrub repair). */

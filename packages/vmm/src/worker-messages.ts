@@ -66,7 +66,7 @@ export interface ClockReport {
 
 export type ToWorker =
   | { t: 'events'; events: GuestEvent[] }
-  | { t: 'collect'; id: number; resume: boolean; full: boolean; scrub?: { fromPage: number; count: number } }
+  | { t: 'collect'; id: number; resume: boolean; full: boolean; scrub?: { fromPage: number; count: number }; background?: boolean }
   | { t: 'mark'; pages: number[] }
   | { t: 'pause'; id: number }
   | { t: 'resume' }
