@@ -25,6 +25,15 @@ describe('ftvm up --disk-size', () => {
     c.send('DISKCHECK');
     expect(await c.waitReplies(2)).toEqual(['OK', 'OK']);
     c.end();
+    // The disk's replication is measured: the primary (node a, base port + 1) sent blocks, the
+    // secondary (node b, + 2) made them durable (the full sync carries the log's blocks at least).
+    const scrape = async (port: number, name: string): Promise<number> => {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+      return Number(line?.split(' ')[1] ?? NaN);
+    };
+    expect(await scrape(mb + 1, 'ftvm_disk_blocks_replicated_total')).toBeGreaterThan(0);
+    expect(await scrape(mb + 2, 'ftvm_disk_commits_total')).toBeGreaterThan(0);
     await up.stop('SIGTERM');
     // --disk-dir is kept: the files outlive the cluster.
     expect(existsSync(join(dir, 'node-a.img'))).toBe(true);

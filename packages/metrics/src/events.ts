@@ -59,7 +59,7 @@ export interface FtvmEventMap {
    * Primary: checkpoint `epoch` left for the secondary. wireBytes = bytes written to the socket
    * (framing included); rawBytes = what it would be uncompressed (pages * 4096 + device state).
    */
-  checkpointSent: { epoch: number; wireBytes: number; rawBytes: number; byCodec?: Partial<Record<CodecName, CodecStats>> };
+  checkpointSent: { epoch: number; wireBytes: number; rawBytes: number; byCodec?: Partial<Record<CodecName, CodecStats>>; /** Virtual disk blocks the checkpoint carried, and their bytes on the wire. */ diskBlocks?: number; diskWireBytes?: number };
   /** Primary: the secondary acked `epoch`; ackLatencyMs = sent -> ack received. */
   checkpointAcked: { epoch: number; ackLatencyMs: number };
   /** Secondary: a staged checkpoint failed verification and was dropped. */
@@ -90,13 +90,15 @@ export interface FtvmEventMap {
   link: { peer: PeerName; up: boolean };
   /** Fraction of vCPU time withheld by throttling, 0..1 (level). */
   throttle: { ratio: number };
+  /** A secondary made an epoch's disk blocks durable (journal commit point, apply, fsyncs). */
+  diskCommitted: { epoch: number; blocks: number; durationMs: number };
 }
 
 export type FtvmEventName = keyof FtvmEventMap;
 export const EVENT_NAMES: readonly FtvmEventName[] = [
   'role', 'protection', 'ready', 'epochEnded', 'checkpointSent', 'checkpointAcked', 'checkpointRejected',
   'committed', 'inFlight', 'outputHeld', 'outputReleased', 'inputReplayed', 'failover', 'clockDrift',
-  'guestFault', 'progress', 'scrub', 'clients', 'link', 'throttle',
+  'guestFault', 'progress', 'scrub', 'clients', 'link', 'throttle', 'diskCommitted',
 ];
 
 export type FtvmListener<K extends FtvmEventName> = (payload: Readonly<FtvmEventMap[K]>) => void;

@@ -73,8 +73,10 @@ const VALID: { [K in FtvmEventName]: (p: FtvmEventMap[K]) => boolean } = {
   epochEnded: (p) => isInt(p.epoch) && oneOf(POLICIES, p.policy) && isCount(p.durationMs) && isCount(p.pauseMs) && isInt(p.dirtyPages) && (p.earlyPages === undefined || isInt(p.earlyPages)),
   checkpointSent: (p) => isInt(p.epoch) && isCount(p.wireBytes) && isCount(p.rawBytes)
     && (p.byCodec === undefined || (typeof p.byCodec === 'object' && p.byCodec !== null
-      && Object.entries(p.byCodec).every(([c, s]) => oneOf(CODECS, c) && s !== undefined && isCount(s.pages) && isCount(s.bytes)))),
+      && Object.entries(p.byCodec).every(([c, s]) => oneOf(CODECS, c) && s !== undefined && isCount(s.pages) && isCount(s.bytes))))
+    && (p.diskBlocks === undefined || isInt(p.diskBlocks)) && (p.diskWireBytes === undefined || isCount(p.diskWireBytes)),
   checkpointAcked: (p) => isInt(p.epoch) && isCount(p.ackLatencyMs),
+  diskCommitted: (p) => isInt(p.epoch) && isInt(p.blocks) && isCount(p.durationMs),
   checkpointRejected: (p) => isInt(p.epoch),
   committed: (p) => isInt(p.epoch),
   inFlight: (p) => isInt(p.epochs) && isCount(p.bytes),
@@ -123,6 +125,10 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
   const epochs = new Counter({ name: 'ftvm_epochs_total', help: 'Epochs ended, by epoch policy.', labelNames: ['policy'], registers: reg });
   const epochDuration = new Histogram({ name: 'ftvm_epoch_duration_seconds', help: 'Epoch length, seconds.', buckets: EPOCH_DURATION_BUCKETS, registers: reg });
   const epochPause = new Histogram({ name: 'ftvm_epoch_pause_seconds', help: 'vCPU pause to capture an epoch (dirty pages + device state), seconds.', buckets: PAUSE_BUCKETS, registers: reg });
+  const diskBlocks = new Counter({ name: 'ftvm_disk_blocks_replicated_total', help: 'Virtual disk blocks (4 KiB) sent in checkpoints.', registers: reg });
+  const diskWire = new Counter({ name: 'ftvm_disk_replication_wire_bytes_total', help: 'Bytes on the wire for virtual disk blocks in checkpoints.', registers: reg });
+  const diskCommits = new Counter({ name: 'ftvm_disk_commits_total', help: 'Epochs whose disk blocks a secondary made durable.', registers: reg });
+  const diskCommitSeconds = new Histogram({ name: 'ftvm_disk_commit_seconds', help: 'Secondary: time to make an epoch\'s disk blocks durable (journal commit, apply, fsyncs), seconds.', buckets: DELAY_BUCKETS, registers: reg });
   const earlyCopied = new Counter({ name: 'ftvm_epoch_early_copied_pages_total', help: 'Dirty pages copied between events ahead of the epoch hold (a page copied twice counts twice).', registers: reg });
   const dirtyPages = new Histogram({ name: 'ftvm_epoch_dirty_pages', help: 'Dirty 4 KiB pages per epoch.', buckets: DIRTY_PAGES_BUCKETS, registers: reg });
   const ackLatency = new Histogram({ name: 'ftvm_checkpoint_ack_latency_seconds', help: 'Checkpoint sent -> ack received, seconds.', buckets: DELAY_BUCKETS, registers: reg });
@@ -212,7 +218,13 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
       if (p.earlyPages) earlyCopied.inc(p.earlyPages);
       recorder.pauses.add(p.pauseMs);
     },
+    diskCommitted: (p) => {
+      diskCommits.inc();
+      diskCommitSeconds.observe(p.durationMs / 1000);
+    },
     checkpointSent: (p) => {
+      if (p.diskBlocks) diskBlocks.inc(p.diskBlocks);
+      if (p.diskWireBytes) diskWire.inc(p.diskWireBytes);
       state.checkpointsSent++;
       state.wireBytesTotal += p.wireBytes;
       state.rawBytesTotal += p.rawBytes;
@@ -383,4 +395,5 @@ export const METRIC_NAMES: readonly string[] = [
   'ftvm_last_failover_timestamp_seconds', 'ftvm_clock_drift_seconds', 'ftvm_guest_faults_total', 'ftvm_task_done',
   'ftvm_task_total', 'ftvm_task_progress_ratio', 'ftvm_scrub_pages_total', 'ftvm_scrub_mismatches_total',
   'ftvm_client_connections', 'ftvm_link_up', 'ftvm_vcpu_throttle_ratio', 'ftvm_metrics_invalid_events_total',
+  'ftvm_disk_blocks_replicated_total', 'ftvm_disk_replication_wire_bytes_total', 'ftvm_disk_commits_total', 'ftvm_disk_commit_seconds',
 ];

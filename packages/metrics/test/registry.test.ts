@@ -59,6 +59,20 @@ describe('createRoleMetrics', () => {
     expect(s.value('ftvm_epoch_early_copied_pages_total')).toBe(900);
   });
 
+  it('counts replicated disk blocks and their wire bytes, and observes secondary disk commits', async () => {
+    const r = await startTestRole('primary');
+    r.bus.emit('checkpointSent', { epoch: 1, wireBytes: 100, rawBytes: 4096, diskBlocks: 3, diskWireBytes: 700 });
+    r.bus.emit('checkpointSent', { epoch: 2, wireBytes: 100, rawBytes: 4096 });
+    r.bus.emit('diskCommitted', { epoch: 1, blocks: 3, durationMs: 4 });
+    r.bus.emit('diskCommitted', { epoch: 2, blocks: -1, durationMs: 4 });
+    const s = await r.scrape();
+    expect(s.value('ftvm_disk_blocks_replicated_total')).toBe(3);
+    expect(s.value('ftvm_disk_replication_wire_bytes_total')).toBe(700);
+    expect(s.value('ftvm_disk_commits_total')).toBe(1);
+    expect(s.value('ftvm_disk_commit_seconds_bucket', { le: '0.005' })).toBe(1);
+    expect(s.value('ftvm_metrics_invalid_events_total', { event: 'diskCommitted' })).toBe(1);
+  });
+
   it('uses pause buckets from 50 µs to 1 s and delay buckets from 0.1 ms to 5 s', async () => {
     const r = await startTestRole('primary');
     const s = await r.scrape();

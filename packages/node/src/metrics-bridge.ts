@@ -117,7 +117,7 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
     });
     rt.on('collected', (epoch, pauseMs, dirtyPages, durationMs, earlyPages) => bus.emit('epochEnded', { epoch, policy, durationMs, pauseMs, dirtyPages, earlyPages }));
     rt.on('sent', (s) => {
-      bus.emit('checkpointSent', { epoch: s.epoch, wireBytes: s.wireBytes, rawBytes: s.rawBytes, byCodec: s.byCodec });
+      bus.emit('checkpointSent', { epoch: s.epoch, wireBytes: s.wireBytes, rawBytes: s.rawBytes, byCodec: s.byCodec, diskBlocks: s.diskBlocks, diskWireBytes: s.diskWireBytes });
       if (inflight.size >= MAX_TRACKED_INFLIGHT) {
         inflight.clear();
         inflightBytes = 0;
@@ -166,6 +166,7 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
       bus.emit('committed', { epoch });
       bus.emit('ready', { ready: true, reason: `holds epoch ${epoch}` });
     });
+    rt.on('diskCommitted', (epoch, blocks, durationMs) => bus.emit('diskCommitted', { epoch, blocks, durationMs }));
     rt.on('log', (level, msg, f) => {
       if (msg.startsWith('primary lost')) lostAt ??= performance.now();
       if (msg === 'checkpoint not applied') bus.emit('checkpointRejected', { epoch: Number(f?.epoch ?? 0), reason: String(f?.reason ?? '') });

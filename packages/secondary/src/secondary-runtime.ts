@@ -26,6 +26,8 @@ export interface SecondaryRuntimeEvents {
   /** The proxy promoted this node: start the guest from `image` as primary in `term`. */
   promote: [image: GuestImage, digest: ImageDigest, term: number, retained: RetainedOutput];
   applied: [epoch: number, pages: number, wireBytes: number, rawBytes: number];
+  /** An epoch's disk blocks are durable (the ack is sent after this). */
+  diskCommitted: [epoch: number, blocks: number, durationMs: number];
   log: [level: 'error' | 'warn' | 'info' | 'debug', msg: string, fields?: Record<string, unknown>];
 }
 
@@ -453,6 +455,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
             () => {
               const ms = now() - t0;
               if (ms > 200) this.emit('log', 'info', 'slow disk commit', { epoch: st.epoch, blocks: st.disk!.count, ms: Math.round(ms) });
+              this.emit('diskCommitted', st.epoch, st.disk!.count, ms);
               this.diskBusy = null;
               if (this.heldAck) this.primary?.trySend(this.heldAck);
               this.heldAck = null;
