@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { spawnFtvm, type Spawned } from './ftvm.js';
 
 // Each vitest worker gets its own range (VITEST_POOL_ID is 1..workers), so test files
@@ -126,6 +127,14 @@ export class Cluster {
   async stop(): Promise<void> {
     await Promise.all(this.all.map((s) => s.stop('SIGKILL')));
   }
+}
+
+/** A Cluster started before the describe block's tests and stopped after them. */
+export function useCluster(opts: ClusterOptions = {}, startTimeoutMs = 120_000): Cluster {
+  const cluster = new Cluster(opts);
+  beforeAll(() => cluster.start(), startTimeoutMs);
+  afterAll(() => cluster.stop());
+  return cluster;
 }
 
 /**

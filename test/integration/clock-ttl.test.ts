@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Cluster } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { useCluster } from '../helpers/cluster.js';
 import { mark, waitForLineAfter } from '../helpers/ftvm.js';
 import { redisCli } from '../helpers/redis.js';
 
@@ -11,13 +11,7 @@ import { redisCli } from '../helpers/redis.js';
 const sleepUntil = (t0: number, ms: number) => new Promise((r) => setTimeout(r, Math.max(0, t0 + ms - performance.now())));
 
 describe('EXPIRE/TTL across a failover (redis-cli through the proxy, kv guest)', () => {
-  const cluster = new Cluster({ guest: 'kv' });
-  beforeAll(async () => {
-    await cluster.start();
-  }, 120_000);
-  afterAll(async () => {
-    await cluster.stop();
-  });
+  const cluster = useCluster({ guest: 'kv' });
 
   it('a key set with EX 5 is still there 4 s after it was set (a failover at ~2 s) and gone by 6 s', async () => {
     const port = cluster.ports.proxy;

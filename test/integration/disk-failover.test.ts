@@ -1,6 +1,6 @@
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Cluster } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { useCluster } from '../helpers/cluster.js';
 import { mark, waitForLineAfter } from '../helpers/ftvm.js';
 import { RespClient } from '../helpers/resp.js';
 
@@ -10,16 +10,10 @@ const WINDOW = 8;
 
 describe('failover of a kv guest that writes its disk and memory in the same request', () => {
   // Each node has its own disk file: a disk must never be shared.
-  const cluster = new Cluster({
+  const cluster = useCluster({
     guest: 'kv',
     nodeArgs: ['--disk-size', '4M', '--detection-timeout-ms', '600'],
     perNodeArgs: (k, dir) => ['--disk', join(dir, `${k}.img`)],
-  });
-  beforeAll(async () => {
-    await cluster.start();
-  }, 120_000);
-  afterAll(async () => {
-    await cluster.stop();
   });
 
   it(`after a SIGKILL of the primary at a random point, DISKCHECK on the promoted node is OK and every acknowledged SET is there (${ROUNDS} kill points)`, async () => {

@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Cluster } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { useCluster } from '../helpers/cluster.js';
 import { mark, waitForLineAfter } from '../helpers/ftvm.js';
 import { RespClient } from '../helpers/resp.js';
 
@@ -9,13 +9,7 @@ const INCRS = 10_000;
 const WINDOW = 32;
 
 describe('failover through the proxy, connections kept', () => {
-  const cluster = new Cluster();
-  beforeAll(async () => {
-    await cluster.start();
-  }, 120_000);
-  afterAll(async () => {
-    await cluster.stop();
-  });
+  const cluster = useCluster();
 
   /** Kills the primary, restarts it as a secondary and waits until the survivor is protected again. */
   async function killPrimaryAndRecover(): Promise<void> {

@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Cluster } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { type Cluster, useCluster } from '../helpers/cluster.js';
 import { mark, waitForLineAfter } from '../helpers/ftvm.js';
 import { RespClient } from '../helpers/resp.js';
 import { parsePromText, type PromScrape } from '../../packages/metrics/test/helpers/prom-text.js';
@@ -75,13 +75,7 @@ function load(port: number, conns = 4) {
 const num = (s: PromScrape, name: string, labels?: Record<string, string>): number => s.value(name, labels) ?? NaN;
 
 describe('metrics of real roles during a run and a failover', () => {
-  const cluster = new Cluster({ metrics: true });
-  beforeAll(async () => {
-    await cluster.start();
-  }, 120_000);
-  afterAll(async () => {
-    await cluster.stop();
-  });
+  const cluster = useCluster({ metrics: true });
 
   it('reports roles, protection and a finished initial sync once the cluster is up', async () => {
     const a = await scrapeUntil(cluster, 'a', (s) => num(s, 'ftvm_task_progress_ratio', { task: 'sync' }) === 1, 'sync progress 1');

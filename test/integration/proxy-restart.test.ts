@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Cluster } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { useCluster } from '../helpers/cluster.js';
 import { mark, waitForLineAfter } from '../helpers/ftvm.js';
 import { RespClient } from '../helpers/resp.js';
 
@@ -10,13 +10,7 @@ import { RespClient } from '../helpers/resp.js';
  * failovers), the old connections are closed in the guest, and every acknowledged write stays.
  */
 describe('proxy restart', () => {
-  const cluster = new Cluster();
-  beforeAll(async () => {
-    await cluster.start();
-  }, 120_000);
-  afterAll(async () => {
-    await cluster.stop();
-  });
+  const cluster = useCluster();
 
   it('a restarted proxy serves new clients on fresh connection ids, closes its predecessor\'s in the guest, and loses no acknowledged write', async () => {
     const olds: RespClient[] = [];

@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Cluster } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { useCluster } from '../helpers/cluster.js';
 import { mark, waitForLineAfter } from '../helpers/ftvm.js';
 import { LineClient } from '../helpers/lines.js';
 
@@ -7,13 +7,7 @@ import { LineClient } from '../helpers/lines.js';
 const WS_PAGES = Number(process.env.FTVM_REPROTECT_PAGES ?? 65_536);
 
 describe('re-protection after a failover', () => {
-  const cluster = new Cluster({ guest: 'dirtier' });
-  beforeAll(async () => {
-    await cluster.start();
-  }, 120_000);
-  afterAll(async () => {
-    await cluster.stop();
-  });
+  const cluster = useCluster({ guest: 'dirtier' });
 
   it(`a new secondary makes the new primary protected again without stopping service (${(WS_PAGES * 4) / 1024} MiB guest)`, async () => {
     const c = await LineClient.connect(cluster.ports.proxy);
