@@ -1,7 +1,7 @@
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 
-/** Free slots kept ahead of the hold, at least (a quarter of the epoch's pages when more). */
-const EPOCH_COPY_HEADROOM = 256;
+/** Free slots kept ahead of the hold, at least (a quarter of the epoch's pages when more); also the smallest buffer (64 KiB): kv epochs of ~20 pages at 100+ epochs/s must not allocate MiBs each. */
+const EPOCH_COPY_HEADROOM = 16;
 
 /**
  * The running epoch's copy of its dirty pages, filled ahead of the collect.
@@ -104,7 +104,7 @@ export class EpochCopy {
 
   private ensure(slots: number): void {
     if (slots <= this.pages.length) return;
-    const cap = Math.max(slots, this.pages.length * 2, this.sizeHint + (this.sizeHint >>> 2), 64);
+    const cap = Math.max(slots, this.pages.length * 2, this.sizeHint + (this.sizeHint >>> 2), EPOCH_COPY_HEADROOM);
     const pages = new Uint32Array(cap);
     pages.set(this.pages.subarray(0, this.count));
     const data = new Uint8Array(cap * PAGE_BYTES);
