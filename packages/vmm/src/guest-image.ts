@@ -7,15 +7,27 @@ import type { Collected } from './worker-messages.js';
  * unprotected guest and the secondary's committed image. Applying an epoch costs
  * O(dirty pages); the memory buffer grows geometrically, never per page.
  */
+/** wasm32's largest memory: 65,536 pages of 64 KiB. */
+const MAX_IMAGE_BYTES = 2 ** 32;
+type ResizableArrayBufferCtor = new (bytes: number, opts: { maxByteLength: number }) => ArrayBuffer;
+
 export class GuestImage {
-  private mem: Uint8Array;
+  /**
+   * A resizable buffer reserving wasm32's whole range: growing it is in place (no copy of
+   * the image; the pages are committed by the OS as they are written). A copy on growth had
+   * held a secondary's event loop 1–2 s each time a 1 GiB guest grew by 64 MiB.
+   */
+  private readonly buf: ArrayBuffer;
+  /** Tracks buf's length. */
+  private readonly mem: Uint8Array;
   memBytes = 0;
   epoch = 0;
   globals: GlobalValue[] = [];
   devices: DeviceState | null = null;
 
   constructor(initialBytes = 0) {
-    this.mem = new Uint8Array(initialBytes);
+    this.buf = new (ArrayBuffer as unknown as ResizableArrayBufferCtor)(initialBytes, { maxByteLength: MAX_IMAGE_BYTES });
+    this.mem = new Uint8Array(this.buf);
   }
 
   static fromCheckpoint(c: Checkpoint): GuestImage {
@@ -29,10 +41,9 @@ export class GuestImage {
   }
 
   private ensure(bytes: number): void {
-    if (bytes <= this.mem.length) return;
-    const next = new Uint8Array(Math.max(bytes, Math.min(this.mem.length * 2, bytes + (256 << 20))));
-    next.set(this.mem.subarray(0, this.memBytes));
-    this.mem = next;
+    if (bytes <= this.buf.byteLength) return;
+    if (bytes > MAX_IMAGE_BYTES) throw new RangeError(`an image of ${bytes} bytes exceeds wasm32's ${MAX_IMAGE_BYTES}`);
+    (this.buf as unknown as { resize(n: number): void }).resize(bytes);
   }
 
   /**
