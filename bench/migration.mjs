@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Vmm, prepareGuest, readGuest } from '../packages/vmm/dist/index.js';
+import { PAGES_PER_MIB, bootFilledDirtier, dirtierLine } from './lib/dirtier.mjs';
 import { MigrationReceiver, MigrationSender, VmmSource, runPrecopy, takeSnapshot } from '../packages/precopy/dist/index.js';
 import { xyChart, barChart } from './lib/svg.mjs';
 
@@ -23,41 +24,13 @@ const quick = args.includes('--quick');
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url));
 const token = new Uint8Array(Buffer.from('bench-migration'));
 const MiB = 1024 * 1024;
-const PAGES_PER_MIB = 256;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Sends one line to the dirtier on connection `conn` and waits for its reply line. */
-function line(vmm, conn, text) {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const on = (it) => {
-      if (it.conn !== conn) return;
-      buf += Buffer.from(it.data).toString();
-      if (buf.includes('\n')) {
-        vmm.off('output', on);
-        const l = buf.split('\n')[0];
-        if (l.startsWith('ERR')) reject(new Error(`dirtier: ${l} (for ${text})`));
-        else resolve(l);
-      }
-    };
-    vmm.on('output', on);
-    vmm.input(conn, Buffer.from(`${text}\n`));
-  });
-}
-
 /** Boots a dirtier with `wsMiB` of working set, grown in <= 64 MiB steps, filled, writing `rate` pages/s. */
 async function dirtier(guest, wsMiB, rate) {
-  const vmm = await Vmm.boot(guest, { eventTimeoutMs: 30_000 });
-  vmm.open(1);
-  for (let mib = Math.min(64, wsMiB); ; mib = Math.min(wsMiB, mib + 64)) {
-    await line(vmm, 1, `SET ws_pages=${mib * PAGES_PER_MIB} rate=0`);
-    await line(vmm, 1, 'FILL');
-    // A collect per step keeps the local dirty log small (as the RunServer's checkpoints do).
-    await vmm.collect();
-    if (mib >= wsMiB) break;
-  }
-  await line(vmm, 1, `SET ws_pages=${wsMiB * PAGES_PER_MIB} rate=${rate} pattern=random`);
+  const vmm = await bootFilledDirtier(guest, wsMiB);
+  await dirtierLine(vmm, 1, `SET ws_pages=${wsMiB * PAGES_PER_MIB} rate=${rate} pattern=random`);
   await sleep(200);
   return vmm;
 }
