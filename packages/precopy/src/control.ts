@@ -11,7 +11,7 @@
 import { connect, listen, type Link, type Listener, type Opaque } from '@ftvm/protocol';
 import type { RunServer } from '@ftvm/vmm';
 import { PrecopyError } from './errors.js';
-import { runPrecopy, type PrecopyOptions, type PrecopyProgress, type PrecopyResult } from './engine.js';
+import { runPrecopy, type DiskMode, type PrecopyOptions, type PrecopyProgress, type PrecopyResult } from './engine.js';
 import { MigrationSender } from './migration.js';
 import { takeSnapshot } from './snapshot.js';
 import { runServerSource, type VmmSource } from './vmm-source.js';
@@ -25,6 +25,8 @@ export interface PrecopyRequestOptions {
   maxRounds?: number;
   bandwidthLimit?: number;
   throttle?: ThrottleMode;
+  /** Migration of a guest with a disk: copy it (PUSH / stop-and-copy / PULL) or open the same file (shared). */
+  diskMode?: DiskMode;
 }
 
 export type ControlRequest =
@@ -53,6 +55,7 @@ function engineOptions(r: PrecopyRequestOptions): PrecopyOptions {
   if (r.maxRounds !== undefined) o.maxRounds = r.maxRounds;
   if (r.bandwidthLimit !== undefined) o.bandwidthLimit = r.bandwidthLimit;
   if (r.throttle !== undefined) o.throttle = r.throttle;
+  if (r.diskMode !== undefined) o.diskMode = r.diskMode;
   return o;
 }
 

@@ -33,12 +33,50 @@ export interface PrecopySource {
   resume(): void;
   /** Ends tracking (after a failure or a live snapshot). */
   stopTracking(): void;
+  /** The virtual disk's size in 4 KiB blocks; absent or 0: the guest has no disk. */
+  readonly diskBlocks?: number;
+  /** Disk blocks written up to the last dirtyPages() call since the one before (sorted). */
+  dirtyBlocks?(): Uint32Array;
+  /** Reads disk blocks while the guest runs (or while held), block i at i * 4096. */
+  readBlocks?(blocks: Uint32Array): Promise<Uint8Array>;
+  /** Makes the disk's writes durable (shared storage: the destination opens the same file next). */
+  flushDisk?(): Promise<void>;
+}
+
+/**
+ * How the disk moves. `copy`: PUSH (every block in round 0, the blocks written since in each
+ * later round), the remaining dirty bitmap with the stop-and-copy, then PULL (the destination
+ * runs and fetches what it still misses on demand while the rest is pushed in the background).
+ * `shared`: both ends open the same file (shared storage); no block is sent.
+ */
+export type DiskMode = 'copy' | 'shared';
+
+/** What a round carries of the disk (absent: no disk). */
+export interface RoundDisk {
+  mode: DiskMode;
+  totalBlocks: number;
+  /** Blocks whose data this round carries. */
+  blockCount: number;
+  /** Stop-and-copy round: the blocks the destination does not hold yet (it pulls them). */
+  missing?: Uint32Array;
+}
+
+/** The PULL phase, as the sink reports it. */
+export interface PullStats {
+  /** Blocks the destination waited for (fetched on demand). */
+  demandBlocks: number;
+  /** Blocks pushed in the background. */
+  pushedBlocks: number;
+  wireBytes: number;
+  ms: number;
 }
 
 export interface FinalState {
   epoch: number;
   memBytes: number;
   pages: Uint32Array;
+  /** Disk blocks written since the last dirtyPages() (absent without a disk). */
+  blocks?: Uint32Array;
   globals: GlobalValue[];
   devices: DeviceState;
 }
@@ -46,9 +84,17 @@ export interface FinalState {
 /** Where pages go. Calls come strictly in order: (beginRound pages* endRound)* commit | abort. */
 export interface PrecopySink {
   /** `final`: the stop-and-copy round, with the state the destination resumes from. */
-  beginRound(round: number, memBytes: number, pageCount: number, final: FinalState | null): Promise<void>;
+  beginRound(round: number, memBytes: number, pageCount: number, final: FinalState | null, disk?: RoundDisk): Promise<void>;
   /** Encodes and writes a batch (<= MAX_BATCH_PAGES); resolves with the wire bytes once the sink can take more. */
   pages(pages: Uint32Array, data: Uint8Array): Promise<{ wireBytes: number; nonZeroPages: number; nonZeroBytes: number }>;
+  /** Sinks that carry a disk: a batch of blocks of the current round (after its pages). Absent: a guest with a disk is refused. */
+  blocks?(blocks: Uint32Array, data: Uint8Array): Promise<{ wireBytes: number }>;
+  /**
+   * After commit (the destination runs): serves the destination's demand fetches of `missing`
+   * blocks and pushes the rest, reading them from the held source; resolves when the
+   * destination holds every block. A rejection is a failed migration (the source resumes).
+   */
+  pull?(missing: Uint32Array, read: (blocks: Uint32Array) => Promise<Uint8Array>, bandwidthLimit: number): Promise<PullStats>;
   endRound(round: number): Promise<void>;
   /** The state after the final round; resolves once the destination holds a complete image. */
   commit(state: FinalState): Promise<void>;
@@ -77,11 +123,13 @@ export interface PrecopyOptions extends StopRuleOptions {
   live?: boolean;
   /** Pages read from the guest per event boundary. Default 256 (1 MiB). */
   chunkPages?: number;
+  /** How a virtual disk moves (ignored without one). Default 'copy'. */
+  diskMode?: DiskMode;
   onProgress?: (p: PrecopyProgress) => void;
 }
 
 export interface PrecopyProgress {
-  phase: 'round' | 'stop-and-copy' | 'done' | 'failed';
+  phase: 'round' | 'stop-and-copy' | 'pull' | 'done' | 'failed';
   round: number;
   /** Pages of the current round still to send. */
   pagesLeft: number;
@@ -125,10 +173,25 @@ export interface PrecopyResult {
   /** Largest dispatch delay applied, ms. */
   maxThrottleMs: number;
   roundStats: RoundStat[];
+  /** The disk's part (absent without a disk). */
+  disk?: DiskResult;
   error?: { code: string; message: string };
 }
 
+export interface DiskResult {
+  mode: DiskMode;
+  totalBlocks: number;
+  /** PUSH: blocks sent during the live rounds, their wire bytes. */
+  pushBlocks: number;
+  pushWireBytes: number;
+  /** Blocks left for PULL (the dirty bitmap sent with the stop-and-copy). */
+  missingBlocks: number;
+  /** PULL (absent when it did not start). */
+  pull?: PullStats;
+}
+
 interface Resolved {
+  diskMode: DiskMode;
   stopRule: StopRuleName;
   bandwidthLimit: number;
   throttle: ThrottleMode;
@@ -143,7 +206,9 @@ function resolve(o: PrecopyOptions): Resolved {
     throttle: o.throttle ?? 'off',
     live: o.live ?? true,
     chunkPages: o.chunkPages ?? 256,
+    diskMode: o.diskMode ?? 'copy',
   };
+  if (r.diskMode !== 'copy' && r.diskMode !== 'shared') throw new PrecopyError('FTVM_ERR_PRECOPY_OPTION', `diskMode must be copy or shared, got ${String(r.diskMode)}`);
   if (!Number.isFinite(r.bandwidthLimit) || r.bandwidthLimit < 0)
     throw new PrecopyError('FTVM_ERR_PRECOPY_OPTION', `bandwidthLimit must be a number >= 0 (bytes/s), got ${r.bandwidthLimit}`);
   if (!Number.isInteger(r.chunkPages) || r.chunkPages < 1 || r.chunkPages > MAX_BATCH_PAGES)
@@ -163,15 +228,21 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
   };
   let held = false;
   let tracking = false;
+  const totalBlocks = source.diskBlocks ?? 0;
+  const hasDisk = totalBlocks > 0;
+  const copyDisk = hasDisk && o.diskMode === 'copy';
+  const diskRes: DiskResult | undefined = hasDisk ? { mode: o.diskMode, totalBlocks, pushBlocks: 0, pushWireBytes: 0, missingBlocks: 0 } : undefined;
+  if (diskRes) res.disk = diskRes;
   let dirtyRate = 0;
   const progress = (p: Omit<PrecopyProgress, 'throttleMs' | 'wireBytes' | 'dirtyPagesPerSec'>): void =>
     opts.onProgress?.({ ...p, throttleMs: throttle.delayMs, wireBytes: res.wireBytes, dirtyPagesPerSec: dirtyRate });
 
   /** Sends `pages` in chunks, pacing to the bandwidth limit; returns bytes, time and non-zero stats. */
-  const sendRound = async (round: number, pages: Uint32Array, finalState: FinalState | null) => {
+  const sendRound = async (round: number, pages: Uint32Array, finalState: FinalState | null, blocks: Uint32Array = NONE, missing?: Uint32Array) => {
     const final = finalState !== null;
     const start = clock.now();
-    await sink.beginRound(round, finalState?.memBytes ?? source.memBytes(), pages.length, finalState);
+    const disk: RoundDisk | undefined = hasDisk ? { mode: o.diskMode, totalBlocks, blockCount: blocks.length, ...(missing ? { missing } : {}) } : undefined;
+    await sink.beginRound(round, finalState?.memBytes ?? source.memBytes(), pages.length, finalState, disk);
     let wire = 0;
     let nz = 0;
     let nzBytes = 0;
@@ -190,6 +261,26 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
       const elapsed = clock.now() - start;
       progress({ phase: final ? 'stop-and-copy' : 'round', round, pagesLeft: left, roundPages: pages.length, etaMs: left > 0 ? (elapsed / (i + chunk.length)) * left : 0 });
     }
+    // The round's disk blocks follow its pages (PUSH).
+    let blockWire = 0;
+    for (let i = 0; i < blocks.length; i += o.chunkPages) {
+      const chunk = blocks.subarray(i, Math.min(blocks.length, i + o.chunkPages));
+      const data = await source.readBlocks!(chunk);
+      const w = await sink.blocks!(chunk, data);
+      blockWire += w.wireBytes;
+      if (o.bandwidthLimit > 0) {
+        const due = ((wire + blockWire) / o.bandwidthLimit) * 1000 - (clock.now() - start);
+        if (due > 0) await clock.sleep(due);
+      }
+      const left = blocks.length - i - chunk.length;
+      const elapsed = clock.now() - start;
+      progress({ phase: final ? 'stop-and-copy' : 'round', round, pagesLeft: left, roundPages: blocks.length, etaMs: left > 0 ? (elapsed / (i + chunk.length)) * left : 0 });
+    }
+    if (diskRes && blocks.length) {
+      diskRes.pushBlocks += blocks.length;
+      diskRes.pushWireBytes += blockWire;
+    }
+    wire += blockWire;
     await sink.endRound(round);
     res.wireBytes += wire;
     res.pagesSent += pages.length;
@@ -197,7 +288,11 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
   };
 
   try {
+    if (hasDisk && (!sink.blocks || !sink.pull || !source.readBlocks || !source.dirtyBlocks))
+      throw new PrecopyError('FTVM_ERR_PRECOPY_DISK', 'the guest has a virtual disk and this destination cannot carry one (a snapshot file holds memory only); migrate it, or use shared storage');
+    if (hasDisk && !o.live) throw new PrecopyError('FTVM_ERR_PRECOPY_DISK', 'a stop-the-world transfer of a guest with a virtual disk is not supported');
     let pages: Uint32Array = new Uint32Array(0);
+    let blocks: Uint32Array = NONE;
     if (o.live) {
       await source.startTracking();
       tracking = true;
@@ -205,10 +300,15 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
       const n = source.memBytes() / 4096 - first;
       pages = new Uint32Array(Math.max(0, n));
       for (let i = 0; i < pages.length; i++) pages[i] = first + i;
+      if (copyDisk) {
+        blocks = new Uint32Array(totalBlocks);
+        for (let i = 0; i < totalBlocks; i++) blocks[i] = i;
+      }
       let bytesPerPage = 4096;
       for (let round = 0; ; round++) {
-        const sent = await sendRound(round, pages, null);
+        const sent = await sendRound(round, pages, null, blocks);
         const dirty = await source.dirtyPages();
+        const dirtyBlocks = copyDisk ? source.dirtyBlocks!() : NONE;
         res.rounds = round + 1;
         dirtyRate = sent.ms > 0 ? (dirty.length / sent.ms) * 1000 : 0;
         if (sent.nz > 0) bytesPerPage = sent.nzBytes / sent.nz;
@@ -232,6 +332,7 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
           throw new PrecopyError('FTVM_ERR_PRECOPY_NO_CONVERGENCE', res.reason);
         }
         pages = dirty;
+        blocks = dirtyBlocks;
         if (d.action === 'stop') {
           res.reason = d.reason;
           break;
@@ -258,9 +359,18 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
     res.finalPages = finalPages.length;
     progress({ phase: 'stop-and-copy', round: res.rounds, pagesLeft: finalPages.length, roundPages: finalPages.length, etaMs: NaN });
     const finalState = { ...final, pages: finalPages };
-    await sendRound(res.rounds, finalPages, finalState);
+    // The disk's remainder is not sent now: its bitmap goes with the state, the destination pulls.
+    const missing = copyDisk ? unionSorted(blocks, final.blocks ?? NONE) : NONE;
+    if (diskRes) diskRes.missingBlocks = missing.length;
+    if (hasDisk && o.diskMode === 'shared') await source.flushDisk?.();
+    await sendRound(res.rounds, finalPages, finalState, NONE, hasDisk ? missing : undefined);
     await sink.commit(finalState);
     res.downtimeMs = clock.now() - hold0;
+    if (copyDisk) {
+      progress({ phase: 'pull', round: res.rounds, pagesLeft: missing.length, roundPages: missing.length, etaMs: NaN });
+      diskRes!.pull = await sink.pull!(missing, (b) => source.readBlocks!(b), o.bandwidthLimit);
+      res.wireBytes += diskRes!.pull.wireBytes;
+    }
     res.ok = true;
     res.totalMs = clock.now() - t0;
     if (res.maxThrottleMs > 0) source.throttle(0);
@@ -280,6 +390,8 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
     return res;
   }
 }
+
+const NONE = new Uint32Array(0);
 
 /** Union of two sorted page lists, sorted, without duplicates. */
 export function unionSorted(a: Uint32Array, b: Uint32Array): Uint32Array {

@@ -1,7 +1,7 @@
 export { PrecopyError, SnapshotError } from './errors.js';
 export {
   runPrecopy, wallClock,
-  type FinalState, type PrecopyClock, type PrecopyOptions, type PrecopyProgress, type PrecopyResult, type PrecopySink, type PrecopySource, type RoundStat,
+  type FinalState, type DiskMode, type DiskResult, type PullStats, type RoundDisk, type PrecopyClock, type PrecopyOptions, type PrecopyProgress, type PrecopyResult, type PrecopySink, type PrecopySource, type RoundStat,
 } from './engine.js';
 export {
   MpRule, PlainRule, STOP_RULES, STOP_RULE_DEFAULTS, estimateDowntimeMs, makeStopRule, resolveStopRuleOptions,
@@ -12,5 +12,5 @@ export { VmmSource, runServerSource, type VmmSourceHooks } from './vmm-source.js
 export { PageStream } from './page-stream.js';
 export { SNAPSHOT_MAGIC, SNAPSHOT_VERSION, Section, SnapshotWriter, readSnapshot, type ReadSnapshot, type SnapshotInfo } from './snapshot-file.js';
 export { takeSnapshot, type SnapshotOptions, type SnapshotResult } from './snapshot.js';
-export { MigrationReceiver, MigrationSender, type MigrationReceiverOptions, type MigrationSenderOptions, type ReceiveStats } from './migration.js';
+export { MigrationReceiver, MigrationSender, type MigrationReceiverOptions, type MigrationSenderOptions, type ReceiveStats, type ReceivedDisk, blockBitmap } from './migration.js';
 export { controlRequest, serveControl, type ControlRequest, type ControlServerOptions, type PrecopyRequestOptions } from './control.js';

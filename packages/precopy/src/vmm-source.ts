@@ -1,7 +1,6 @@
 import { RESERVED_PAGES } from '@ftvm/guest-abi';
 import type { RunServer, Vmm } from '@ftvm/vmm';
 import type { FinalState, PrecopySource } from './engine.js';
-import { PrecopyError } from './errors.js';
 
 export interface VmmSourceHooks {
   /** Before the vCPU is held for the stop-and-copy (RunServer: hold off local checkpoints). */
@@ -13,7 +12,10 @@ export interface VmmSourceHooks {
 /** A running VMM as the engine's source. */
 export class VmmSource implements PrecopySource {
   readonly firstPage: number;
+  readonly diskBlocks: number;
+  private lastBlocks: Uint32Array = new Uint32Array(0);
   constructor(readonly vmm: Vmm, private readonly hooks: VmmSourceHooks = {}) {
+    this.diskBlocks = vmm.disk?.blocks ?? 0;
     // A bytemap-logged guest's low region is its dirty log, never part of an image.
     this.firstPage = vmm.guest.dirtyMode === 'bytemap' ? RESERVED_PAGES : 0;
   }
@@ -21,14 +23,23 @@ export class VmmSource implements PrecopySource {
     return this.vmm.memBytes;
   }
   startTracking(): Promise<void> {
-    // Disk blocks do not travel with the rounds yet: a snapshot or migration of a guest with a
-    // disk would restore memory without its disk, so it is refused rather than done wrong.
-    if (this.vmm.disk)
-      return Promise.reject(new PrecopyError('FTVM_ERR_PRECOPY_DISK', 'the guest has a virtual disk; pre-copy does not carry disk blocks yet, so snapshot and migration are refused'));
     return this.vmm.startDirtyTracking();
   }
-  dirtyPages(): Promise<Uint32Array> {
-    return this.vmm.dirtyPages();
+  async dirtyPages(): Promise<Uint32Array> {
+    const d = await this.vmm.dirtySets();
+    this.lastBlocks = d.blocks;
+    return d.pages;
+  }
+  dirtyBlocks(): Uint32Array {
+    const b = this.lastBlocks;
+    this.lastBlocks = new Uint32Array(0);
+    return b;
+  }
+  readBlocks(blocks: Uint32Array): Promise<Uint8Array> {
+    return this.vmm.readBlockList(blocks);
+  }
+  flushDisk(): Promise<void> {
+    return this.vmm.syncDisk();
   }
   readPages(pages: Uint32Array): Promise<Uint8Array> {
     return this.vmm.readPageList(pages);

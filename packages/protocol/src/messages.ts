@@ -83,6 +83,8 @@ export interface CkptBegin {
   clock?: Opaque;
   /** true: the image is the pages sent (a full sync); false: a delta on the last acked one. */
   full: boolean;
+  /** Migration of a guest with a disk: { mode: 'copy' | 'shared', totalBlocks, blockCount } (blocks this round carries). */
+  disk?: Opaque;
 }
 /** A batch of encoded pages (payload: see codec.ts). `seq` counts batches from 0 within the epoch. */
 export interface CkptPages { t: 'ckpt_pages'; term: number; epoch: number; seq: number; count: number }
@@ -114,6 +116,11 @@ export interface ScrubRes { t: 'scrub_res'; term: number; epoch: number; fromPag
 export interface ResyncReq { t: 'resync_req'; term: number; fromPage: number; count: number }
 /** Migration PULL: the receiver needs disk blocks [fromBlock, fromBlock+count) now. */
 export interface BlockReq { t: 'block_req'; term: number; fromBlock: number; count: number }
+/**
+ * Migration stop-and-copy: the disk blocks the receiver does not hold yet (it pulls them).
+ * Payload: a bitmap of ceil(totalBlocks / 8) bytes, bit b % 8 of byte b / 8 = block b; `count` bits set.
+ */
+export interface BlockMap { t: 'block_map'; term: number; epoch: number; totalBlocks: number; count: number }
 
 // ---- net link (proxy <-> active node) and control ----
 
@@ -170,14 +177,14 @@ export interface Status { t: 'status'; role: Role; term: number; epoch: number; 
 
 export type Message =
   | Challenge | Hello | Welcome | Reject
-  | CkptBegin | CkptPages | CkptBlocks | CkptEnd | Ack | Nack | Heartbeat | ScrubReq | ScrubRes | ResyncReq | BlockReq
+  | CkptBegin | CkptPages | CkptBlocks | CkptEnd | Ack | Nack | Heartbeat | ScrubReq | ScrubRes | ResyncReq | BlockReq | BlockMap
   | Open | Input | Output | Close | Commit | Confirm | Resend | Promote | PromoteDeny | Fence | Offsets | Status;
 
 export type MessageType = Message['t'];
 export type MessageOf<T extends MessageType> = Extract<Message, { t: T }>;
 
 /** Messages whose frame carries a binary payload after the header. */
-export const PAYLOAD_TYPES: ReadonlySet<MessageType> = new Set<MessageType>(['ckpt_pages', 'ckpt_blocks', 'input', 'output']);
+export const PAYLOAD_TYPES: ReadonlySet<MessageType> = new Set<MessageType>(['ckpt_pages', 'ckpt_blocks', 'block_map', 'input', 'output']);
 
 export const HANDSHAKE_TYPES: ReadonlySet<MessageType> = new Set<MessageType>(['challenge', 'hello', 'welcome']);
 
@@ -190,7 +197,7 @@ const REPLICATION: MessageType[] = [
 /** Messages allowed on each link after the handshake; anything else is FTVM_ERR_UNEXPECTED_MESSAGE. */
 export const LINK_MESSAGES: Readonly<Record<LinkKind, ReadonlySet<MessageType>>> = {
   replication: new Set([...COMMON, ...REPLICATION]),
-  migration: new Set([...COMMON, ...REPLICATION, 'block_req']),
+  migration: new Set([...COMMON, ...REPLICATION, 'block_req', 'block_map']),
   net: new Set([...COMMON, ...CONTROL, 'open', 'input', 'output', 'close']),
   control: new Set([...COMMON, ...CONTROL]),
 };

@@ -102,7 +102,7 @@ export const SCHEMAS = {
   welcome: { nodeId: req(NODE_ID), role: req(oneOf(ROLES)), term, epoch, proof: req(bytes(PROOF_BYTES)) },
   reject: { code: req(errCode), message: req(str(1024)) },
   ckpt_begin: {
-    term, epoch, memBytes: req(uint), pageCount: req(uint), globals: req(globals), devices: req(opaque), clock: opt(opaque), full: req(bool),
+    term, epoch, memBytes: req(uint), pageCount: req(uint), globals: req(globals), devices: req(opaque), clock: opt(opaque), full: req(bool), disk: opt(opaque),
   },
   ckpt_pages: { term, epoch, seq: req(uint), count: req(uint) },
   ckpt_blocks: { term, epoch, seq: req(uint), count: req(uint) },
@@ -114,6 +114,7 @@ export const SCHEMAS = {
   scrub_res: { term, epoch, fromPage: req(uint), count: req(uint), hashes: req(bytesMax(MAX_SCRUB_PAGES * PAGE_HASH_BYTES)) },
   resync_req: { term, fromPage: req(uint), count: req(uint) },
   block_req: { term, fromBlock: req(uint), count: req(uint) },
+  block_map: { term, epoch, totalBlocks: req(uint), count: req(uint) },
   open: { term, conn: req(uint), remote: opt(str(256)) },
   input: { term, conn: req(uint), offset: req(uint) },
   output: { term, conn: req(uint), epoch, offset: req(uint) },
@@ -154,6 +155,10 @@ function crossCheck(m: Message): void {
   }
   if (m.t === 'scrub_res' && (m.count > MAX_SCRUB_PAGES || m.hashes.length !== m.count * PAGE_HASH_BYTES)) {
     throw malformed(`scrub_res.hashes must be count*${PAGE_HASH_BYTES} bytes (count ${m.count} <= ${MAX_SCRUB_PAGES}), got ${m.hashes.length}`);
+  }
+  // A disk is at most 4 GiB of 4 KiB blocks.
+  if (m.t === 'block_map' && (m.totalBlocks > 1 << 20 || m.count > m.totalBlocks)) {
+    throw malformed(`block_map: totalBlocks must be <= ${1 << 20} and count <= totalBlocks, got ${m.totalBlocks} and ${m.count}`);
   }
 }
 

@@ -54,6 +54,7 @@ export function sampleMessages(): { msg: Message; payload?: Uint8Array }[] {
     { msg: { t: 'scrub_res', term: 3, epoch: 18, fromPage: 256, count: 2, hashes: b(16, 5) } },
     { msg: { t: 'resync_req', term: 3, fromPage: 256, count: 8 } },
     { msg: { t: 'block_req', term: 3, fromBlock: 1000, count: 8 } },
+    { msg: { t: 'block_map', term: 0, epoch: 4, totalBlocks: 20, count: 3 }, payload: new Uint8Array([0b101, 0, 0b1000]) },
     { msg: { t: 'open', term: 3, conn: 5, remote: '10.0.0.1:5555' } },
     { msg: { t: 'input', term: 3, conn: 5, offset: 0 }, payload: new TextEncoder().encode('*1\r\n$4\r\nPING\r\n') },
     { msg: { t: 'output', term: 3, conn: 5, epoch: 18, offset: 0 }, payload: new TextEncoder().encode('+PONG\r\n') },

@@ -13,7 +13,7 @@
  *   memory back to that checkpoint applies the undo file, so the disk rolls back with it.
  *   The record is written before the block, so a write cut short is covered too.
  */
-import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, read, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 import { VmmError } from './errors.js';
 
@@ -103,8 +103,43 @@ function pwriteFull(fd: number, from: Uint8Array, off: number, len: number, pos:
 const ZERO_BLOCK = new Uint8Array(DISK_BLOCK_BYTES);
 const isZeroBlock = (b: Uint8Array, off: number): boolean => Buffer.compare(b.subarray(off, off + DISK_BLOCK_BYTES), ZERO_BLOCK) === 0;
 
+/**
+ * Reads the listed blocks of an open disk file without blocking the thread (libuv's pool):
+ * block i at i * 4096 of the result; runs of consecutive blocks are one read. The main
+ * thread's side of a pre-copy (PUSH rounds, PULL answers).
+ */
+export async function readBlocksAsync(fd: number, list: ArrayLike<number>): Promise<Uint8Array> {
+  const out = new Uint8Array(list.length * DISK_BLOCK_BYTES);
+  const readAt = (off: number, len: number, pos: number): Promise<number> =>
+    new Promise((resolve, reject) => read(fd, out, off, len, pos, (e, n) => (e ? reject(e) : resolve(n))));
+  for (let i = 0; i < list.length; ) {
+    let j = i + 1;
+    while (j < list.length && list[j] === list[j - 1]! + 1 && j - i < 256) j++;
+    const len = (j - i) * DISK_BLOCK_BYTES;
+    let done = 0;
+    while (done < len) {
+      const n = await readAt(i * DISK_BLOCK_BYTES + done, len - done, list[i]! * DISK_BLOCK_BYTES + done);
+      if (n === 0) break; // past the end of the file: zeros (out is zero-filled)
+      done += n;
+    }
+    i = j;
+  }
+  return out;
+}
+
 /** Undo-file record: u32 block number (little-endian) + the block's old 4096 bytes. */
 const UNDO_RECORD_BYTES = 4 + DISK_BLOCK_BYTES;
+
+/**
+ * Migration PULL (the destination runs before every block arrived): one Int32 per block,
+ * shared between the VMM's main thread and the vCPU worker. PRESENT (0) is the default, so a
+ * zeroed array is a complete disk. The main thread moves a block MISSING -> FILLING ->
+ * PRESENT as its data arrives (Atomics.notify on the block); a guest read or write of a block
+ * that is not PRESENT waits for it (Atomics.wait), after asking for it (BlockDeviceOptions.onFetch).
+ * Writes wait too: a block's old contents are needed by the undo file, and a write of a
+ * missing block must never be overwritten by the pushed copy that follows it.
+ */
+export const PullState = { PRESENT: 0, MISSING: 1, FILLING: 2 } as const;
 
 export interface BlockDeviceOptions {
   /**
@@ -119,6 +154,12 @@ export interface BlockDeviceOptions {
    * and close in close().
    */
   fds?: DiskFds;
+  /** Migration PULL: per-block states (PullState), see there. */
+  pull?: Int32Array;
+  /** Called for a run of blocks a request needs that are MISSING (the vCPU then waits for them). */
+  onFetch?: (block: number, n: number) => void;
+  /** Called before and after the vCPU waits for fetched blocks (the watchdog must not count it). */
+  onWait?: (waiting: boolean) => void;
 }
 
 /** The disk file and its undo file (-1: none), opened once per VMM. */
@@ -164,6 +205,16 @@ export class BlockDevice {
   private dirty: Uint8Array;
   private dirtyWords: Float64Array;
   dirtyCount = 0;
+  /** A pre-copy's dirty set (second consumer of writes, see takePrecopyDirty); null when not tracking. */
+  private pcDirty: Uint8Array | null = null;
+  private pcDirtyWords: Float64Array | null = null;
+  private pcCount = 0;
+  private readonly pull: Int32Array | null;
+  private readonly onFetch: ((block: number, n: number) => void) | undefined;
+  private readonly onWait: ((waiting: boolean) => void) | undefined;
+  /** Blocks this device waited for (PULL), and the time it waited, ms. */
+  fetchWaits = 0;
+  fetchWaitMs = 0;
 
   constructor(readonly spec: DiskSpec, opts: BlockDeviceOptions = {}) {
     if (!Number.isInteger(spec.blocks) || spec.blocks < 1 || spec.blocks > MAX_DISK_BLOCKS)
@@ -177,6 +228,10 @@ export class BlockDevice {
     const padded = Math.ceil(spec.blocks / 8) * 8;
     this.dirtyWords = new Float64Array(padded / 8);
     this.dirty = new Uint8Array(this.dirtyWords.buffer);
+    this.pull = opts.pull ?? null;
+    if (this.pull && this.pull.length < spec.blocks) throw new VmmError('FTVM_ERR_DISK_SIZE', `pull state covers ${this.pull.length} blocks, the disk has ${spec.blocks}`);
+    this.onFetch = opts.onFetch;
+    this.onWait = opts.onWait;
     if (this.undoFd >= 0) {
       if (undo === 'apply') this.applyUndo();
       ftruncateSync(this.undoFd, 0);
@@ -206,6 +261,7 @@ export class BlockDevice {
   read(block: number, n: number, into: Uint8Array, off: number): number {
     const r = this.check(block, n);
     if (r !== DiskStatus.OK) return r;
+    if (this.pull) this.awaitPresent(block, n);
     try {
       preadFull(this.fd, into, off, n * DISK_BLOCK_BYTES, block * DISK_BLOCK_BYTES);
     } catch {
@@ -218,6 +274,7 @@ export class BlockDevice {
   write(block: number, n: number, from: Uint8Array, off: number): number {
     const r = this.check(block, n);
     if (r !== DiskStatus.OK) return r;
+    if (this.pull) this.awaitPresent(block, n);
     try {
       if (this.undoFd >= 0) this.saveUndo(block, n);
       pwriteFull(this.fd, from, off, n * DISK_BLOCK_BYTES, block * DISK_BLOCK_BYTES);
@@ -230,7 +287,70 @@ export class BlockDevice {
         this.dirtyCount++;
       }
     }
+    const pc = this.pcDirty;
+    if (pc) {
+      for (let b = block; b < block + n; b++) {
+        if (pc[b] === 0) {
+          pc[b] = 1;
+          this.pcCount++;
+        }
+      }
+    }
     return DiskStatus.OK;
+  }
+
+  /** PULL: asks for the blocks of [block, block + n) that are not PRESENT and waits until they are. */
+  private awaitPresent(block: number, n: number): void {
+    const st = this.pull!;
+    let first = -1;
+    for (let b = block; b < block + n; b++) if (Atomics.load(st, b) !== PullState.PRESENT) { first = b; break; }
+    if (first < 0) return;
+    const t0 = performance.now();
+    this.onWait?.(true);
+    try {
+      this.onFetch?.(first, block + n - first);
+      for (let b = first; b < block + n; b++) {
+        for (;;) {
+          const s = Atomics.load(st, b);
+          if (s === PullState.PRESENT) break;
+          this.fetchWaits++;
+          Atomics.wait(st, b, s, 1000);
+        }
+      }
+    } finally {
+      this.onWait?.(false);
+      this.fetchWaitMs += performance.now() - t0;
+    }
+  }
+
+  /** Starts a pre-copy's tracking of written blocks (a second bitmap: epoch collects keep theirs). */
+  startPrecopyTracking(): void {
+    const padded = Math.ceil(this.blocks / 8) * 8;
+    this.pcDirtyWords = new Float64Array(padded / 8);
+    this.pcDirty = new Uint8Array(this.pcDirtyWords.buffer);
+    this.pcCount = 0;
+  }
+
+  /** Sorted blocks written since the previous call (or since startPrecopyTracking); [] when not tracking. */
+  takePrecopyDirty(): Uint32Array {
+    if (!this.pcDirty || !this.pcDirtyWords) return new Uint32Array(0);
+    const out = new Uint32Array(this.pcCount);
+    let k = 0;
+    const words = this.pcDirtyWords;
+    for (let w = 0; w < words.length && k < out.length; w++) {
+      if (words[w] === 0) continue;
+      for (let j = 0; j < 8; j++) if (this.pcDirty[w * 8 + j] !== 0) out[k++] = w * 8 + j;
+      words[w] = 0;
+    }
+    this.pcDirty.fill(0);
+    this.pcCount = 0;
+    return out;
+  }
+
+  stopPrecopyTracking(): void {
+    this.pcDirty = null;
+    this.pcDirtyWords = null;
+    this.pcCount = 0;
   }
 
   /** Old contents of the blocks first written since the last checkpoint, to the undo file. */

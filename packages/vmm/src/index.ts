@@ -22,6 +22,8 @@ export {
   closeDiskFds,
   undoPath,
   DiskStatus,
+  PullState,
+  readBlocksAsync,
   DISK_BLOCK_BYTES,
   MAX_DISK_BYTES,
   MAX_DISK_BLOCKS,

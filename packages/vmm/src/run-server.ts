@@ -21,6 +21,8 @@ export interface RunServerOptions extends VmmOptions {
    * Its open connections had clients elsewhere: they are closed in the guest at start.
    */
   restore?: Checkpoint;
+  /** Migration PULL (with VmmOptions.diskPull): the guest waits for these blocks; ask the source for them. */
+  onDiskFetch?: (block: number, n: number) => void;
 }
 
 export interface RunServerEvents {
@@ -94,6 +96,7 @@ export class RunServer extends EventEmitter<RunServerEvents> {
       }
     });
     this.vmm.on('log', (l, m) => this.emit('log', l, m));
+    if (this.opts.onDiskFetch) this.vmm.on('diskFetch', this.opts.onDiskFetch);
     this.vmm.on('clock', (r) => this.emit('clock', r));
     this.vmm.on('fault', (err) => void this.recover(err));
     await this.checkpoint();

@@ -705,7 +705,26 @@ function doResume(): void {
 
 async function boot(): Promise<void> {
   const r0 = init.restore;
-  if (init.disk) disk = new BlockDevice({ path: init.disk.path, blocks: init.disk.blocks }, { undo: init.disk.undo, fds: init.disk.fds });
+  if (init.disk) {
+    let waitStart = 0n;
+    disk = new BlockDevice({ path: init.disk.path, blocks: init.disk.blocks }, {
+      undo: init.disk.undo,
+      fds: init.disk.fds,
+      pull: init.disk.pull && new Int32Array(init.disk.pull),
+      onFetch: (block, n) => post({ t: 'diskFetch', block, n }),
+      // A guest waiting for a fetched block is not running away: the watchdog skips the wait
+      // (busy = 2) and the event's start moves forward by it.
+      onWait: (waiting) => {
+        if (waiting) {
+          waitStart = baseNs();
+          if (Atomics.load(watch, 0) === 1n) Atomics.store(watch, 0, 2n);
+        } else {
+          watch[3] = watch[3]! + (baseNs() - waitStart);
+          if (Atomics.load(watch, 0) === 2n) Atomics.store(watch, 0, 1n);
+        }
+      },
+    });
+  }
   // Before instantiation: ftvm_init registers the pvclock page and may read the clock.
   comp = r0 ? restoreClock(r0.devices.clock, hostNs()) : bootClock(hostNs());
   clockHeld = comp.isPaused();
@@ -805,11 +824,14 @@ port.on('message', (m: ToWorker) => {
         return;
       }
       const pages = precopyDirty(m.start);
-      post({ t: 'dirty', id: m.id, pages, memBytes: memory.buffer.byteLength }, [pages.buffer as ArrayBuffer]);
+      if (m.start) disk?.startPrecopyTracking();
+      const blocks = disk ? disk.takePrecopyDirty() : new Uint32Array(0);
+      post({ t: 'dirty', id: m.id, pages, blocks, memBytes: memory.buffer.byteLength }, [pages.buffer as ArrayBuffer, blocks.buffer as ArrayBuffer]);
       return;
     }
     case 'dirtyStop':
       pcMarks = null;
+      disk?.stopPrecopyTracking();
       return;
     case 'readList': {
       try {
@@ -833,8 +855,10 @@ port.on('message', (m: ToWorker) => {
       holdClock(h);
       const pages = precopyDirty(false);
       pcMarks = null;
-      const f = { epoch, memBytes: memory.buffer.byteLength, pages, globals: readGlobals(), devices: deviceState(h) };
-      post({ t: 'final', id: m.id, f }, [pages.buffer as ArrayBuffer]);
+      const blocks = disk ? disk.takePrecopyDirty() : new Uint32Array(0);
+      disk?.stopPrecopyTracking();
+      const f = { epoch, memBytes: memory.buffer.byteLength, pages, blocks, globals: readGlobals(), devices: deviceState(h) };
+      post({ t: 'final', id: m.id, f }, [pages.buffer as ArrayBuffer, blocks.buffer as ArrayBuffer]);
       return;
     }
     case 'throttle':

@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
+import { fdatasync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { CLOCK_DEFAULTS, ClockCompensator, type ClockMode, type HostClock, type PvclockFields } from '@ftvm/clock';
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 import type { Checkpoint } from './checkpoint.js';
-import { closeDiskFds, openDiskFds, type DiskFds, type DiskSpec } from './disk.js';
+import { closeDiskFds, openDiskFds, readBlocksAsync, type DiskFds, type DiskSpec } from './disk.js';
 import { VmmError } from './errors.js';
 import type { PreparedGuest } from './prepare.js';
 import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, PrecopyFinal, ToWorker, WorkerClockInit, WorkerInit } from './worker-messages.js';
@@ -23,6 +24,12 @@ export interface VmmOptions {
    * back (a fault there is a failover), so it skips the extra read and write per block.
    */
   diskUndo?: boolean;
+  /**
+   * Migration PULL on the destination: the disk's per-block states (an Int32Array's buffer,
+   * see PullState in disk.ts), kept by whoever receives the blocks. A guest access to a block
+   * that is not PRESENT emits 'diskFetch' and waits until it is. Default: none (complete disk).
+   */
+  diskPull?: SharedArrayBuffer;
   /**
    * Kemari-style I/O synchronisation (the sync-io policy): the vCPU holds itself right after an
    * event that produced output, before running the events queued behind it, until resume().
@@ -130,6 +137,8 @@ export interface VmmEvents {
   progress: [consumed: number];
   /** The clock device updated the guest's clock (each resume of the vCPU and each slew tick). */
   clock: [r: ClockReport];
+  /** PULL: the vCPU waits for blocks [block, block + n) that have not arrived (VmmOptions.diskPull). */
+  diskFetch: [block: number, n: number];
 }
 
 const WORKER_PATH = fileURLToPath(new URL('./vcpu-worker.js', import.meta.url).href.replace('/src/vcpu-worker.js', '/dist/vcpu-worker.js'));
@@ -172,6 +181,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
   readonly eventTimeoutMs: number;
   readonly disk: DiskSpec | undefined;
   private readonly diskUndo: boolean;
+  private readonly diskPull: SharedArrayBuffer | undefined;
   private readonly syncEachOutput: boolean;
   private readonly earlyCopy: boolean;
   private held = false;
@@ -203,6 +213,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.eventTimeoutMs = opts.eventTimeoutMs ?? 2000;
     this.disk = opts.disk;
     this.diskUndo = opts.diskUndo ?? false;
+    this.diskPull = opts.diskPull;
     this.syncEachOutput = opts.syncEachOutput ?? false;
     this.earlyCopy = opts.earlyCopy ?? true;
     if (!Number.isInteger(this.eventTimeoutMs) || this.eventTimeoutMs < 1)
@@ -239,7 +250,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
       watch: sab,
       syncEachOutput: this.syncEachOutput,
       earlyCopy: this.earlyCopy,
-      disk: this.disk && { path: this.disk.path, blocks: this.disk.blocks, undo: !this.diskUndo ? 'off' : rollingBack ? 'apply' : 'fresh', fds: this.openDisk() },
+      disk: this.disk && { path: this.disk.path, blocks: this.disk.blocks, undo: !this.diskUndo ? 'off' : rollingBack ? 'apply' : 'fresh', fds: this.openDisk(), pull: this.diskPull },
       restore: ckpt && { memory: ckpt.memory, memBytes: ckpt.memBytes, globals: ckpt.globals, devices: ckpt.devices, epoch: ckpt.epoch },
     };
     this.state = 'starting';
@@ -379,7 +390,10 @@ export class Vmm extends EventEmitter<VmmEvents> {
         return;
       case 'dirty':
         this.memBytes = m.memBytes;
-        this.settle(m.id, m.pages);
+        this.settle(m.id, { pages: m.pages, blocks: m.blocks });
+        return;
+      case 'diskFetch':
+        this.emit('diskFetch', m.block, m.n);
         return;
       case 'final':
         this.memBytes = m.f.memBytes;
@@ -518,7 +532,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
    * happen in between (they keep their own pages). A rollback or restart ends tracking.
    */
   async startDirtyTracking(): Promise<void> {
-    await this.request<Uint32Array>((id) => ({ t: 'dirty', id, start: true }));
+    await this.request<unknown>((id) => ({ t: 'dirty', id, start: true }));
   }
 
   /**
@@ -526,8 +540,30 @@ export class Vmm extends EventEmitter<VmmEvents> {
    * numbers; pages memory.grow added count as dirty). No page data is copied.
    * FTVM_ERR_PRECOPY_NOT_TRACKING without startDirtyTracking().
    */
-  dirtyPages(): Promise<Uint32Array> {
-    return this.request<Uint32Array>((id) => ({ t: 'dirty', id, start: false }));
+  async dirtyPages(): Promise<Uint32Array> {
+    return (await this.dirtySets()).pages;
+  }
+
+  /** dirtyPages() and, with a disk, the blocks written since the previous call (sorted), taken at one boundary. */
+  dirtySets(): Promise<{ pages: Uint32Array; blocks: Uint32Array }> {
+    return this.request<{ pages: Uint32Array; blocks: Uint32Array }>((id) => ({ t: 'dirty', id, start: false }));
+  }
+
+  /** Makes the disk's writes durable (fdatasync; nothing without a disk). */
+  syncDisk(): Promise<void> {
+    if (!this.disk) return Promise.resolve();
+    const fd = this.openDisk().disk;
+    return new Promise((resolve, reject) => fdatasync(fd, (e) => (e ? reject(e) : resolve())));
+  }
+
+  /**
+   * Reads disk blocks from the file on this (main) thread, through libuv's pool: the guest
+   * keeps running. A block the guest writes meanwhile is in the next dirtySets(), so a torn
+   * read is always sent again. Empty without a disk.
+   */
+  readBlockList(blocks: ArrayLike<number>): Promise<Uint8Array> {
+    if (!this.disk) return Promise.resolve(new Uint8Array(0));
+    return readBlocksAsync(this.openDisk().disk, blocks);
   }
 
   /** Ends dirty tracking (a pre-copy finished or gave up). */

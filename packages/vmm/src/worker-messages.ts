@@ -31,7 +31,7 @@ export interface WorkerInit {
   /** Copy dirty pages between events, ahead of the epoch's collect (VmmOptions.earlyCopy). */
   earlyCopy: boolean;
   /** The virtual disk (absent: none; disk_blocks() is 0). undo: see BlockDeviceOptions. */
-  disk?: { path: string; blocks: number; undo: 'off' | 'fresh' | 'apply'; fds: { disk: number; undo: number } };
+  disk?: { path: string; blocks: number; undo: 'off' | 'fresh' | 'apply'; fds: { disk: number; undo: number }; pull?: SharedArrayBuffer };
 }
 
 export interface WorkerClockInit {
@@ -88,6 +88,8 @@ export interface PrecopyFinal {
   memBytes: number;
   /** Sorted pages dirtied since the last dirtyPages() (read them with readPageList while held). */
   pages: Uint32Array;
+  /** Sorted disk blocks written since the last dirtyPages() (empty without a disk): a migration pulls them. */
+  blocks: Uint32Array;
   globals: GlobalValue[];
   devices: DeviceState;
 }
@@ -146,7 +148,9 @@ export type FromWorker =
   | { t: 'clock'; r: ClockReport }
   | { t: 'clockReport'; id: number; r: ClockReport }
   | { t: 'fault'; code: string; message: string; conn: number | null }
-  | { t: 'dirty'; id: number; pages: Uint32Array; memBytes: number }
+  | { t: 'dirty'; id: number; pages: Uint32Array; blocks: Uint32Array; memBytes: number }
+  /** Migration PULL: the vCPU waits for these blocks (see PullState in disk.ts). */
+  | { t: 'diskFetch'; block: number; n: number }
   | { t: 'final'; id: number; f: PrecopyFinal }
   /** One request failed (the vCPU is fine): rejects that request only. */
   | { t: 'reqError'; id: number; code: string; message: string }

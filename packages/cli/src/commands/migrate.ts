@@ -11,12 +11,13 @@ export const migrateCommand: CommandSpec = {
     from: { type: 'string', required: true, parse: wsUrl, help: 'control listener of the running guest (ftvm run --control)' },
     to: { type: 'string', required: true, parse: wsUrl, help: 'the target\'s migration listener (ftvm receive --listen)' },
     ...precopyFlags,
+    'disk-migration': { type: 'string', default: 'copy', parse: oneOf('copy', 'shared'), help: 'a guest with a virtual disk: copy it (PUSH during the rounds, the dirty bitmap with the stop-and-copy, PULL after) or shared (the target opens the same file)' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
   },
   async run(f) {
     const log = new Logger('migrate', f['log-level'] as Level);
     const p = progressPrinter();
-    const r = await controlRequest(f.from as string, token(f, log), { op: 'migrate', to: f.to as string, ...requestOptions(f) }, p.update);
+    const r = await controlRequest(f.from as string, token(f, log), { op: 'migrate', to: f.to as string, ...requestOptions(f), diskMode: f['disk-migration'] as 'copy' | 'shared' }, p.update);
     p.end();
     if (!r.ok) {
       log.error('migration failed: the guest keeps running on the source', { ...summary(r), code: r.error?.code });

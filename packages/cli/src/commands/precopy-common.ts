@@ -45,7 +45,7 @@ const mib = (b: number) => `${(b / (1024 * 1024)).toFixed(1)} MiB`;
 
 export function progressLine(p: PrecopyProgress): string {
   const eta = p.etaMs === null || !Number.isFinite(p.etaMs) ? '?' : `${(p.etaMs / 1000).toFixed(1)} s`;
-  return `${p.phase} ${p.round}: ${p.pagesLeft}/${p.roundPages} pages left, dirty ${Math.round(p.dirtyPagesPerSec)} pages/s, throttle ${p.throttleMs} ms, sent ${mib(p.wireBytes)}, ETA ${eta}`;
+  return `${p.phase} ${p.round}: ${p.pagesLeft}/${p.roundPages} ${p.phase === 'pull' ? 'blocks' : 'pages'} left, dirty ${Math.round(p.dirtyPagesPerSec)} pages/s, throttle ${p.throttleMs} ms, sent ${mib(p.wireBytes)}, ETA ${eta}`;
 }
 
 /** Progress: one line redrawn on a TTY; off a TTY, one line per round and phase. */
@@ -76,5 +76,6 @@ export function summary(r: PrecopyResult & { path?: string; fileBytes?: number }
     ok: r.ok, stopRule: r.stopRule, reason: r.reason, rounds: r.rounds, totalMs: Math.round(r.totalMs), downtimeMs: Math.round(r.downtimeMs),
     wireBytes: r.wireBytes, pagesSent: r.pagesSent, finalPages: r.finalPages, maxThrottleMs: r.maxThrottleMs,
     ...(r.fileBytes !== undefined ? { fileBytes: r.fileBytes } : {}),
+    ...(r.disk ? { disk: r.disk } : {}),
   };
 }

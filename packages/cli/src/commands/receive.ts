@@ -2,7 +2,7 @@ import { MigrationReceiver } from '@ftvm/precopy';
 import { prepareGuest, readGuest, RunServer } from '@ftvm/vmm';
 import { hostPort, int, oneOf, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
-import { precopyFlags, token } from './precopy-common.js';
+import { absolute, precopyFlags, token } from './precopy-common.js';
 import { applyClockFlags, clockFlags } from './node-common.js';
 import { controlFlags, serveUntilStopped, startControl } from './serve-guest.js';
 
@@ -15,6 +15,7 @@ export const receiveCommand: CommandSpec = {
     guest: { type: 'string', default: 'kv', help: 'the guest module the source runs (shipped name or .wasm path); another module is refused' },
     port: { type: 'string', default: 6380, parse: int(0, 65535), help: 'TCP port clients connect to once the guest arrived (0: any free port)' },
     host: { type: 'string', default: '127.0.0.1', help: 'address clients connect to' },
+    disk: { type: 'string', help: 'file for the guest\'s virtual disk, if it has one: a new file (copy: created at the source\'s size) or, with ftvm migrate --disk-migration shared, the source\'s own file' },
     ...controlFlags,
     'token-file': precopyFlags['token-file']!,
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
@@ -28,6 +29,8 @@ export const receiveCommand: CommandSpec = {
     const guest = prepareGuest(name, wasm);
     const listen = f.listen as { host: string; port: number };
     let server: RunServer | null = null;
+    let pullFailed!: (e: Error) => void;
+    const failedPull = new Promise<Error>((r) => (pullFailed = r));
     let arrived!: () => void;
     const got = new Promise<void>((r) => (arrived = r));
     const receiver = new MigrationReceiver({
@@ -35,14 +38,28 @@ export const receiveCommand: CommandSpec = {
       port: listen.port,
       token: token(f, log),
       moduleDigest: guest.digest,
+      disk: f.disk === undefined ? undefined : absolute(f.disk as string),
       onRound: (round, pages, wireBytes) => log.debug('round received', { round, pages, wireBytes }),
-      onComplete: async (ckpt, stats) => {
-        server = new RunServer(guest, { host: f.host as string, port: f.port as number, eventTimeoutMs: f['event-timeout-ms'] as number, restore: ckpt });
+      onComplete: async (ckpt, stats, disk) => {
+        server = new RunServer(guest, {
+          host: f.host as string,
+          port: f.port as number,
+          eventTimeoutMs: f['event-timeout-ms'] as number,
+          restore: ckpt,
+          ...(disk ? { disk: { path: disk.path, blocks: disk.blocks }, diskPull: disk.pull, onDiskFetch: disk.fetch } : {}),
+        });
         const port = await server.start();
-        log.info(`guest arrived: serving ${name}`, { listen: `${f.host as string}:${port}`, rounds: stats.rounds, pages: stats.pages, wireBytes: stats.wireBytes });
+        log.info(`guest arrived: serving ${name}`, {
+          listen: `${f.host as string}:${port}`, rounds: stats.rounds, pages: stats.pages, wireBytes: stats.wireBytes,
+          ...(disk ? { disk: disk.path, diskMode: disk.mode, diskBlocksPushed: stats.diskBlocks, blocksToPull: stats.missingBlocks } : {}),
+        });
         process.stdout.write(`ftvm receive: listening on ${f.host as string}:${port}\n`);
         arrived();
       },
+      onPullDone: (stats) =>
+        log.info('disk complete: PULL done', { blocks: stats.missingBlocks, onDemand: stats.demandBlocks, wireBytes: stats.pullWireBytes, ms: Math.round(stats.pullMs) }),
+      // The disk is partial without its source: serving on would answer from blocks that never arrived.
+      onPullFailed: (e) => pullFailed(e),
     });
     const l = await receiver.start();
     log.info('waiting for a migration', { url: l.url, guest: name });
@@ -61,8 +78,14 @@ export const receiveCommand: CommandSpec = {
     let migrated!: () => void;
     const gone = new Promise<void>((r) => (migrated = r));
     const control = await startControl(server, f, { name, wasm, guest }, log, () => migrated());
-    const code = await serveUntilStopped(server, control, log, Promise.race([gone, stopped.then(() => undefined)]));
+    let pullError: Error | null = null;
+    const code = await serveUntilStopped(server, control, log, Promise.race([gone, stopped.then(() => undefined), failedPull.then((e) => void (pullError = e))]));
     await receiver.close();
+    if (pullError) {
+      const e = pullError as Error & { code?: string };
+      log.error('the guest\'s disk is incomplete: stopped serving (the source keeps the guest if it is alive)', { code: e.code, message: e.message });
+      return 1;
+    }
     return code;
   },
 };
