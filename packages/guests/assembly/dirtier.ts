@@ -5,13 +5,21 @@
 //   STOP    -> OK                      (rate 0: no more writes, timer disarmed)
 //   FILL    -> OK pages=<n>            (writes every working-set page once, now)
 //   DIGEST  -> digest=<16 hex> pages=<n>   (FNV-1a over every 8-byte word of the working set)
+// With a virtual disk (the disk workload of the disk-migration benchmark):
+//   SET disk_ws=<blocks> disk_rate=<blocks/s>   (blocks [0, disk_ws) written at random, whole)
+//   DISKFILL <from> <count>  -> OK blocks=<n>   (writes each block of the range once, now)
+//   DISKCHECK <from> <count> -> OK blocks=<n> | ERR block <b> differs (version <v>)
+// Every disk block's version lives in memory; its contents are a function of (block,
+// version), so DISKCHECK proves the disk holds exactly what memory says was written (zeros
+// for a block never written) - after a migration, while its blocks are still being pulled.
 // Every tick of guest time it writes rate * elapsed pages (one 8-byte store per 4 KiB
-// page dirties it; values vary so no page is left zero) and re-arms its timer.
+// page dirties it; values vary so no page is left zero), disk_rate * elapsed blocks, and
+// re-arms its timer.
 // Unknown or malformed lines get `ERR <why>`.
 
 import {
   Guest, setGuest, now, setTimer, cancelTimer, InputBuffer, ByteWriter, bytesEqualAscii, parseI64, parseOk,
-  close, indexOfByte, PAGE_BYTES, WASM_PAGE_BYTES,
+  close, indexOfByte, PAGE_BYTES, WASM_PAGE_BYTES, host_disk_read, host_disk_write, host_disk_blocks,
 } from "@ftvm/guest-sdk/assembly";
 export * from "@ftvm/guest-sdk/assembly/exports";
 
@@ -52,6 +60,102 @@ class Conn {
   input: InputBuffer = new InputBuffer(MAX_LINE_BYTES);
 }
 let conns = new Map<i32, Conn>();
+
+// ---- disk workload ----
+/** Blocks per multi-block disk request of DISKFILL / DISKCHECK (256 KiB). */
+const DISK_BATCH: i32 = 64;
+let diskWs: i32 = 0;
+let diskRate: i64 = 0;
+let diskOwed: i64 = 0;
+let diskWritten: i64 = 0;
+/** Version of each block of the disk working set (0: never written, all zero). */
+let diskVer = new Uint32Array(0);
+let diskBuf: usize = 0;
+
+function diskBuffer(): usize {
+  if (diskBuf == 0) diskBuf = heap.alloc(<usize>(DISK_BATCH * PAGE_BYTES));
+  return diskBuf;
+}
+
+/** Block `b` at version `v` (v > 0): 512 words, each a function of (b, v, word). */
+function fillBlock(p: usize, b: i32, v: u32): void {
+  let base = (<u64>b << 32) ^ (<u64>v << 12);
+  for (let k = 0; k < PAGE_BYTES / 8; k++) store<u64>(p + (<usize>k << 3), mix(base + <u64>k) | 1);
+}
+
+function blockMatches(p: usize, b: i32, v: u32): bool {
+  if (v == 0) {
+    for (let k = 0; k < PAGE_BYTES / 8; k++) if (load<u64>(p + (<usize>k << 3)) != 0) return false;
+    return true;
+  }
+  let base = (<u64>b << 32) ^ (<u64>v << 12);
+  for (let k = 0; k < PAGE_BYTES / 8; k++) if (load<u64>(p + (<usize>k << 3)) != (mix(base + <u64>k) | 1)) return false;
+  return true;
+}
+
+/** Writes blocks [from, from + n) (n <= DISK_BATCH), each at its next version; false on an I/O error. */
+function writeBlocks(from: i32, n: i32): bool {
+  let buf = diskBuffer();
+  for (let i = 0; i < n; i++) {
+    let v = unchecked(diskVer[from + i]) + 1;
+    fillBlock(buf + (<usize>i * <usize>PAGE_BYTES), from + i, v);
+  }
+  if (host_disk_write(from, buf, n) < 0) return false;
+  for (let i = 0; i < n; i++) unchecked(diskVer[from + i] = diskVer[from + i] + 1);
+  diskWritten += n;
+  return true;
+}
+
+function writeRandomBlocks(n: i64): void {
+  if (diskWs == 0) return;
+  for (let k: i64 = 0; k < n; k++) {
+    let b = <i32>((nextRandom() & 0xffffffff) % <u64>diskWs);
+    if (!writeBlocks(b, 1)) return;
+  }
+}
+
+/** Parses "<from> <count>" within the disk working set; -1 and an ERR line when it does not fit. */
+function parseRange(p: usize, n: i32, out2: StaticArray<i32>): bool {
+  let sp = indexOfByte(p, n, 32);
+  if (sp <= 0) { out.ascii("ERR expected <from> <count>\n"); return false; }
+  let a = parseI64(p, sp);
+  if (!parseOk) { out.ascii("ERR <from> must be an integer\n"); return false; }
+  let b = parseI64(p + <usize>(sp + 1), n - sp - 1);
+  if (!parseOk) { out.ascii("ERR <count> must be an integer\n"); return false; }
+  if (a < 0 || b < 0 || a + b > <i64>diskWs) { out.ascii("ERR range outside disk_ws=").int(diskWs).ascii("\n"); return false; }
+  out2[0] = <i32>a;
+  out2[1] = <i32>b;
+  return true;
+}
+
+const range = new StaticArray<i32>(2);
+
+function cmdDiskFill(p: usize, n: i32): void {
+  if (!parseRange(p, n, range)) return;
+  let from = range[0], count = range[1];
+  for (let b = from; b < from + count; b += DISK_BATCH) {
+    if (!writeBlocks(b, min(DISK_BATCH, from + count - b))) { out.ascii("ERR disk write failed at block ").int(b).ascii("\n"); return; }
+  }
+  out.ascii("OK blocks=").int(count).ascii("\n");
+}
+
+function cmdDiskCheck(p: usize, n: i32): void {
+  if (!parseRange(p, n, range)) return;
+  let from = range[0], count = range[1];
+  let buf = diskBuffer();
+  for (let b = from; b < from + count; b += DISK_BATCH) {
+    let k = min(DISK_BATCH, from + count - b);
+    if (host_disk_read(b, buf, k) < 0) { out.ascii("ERR disk read failed at block ").int(b).ascii("\n"); return; }
+    for (let i = 0; i < k; i++) {
+      let v = unchecked(diskVer[b + i]);
+      if (!blockMatches(buf + (<usize>i * <usize>PAGE_BYTES), b + i, v)) {
+        out.ascii("ERR block ").int(b + i).ascii(" differs (version ").int(v).ascii(")\n");
+        return;
+      }
+    }
+  }
+  out.ascii("OK blocks=").int(count).ascii("\n");
+}
 const out = new ByteWriter();
 
 function nextRandom(): u64 {
@@ -113,15 +217,19 @@ function writePages(n: i64): void {
   }
 }
 
+function running(): bool {
+  return (rate > 0 && wsPages > 0) || (diskRate > 0 && diskWs > 0);
+}
+
 function armTick(): void {
   if (timerId > 0) { cancelTimer(timerId); timerId = 0; }
-  if (rate == 0 || wsPages == 0) return;
+  if (!running()) return;
   timerId = setTimer(nextDeadline, 1);
 }
 
 function onTick(): void {
   timerId = 0;
-  if (rate == 0 || wsPages == 0) return;
+  if (!running()) return;
   let t = now();
   let elapsed = min(t - lastTickNs, MAX_CATCHUP_NS);
   lastTickNs = t;
@@ -130,6 +238,10 @@ function onTick(): void {
     let pages = owed / 1_000_000_000;
     owed -= pages * 1_000_000_000;
     writePages(pages);
+    diskOwed += diskRate * elapsed;
+    let blocks = diskOwed / 1_000_000_000;
+    diskOwed -= blocks * 1_000_000_000;
+    writeRandomBlocks(blocks);
   }
   ticks++;
   // Keep the tick phase; after a long pause, restart it from now.
@@ -164,6 +276,7 @@ function patternName(): string {
 /** Parses `key=value` tokens of a SET line; replies OK or ERR. */
 function cmdSet(p: usize, n: i32): void {
   let newWs = <i64>wsPages, newRate = rate, newPattern = pattern, newTick = tickNs;
+  let newDiskWs = <i64>diskWs, newDiskRate = diskRate;
   let newSeed: u64 = 0;
   let hasSeed = false;
   let i = 0;
@@ -186,7 +299,8 @@ function cmdSet(p: usize, n: i32): void {
       continue;
     }
     if (!bytesEqualAscii(tok, eq, "ws_pages") && !bytesEqualAscii(tok, eq, "rate") &&
-        !bytesEqualAscii(tok, eq, "seed") && !bytesEqualAscii(tok, eq, "tick_ms")) {
+        !bytesEqualAscii(tok, eq, "seed") && !bytesEqualAscii(tok, eq, "tick_ms") &&
+        !bytesEqualAscii(tok, eq, "disk_ws") && !bytesEqualAscii(tok, eq, "disk_rate")) {
       out.ascii("ERR unknown key '").bytes(tok, eq).ascii("'\n");
       return;
     }
@@ -204,17 +318,31 @@ function cmdSet(p: usize, n: i32): void {
     } else if (bytesEqualAscii(tok, eq, "tick_ms")) {
       if (v < 1 || v > 10_000) { out.ascii("ERR tick_ms must be in 1..10000\n"); return; }
       newTick = v * 1_000_000;
+    } else if (bytesEqualAscii(tok, eq, "disk_ws")) {
+      if (v > <i64>host_disk_blocks()) { out.ascii("ERR disk_ws must be at most the disk's ").int(host_disk_blocks()).ascii(" blocks\n"); return; }
+      newDiskWs = v;
+    } else if (bytesEqualAscii(tok, eq, "disk_rate")) {
+      if (v > MAX_RATE) { out.ascii("ERR disk_rate must be at most ").int(MAX_RATE).ascii(" blocks/s\n"); return; }
+      newDiskRate = v;
     }
   }
   if (!ensurePages(<i32>newWs)) { out.ascii("ERR out of memory for ws_pages=").int(newWs).ascii("\n"); return; }
-  let wasRunning = rate > 0 && wsPages > 0;
+  let wasRunning = running();
   wsPages = <i32>newWs;
   rate = newRate;
+  if (<i32>newDiskWs > diskVer.length) {
+    // Versions of blocks already written are kept; a larger working set starts the rest at 0.
+    let v = new Uint32Array(<i32>newDiskWs);
+    for (let i = 0; i < diskVer.length; i++) unchecked(v[i] = diskVer[i]);
+    diskVer = v;
+  }
+  diskWs = <i32>newDiskWs;
+  diskRate = newDiskRate;
   pattern = newPattern;
   tickNs = newTick;
   if (hasSeed) rng = mix(newSeed) | 1;
   if (seqCursor >= wsPages) seqCursor = 0;
-  if (rate > 0 && wsPages > 0) {
+  if (running()) {
     if (!wasRunning) {
       lastTickNs = now();
       owed = 0;
@@ -234,6 +362,9 @@ function cmdStats(): void {
     .ascii(" pattern=").ascii(patternName())
     .ascii(" tick_ms=").int(tickNs / 1_000_000)
     .ascii(" mem_pages=").int(<i64>memory.size() * <i64>(WASM_PAGE_BYTES / PAGE_BYTES))
+    .ascii(" disk_ws=").int(diskWs)
+    .ascii(" disk_rate=").int(diskRate)
+    .ascii(" disk_written=").int(diskWritten)
     .ascii("\n");
 }
 
@@ -245,7 +376,9 @@ function line(p: usize, n: i32): void {
   let rl = sp < 0 ? 0 : n - cl - 1;
   if (bytesEqualAscii(p, cl, "SET", true)) cmdSet(rest, rl);
   else if (bytesEqualAscii(p, cl, "STATS", true)) cmdStats();
-  else if (bytesEqualAscii(p, cl, "STOP", true)) { rate = 0; armTick(); out.ascii("OK\n"); }
+  else if (bytesEqualAscii(p, cl, "STOP", true)) { rate = 0; diskRate = 0; armTick(); out.ascii("OK\n"); }
+  else if (bytesEqualAscii(p, cl, "DISKFILL", true)) cmdDiskFill(rest, rl);
+  else if (bytesEqualAscii(p, cl, "DISKCHECK", true)) cmdDiskCheck(rest, rl);
   else if (bytesEqualAscii(p, cl, "FILL", true)) {
     let saved = pattern;
     pattern = P_SEQ;
@@ -257,7 +390,7 @@ function line(p: usize, n: i32): void {
     out.ascii("digest=").ascii(hex64(digest())).ascii(" pages=").int(wsPages).ascii("\n");
   } else if (n == 0) {
     // empty line: ignored
-  } else out.ascii("ERR unknown command (SET, STATS, STOP, FILL, DIGEST)\n");
+  } else out.ascii("ERR unknown command (SET, STATS, STOP, FILL, DIGEST, DISKFILL, DISKCHECK)\n");
 }
 
 class Dirtier extends Guest {

@@ -379,7 +379,8 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));
     res.error = { code: (err as { code?: string }).code ?? 'FTVM_ERR_PRECOPY_FAILED', message: err.message };
-    if (!res.reason) res.reason = err.message;
+    // A failure after the hold (the destination's start, PULL) replaces the reason it stopped for.
+    if (!res.reason || held) res.reason = err.message;
     res.totalMs = clock.now() - t0;
     await sink.abort(err).catch(() => undefined);
     if (tracking) source.stopTracking();

@@ -176,10 +176,12 @@ export class MigrationSender implements PrecopySink {
     this.blocksThisRound = 0;
     const stats: PullStats = { demandBlocks: 0, pushedBlocks: 0, wireBytes: 0, ms: 0 };
     const pending = blockBitmap(missing, this.totalBlocks);
+    let left = missing.length;
     const take = (b: number): boolean => {
       const bit = 1 << (b & 7);
       if ((pending[b >>> 3]! & bit) === 0) return false;
       pending[b >>> 3]! &= ~bit;
+      left--;
       return true;
     };
     const send = async (list: Uint32Array): Promise<void> => {
@@ -202,7 +204,18 @@ export class MigrationSender implements PrecopySink {
         }
         continue;
       }
-      if (cursor >= missing.length) break;
+      if (left === 0) break;
+      if (bandwidthLimit > 0) {
+        // The background push keeps to the limit; a demand request cuts the pause short (and is served first).
+        const due = (stats.wireBytes / bandwidthLimit) * 1000 - (performance.now() - t0);
+        if (due > 0) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(() => ((this.onBlockReq = null), resolve()), due);
+            this.onBlockReq = () => (clearTimeout(timer), (this.onBlockReq = null), resolve());
+          });
+          continue;
+        }
+      }
       batch.length = 0;
       while (cursor < missing.length && batch.length < PULL_BATCH_BLOCKS) {
         const b = missing[cursor++]!;
@@ -213,16 +226,6 @@ export class MigrationSender implements PrecopySink {
         await send(Uint32Array.from(batch));
       }
       await this.link.drained(PULL_HIGH_WATER);
-      if (bandwidthLimit > 0) {
-        const due = (stats.wireBytes / bandwidthLimit) * 1000 - (performance.now() - t0);
-        // A demand request cuts the pause short.
-        if (due > 0 && this.blockReqs.length === 0) {
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(() => ((this.onBlockReq = null), resolve()), due);
-            this.onBlockReq = () => (clearTimeout(timer), (this.onBlockReq = null), resolve());
-          });
-        }
-      }
     }
     this.check();
     this.link.send({
@@ -614,7 +617,10 @@ export class MigrationReceiver {
                   pull: dk.pull ? (dk.pull.buffer as SharedArrayBuffer) : undefined,
                   fetch: (block, n) => {
                     if (link.closed) return;
-                    for (const r of dk.toRequest(block, n)) link.trySend({ t: 'block_req', term: 0, fromBlock: r.from, count: r.count });
+                    for (const r of dk.toRequest(block, n)) {
+                      stats.demandBlocks += r.count;
+                      link.trySend({ t: 'block_req', term: 0, fromBlock: r.from, count: r.count });
+                    }
                   },
                 }
               : undefined;

@@ -35,7 +35,8 @@ export async function startControl(
       onMigrated();
     },
     onEvent: (what, op, d) => {
-      if (what !== 'progress') log.info(`${op} ${what}`, { reason: (d as { reason?: string }).reason });
+      if (what === 'failed') log.error(`${op} failed: the guest keeps running here`, { reason: (d as { reason?: string }).reason, code: (d as { error?: { code: string } }).error?.code });
+      else if (what !== 'progress') log.info(`${op} ${what}`, { reason: (d as { reason?: string }).reason });
     },
   });
   log.info('control listener', { url: listener.url });
