@@ -141,7 +141,7 @@ export class MigrationSender implements PrecopySink {
       ...(wireDisk ? { disk: wireDisk as unknown as Opaque } : {}),
     });
     // The stop-and-copy carries the disk's remaining dirty bitmap: the destination pulls those blocks.
-    if (final && disk?.missing) {
+    if (final && disk?.mode === 'copy' && disk.missing) {
       this.link.send({ t: 'block_map', term: 0, epoch: this.epoch, totalBlocks: disk.totalBlocks, count: disk.missing.length }, blockBitmap(disk.missing, disk.totalBlocks));
     }
   }
