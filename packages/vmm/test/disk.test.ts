@@ -1,8 +1,8 @@
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { BlockDevice, DISK_BLOCK_BYTES, DiskStatus, prepareDisk, undoPath } from '@ftvm/vmm';
+import { BlockDevice, DISK_BLOCK_BYTES, DiskStatus, prepareDisk, readBlocksAsync, undoPath } from '@ftvm/vmm';
 
 const dir = () => mkdtempSync(join(tmpdir(), 'ftvm-disk-'));
 const block = (fill: number) => new Uint8Array(DISK_BLOCK_BYTES).fill(fill);
@@ -66,6 +66,33 @@ describe('BlockDevice', () => {
     const dirty = d.takeDirty();
     expect([...dirty]).toEqual([0]);
     expect(d.readList(dirty)).toEqual(block(5));
+    d.close();
+  });
+
+  it('keeps a pre-copy dirty set of its own: epoch collects (takeDirty) do not take its blocks, nor it theirs', async () => {
+    const spec = prepareDisk(join(dir(), 'd.img'), 64 * DISK_BLOCK_BYTES);
+    const d = new BlockDevice(spec);
+    d.write(1, 1, block(1), 0);
+    expect([...d.takePrecopyDirty()]).toEqual([]); // not tracking yet
+    d.startPrecopyTracking();
+    d.write(7, 1, block(7), 0);
+    d.write(2, 2, new Uint8Array(2 * DISK_BLOCK_BYTES).fill(4), 0);
+    expect([...d.takeDirty()]).toEqual([1, 2, 3, 7]);
+    d.write(60, 1, block(60), 0);
+    expect([...d.takePrecopyDirty()]).toEqual([2, 3, 7, 60]);
+    expect([...d.takePrecopyDirty()]).toEqual([]);
+    expect([...d.takeDirty()]).toEqual([60]);
+    d.stopPrecopyTracking();
+    d.write(5, 1, block(5), 0);
+    expect([...d.takePrecopyDirty()]).toEqual([]);
+    // The main thread's reader (PUSH rounds, PULL answers) sees what the device wrote.
+    const fd = openSync(spec.path, 'r');
+    const got = await readBlocksAsync(fd, [7, 60, 61, 5]);
+    closeSync(fd);
+    expect(got.subarray(0, DISK_BLOCK_BYTES)).toEqual(block(7));
+    expect(got.subarray(DISK_BLOCK_BYTES, 2 * DISK_BLOCK_BYTES)).toEqual(block(60));
+    expect(got.subarray(2 * DISK_BLOCK_BYTES, 3 * DISK_BLOCK_BYTES).every((x) => x === 0)).toBe(true);
+    expect(got.subarray(3 * DISK_BLOCK_BYTES)).toEqual(block(5));
     d.close();
   });
 
