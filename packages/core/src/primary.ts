@@ -76,6 +76,14 @@ export type PrimaryAction =
   | { type: 'disconnectSecondary'; reason: string }
   | { type: 'commit'; term: number; epoch: number; acked: boolean; offsets: StateOffsets }
   | { type: 'protectionChanged'; protected: boolean; reason: string }
+  /**
+   * Handover (see startHandover): the vCPU is held and the secondary acked `epoch`, the last
+   * epoch, after its commit went out: its image is exactly this primary's state. The runtime
+   * asks the proxy to promote the secondary (after the commit, on the same link).
+   */
+  | { type: 'handoverReady'; term: number; epoch: number }
+  /** The handover cannot go on (the secondary was lost or refused an epoch before its ack); the vCPU was resumed. */
+  | { type: 'handoverAborted'; reason: string }
   | { type: 'stop'; reason: string };
 
 export interface EpochCollected {
@@ -125,6 +133,12 @@ export class PrimaryCore {
   private failedFullSyncs = 0;
   private policyDeadline: number | undefined;
   private actions: PrimaryAction[] = [];
+  /**
+   * A planned handover: the vCPU is held (no epoch ends but the last), `finalEpoch` is the
+   * last epoch once its collect began; `readySent` once handoverReady went out (from then on
+   * only the runtime's abortHandover or a fence ends it: the proxy decides).
+   */
+  private handover: { finalEpoch: number | undefined; readySent: boolean } | undefined;
 
   constructor(opts: PrimaryOptions) {
     const o = opts as unknown as Record<string, unknown>;
@@ -175,9 +189,13 @@ export class PrimaryCore {
   get isProtected(): boolean {
     return this.protectedAnnounced;
   }
-  /** The vCPU is held by sync-io until an ack. */
+  /** The vCPU is held: by sync-io until an ack, or by a handover. */
   get vcpuHeld(): boolean {
-    return this.holdUntil !== undefined;
+    return this.holdUntil !== undefined || this.handover !== undefined;
+  }
+  /** A handover is under way (startHandover until abortHandover, a fence or an abort). */
+  get handingOver(): boolean {
+    return this.handover !== undefined;
   }
 
   /** A snapshot for status pages and metrics. */
@@ -325,7 +343,36 @@ export class PrimaryCore {
       this.actions.push({ type: 'protectionChanged', protected: true, reason: `secondary holds epoch ${ev.epoch}` });
     }
     if (this.holdUntil !== undefined && ev.epoch >= this.holdUntil) this.release();
+    const h = this.handover;
+    if (h !== undefined && !h.readySent && h.finalEpoch !== undefined && this._state === 'protected' && this._committedEpoch >= h.finalEpoch) {
+      h.readySent = true;
+      this.actions.push({ type: 'handoverReady', term: this._term, epoch: h.finalEpoch });
+    }
     this.evaluate(ev.nowMs);
+  }
+
+  /**
+   * A planned handover to the secondary (a migration): hold the vCPU at the next event
+   * boundary, end one last epoch there, and once the secondary acked it say handoverReady.
+   * The vCPU stays held until abortHandover() or a fence (the proxy promoted the secondary).
+   * Only a protected primary can hand over: its secondary must hold every committed epoch.
+   */
+  startHandover(nowMs: number): void {
+    if (this._state !== 'protected' || !this.protectedAnnounced) {
+      throw new CoreProtocolError(CORE_ERR.ORDER, `startHandover needs a protected primary (state ${this._state})`);
+    }
+    if (this.handover !== undefined) throw new CoreProtocolError(CORE_ERR.ORDER, 'a handover is already under way');
+    this.handover = { finalEpoch: undefined, readySent: false };
+    this.actions.push({ type: 'pauseVcpu', reason: 'handover: the guest is held for its last epoch' });
+    this.evaluate(nowMs);
+  }
+
+  /** The handover will not happen (the proxy refused, or did not answer): resume the guest. */
+  abortHandover(nowMs: number): void {
+    if (this.handover === undefined || this._state === 'stopped') return;
+    this.handover = undefined;
+    if (this.holdUntil === undefined) this.actions.push({ type: 'resumeVcpu' });
+    this.evaluate(nowMs);
   }
 
   /** The secondary refused `epoch` (gap, digest mismatch...): it needs a full sync. */
@@ -372,6 +419,7 @@ export class PrimaryCore {
   fenced(term: number, _nowMs: number): void {
     if (this._state === 'stopped' || term < this._term) return;
     this._state = 'stopped';
+    this.handover = undefined;
     this.inFlight = [];
     this.inFlightBytes = 0;
     this.policyDeadline = undefined;
@@ -395,7 +443,7 @@ export class PrimaryCore {
 
   private release(): void {
     this.holdUntil = undefined;
-    this.actions.push({ type: 'resumeVcpu' });
+    if (this.handover === undefined) this.actions.push({ type: 'resumeVcpu' });
   }
 
   private enterSyncing(): void {
@@ -405,6 +453,13 @@ export class PrimaryCore {
 
   /** Epochs sent but never to be acked: drop them; under `continue` their output is released unprotected. */
   private abandonInFlight(reason: string): void {
+    if (this.handover !== undefined && !this.handover.readySent) {
+      // The last epoch will not be acked: no handover. (After handoverReady the proxy
+      // decides: the promoted secondary itself closes this link.)
+      this.handover = undefined;
+      this.actions.push({ type: 'handoverAborted', reason });
+      if (this.holdUntil === undefined) this.actions.push({ type: 'resumeVcpu' });
+    }
     const last = this.inFlight[this.inFlight.length - 1];
     this.inFlight = [];
     this.inFlightBytes = 0;
@@ -461,6 +516,14 @@ export class PrimaryCore {
       this.fullSyncEpoch = this.running;
       this.actions.push({ type: 'startFullSync', epoch: this.running });
       this.startCollect(true);
+      return;
+    }
+    if (this.handover !== undefined) {
+      // Held for a handover: one last epoch, ended at the hold; then nothing more.
+      if (this.handover.finalEpoch === undefined && this._state === 'protected') {
+        this.handover.finalEpoch = this.running;
+        this.startCollect(false);
+      }
       return;
     }
     if (this.holdUntil !== undefined) return; // sync-io: nothing runs, nothing to end

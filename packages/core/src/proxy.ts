@@ -98,6 +98,10 @@ export type ProxyAction =
   | { type: 'sendPromote'; node: NodeId; term: number }
   | { type: 'sendFence'; node: NodeId; term: number }
   | { type: 'denyPromote'; node: NodeId; term: number; reason: string }
+  /** The active primary's handover request is refused (sent to it as promote_deny); it resumes its guest. */
+  | { type: 'denyHandover'; node: NodeId; term: number; reason: string }
+  /** A handover finished: `to` serves in `term`, `from` was fenced. */
+  | { type: 'handoverDone'; from: NodeId; to: NodeId; term: number }
   /**
    * The node clients are served by changed (undefined: none right now). `resendOutputFrom`
    * lists connections whose output the proxy is missing: the node must resend its
@@ -176,6 +180,10 @@ export class ProxyCore {
   private recent: number[] = [];
   /** A state was adopted (a primary served clients through this proxy) at least once. */
   private adoptedOnce = false;
+  /** A handover the active primary asked for, waiting for its target's link and hello. */
+  private pendingHandover: { from: NodeId; to: NodeId; epoch: number; sinceMs: number } | undefined;
+  /** A handover being promoted: the old primary (fenced once `to` serves) and its last epoch. */
+  private handingOver: { from: NodeId; to: NodeId; epoch: number } | undefined;
 
   constructor(opts: ProxyOptions) {
     const o = opts as unknown as Record<string, unknown>;
@@ -245,7 +253,11 @@ export class ProxyCore {
   nextDeadline(): number | undefined {
     if (this._state === 'active' && this._active !== undefined) {
       const n = this.node(this._active);
-      return n.up ? n.lastHeardMs + this.options.failoverTimeoutMs : undefined;
+      const lost = n.up ? n.lastHeardMs + this.options.failoverTimeoutMs : undefined;
+      const h = this.pendingHandover;
+      if (h === undefined) return lost;
+      const giveUp = h.sinceMs + this.options.promoteTimeoutMs;
+      return lost === undefined ? giveUp : Math.min(lost, giveUp);
     }
     if (this._state === 'promoting') return this.promotingSinceMs + this.options.promoteTimeoutMs;
     return undefined;
@@ -321,6 +333,42 @@ export class ProxyCore {
 
   // ---- nodes ----
 
+  /**
+   * A node the proxy was not started with (the target of a migration): it takes part like
+   * the others from now on (a failover candidate once it holds an image of the serving line).
+   */
+  addNode(id: NodeId): void {
+    if (typeof id !== 'string' || id === '') throw new CoreOptionError(CORE_ERR.OPTION, 'a node id must be a non-empty string');
+    if (this.nodes.has(id)) throw new CoreProtocolError(CORE_ERR.ORDER, `node ${id} is known already`);
+    this.nodes.set(id, { id, up: false, role: undefined, term: 0, committedEpoch: 0, imageTerm: -1, lastHeardMs: 0, fencedAt: -1 });
+  }
+
+  /** Whether `id` is a node this proxy knows (started with, or added). */
+  hasNode(id: NodeId): boolean {
+    return this.nodes.has(id);
+  }
+
+  /**
+   * The active primary asks for a planned switchover to `to` (a migration). It holds its
+   * vCPU; `to`, its secondary, acked its last epoch `epoch`, which it has committed here: the
+   * image of `to` is exactly the state clients were served. `to` is promoted in term + 1 as
+   * in a failover (held output released up to its offsets, input past them replayed,
+   * connections kept); the sender is fenced once `to` serves. The primary's word stands for
+   * the ack, as its `commit(acked)` does; `promoted` checks the image's epoch.
+   */
+  handover(node: NodeId, req: { term: number; epoch: number; to: NodeId }, nowMs: number): void {
+    const deny = (reason: string): void => {
+      this.actions.push({ type: 'denyHandover', node, term: this._term, reason });
+    };
+    if (!this.fromActive(node, req.term, 'handover', nowMs)) return deny(`${node} is not the active primary of term ${req.term} (term ${this._term}, ${this._state})`);
+    if (req.to === node) return deny('a node cannot hand over to itself');
+    if (!this.nodes.has(req.to)) return deny(`unknown node ${req.to}`);
+    if (this.pendingHandover !== undefined) return deny(`a handover to ${this.pendingHandover.to} is pending`);
+    if (req.epoch !== this._committedEpoch) return deny(`the last epoch ${req.epoch} is not the committed epoch ${this._committedEpoch}`);
+    this.pendingHandover = { from: node, to: req.to, epoch: req.epoch, sinceMs: nowMs };
+    this.tryHandover(nowMs);
+  }
+
   nodeUp(node: NodeId, nowMs: number): void {
     const n = this.node(node);
     n.up = true;
@@ -354,6 +402,7 @@ export class ProxyCore {
         this.promotionFailed(`${node} said hello as secondary while being promoted`, nowMs);
       }
       this.retryFailover(nowMs);
+      this.tryHandover(nowMs);
       return;
     }
     n.committedEpoch = 0;
@@ -394,6 +443,7 @@ export class ProxyCore {
       n.committedEpoch = status.committedEpoch;
       n.imageTerm = status.imageTerm ?? status.term;
       this.retryFailover(nowMs);
+      this.tryHandover(nowMs);
     }
   }
 
@@ -469,8 +519,18 @@ export class ProxyCore {
     if (ev.offsets.epoch < this.unackedFloor) {
       throw new CoreProtocolError(CORE_ERR.STALE_IMAGE, `promoted image epoch ${ev.offsets.epoch} is older than released unacked epoch ${this.unackedFloor}`);
     }
+    const h = this.handingOver !== undefined && this.handingOver.to === node ? this.handingOver : undefined;
+    if (h !== undefined && ev.offsets.epoch < h.epoch) {
+      throw new CoreProtocolError(CORE_ERR.STALE_IMAGE, `handover: promoted image epoch ${ev.offsets.epoch} is older than the last epoch ${h.epoch} of ${h.from}`);
+    }
     this._committedEpoch = Math.max(this._committedEpoch, ev.offsets.epoch);
-    this.adopt(node, ev.offsets, 'promoted', `${node} promoted in term ${ev.term}`);
+    this.adopt(node, ev.offsets, 'promoted', h !== undefined ? `${node} promoted in term ${ev.term} (handover from ${h.from})` : `${node} promoted in term ${ev.term}`);
+    if (h !== undefined) {
+      this.handingOver = undefined;
+      // The old primary, held since its last epoch, learns it is done from its fence.
+      this.fenceHandedOver(h.from);
+      this.actions.push({ type: 'handoverDone', from: h.from, to: node, term: ev.term });
+    }
   }
 
   /** The candidate refused `promote` (no image, stale term): give up on it at once. */
@@ -505,6 +565,15 @@ export class ProxyCore {
   }
 
   tick(nowMs: number): void {
+    const h = this.pendingHandover;
+    if (h !== undefined && nowMs >= h.sinceMs + this.options.promoteTimeoutMs) {
+      this.pendingHandover = undefined;
+      const t = this.node(h.to);
+      this.actions.push({
+        type: 'denyHandover', node: h.from, term: this._term,
+        reason: `${h.to} not ready within ${this.options.promoteTimeoutMs} ms: ${!t.up ? 'no link to it' : this.handoverIneligible(t, h.epoch) ?? 'no hello'}`,
+      });
+    }
     if (this._state === 'active' && this.isLost(this._active!, nowMs)) {
       this.activeLost(`no message from ${this._active} for ${this.options.failoverTimeoutMs} ms`, nowMs);
     } else if (this._state === 'promoting' && nowMs >= this.promotingSinceMs + this.options.promoteTimeoutMs) {
@@ -573,6 +642,48 @@ export class ProxyCore {
     this.actions.push({ type: 'sendFence', node: n.id, term });
   }
 
+  /** Why `t` cannot take a handover of last epoch `epoch` now (undefined: it can). */
+  private handoverIneligible(t: NodeRec, epoch: number): string | undefined {
+    if (!t.up) return `${t.id} is down`;
+    if (t.role !== 'secondary') return `${t.id} is not a secondary`;
+    // Its image epoch and line come from its reports, which may lag the ack the primary got
+    // for `epoch` (reports are rate-limited): the primary's word stands for them.
+    if (t.term > this._term) return `${t.id} is in term ${t.term}, newer than ${this._term}`;
+    return undefined;
+  }
+
+  /** Starts the pending handover's promotion once its target can take it. */
+  private tryHandover(nowMs: number): void {
+    const h = this.pendingHandover;
+    if (h === undefined) return;
+    if (this._state !== 'active' || this._active !== h.from) {
+      this.pendingHandover = undefined;
+      return;
+    }
+    const t = this.node(h.to);
+    if (this.handoverIneligible(t, h.epoch) !== undefined) return; // waits for its link / hello, or the deadline
+    this.pendingHandover = undefined;
+    const old = this.node(h.from);
+    t.committedEpoch = Math.max(t.committedEpoch, h.epoch);
+    t.imageTerm = this.servedTerm;
+    this._term += 1;
+    // Anything the old primary still sends carries the old term and is refused; it is
+    // fenced once the target serves (its fence tells it the handover is done).
+    old.role = 'fenced';
+    this.handingOver = { from: h.from, to: h.to, epoch: h.epoch };
+    this._state = 'promoting';
+    this._active = t.id;
+    this.promotingSinceMs = nowMs;
+    this.actions.push({ type: 'sendPromote', node: t.id, term: this._term });
+  }
+
+  private fenceHandedOver(id: NodeId): void {
+    const old = this.node(id);
+    if (!old.up || old.fencedAt >= this._term) return;
+    old.fencedAt = this._term;
+    this.actions.push({ type: 'sendFence', node: id, term: this._term });
+  }
+
   private ineligible(n: NodeRec): string | undefined {
     if (!n.up) return `${n.id} is down`;
     if (n.role !== 'secondary') return `${n.id} is not a secondary`;
@@ -587,6 +698,8 @@ export class ProxyCore {
   }
 
   private activeLost(reason: string, nowMs: number): void {
+    // A pending handover dies with its primary; the target may still win the failover.
+    this.pendingHandover = undefined;
     const old = this.node(this._active!);
     this._state = 'lost';
     this.blockedReason = undefined;
@@ -637,6 +750,12 @@ export class ProxyCore {
   private promotionFailed(reason: string, nowMs: number): void {
     // Not a usable secondary until it says hello again (or answers late).
     this.node(this._active!).role = undefined;
+    if (this.handingOver !== undefined) {
+      // The old primary of the handover is in an older term: it is fenced now, as in a failover.
+      const from = this.handingOver.from;
+      this.handingOver = undefined;
+      this.fenceHandedOver(from);
+    }
     this._state = 'lost';
     this.blockedReason = reason;
     this.actions.push({ type: 'failoverBlocked', reason });

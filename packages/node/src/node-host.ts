@@ -5,6 +5,7 @@ import { PrimaryRuntime } from '@ftvm/primary';
 import { SecondaryRuntime, type RetainedOutput } from '@ftvm/secondary';
 import { Vmm, type DiskSpec, type GuestImage, type PreparedGuest } from '@ftvm/vmm';
 import { NodeError } from './errors.js';
+import { serveNodeControl, type MigrateHost } from './migrate.js';
 
 export type NodeRole = 'primary' | 'secondary';
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
@@ -55,8 +56,11 @@ const LINK_LIMITS = { maxHeaderBytes: 32 * MiB, maxPayloadBytes: 64 * MiB };
  * (checkpoints while secondary, the proxy's net link while primary), switching role on
  * promotion (secondary -> primary) and on fencing (primary -> secondary, then rejoin).
  */
-export class NodeHost extends EventEmitter<NodeEvents> {
+export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
   private listener: Listener | null = null;
+  /** The node a primary dials for a secondary (--peer/--secondary; a migration points it at its target). */
+  peerUrl: string | undefined;
+  migrating = false;
   role: NodeRole;
   primary: PrimaryRuntime | null = null;
   secondary: SecondaryRuntime | null = null;
@@ -67,6 +71,25 @@ export class NodeHost extends EventEmitter<NodeEvents> {
   constructor(readonly opts: NodeOptions) {
     super();
     this.role = opts.role;
+    this.peerUrl = opts.peer;
+  }
+
+  log(level: LogLevel, msg: string, fields?: Record<string, unknown>): void {
+    this.emit('log', level, msg, fields);
+  }
+
+  /** How this node dials another's listener with a replication link. */
+  replicationConnectOptions(term: number): Parameters<typeof connect>[1] {
+    return {
+      token: this.opts.token,
+      role: this.role,
+      link: 'replication',
+      nodeId: this.opts.nodeId,
+      term,
+      guestDigest: Buffer.from(this.opts.guest.digest, 'hex'),
+      limits: LINK_LIMITS,
+      timeoutMs: 2000,
+    };
   }
 
   get term(): number {
@@ -100,11 +123,17 @@ export class NodeHost extends EventEmitter<NodeEvents> {
   private accept(hello: Hello): void {
     if (hello.link === 'replication' && hello.guestDigest && Buffer.from(hello.guestDigest).toString('hex') !== this.opts.guest.digest)
       throw new NodeError('FTVM_ERR_GUEST_MISMATCH', `peer ${hello.nodeId} runs guest ${Buffer.from(hello.guestDigest).toString('hex').slice(0, 12)}, this node ${this.opts.guest.digest.slice(0, 12)}`);
-    if (hello.link !== 'replication' && hello.link !== 'net') throw new NodeError('FTVM_ERR_ROLE', `a node does not serve '${hello.link}' links`);
+    if (hello.link === 'control' && hello.role !== 'cli') throw new NodeError('FTVM_ERR_ROLE', `a node takes control links from the cli only, not from a ${hello.role}`);
+    if (hello.link !== 'replication' && hello.link !== 'net' && hello.link !== 'control') throw new NodeError('FTVM_ERR_ROLE', `a node does not serve '${hello.link}' links`);
   }
 
   private onLink(link: Link, hello: Hello): void {
     link.on('error', (e) => this.emit('log', 'warn', 'link error', { peer: hello.nodeId, code: e.code, message: e.message }));
+    if (hello.link === 'control') {
+      // The operator's requests (ftvm migrate --from this node).
+      serveNodeControl(link, this);
+      return;
+    }
     if (hello.link === 'net') {
       // One proxy at a time: a live proxy link is not displaced by another peer (a stray or
       // duplicate proxy would otherwise cut the real one off and trigger a failover). A link
@@ -212,14 +241,14 @@ export class NodeHost extends EventEmitter<NodeEvents> {
    * dials only the primary it was told to --join. Only one side dials, so two links never race.
    */
   private dialPeer(): void {
-    if (this.dialing || this.closed || (!this.opts.peer && !this.opts.join)) return;
+    if (this.dialing || this.closed || (!this.peerUrl && !this.opts.join)) return;
     this.dialing = true;
     let backoff = 100;
     const attempt = async (): Promise<void> => {
       this.dialTimer = null;
       if (this.closed) return;
       const asPrimary = this.role === 'primary';
-      const target = asPrimary ? this.opts.peer : this.opts.join;
+      const target = asPrimary ? this.peerUrl : this.opts.join;
       const busy = !target || (asPrimary ? this.primary?.hasSecondary : this.secondary?.hasPrimary);
       if (!busy) {
         try {
@@ -234,6 +263,8 @@ export class NodeHost extends EventEmitter<NodeEvents> {
             timeoutMs: 2000,
           });
           if (this.closed || (this.role === 'primary') !== asPrimary) link.close(4000, 'role changed');
+          // A migration attached its target (or moved the peer) while this dial was under way.
+          else if (asPrimary && (this.primary?.hasSecondary || target !== this.peerUrl)) link.close(4000, 'secondary attached meanwhile');
           else if (this.primary) this.primary.attachSecondary(link);
           else this.secondary!.attachPrimary(link);
           backoff = 100;

@@ -31,7 +31,7 @@ export interface PrecopyRequestOptions {
 
 export type ControlRequest =
   | ({ op: 'snapshot'; path: string; live: boolean } & PrecopyRequestOptions)
-  | ({ op: 'migrate'; to: string } & PrecopyRequestOptions);
+  | ({ op: 'migrate'; to: string; syncTimeoutMs?: number; handoverTimeoutMs?: number } & PrecopyRequestOptions);
 
 export interface ControlServerOptions {
   host?: string;

@@ -49,6 +49,12 @@ export interface PrimaryRuntimeEvents {
   committed: [epoch: number, acked: boolean];
   /** The guest was stopped: fenced by a newer term, or faulted. */
   stopped: [reason: string, term: number];
+  /** Handover: the vCPU is held and the secondary acked the last epoch `epoch` (committed to the proxy already). */
+  handoverReady: [epoch: number];
+  /** Handover: the secondary was lost or refused the last epoch before its ack; the guest runs again. */
+  handoverAborted: [reason: string];
+  /** The proxy refused a handover request (promote_deny on the net link). */
+  handoverDenied: [reason: string];
   log: [level: 'error' | 'warn' | 'info' | 'debug', msg: string, fields?: Record<string, unknown>];
 }
 
@@ -253,9 +259,36 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
       case 'fence':
         if (m.term > this.core.term) this.fence(m.term);
         return;
+      case 'promote_deny':
+        // The proxy answers a primary's handover request only this way (success is a fence).
+        this.emit('handoverDenied', m.reason);
+        return;
       default:
         return;
     }
+  }
+
+  // ---- handover (migration of this primary to its secondary; see @ftvm/node migrate.ts) ----
+
+  /** Holds the guest for its last epoch; handoverReady follows its ack (see PrimaryCore.startHandover). */
+  startHandover(): void {
+    this.core.startHandover(now());
+    this.kick();
+  }
+
+  /** Resumes the guest after a handover the proxy refused or never answered. */
+  abortHandover(): void {
+    this.core.abortHandover(now());
+    this.kick();
+  }
+
+  /** Sends a handover request (ready: false prepares: the proxy dials `to`). False: no proxy link. */
+  sendHandover(to: string, ready: boolean, epoch: number, heldMs: number): boolean {
+    return this.proxy?.trySend({ t: 'handover', term: this.core.term, epoch, to, ready, heldMs: Math.max(0, Math.round(heldMs)) }) ?? false;
+  }
+
+  get hasProxy(): boolean {
+    return this.proxy !== null && !this.proxy.closed;
   }
 
   private onSecondary(link: Link, m: Message): void {
@@ -393,6 +426,12 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         return;
       case 'protectionChanged':
         this.emit('protection', a.protected, a.reason);
+        return;
+      case 'handoverReady':
+        this.emit('handoverReady', a.epoch);
+        return;
+      case 'handoverAborted':
+        this.emit('handoverAborted', a.reason);
         return;
       case 'stop':
         this.stop(a.reason);

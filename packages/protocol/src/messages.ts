@@ -157,6 +157,15 @@ export interface Promote { t: 'promote'; term: number; fromEpoch?: number; reaso
 export interface PromoteDeny { t: 'promote_deny'; term: number; reason: string }
 /** Everything from a term older than `term` is refused from now on. */
 export interface Fence { t: 'fence'; term: number }
+/**
+ * A planned switchover (migration of a replicated primary), active primary -> proxy.
+ * `ready: false` (prepare): the proxy dials `to` (a node URL it may not have been started
+ * with) and keeps a net link to it. `ready: true`: the primary holds its vCPU, `to` acked
+ * its last checkpoint `epoch` (the primary's committed state, exactly), and `heldMs` is how
+ * long the vCPU has been held so far: the proxy promotes `to` in term + 1 and fences the
+ * sender once `to` serves. A refusal comes back as `promote_deny`.
+ */
+export interface Handover { t: 'handover'; term: number; epoch: number; to: string; ready: boolean; heldMs: number }
 export interface ConnOffsets {
   conn: number;
   /** Input bytes the guest consumed in the committed state. */
@@ -178,7 +187,7 @@ export interface Status { t: 'status'; role: Role; term: number; epoch: number; 
 export type Message =
   | Challenge | Hello | Welcome | Reject
   | CkptBegin | CkptPages | CkptBlocks | CkptEnd | Ack | Nack | Heartbeat | ScrubReq | ScrubRes | ResyncReq | BlockReq | BlockMap
-  | Open | Input | Output | Close | Commit | Confirm | Resend | Promote | PromoteDeny | Fence | Offsets | Status;
+  | Open | Input | Output | Close | Commit | Confirm | Resend | Promote | PromoteDeny | Fence | Handover | Offsets | Status;
 
 export type MessageType = Message['t'];
 export type MessageOf<T extends MessageType> = Extract<Message, { t: T }>;
@@ -198,6 +207,6 @@ const REPLICATION: MessageType[] = [
 export const LINK_MESSAGES: Readonly<Record<LinkKind, ReadonlySet<MessageType>>> = {
   replication: new Set([...COMMON, ...REPLICATION]),
   migration: new Set([...COMMON, ...REPLICATION, 'block_req', 'block_map']),
-  net: new Set([...COMMON, ...CONTROL, 'open', 'input', 'output', 'close']),
+  net: new Set([...COMMON, ...CONTROL, 'open', 'input', 'output', 'close', 'handover']),
   control: new Set([...COMMON, ...CONTROL]),
 };

@@ -125,6 +125,7 @@ export const SCHEMAS = {
   promote: { term, fromEpoch: opt(uint), reason: opt(str(256)) },
   promote_deny: { term, reason: req(str(256)) },
   fence: { term },
+  handover: { term, epoch, to: req(str(256)), ready: req(bool), heldMs: req(uint) },
   offsets: { term, epoch, maxConnId: req(uint), conns: req(conns) },
   status: { role: req(oneOf(ROLES)), term, epoch, state: req(str(64)), detail: opt(opaque) },
 } satisfies Record<MessageType, Record<string, FieldSpec>>;

@@ -61,6 +61,10 @@ export interface ProxyStats {
   failovers: number;
   /** Duration of the last failover (active primary lost -> new node active), ms; undefined before one. */
   lastFailoverMs: number | undefined;
+  /** Planned switchovers (migrations) completed. */
+  handovers: number;
+  /** Client-visible pause of the last handover (old primary held its guest -> new node serving), ms. */
+  lastHandoverMs: number | undefined;
   /** Messages the core refused (old term, not from the active node, ...). */
   refused: number;
   failoverBlocked: number;
@@ -111,12 +115,14 @@ export class ProxyRuntime {
   private readonly pieceBytes: number;
   private replaying = false;
   private lost: { atMs: number; term: number } | undefined;
+  /** A handover in progress: old and new node, and when the old one held its guest (ms, this clock). */
+  private handover: { from: NodeId; to: NodeId; startMs: number } | undefined;
   private lastTerm = -1;
   private lastHeld = -1;
   private holdingConns = 0;
   private warnWindow = { startMs: 0, count: 0, suppressed: 0 };
   private readonly counts = {
-    failovers: 0, lastFailoverMs: undefined as number | undefined, refused: 0, failoverBlocked: 0, badLinks: 0,
+    failovers: 0, lastFailoverMs: undefined as number | undefined, handovers: 0, lastHandoverMs: undefined as number | undefined, refused: 0, failoverBlocked: 0, badLinks: 0,
     clientsRefused: 0, clientsDropped: 0, outputDroppedBytes: 0, inputReplayedBytes: 0,
   };
 
@@ -135,39 +141,59 @@ export class ProxyRuntime {
       maxHeldOutputBytes: o.maxHeldOutputBytes,
       maxConns: o.maxClients,
     });
-    o.nodeIds.forEach((id, i) => {
-      const link = new NodeLink({
-        id,
-        url: o.nodes[i]!,
-        reconnectMinMs: o.reconnectMinMs,
-        reconnectMaxMs: o.reconnectMaxMs,
-        maxPauseMs: Math.max(1, Math.floor(o.failoverTimeoutMs / 2)),
-        connectOptions: () => ({
-          token: o.token,
-          role: 'proxy',
-          link: 'net',
-          nodeId: o.proxyId,
-          term: this.core.term,
-          timeoutMs: o.connectTimeoutMs,
-          limits: o.limits,
-          maxSendBufferedBytes: o.maxLinkBufferedBytes,
-        }),
-      });
-      link.on('up', (l) => this.onNodeUp(id, l));
-      link.on('down', (code, reason) => this.onNodeDown(id, code, reason));
-      link.on('message', (msg, payload) => this.onNodeMessage(id, msg, payload));
-      link.on('pauseExpired', (ms) =>
-        this.log.warn(`node ${id}: held output stayed over maxHeldOutputBytes for ${Math.round(ms)} ms; reading the link again so its commits are not stuck behind it`, {
-          heldBytes: this.core.heldOutputBytes,
-        }),
-      );
-      link.on('connectFailed', (err, streak) => {
-        // First failure of a streak loud, then one line in 20: a node may be down for hours.
-        const level = streak === 1 || streak % 20 === 0 ? 'warn' : 'debug';
-        this.log[level](`cannot reach node ${id}`, { url: link.url, code: err.code, error: err.message, attempts: streak });
-      });
-      this.links.set(id, link);
+    o.nodeIds.forEach((id, i) => this.addLink(id, o.nodes[i]!));
+  }
+
+  /** A net link to a node, kept up (reconnecting) for as long as the proxy runs. */
+  private addLink(id: NodeId, url: string): NodeLink {
+    const o = this.options;
+    const link = new NodeLink({
+      id,
+      url,
+      reconnectMinMs: o.reconnectMinMs,
+      reconnectMaxMs: o.reconnectMaxMs,
+      maxPauseMs: Math.max(1, Math.floor(o.failoverTimeoutMs / 2)),
+      connectOptions: () => ({
+        token: o.token,
+        role: 'proxy',
+        link: 'net',
+        nodeId: o.proxyId,
+        term: this.core.term,
+        timeoutMs: o.connectTimeoutMs,
+        limits: o.limits,
+        maxSendBufferedBytes: o.maxLinkBufferedBytes,
+      }),
     });
+    link.on('up', (l) => this.onNodeUp(id, l));
+    link.on('down', (code, reason) => this.onNodeDown(id, code, reason));
+    link.on('message', (msg, payload) => this.onNodeMessage(id, msg, payload));
+    link.on('pauseExpired', (ms) =>
+      this.log.warn(`node ${id}: held output stayed over maxHeldOutputBytes for ${Math.round(ms)} ms; reading the link again so its commits are not stuck behind it`, {
+        heldBytes: this.core.heldOutputBytes,
+      }),
+    );
+    link.on('connectFailed', (err, streak) => {
+      // First failure of a streak loud, then one line in 20: a node may be down for hours.
+      const level = streak === 1 || streak % 20 === 0 ? 'warn' : 'debug';
+      this.log[level](`cannot reach node ${id}`, { url: link.url, code: err.code, error: err.message, attempts: streak });
+    });
+    this.links.set(id, link);
+    return link;
+  }
+
+  /**
+   * The node at `url`: one the proxy was started with, or one added for a handover (named
+   * after the last: c, d, ...), dialed from now on.
+   */
+  private nodeFor(url: string): NodeId {
+    for (const l of this.links.values()) if (l.url === url) return l.id;
+    let id = '';
+    for (let i = this.links.size; id === '' || this.links.has(id); i++) id = i < 26 ? String.fromCharCode(97 + i) : `n${i}`;
+    this.core.addNode(id);
+    const link = this.addLink(id, url);
+    this.log.info(`node ${id} added for a handover`, { url });
+    if (this.phase === 'running') link.start();
+    return id;
   }
 
   /** Listens for clients, starts the node links; resolves with the client port. */
@@ -425,6 +451,22 @@ export class ProxyRuntime {
       case 'promoted':
         core.promoted(id, { term: ev.term, offsets: ev.offsets }, now);
         return;
+      case 'handover': {
+        if (core.active !== id || ev.term !== core.term) {
+          // Only the serving primary may move the guest (the core refuses, and fences an old term).
+          core.handover(id, { term: ev.term, epoch: ev.epoch, to: ev.to }, now);
+          return;
+        }
+        const to = this.nodeFor(ev.to);
+        if (!ev.ready) {
+          this.log.info(`node ${id} prepares a handover to ${to}`, { url: ev.to });
+          return;
+        }
+        this.log.info(`node ${id} hands over to ${to}: its guest is held`, { url: ev.to, epoch: ev.epoch, heldMs: ev.heldMs });
+        this.handover = { from: id, to, startMs: now - ev.heldMs };
+        core.handover(id, { term: ev.term, epoch: ev.epoch, to }, now);
+        return;
+      }
       case 'ignore':
         this.log.debug(`node ${id}: ${ev.why}`);
         return;
@@ -535,6 +577,19 @@ export class ProxyRuntime {
       case 'sendPromote':
         this.log.info(`promoting node ${a.node} in term ${a.term}`);
         return;
+      case 'denyHandover':
+        this.log.warn(`handover refused to node ${a.node}: ${a.reason}`, { term: a.term });
+        this.handover = undefined;
+        return;
+      case 'handoverDone': {
+        const h = this.handover;
+        const downtimeMs = h !== undefined && h.to === a.to ? performance.now() - h.startMs : undefined;
+        this.handover = undefined;
+        this.counts.handovers++;
+        this.counts.lastHandoverMs = downtimeMs;
+        this.log.info(`handover from ${a.from} to ${a.to} done: ${a.to} serves in term ${a.term}`, downtimeMs !== undefined ? { downtimeMs: Math.round(downtimeMs * 10) / 10 } : {});
+        return;
+      }
       case 'sendFence':
         this.log.warn(`fencing node ${a.node} below term ${a.term}`);
         return;

@@ -16,6 +16,8 @@ export type NodeEvent =
   | { kind: 'promoteRequest'; term: number; committedEpoch: number }
   | { kind: 'promoted'; term: number; offsets: StateOffsets }
   | { kind: 'promoteRefused'; term: number; reason: string }
+  /** The active primary asks for a planned switchover to the node at `to` (ready: false = dial it only). */
+  | { kind: 'handover'; term: number; epoch: number; to: string; ready: boolean; heldMs: number }
   /** Understood, nothing for the core to do (`why` is for debug logs). */
   | { kind: 'ignore'; why: string };
 
@@ -91,6 +93,9 @@ export function translateNodeMessage(msg: Message, payload: Uint8Array): NodeEve
       return { kind: 'ignore', why: `fence to term ${msg.term} from a node (the proxy creates terms)` };
     case 'promote_deny':
       return { kind: 'promoteRefused', term: msg.term, reason: msg.reason };
+    case 'handover':
+      if (!/^wss?:\/\/[^/\s]+(\/\S*)?$/.test(msg.to)) throw bad(`handover.to must be a ws:// URL, got '${msg.to.slice(0, 64)}'`);
+      return { kind: 'handover', term: msg.term, epoch: msg.epoch, to: msg.to, ready: msg.ready, heldMs: msg.heldMs };
     default:
       throw bad(`a node must not send ${msg.t} to the proxy`);
   }
@@ -128,7 +133,8 @@ export function messageForAction(a: ProxyAction): { node: string; msg: Message; 
     case 'sendPromote':
       return { node: a.node, msg: { t: 'promote', term: a.term } };
     case 'denyPromote':
-      return { node: a.node, msg: { t: 'promote_deny', term: a.term, reason: a.reason.slice(0, 1000) } };
+    case 'denyHandover':
+      return { node: a.node, msg: { t: 'promote_deny', term: a.term, reason: a.reason.slice(0, 256) } };
     case 'sendFence':
       return { node: a.node, msg: { t: 'fence', term: a.term } };
     case 'confirmCommit':
