@@ -166,6 +166,11 @@ export interface PrecopyResult {
   totalMs: number;
   /** vCPU held: stop-and-copy until the destination held the image, ms (0 when it failed before). */
   downtimeMs: number;
+  /**
+   * The downtime's parts, ms: reaching the hold (the next event boundary; a shared disk's
+   * flush), sending the last round, and the destination starting the guest until its ack.
+   */
+  downtimeParts?: { holdMs: number; sendMs: number; startMs: number };
   estimatedDowntimeMs: number;
   wireBytes: number;
   pagesSent: number;
@@ -349,6 +354,7 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
     const hold0 = clock.now();
     const final = await source.stopAndCopy();
     held = true;
+    const held0 = clock.now();
     tracking = false;
     // The remainder: the last round's dirty set plus what was written until the hold.
     let finalPages = unionSorted(pages, final.pages);
@@ -363,9 +369,12 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
     const missing = copyDisk ? unionSorted(blocks, final.blocks ?? NONE) : NONE;
     if (diskRes) diskRes.missingBlocks = missing.length;
     if (hasDisk && o.diskMode === 'shared') await source.flushDisk?.();
+    const flushed = clock.now();
     await sendRound(res.rounds, finalPages, finalState, NONE, hasDisk ? missing : undefined);
+    const sent0 = clock.now();
     await sink.commit(finalState);
     res.downtimeMs = clock.now() - hold0;
+    res.downtimeParts = { holdMs: flushed - hold0, sendMs: sent0 - flushed, startMs: clock.now() - sent0 };
     if (copyDisk) {
       progress({ phase: 'pull', round: res.rounds, pagesLeft: missing.length, roundPages: missing.length, etaMs: NaN });
       diskRes!.pull = await sink.pull!(missing, (b) => source.readBlocks!(b), o.bandwidthLimit);

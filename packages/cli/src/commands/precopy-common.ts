@@ -76,6 +76,7 @@ export function summary(r: PrecopyResult & { path?: string; fileBytes?: number }
     ok: r.ok, stopRule: r.stopRule, reason: r.reason, rounds: r.rounds, totalMs: Math.round(r.totalMs), downtimeMs: Math.round(r.downtimeMs),
     wireBytes: r.wireBytes, pagesSent: r.pagesSent, finalPages: r.finalPages, maxThrottleMs: r.maxThrottleMs,
     ...(r.fileBytes !== undefined ? { fileBytes: r.fileBytes } : {}),
+    ...(r.downtimeParts ? { downtimeParts: { holdMs: Math.round(r.downtimeParts.holdMs), sendMs: Math.round(r.downtimeParts.sendMs), startMs: Math.round(r.downtimeParts.startMs) } } : {}),
     ...(r.disk ? { disk: r.disk } : {}),
   };
 }

@@ -41,6 +41,7 @@ export const receiveCommand: CommandSpec = {
       disk: f.disk === undefined ? undefined : absolute(f.disk as string),
       onRound: (round, pages, wireBytes) => log.debug('round received', { round, pages, wireBytes }),
       onComplete: async (ckpt, stats, disk) => {
+        const t0 = performance.now();
         server = new RunServer(guest, {
           host: f.host as string,
           port: f.port as number,
@@ -50,7 +51,7 @@ export const receiveCommand: CommandSpec = {
         });
         const port = await server.start();
         log.info(`guest arrived: serving ${name}`, {
-          listen: `${f.host as string}:${port}`, rounds: stats.rounds, pages: stats.pages, wireBytes: stats.wireBytes,
+          listen: `${f.host as string}:${port}`, rounds: stats.rounds, pages: stats.pages, wireBytes: stats.wireBytes, startMs: Math.round(performance.now() - t0),
           ...(disk ? { disk: disk.path, diskMode: disk.mode, diskBlocksPushed: stats.diskBlocks, blocksToPull: stats.missingBlocks } : {}),
         });
         process.stdout.write(`ftvm receive: listening on ${f.host as string}:${port}\n`);
