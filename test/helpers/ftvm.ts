@@ -10,6 +10,8 @@ export interface Spawned {
   /** Resolves with the first stdout/stderr line matching re (rejects on exit or timeout). */
   waitFor(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Resolves with the exit code (null if a signal ended it) when the process exits by itself or is stopped. */
+  exited: Promise<number | null>;
 }
 
 /** Starts `ftvm <args>` as a real child process. */
@@ -38,6 +40,7 @@ export function spawnFtvm(args: string[], env: Record<string, string> = {}): Spa
     proc,
     out,
     err,
+    exited,
     waitFor(re, timeoutMs = 20_000) {
       for (const line of [...out, ...err]) {
         const m = line.match(re);
