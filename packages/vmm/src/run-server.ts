@@ -73,6 +73,9 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     const restore = this.opts.restore;
     // The disk rolls back with memory: a rollback applies the undo file kept since the last local checkpoint.
     const vopts = { diskUndo: true, ...this.opts };
+    // The rollback point starts as the restored image (the first collect carries only what
+    // changed since): an empty one would roll a fault back onto zeroed memory.
+    if (restore) this.image = GuestImage.fromCheckpoint(restore);
     this.vmm = restore ? await Vmm.restore(this.guest, restore, vopts) : await Vmm.boot(this.guest, vopts);
     if (restore) {
       // Connection ids are never reused: the guest ignores an open at or below maxConnId.

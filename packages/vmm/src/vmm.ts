@@ -44,6 +44,13 @@ export interface VmmOptions {
   earlyCopy?: boolean;
   /** The clock device (time-drift compensator). Default: the process default (setDefaultClockOptions). */
   clock?: VmmClockOptions;
+  /**
+   * Vmm.restore: move the checkpoint's memory buffer to the vCPU worker instead of cloning it
+   * (`ckpt.memory` is detached afterwards). A structured clone copies the view's whole
+   * backing buffer (a receive image grown by doubling: up to twice the memory) and took
+   * ~0.75 s of a migration's downtime for a 175 MiB guest. Default false.
+   */
+  transferRestoreMemory?: boolean;
 }
 
 /**
@@ -182,6 +189,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
   readonly disk: DiskSpec | undefined;
   private readonly diskUndo: boolean;
   private readonly diskPull: SharedArrayBuffer | undefined;
+  private readonly transferRestoreMemory: boolean;
   private readonly syncEachOutput: boolean;
   private readonly earlyCopy: boolean;
   private held = false;
@@ -214,6 +222,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.disk = opts.disk;
     this.diskUndo = opts.diskUndo ?? false;
     this.diskPull = opts.diskPull;
+    this.transferRestoreMemory = opts.transferRestoreMemory ?? false;
     this.syncEachOutput = opts.syncEachOutput ?? false;
     this.earlyCopy = opts.earlyCopy ?? true;
     if (!Number.isInteger(this.eventTimeoutMs) || this.eventTimeoutMs < 1)
@@ -254,7 +263,9 @@ export class Vmm extends EventEmitter<VmmEvents> {
       restore: ckpt && { memory: ckpt.memory, memBytes: ckpt.memBytes, globals: ckpt.globals, devices: ckpt.devices, epoch: ckpt.epoch },
     };
     this.state = 'starting';
-    this.worker = new Worker(WORKER_PATH, { workerData: init });
+    const buf = ckpt?.memory.buffer;
+    const transfer = !rollingBack && this.transferRestoreMemory && buf instanceof ArrayBuffer && !(buf as { resizable?: boolean }).resizable;
+    this.worker = new Worker(WORKER_PATH, { workerData: init, transferList: transfer ? [buf] : undefined });
     const worker = this.worker;
     return new Promise<void>((resolve, reject) => {
       const onMsg = (m: FromWorker) => {

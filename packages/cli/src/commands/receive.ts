@@ -47,6 +47,8 @@ export const receiveCommand: CommandSpec = {
           port: f.port as number,
           eventTimeoutMs: f['event-timeout-ms'] as number,
           restore: ckpt,
+          // The received image is the worker's now (no clone inside the downtime).
+          transferRestoreMemory: true,
           ...(disk ? { disk: { path: disk.path, blocks: disk.blocks }, diskPull: disk.pull, onDiskFetch: disk.fetch } : {}),
         });
         const port = await server.start();

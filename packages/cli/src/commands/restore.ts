@@ -28,7 +28,7 @@ export const restoreCommand: CommandSpec = {
     const snap = await readSnapshot(pos[0]);
     const guest = prepareGuest(snap.info.guest, snap.wasm);
     log.info('snapshot verified', { guest: snap.info.guest, mode: snap.info.mode, memBytes: snap.checkpoint.memBytes, bytes: snap.bytes });
-    const server = new RunServer(guest, { host: f.host as string, port: f.port as number, eventTimeoutMs: f['event-timeout-ms'] as number, restore: snap.checkpoint });
+    const server = new RunServer(guest, { host: f.host as string, port: f.port as number, eventTimeoutMs: f['event-timeout-ms'] as number, restore: snap.checkpoint, transferRestoreMemory: true });
     const port = await server.start();
     let migrated!: () => void;
     const gone = new Promise<void>((r) => (migrated = r));

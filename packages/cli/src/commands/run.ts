@@ -1,9 +1,9 @@
 import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, type RoleMetrics } from '@ftvm/metrics';
 import { prepareGuest, readGuest, RunServer } from '@ftvm/vmm';
 import { int, oneOf, type CommandSpec } from '../flags.js';
-import { GUEST_LOG_LEVELS, Logger, type Level } from '../logger.js';
+import { Logger, type Level } from '../logger.js';
 import { applyClockFlags, clockFlags, diskFlags, diskFromFlags } from './node-common.js';
-import { controlFlags, startControl } from './serve-guest.js';
+import { controlFlags, logGuestEvents, startControl } from './serve-guest.js';
 
 export const runCommand: CommandSpec = {
   name: 'run',
@@ -40,10 +40,7 @@ export const runCommand: CommandSpec = {
       earlyCopy: f['early-copy'] === 'on',
       checkpointIntervalMs: f['checkpoint-interval-ms'] as number,
     });
-    server.on('log', (l, m) => log.log(GUEST_LOG_LEVELS[l] ?? 'info', `guest: ${m}`));
-    server.on('fault', (err, recovered) =>
-      log.error(recovered ? 'guest fault: rolled back to the last checkpoint' : 'guest fault: guest stopped', { code: err.code, conn: err.conn, message: err.message }),
-    );
+    logGuestEvents(server, log);
     const bus = new FtvmEvents({ name: 'run' });
     // The guest's clock: drift = guest time minus reference, after every vCPU resume and slew tick.
     server.on('clock', (r) => bus.emit('clockDrift', { driftNs: r.driftNs, mode: r.mode }));

@@ -45,9 +45,17 @@ export async function startControl(
   return listener;
 }
 
+/** The guest's own log lines and its faults (each rolled back, or the guest stopped), logged. */
+export function logGuestEvents(server: RunServer, log: Logger): void {
+  server.on('log', (l, m) => log.log(GUEST_LOG_LEVELS[l] ?? 'info', `guest: ${m}`));
+  server.on('fault', (err, recovered) =>
+    log.error(recovered ? 'guest fault: rolled back to the last checkpoint' : 'guest fault: guest stopped', { code: err.code, conn: err.conn, message: err.message }),
+  );
+}
+
 /** Serves until SIGINT/SIGTERM or a completed migration. */
 export async function serveUntilStopped(server: RunServer, control: Listener | null, log: Logger, migrated: Promise<void>): Promise<number> {
-  server.on('log', (l, m) => log.log(GUEST_LOG_LEVELS[l] ?? 'info', `guest: ${m}`));
+  logGuestEvents(server, log);
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);
