@@ -682,6 +682,16 @@ function drainThrottled(): void {
   if (throttled.length) runEvents(throttled.splice(0));
 }
 
+/** Moves events the throttle holds to the paused queue, ahead of anything queued later. */
+function holdThrottled(): void {
+  if (throttleTimer) clearTimeout(throttleTimer);
+  throttleTimer = null;
+  if (throttled.length === 0) return;
+  const later = queue.splice(0);
+  for (const ev of throttled.splice(0)) queue.push(ev);
+  for (const ev of later) queue.push(ev);
+}
+
 function onEvents(events: GuestEvent[]): void {
   if (throttleMs <= 0 || paused) {
     runEvents(events);
@@ -848,7 +858,12 @@ port.on('message', (m: ToWorker) => {
         post({ t: 'reqError', id: m.id, code: 'FTVM_ERR_PRECOPY_NOT_TRACKING', message: 'precopyFinal() without dirty tracking (or the vCPU was restarted)' });
         return;
       }
-      drainThrottled();
+      // Events the throttle still holds are not run first: they would write a whole delay
+      // window's worth of pages into the remainder right before the hold. They stay queued
+      // after it (state at the hold = before them): run on resume() (a snapshot, a failed
+      // migration) or gone with this vCPU (a migration: the target's timer re-fires from the
+      // device state; client data was never answered, as for input during the downtime).
+      holdThrottled();
       // Held from this event boundary until resume(): the stop-and-copy's downtime.
       paused = true;
       const h = hostNs();
