@@ -478,7 +478,8 @@ export class MigrationReceiver {
   private session(link: Link): void {
     this.active = link;
     const o = this.opts;
-    const decoder = new PageDecoder({ maxImageBytes: o.maxMemBytes });
+    // Shared: the target's vCPU worker reads the arrived image and its RunServer keeps it, no copy.
+    const decoder = new PageDecoder({ maxImageBytes: o.maxMemBytes, shared: true });
     const digest = new ImageDigest();
     const stats: ReceiveStats = { rounds: 0, pages: 0, wireBytes: 0, diskBlocks: 0, missingBlocks: 0, demandBlocks: 0, pullWireBytes: 0, pullMs: 0 };
     let begin: Extract<Message, { t: 'ckpt_begin' }> | null = null;

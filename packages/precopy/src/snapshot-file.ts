@@ -203,7 +203,8 @@ export async function readSnapshot(path: string): Promise<ReadSnapshot> {
     let wasm: Uint8Array | null = null;
     type State = { epoch: number; memBytes: number; globals: Checkpoint['globals']; devices: Checkpoint['devices'] };
     let state: State | null = null as State | null;
-    const decoder = new PageDecoder();
+    // Shared: ftvm restore hands the image to the vCPU worker and keeps it as its rollback point, no copy.
+    const decoder = new PageDecoder({ shared: true });
     let sections = 0;
     let expected: number = Section.INFO;
     for (;;) {

@@ -75,12 +75,13 @@ function checkPageNo(pageNo: number, what: string): void {
 
 /** A byte image that grows by doubling up to a cap, for caches and receive images. */
 class GrowableImage {
-  bytes = new Uint8Array(0);
-  constructor(private readonly maxBytes: number) {}
+  bytes: Uint8Array = new Uint8Array(0);
+  constructor(private readonly maxBytes: number, private readonly shared = false) {}
   ensure(byteLength: number): void {
     if (byteLength <= this.bytes.length) return;
     if (byteLength > this.maxBytes) throw malformed(`image of ${byteLength} bytes exceeds the limit ${this.maxBytes}`);
-    const next = new Uint8Array(Math.min(this.maxBytes, Math.max(byteLength, this.bytes.length * 2, 16 * PAGE_BYTES)));
+    const n = Math.min(this.maxBytes, Math.max(byteLength, this.bytes.length * 2, 16 * PAGE_BYTES));
+    const next = new Uint8Array(this.shared ? new SharedArrayBuffer(n) : new ArrayBuffer(n));
     next.set(this.bytes);
     this.bytes = next;
   }
@@ -226,6 +227,11 @@ export interface PageDecoderOptions {
   maxImageBytes?: number;
   /** Most pages accepted in one batch. Default MAX_BATCH_PAGES. */
   maxBatchPages?: number;
+  /**
+   * Keep the decoder's own image in a SharedArrayBuffer, so a received image can be handed
+   * to a worker thread (a vCPU) without a copy. Default false.
+   */
+  shared?: boolean;
 }
 
 interface Entry { pageNo: number; codec: number; start: number; len: number }
@@ -252,7 +258,8 @@ export class PageDecoder {
     }
     const maxBatchPages = opts.maxBatchPages ?? MAX_BATCH_PAGES;
     if (!Number.isSafeInteger(maxBatchPages) || maxBatchPages < 1) throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `maxBatchPages must be a positive integer, got ${maxBatchPages}`);
-    this.store = new GrowableImage(maxImageBytes);
+    if (opts.shared !== undefined && typeof opts.shared !== 'boolean') throw new ProtocolError('FTVM_ERR_INVALID_OPTION', 'shared must be a boolean');
+    this.store = new GrowableImage(maxImageBytes, opts.shared ?? false);
     this.maxBatchPages = maxBatchPages;
   }
 

@@ -187,6 +187,23 @@ describe('page codecs', () => {
   });
 });
 
+describe('PageDecoder with a shared image', () => {
+  it('decodes into a SharedArrayBuffer that grows (by copying) and keeps every page', () => {
+    const enc = new PageEncoder();
+    const dec = new PageDecoder({ shared: true });
+    const pages = [kvPage(1), randomPage(2), new Uint8Array(PAGE_BYTES)];
+    dec.apply(enc.encodeBatch(Uint32Array.of(0, 1, 2), concat(pages)).payload);
+    expect(dec.image.buffer).toBeInstanceOf(SharedArrayBuffer);
+    // A page far out makes the image grow: the earlier pages move with it.
+    const far = randomPage(9);
+    dec.apply(enc.encodeBatch(Uint32Array.of(4000), far).payload);
+    expect(dec.image.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(dec.image.subarray(0, 3 * PAGE_BYTES)).toEqual(concat(pages));
+    expect(dec.image.subarray(4000 * PAGE_BYTES, 4001 * PAGE_BYTES)).toEqual(far);
+    expect(codeOf(() => new PageDecoder({ shared: 1 as unknown as boolean }))).toBe('FTVM_ERR_INVALID_OPTION');
+  });
+});
+
 describe('PageDecoder on bad input', () => {
   const good = new PageEncoder().encodeBatch([1, 2, 3], concat([kvPage(1), randomPage(2), new Uint8Array(PAGE_BYTES)])).payload;
 

@@ -17,9 +17,9 @@ export class GuestImage {
    * the image; the pages are committed by the OS as they are written). A copy on growth had
    * held a secondary's event loop 1–2 s each time a 1 GiB guest grew by 64 MiB.
    */
-  private readonly buf: ArrayBuffer;
-  /** Tracks buf's length. */
-  private readonly mem: Uint8Array;
+  private buf: ArrayBuffer | null;
+  /** Tracks buf's length; or, for an adopted image (buf null), the checkpoint's memory itself. */
+  private mem: Uint8Array;
   memBytes = 0;
   epoch = 0;
   globals: GlobalValue[] = [];
@@ -28,6 +28,22 @@ export class GuestImage {
   constructor(initialBytes = 0) {
     this.buf = new (ArrayBuffer as unknown as ResizableArrayBufferCtor)(initialBytes, { maxByteLength: MAX_IMAGE_BYTES });
     this.mem = new Uint8Array(this.buf);
+  }
+
+  /**
+   * An image over `c.memory` itself, no copy: the caller gives the bytes up (a migration's
+   * received image; a vCPU worker may still read them while it boots, nobody else writes
+   * them). The first growth past them moves the image to a resizable buffer.
+   */
+  static adopt(c: Checkpoint): GuestImage {
+    const img = new GuestImage(0);
+    img.buf = null;
+    img.mem = c.memory.subarray(0, c.memBytes);
+    img.memBytes = c.memBytes;
+    img.epoch = c.epoch;
+    img.globals = c.globals;
+    img.devices = c.devices;
+    return img;
   }
 
   static fromCheckpoint(c: Checkpoint): GuestImage {
@@ -41,8 +57,16 @@ export class GuestImage {
   }
 
   private ensure(bytes: number): void {
-    if (bytes <= this.buf.byteLength) return;
+    if (bytes <= this.mem.length) return;
     if (bytes > MAX_IMAGE_BYTES) throw new RangeError(`an image of ${bytes} bytes exceeds wasm32's ${MAX_IMAGE_BYTES}`);
+    if (this.buf === null) {
+      // An adopted image grows: into a resizable buffer of its own, once.
+      const old = this.mem;
+      this.buf = new (ArrayBuffer as unknown as ResizableArrayBufferCtor)(bytes, { maxByteLength: MAX_IMAGE_BYTES });
+      this.mem = new Uint8Array(this.buf);
+      this.mem.set(old.subarray(0, this.memBytes));
+      return;
+    }
     (this.buf as unknown as { resize(n: number): void }).resize(bytes);
   }
 

@@ -75,7 +75,10 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     const vopts = { diskUndo: true, ...this.opts };
     // The rollback point starts as the restored image (the first collect carries only what
     // changed since): an empty one would roll a fault back onto zeroed memory.
-    if (restore) this.image = GuestImage.fromCheckpoint(restore);
+    // Given up by the caller and shared with the worker (the worker only reads it while it
+    // boots): kept as it is. Otherwise copied before the worker gets (or takes) the original.
+    if (restore)
+      this.image = this.opts.transferRestoreMemory && restore.memory.buffer instanceof SharedArrayBuffer ? GuestImage.adopt(restore) : GuestImage.fromCheckpoint(restore);
     this.vmm = restore ? await Vmm.restore(this.guest, restore, vopts) : await Vmm.boot(this.guest, vopts);
     if (restore) {
       // Connection ids are never reused: the guest ignores an open at or below maxConnId.

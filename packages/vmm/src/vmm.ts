@@ -45,9 +45,10 @@ export interface VmmOptions {
   /** The clock device (time-drift compensator). Default: the process default (setDefaultClockOptions). */
   clock?: VmmClockOptions;
   /**
-   * Vmm.restore: move the checkpoint's memory buffer to the vCPU worker instead of cloning it
-   * (`ckpt.memory` is detached afterwards). A structured clone copies the view's whole
-   * backing buffer (a receive image grown by doubling: up to twice the memory) and took
+   * Vmm.restore: the caller gives `ckpt.memory` up. An ArrayBuffer moves to the vCPU worker
+   * (transferred: detached here) instead of being cloned; a SharedArrayBuffer is shared anyway
+   * (RunServer then keeps it as its rollback image). A structured clone copies the view's
+   * whole backing buffer (a receive image grown by doubling: up to twice the memory) and took
    * ~0.75 s of a migration's downtime for a 175 MiB guest. Default false.
    */
   transferRestoreMemory?: boolean;

@@ -28,6 +28,26 @@ describe('epochs of the kv guest', () => {
     expect(checkpointDigest({ ...live, memory: img.memory() })).toBe(checkpointDigest(live));
   });
 
+  it('an image adopted from a checkpoint (no copy) applies epochs, and grows into a buffer of its own', async () => {
+    const base = await vmm.capture();
+    const shared = new Uint8Array(new SharedArrayBuffer(base.memBytes));
+    shared.set(base.memory);
+    const img = GuestImage.adopt({ ...base, memory: shared });
+    expect(img.memory().buffer).toBe(shared.buffer);
+    vmm.open(7);
+    for (let i = 0; i < 200; i++) vmm.input(7, resp('SET', `adopt:${i}`, 'w'.repeat(2000)));
+    img.apply(await vmm.collect());
+    const live = await vmm.capture();
+    expect(checkpointDigest({ ...live, memory: img.memory() })).toBe(checkpointDigest(live));
+    // Past the adopted bytes: the image moves to its own buffer, with the same content.
+    const grown = { epoch: live.epoch + 1, memBytes: live.memBytes + 65536, pages: Uint32Array.of(live.memBytes / 4096 + 3), data: new Uint8Array(4096).fill(7), globals: live.globals, devices: live.devices };
+    img.apply(grown);
+    expect(img.memory().buffer).not.toBe(shared.buffer);
+    expect(Buffer.compare(img.memory().subarray(0, live.memBytes), live.memory)).toBe(0);
+    expect(img.memory()[live.memBytes + 3 * 4096]).toBe(7);
+    expect(img.memory()[live.memBytes]).toBe(0);
+  });
+
   it('reports only a handful of dirty pages for one small write, and tags output with its epoch', async () => {
     await vmm.collect();
     const outs: number[] = [];
