@@ -38,10 +38,18 @@ async function dirtier(guest, wsMiB, rate) {
 async function migrateOnce(guest, wsMiB, rate, opts) {
   const vmm = await dirtier(guest, wsMiB, rate);
   let restored = null;
+  // As ftvm receive does: the target's vCPU boots during round 0, the downtime pays only the copy.
+  let pre = null;
   const receiver = new MigrationReceiver({
     port: 0, token, moduleDigest: guest.digest,
+    onBegin: (memBytes) => {
+      pre = Vmm.prestart(guest, memBytes, { transferRestoreMemory: true });
+    },
+    onAbandoned: () => void pre?.then((v) => v.stop()),
     onComplete: async (ckpt) => {
-      restored = await Vmm.restore(guest, ckpt);
+      const v = await pre;
+      await v.restoreInto(ckpt);
+      restored = v;
     },
   });
   const l = await receiver.start();

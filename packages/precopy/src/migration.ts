@@ -307,6 +307,14 @@ export interface MigrationReceiverOptions {
    */
   onComplete: (ckpt: Checkpoint, stats: ReceiveStats, disk?: ReceivedDisk) => Promise<void>;
   onRound?: (round: number, pages: number, wireBytes: number) => void;
+  /**
+   * A migration's first round began: the source's memory is `memBytes` now (it only grows),
+   * its disk (if any) is `disk`. A target can boot its vCPU meanwhile (Vmm.prestart), so the
+   * guest's start inside the downtime is only the copy of the image.
+   */
+  onBegin?: (memBytes: number, disk?: { path: string; blocks: number }) => void;
+  /** A migration that began ended before its guest was handed to onComplete: drop what onBegin prepared. */
+  onAbandoned?: () => void;
   /** PULL ended: every block arrived and the disk's digest is the source's. */
   onPullDone?: (stats: ReceiveStats) => void;
   /**
@@ -493,6 +501,8 @@ export class MigrationReceiver {
     let pullEpoch = 0;
     let pullT0 = 0;
     let pullOver = false;
+    /** onBegin was called for this session (and onAbandoned is owed if it never completes). */
+    let begun = false;
     const pullFailed = (e: Error): void => {
       if (pullEpoch === 0 || pullOver) return;
       pullOver = true;
@@ -503,6 +513,7 @@ export class MigrationReceiver {
       pullFailed(new PrecopyError('FTVM_ERR_MIGRATION_PULL_SOURCE_LOST', `the source went away during PULL (${code} ${reason}): ${disk?.missing ?? 0} disk blocks never arrived`));
       if (!this.completed) disk?.discard();
       else if (!pullOver) disk?.close();
+      if (begun && !finishing && !this.completed) o.onAbandoned?.();
     });
     const nack = (epoch: number, code: string, message: string): void => {
       link.trySend({ t: 'nack', term: 0, epoch, code, message: message.slice(0, 1000) });
@@ -558,6 +569,10 @@ export class MigrationReceiver {
             gotBlocks = 0;
             wire = 0;
             decoder.ensure(m.memBytes);
+            if (!begun) {
+              begun = true;
+              o.onBegin?.(m.memBytes, disk ? { path: disk.path, blocks: disk.totalBlocks } : undefined);
+            }
             return;
           }
           case 'ckpt_blocks': {

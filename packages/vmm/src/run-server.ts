@@ -21,6 +21,11 @@ export interface RunServerOptions extends VmmOptions {
    * Its open connections had clients elsewhere: they are closed in the guest at start.
    */
   restore?: Checkpoint;
+  /**
+   * With `restore`: a VMM from RunServer.prestart (same options), booted ahead of the
+   * checkpoint; start() only hands it the checkpoint (Vmm.restoreInto).
+   */
+  prestarted?: Vmm;
   /** Migration PULL (with VmmOptions.diskPull): the guest waits for these blocks; ask the source for them. */
   onDiskFetch?: (block: number, n: number) => void;
 }
@@ -69,6 +74,11 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     this.opts = opts;
   }
 
+  /** Vmm.prestart with the options start() would give Vmm.restore (see RunServerOptions.prestarted). */
+  static prestart(guest: PreparedGuest, opts: RunServerOptions, memBytes: number): Promise<Vmm> {
+    return Vmm.prestart(guest, memBytes, { diskUndo: true, ...opts });
+  }
+
   async start(): Promise<number> {
     const restore = this.opts.restore;
     // The disk rolls back with memory: a rollback applies the undo file kept since the last local checkpoint.
@@ -79,7 +89,10 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     // boots): kept as it is. Otherwise copied before the worker gets (or takes) the original.
     if (restore)
       this.image = this.opts.transferRestoreMemory && restore.memory.buffer instanceof SharedArrayBuffer ? GuestImage.adopt(restore) : GuestImage.fromCheckpoint(restore);
-    this.vmm = restore ? await Vmm.restore(this.guest, restore, vopts) : await Vmm.boot(this.guest, vopts);
+    if (restore && this.opts.prestarted) {
+      this.vmm = this.opts.prestarted;
+      await this.vmm.restoreInto(restore, { diskPull: this.opts.diskPull });
+    } else this.vmm = restore ? await Vmm.restore(this.guest, restore, vopts) : await Vmm.boot(this.guest, vopts);
     if (restore) {
       // Connection ids are never reused: the guest ignores an open at or below maxConnId.
       this.nextConn = restore.devices.maxConnId + 1;

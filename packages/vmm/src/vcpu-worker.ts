@@ -27,7 +27,7 @@ import { EpochCopy } from './epoch-copy.js';
 import type { ClockState, PvclockFields } from '@ftvm/clock';
 import { ClockCompensator, pvclockTimeNs, writePvclock } from '@ftvm/clock';
 import type { ClockDeviceState, ConnState, DeviceState, GlobalValue } from './checkpoint.js';
-import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, ToWorker, WorkerInit } from './worker-messages.js';
+import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, ToWorker, WorkerDiskInit, WorkerInit, WorkerRestoreInit } from './worker-messages.js';
 import { BlockDevice, DISK_BLOCK_BYTES, DiskStatus } from './disk.js';
 
 const init = workerData as WorkerInit;
@@ -714,7 +714,40 @@ function doResume(): void {
 }
 
 async function boot(): Promise<void> {
-  const r0 = init.restore;
+  if (init.prestart) {
+    // A migration target during its rounds: instantiate and fault the memory in now, so the
+    // restore ('start') pays only the copy. A start function runs on a boot clock; the
+    // restore replaces memory, globals, devices and clock.
+    setupClock(undefined);
+    await instantiate();
+    const cur = memory.buffer.byteLength;
+    if (init.prestart.memBytes > cur) memory.grow((init.prestart.memBytes - cur) / 65536);
+    const m = mem();
+    for (let at = 0; at < m.length; at += PAGE_BYTES) m[at] = 0;
+    post({ t: 'prestarted', memBytes: memory.buffer.byteLength });
+    return;
+  }
+  setupDisk();
+  setupClock(init.restore);
+  await instantiate();
+  finishBoot();
+}
+
+/** Completes a prestart with the checkpoint (and the disk) it waited for. */
+function startPrestarted(restore: WorkerRestoreInit, diskInit: WorkerDiskInit | undefined): void {
+  try {
+    init.restore = restore;
+    init.disk = diskInit;
+    if (restore.memBytes < memory.buffer.byteLength) throw new Error(`the checkpoint has ${restore.memBytes} bytes of memory, less than the ${memory.buffer.byteLength} prestarted`);
+    setupDisk();
+    setupClock(restore);
+    finishBoot();
+  } catch (e) {
+    post({ t: 'error', code: 'FTVM_ERR_GUEST_INIT', message: `guest failed to start: ${(e as Error).message}` });
+  }
+}
+
+function setupDisk(): void {
   if (init.disk) {
     let waitStart = 0n;
     disk = new BlockDevice({ path: init.disk.path, blocks: init.disk.blocks }, {
@@ -735,16 +768,25 @@ async function boot(): Promise<void> {
       },
     });
   }
+}
+
+function setupClock(r0: WorkerInit['restore']): void {
   // Before instantiation: ftvm_init registers the pvclock page and may read the clock.
   comp = r0 ? restoreClock(r0.devices.clock, hostNs()) : bootClock(hostNs());
   clockHeld = comp.isPaused();
   tscOffset = comp.tscOffset();
   pvFields = comp.fields(hostNs()).fields;
+}
+
+async function instantiate(): Promise<void> {
   const { instance } = await WebAssembly.instantiate(init.wasm, imports);
   ex = instance.exports as Record<string, unknown>;
   memory = ex.memory as WebAssembly.Memory;
   globals = init.globalExports.map((n) => ex[n] as WebAssembly.Global);
   void ex[EXPORT_ABI_VERSION];
+}
+
+function finishBoot(): void {
   const r = init.restore;
   if (r) {
     const cur = memory.buffer.byteLength;
@@ -781,6 +823,9 @@ async function boot(): Promise<void> {
 
 port.on('message', (m: ToWorker) => {
   switch (m.t) {
+    case 'start':
+      startPrestarted(m.restore, m.disk);
+      return;
     case 'events':
       onEvents(m.events);
       return;

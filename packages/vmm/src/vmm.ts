@@ -177,7 +177,7 @@ function skewedHostClock(skew: ResolvedClockOptions['skew']): HostClock {
   };
 }
 
-type State = 'starting' | 'running' | 'faulted' | 'stopped';
+type State = 'starting' | 'prestarted' | 'running' | 'faulted' | 'stopped';
 
 /**
  * A guest VM: a vCPU worker running the instrumented module, driven from the main
@@ -189,7 +189,9 @@ export class Vmm extends EventEmitter<VmmEvents> {
   readonly eventTimeoutMs: number;
   readonly disk: DiskSpec | undefined;
   private readonly diskUndo: boolean;
-  private readonly diskPull: SharedArrayBuffer | undefined;
+  private diskPull: SharedArrayBuffer | undefined;
+  /** The start (or prestart, or restoreInto) waiting for the worker's answer. */
+  private starting: { resolve: () => void; reject: (e: VmmError) => void } | null = null;
   private readonly transferRestoreMemory: boolean;
   private readonly syncEachOutput: boolean;
   private readonly earlyCopy: boolean;
@@ -246,9 +248,58 @@ export class Vmm extends EventEmitter<VmmEvents> {
     return v;
   }
 
-  private start(ckpt: Checkpoint | undefined, rollingBack = false): Promise<void> {
+  /**
+   * A vCPU for a guest that arrives later (a migration target during its rounds): the module
+   * is instantiated and its memory grown to `memBytes` and faulted in now, so restoreInto()
+   * pays only the copy into it. `memBytes` is at most the checkpoint's (the source's memory
+   * at round 0: memory only grows). Nothing runs until restoreInto(); stop() discards it.
+   */
+  static async prestart(guest: PreparedGuest, memBytes: number, opts: VmmOptions = {}): Promise<Vmm> {
+    if (!Number.isSafeInteger(memBytes) || memBytes < 0 || memBytes % 65536 !== 0 || memBytes > 2 ** 32)
+      throw new VmmError('FTVM_ERR_VMM_OPTION', `prestart memBytes must be whole 64 KiB wasm pages up to 4 GiB, got ${memBytes}`);
+    const v = new Vmm(guest, opts);
+    await v.start(undefined, false, memBytes);
+    return v;
+  }
+
+  /**
+   * Completes prestart() with the checkpoint (as Vmm.restore would start it) and, for a
+   * migration's PULL, the disk's per-block states known only at the stop-and-copy.
+   */
+  restoreInto(ckpt: Checkpoint, late: { diskPull?: SharedArrayBuffer } = {}): Promise<void> {
+    if (this.state !== 'prestarted') return Promise.reject(new VmmError('FTVM_ERR_VMM_OPTION', `restoreInto() needs a prestarted VMM (this one is ${this.state})`));
+    if (ckpt.moduleDigest !== this.guest.digest)
+      return Promise.reject(new VmmError('FTVM_ERR_CHECKPOINT_INVALID', `checkpoint is of module ${ckpt.moduleDigest.slice(0, 12)}, guest is ${this.guest.digest.slice(0, 12)}`));
+    if (late.diskPull) this.diskPull = late.diskPull;
+    this.state = 'starting';
+    const { restore, transfer } = this.restoreInit(ckpt, false);
+    const disk = this.diskInit(false);
+    return new Promise<void>((resolve, reject) => {
+      this.starting = { resolve, reject };
+      const msg: ToWorker = { t: 'start', restore, disk };
+      this.worker.postMessage(msg, transfer);
+    });
+  }
+
+  /** The worker's view of a checkpoint, and what moves to it (transferRestoreMemory). */
+  private restoreInit(ckpt: Checkpoint, rollingBack: boolean): { restore: NonNullable<WorkerInit['restore']>; transfer: ArrayBuffer[] } {
+    const buf = ckpt.memory.buffer;
+    const transfer = !rollingBack && this.transferRestoreMemory && buf instanceof ArrayBuffer && !(buf as { resizable?: boolean }).resizable;
+    return {
+      restore: { memory: ckpt.memory, memBytes: ckpt.memBytes, globals: ckpt.globals, devices: ckpt.devices, epoch: ckpt.epoch },
+      transfer: transfer ? [buf] : [],
+    };
+  }
+
+  private diskInit(rollingBack: boolean): WorkerInit['disk'] {
+    return this.disk && { path: this.disk.path, blocks: this.disk.blocks, undo: !this.diskUndo ? 'off' : rollingBack ? 'apply' : 'fresh', fds: this.openDisk(), pull: this.diskPull };
+  }
+
+  private start(ckpt: Checkpoint | undefined, rollingBack = false, prestartBytes?: number): Promise<void> {
     if (ckpt && ckpt.moduleDigest !== this.guest.digest)
       throw new VmmError('FTVM_ERR_CHECKPOINT_INVALID', `checkpoint is of module ${ckpt.moduleDigest.slice(0, 12)}, guest is ${this.guest.digest.slice(0, 12)}`);
+    const pre = prestartBytes !== undefined;
+    const r = ckpt && this.restoreInit(ckpt, rollingBack);
     const sab = new SharedArrayBuffer(4 * 8);
     this.watch = new BigInt64Array(sab);
     const init: WorkerInit = {
@@ -260,29 +311,41 @@ export class Vmm extends EventEmitter<VmmEvents> {
       watch: sab,
       syncEachOutput: this.syncEachOutput,
       earlyCopy: this.earlyCopy,
-      disk: this.disk && { path: this.disk.path, blocks: this.disk.blocks, undo: !this.diskUndo ? 'off' : rollingBack ? 'apply' : 'fresh', fds: this.openDisk(), pull: this.diskPull },
-      restore: ckpt && { memory: ckpt.memory, memBytes: ckpt.memBytes, globals: ckpt.globals, devices: ckpt.devices, epoch: ckpt.epoch },
+      // A prestart gets the disk with the checkpoint (restoreInto).
+      disk: pre ? undefined : this.diskInit(rollingBack),
+      restore: r?.restore,
+      prestart: pre ? { memBytes: prestartBytes } : undefined,
     };
     this.state = 'starting';
-    const buf = ckpt?.memory.buffer;
-    const transfer = !rollingBack && this.transferRestoreMemory && buf instanceof ArrayBuffer && !(buf as { resizable?: boolean }).resizable;
-    this.worker = new Worker(WORKER_PATH, { workerData: init, transferList: transfer ? [buf] : undefined });
+    this.worker = new Worker(WORKER_PATH, { workerData: init, transferList: r?.transfer.length ? r.transfer : undefined });
     const worker = this.worker;
     return new Promise<void>((resolve, reject) => {
+      this.starting = { resolve, reject };
+      const settle = (err?: VmmError): void => {
+        const s = this.starting;
+        this.starting = null;
+        if (err) s?.reject(err);
+        else s?.resolve();
+      };
       const onMsg = (m: FromWorker) => {
         if (worker !== this.worker) return;
+        if (m.t === 'prestarted') {
+          this.state = 'prestarted';
+          settle();
+          return;
+        }
         if (m.t === 'ready') {
           this.state = 'running';
           this.epoch = m.epoch;
           this.memBytes = m.memBytes;
           this.startWatchdog();
-          resolve();
+          settle();
           return;
         }
         if (m.t === 'error' && this.state === 'starting') {
           this.state = 'stopped';
           void worker.terminate();
-          reject(new VmmError(m.code, m.message));
+          settle(new VmmError(m.code, m.message));
           return;
         }
         this.onWorker(m);
@@ -290,9 +353,9 @@ export class Vmm extends EventEmitter<VmmEvents> {
       worker.on('message', onMsg);
       worker.on('error', (e) => {
         if (worker !== this.worker) return;
-        if (this.state === 'starting') {
+        if (this.state === 'starting' || this.state === 'prestarted') {
           this.state = 'stopped';
-          reject(new VmmError('FTVM_ERR_GUEST_INIT', `guest failed to start: ${e.message}`, { cause: e }));
+          settle(new VmmError('FTVM_ERR_GUEST_INIT', `guest failed to start: ${e.message}`, { cause: e }));
           return;
         }
         this.fail(new VmmError('FTVM_ERR_GUEST_TRAP', `vCPU worker failed: ${e.message}`, { cause: e }));

@@ -31,8 +31,17 @@ export interface WorkerInit {
   /** Copy dirty pages between events, ahead of the epoch's collect (VmmOptions.earlyCopy). */
   earlyCopy: boolean;
   /** The virtual disk (absent: none; disk_blocks() is 0). undo: see BlockDeviceOptions. */
-  disk?: { path: string; blocks: number; undo: 'off' | 'fresh' | 'apply'; fds: { disk: number; undo: number }; pull?: SharedArrayBuffer };
+  disk?: WorkerDiskInit;
+  /**
+   * Vmm.prestart: instantiate the module, grow its memory to memBytes and touch every page,
+   * post 'prestarted', then wait for a 'start' message with the restore (and disk) before
+   * anything else. memBytes must not exceed the checkpoint's (memory only grows).
+   */
+  prestart?: { memBytes: number };
 }
+
+export type WorkerRestoreInit = NonNullable<WorkerInit['restore']>;
+export type WorkerDiskInit = { path: string; blocks: number; undo: 'off' | 'fresh' | 'apply'; fds: { disk: number; undo: number }; pull?: SharedArrayBuffer };
 
 export interface WorkerClockInit {
   mode: ClockMode;
@@ -65,6 +74,8 @@ export interface ClockReport {
 }
 
 export type ToWorker =
+  /** Completes a prestart (WorkerInit.prestart). */
+  | { t: 'start'; restore: WorkerRestoreInit; disk?: WorkerDiskInit }
   | { t: 'events'; events: GuestEvent[] }
   | { t: 'collect'; id: number; resume: boolean; full: boolean; scrub?: { fromPage: number; count: number }; background?: boolean }
   | { t: 'mark'; pages: number[] }
@@ -131,6 +142,7 @@ export interface Collected {
 
 export type FromWorker =
   | { t: 'ready'; epoch: number; memBytes: number }
+  | { t: 'prestarted'; memBytes: number }
   | {
       t: 'out';
       items: OutputItem[];

@@ -1,5 +1,5 @@
 import { MigrationReceiver } from '@ftvm/precopy';
-import { prepareGuest, readGuest, RunServer } from '@ftvm/vmm';
+import { prepareGuest, readGuest, RunServer, type Vmm } from '@ftvm/vmm';
 import { hostPort, int, oneOf, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
 import { absolute, precopyFlags, token } from './precopy-common.js';
@@ -33,6 +33,16 @@ export const receiveCommand: CommandSpec = {
     const failedPull = new Promise<Error>((r) => (pullFailed = r));
     let arrived!: () => void;
     const got = new Promise<void>((r) => (arrived = r));
+    const serverOpts = (disk?: { path: string; blocks: number }) => ({
+      host: f.host as string,
+      port: f.port as number,
+      eventTimeoutMs: f['event-timeout-ms'] as number,
+      // The received image is the worker's now (no clone inside the downtime).
+      transferRestoreMemory: true,
+      ...(disk ? { disk } : {}),
+    });
+    /** The vCPU booted while the rounds run (null: none, or its boot failed). */
+    let prestarting: Promise<Vmm | null> | null = null;
     const receiver = new MigrationReceiver({
       host: listen.host,
       port: listen.port,
@@ -40,20 +50,42 @@ export const receiveCommand: CommandSpec = {
       moduleDigest: guest.digest,
       disk: f.disk === undefined ? undefined : absolute(f.disk as string),
       onRound: (round, pages, wireBytes) => log.debug('round received', { round, pages, wireBytes }),
+      onBegin: (memBytes, disk) => {
+        const t0 = performance.now();
+        prestarting = RunServer.prestart(guest, serverOpts(disk), memBytes).then(
+          (v) => {
+            log.debug('vCPU prestarted', { memBytes, ms: Math.round(performance.now() - t0) });
+            return v;
+          },
+          (e: Error & { code?: string }) => {
+            log.warn('the vCPU could not boot ahead: it boots when the guest arrives', { code: e.code, message: e.message });
+            return null;
+          },
+        );
+      },
+      onAbandoned: () => {
+        void prestarting?.then((v) => v?.stop());
+        prestarting = null;
+      },
       onComplete: async (ckpt, stats, disk) => {
         const t0 = performance.now();
+        const pre = prestarting ? await prestarting : null;
+        prestarting = null;
         server = new RunServer(guest, {
-          host: f.host as string,
-          port: f.port as number,
-          eventTimeoutMs: f['event-timeout-ms'] as number,
+          ...serverOpts(disk && { path: disk.path, blocks: disk.blocks }),
           restore: ckpt,
-          // The received image is the worker's now (no clone inside the downtime).
-          transferRestoreMemory: true,
-          ...(disk ? { disk: { path: disk.path, blocks: disk.blocks }, diskPull: disk.pull, onDiskFetch: disk.fetch } : {}),
+          prestarted: pre ?? undefined,
+          ...(disk ? { diskPull: disk.pull, onDiskFetch: disk.fetch } : {}),
         });
-        const port = await server.start();
+        let port: number;
+        try {
+          port = await server.start();
+        } catch (e) {
+          await pre?.stop();
+          throw e;
+        }
         log.info(`guest arrived: serving ${name}`, {
-          listen: `${f.host as string}:${port}`, rounds: stats.rounds, pages: stats.pages, wireBytes: stats.wireBytes, startMs: Math.round(performance.now() - t0),
+          listen: `${f.host as string}:${port}`, rounds: stats.rounds, pages: stats.pages, wireBytes: stats.wireBytes, startMs: Math.round(performance.now() - t0), prestarted: pre !== null,
           ...(disk ? { disk: disk.path, diskMode: disk.mode, diskBlocksPushed: stats.diskBlocks, blocksToPull: stats.missingBlocks } : {}),
         });
         process.stdout.write(`ftvm receive: listening on ${f.host as string}:${port}\n`);
