@@ -57,4 +57,40 @@ describe('metrics of ftvm run', () => {
     await until((s) => s.value('ftvm_client_connections') === 0, 'no clients');
     expect((await scrape()).sum('ftvm_metrics_invalid_events_total')).toBe(0);
   });
+
+  it('reports a live snapshot\'s progress in ftvm_task_* while it runs, and idle after', { timeout: 60_000 }, async () => {
+    const [port, mport, ctl] = freePorts(3) as [number, number, number];
+    const env = { FTVM_TOKEN: 'metrics-run-test' };
+    const run = spawnFtvm(['run', '--guest', 'dirtier', '--port', String(port), '--metrics-port', String(mport), '--control', `127.0.0.1:${ctl}`], env);
+    try {
+      await run.waitFor(/ftvm control: listening/, 30_000);
+      const c = await LineClient.connect(port);
+      c.send('SET ws_pages=4096 pattern=random\n');
+      c.send('FILL\n');
+      expect(await c.waitLines(2)).toEqual(['OK', expect.stringMatching(/^OK pages=4096/)]);
+      c.end();
+      const scrape = async (): Promise<PromScrape> => parsePromText(await (await fetch(`http://127.0.0.1:${mport}/metrics`)).text());
+      expect((await scrape()).value('ftvm_task_total', { task: 'snapshot', unit: 'pages' }) ?? 0).toBe(0);
+      // A bandwidth cap stretches the snapshot over seconds.
+      const snap = spawnFtvm(['snapshot', '--from', `ws://127.0.0.1:${ctl}`, '--live', '--bandwidth-limit', '40k', '-o', `/tmp/ftvm-metrics-run-${process.pid}.snap`], env);
+      let seen: { done: number; total: number; ratio: number } | null = null;
+      const end = Date.now() + 30_000;
+      while (!seen && Date.now() < end && snap.proc.exitCode === null) {
+        const s = await scrape();
+        const total = s.value('ftvm_task_total', { task: 'snapshot', unit: 'pages' }) ?? 0;
+        if (total > 0) seen = { done: s.value('ftvm_task_done', { task: 'snapshot', unit: 'pages' }) ?? -1, total, ratio: s.value('ftvm_task_progress_ratio', { task: 'snapshot' }) ?? -1 };
+        else await sleep(50);
+      }
+      expect(seen, 'ftvm_task_total{task="snapshot"} > 0 while the snapshot ran').not.toBeNull();
+      expect(seen!.done).toBeGreaterThanOrEqual(0);
+      expect(seen!.done).toBeLessThanOrEqual(seen!.total);
+      expect(seen!.ratio).toBeCloseTo(seen!.done / seen!.total, 5);
+      expect(await snap.exited).toBe(0);
+      const after = await scrape();
+      expect(after.value('ftvm_task_total', { task: 'snapshot', unit: 'pages' })).toBe(0);
+      expect(after.sum('ftvm_metrics_invalid_events_total')).toBe(0);
+    } finally {
+      await run.stop();
+    }
+  });
 });

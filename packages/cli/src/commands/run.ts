@@ -80,7 +80,7 @@ export const runCommand: CommandSpec = {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       // A migration that completed moved the guest away: exit like on a signal.
-      void startControl(server, f, { name, wasm, guest }, log, stop).then((c) => (control = c));
+      void startControl(server, f, { name, wasm, guest }, log, stop, bus).then((c) => (control = c));
     });
     await control?.close();
     log.info('shutting down');

@@ -1,5 +1,6 @@
 import type { Listener } from '@ftvm/protocol';
-import { serveControl } from '@ftvm/precopy';
+import type { FtvmEvents } from '@ftvm/metrics';
+import { serveControl, type PrecopyProgress } from '@ftvm/precopy';
 import type { PreparedGuest, RunServer } from '@ftvm/vmm';
 import { hostPort, type FlagTable } from '../flags.js';
 import { GUEST_LOG_LEVELS, type Logger } from '../logger.js';
@@ -20,6 +21,7 @@ export async function startControl(
   g: { name: string; wasm: Uint8Array; guest: PreparedGuest },
   log: Logger,
   onMigrated: () => void,
+  bus?: FtvmEvents,
 ): Promise<Listener | null> {
   const at = f.control as { host: string; port: number } | undefined;
   if (!at) return null;
@@ -35,6 +37,12 @@ export async function startControl(
       onMigrated();
     },
     onEvent: (what, op, d) => {
+      // ftvm_task_* (metrics): the current round's pages sent of its pages; idle (0 of 0) at the end.
+      const task = op === 'migrate' ? 'migration' : 'snapshot';
+      if (what === 'progress') {
+        const p = d as PrecopyProgress;
+        bus?.emit('progress', { task, done: Math.max(0, p.roundPages - p.pagesLeft), total: p.roundPages, unit: p.phase === 'pull' ? 'blocks' : 'pages' });
+      } else bus?.emit('progress', { task, done: 0, total: 0, unit: 'pages' });
       if (what === 'failed') log.error(`${op} failed: the guest keeps running here`, { reason: (d as { reason?: string }).reason, code: (d as { error?: { code: string } }).error?.code });
       else if (what !== 'progress') log.info(`${op} ${what}`, { reason: (d as { reason?: string }).reason });
     },
