@@ -93,7 +93,7 @@ async function ask(port, lines) {
 
 const json = (line) => JSON.parse(line.slice(line.indexOf('{')));
 
-async function runOne(mode, diskRate, dir) {
+async function runOne(mode, diskRate, dir, bandwidth = null) {
   const [port, ctl, mig, tport] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const srcDisk = join(dir, `src-${mode}-${diskRate}.disk`);
   const dstDisk = mode === 'shared' ? srcDisk : join(dir, `dst-${mode}-${diskRate}.disk`);
@@ -111,7 +111,7 @@ async function runOne(mode, diskRate, dir) {
     procs.push(dst);
     await dst.waitFor(/migration listener on/);
     const t0 = performance.now();
-    const m = start(['migrate', '--from', `ws://127.0.0.1:${ctl}`, '--to', `ws://127.0.0.1:${mig}`, '--disk-migration', mode]);
+    const m = start(['migrate', '--from', `ws://127.0.0.1:${ctl}`, '--to', `ws://127.0.0.1:${mig}`, '--disk-migration', mode, ...(bandwidth ? ['--bandwidth-limit', bandwidth] : [])]);
     procs.push(m);
     await dst.waitFor(/ftvm receive: listening on/, 600_000);
     const arrivedMs = performance.now() - t0;
@@ -129,7 +129,7 @@ async function runOne(mode, diskRate, dir) {
     const pull = d.pull ?? { demandBlocks: 0, pushedBlocks: 0, wireBytes: 0, ms: 0 };
     const pushMs = sum.totalMs - sum.downtimeMs - (pull.ms ?? 0);
     return {
-      mode, diskRate, ok: sum.ok, reason: sum.reason, rounds: sum.rounds,
+      mode, diskRate, bandwidth, ok: sum.ok, reason: sum.reason, rounds: sum.rounds,
       totalMs: sum.totalMs, downtimeMs: sum.downtimeMs, downtimeParts: sum.downtimeParts ?? null, arrivedMs,
       targetStartMs: json(dst.lines.find((l) => /guest arrived/.test(l)) ?? "{}").startMs ?? null,
       push: { ms: pushMs, memWireBytes: sum.wireBytes - (d.pushWireBytes ?? 0) - (pull.wireBytes ?? 0), diskBlocks: d.pushBlocks ?? 0, diskWireBytes: d.pushWireBytes ?? 0 },
@@ -158,10 +158,20 @@ for (const rate of rates) {
     rows.push(r);
   }
 }
+// A link of ~1 Gbit/s (--bandwidth-limit 100M, PUSH and PULL alike): PULL's background push is
+// slow enough that the target's reads of missing blocks are answered on demand first.
+{
+  const rate = rates.at(-1);
+  process.stderr.write(`disk-migration: copy, disk_rate ${rate} blocks/s, --bandwidth-limit 100M ...\n`);
+  const r = await runOne('copy', rate, dir, '100M');
+  process.stderr.write(`  ok=${r.ok} total ${Math.round(r.totalMs)} ms, downtime ${r.downtimeMs} ms, missing ${r.stop.missingBlocks}, pull ${Math.round(r.pull.ms)} ms (${r.pull.demandBlocks} on demand), DISKCHECK ${r.check.ok ? 'OK' : r.check.first}\n`);
+  rows.push(r);
+}
 rmSync(dir, { recursive: true, force: true });
 
-let commit = 'unknown';
-try {
+// A frozen copy of a checkout (no .git) names its commit in FTVM_BENCH_COMMIT.
+let commit = process.env.FTVM_BENCH_COMMIT ?? 'unknown';
+if (!process.env.FTVM_BENCH_COMMIT) try {
   commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: fileURLToPath(new URL('..', import.meta.url)) }).toString().trim();
 } catch {
   /* not a checkout */
@@ -172,14 +182,14 @@ const out = [
   `# Migration of a guest with a ${DISK_BLOCKS / 262144 >= 1 ? `${DISK_BLOCKS / 262144} GiB` : `${(DISK_BLOCKS * 4096) / MiB} MiB`} virtual disk: PUSH / stop-and-copy / PULL vs shared storage`,
   '',
   `Command: \`node bench/disk-migration.mjs${quick ? ' --quick' : ''}\` (after \`npm run build\`) at ${commit}. ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, load average at the end ${loadavg().map((x) => x.toFixed(1)).join(' / ')}.`,
-  'Real processes on one machine: `ftvm run --guest dirtier --disk` (source), `ftvm receive --disk` (target), `ftvm migrate --disk-migration copy|shared`, over loopback with no bandwidth limit; stop rule mp, downtime limit 300 ms.',
+  'Real processes on one machine: `ftvm run --guest dirtier --disk` (source), `ftvm receive --disk` (target), `ftvm migrate --disk-migration copy|shared`, over loopback with no bandwidth limit (the last row: `--bandwidth-limit 100M`, a ~1 Gbit/s link); stop rule mp, downtime limit 300 ms.',
   `The dirtier fills all ${DISK_BLOCKS} disk blocks with incompressible data, then writes \`disk_rate\` random blocks/s and 2,000 random memory pages/s (64 MiB working set) while it moves.`,
   'Phases: **PUSH** = the live rounds (memory pages, and every disk block in round 0, then the blocks written since); **stop-and-copy** = the vCPU held: the last memory pages, the device state and the bitmap of disk blocks written since their last push, until the target has started the guest (the downtime); **PULL** = the target runs while the source pushes the blocks of that bitmap, answering the target\'s requests for the ones its guest touches first.',
   'Right after the guest arrived, a client ran DISKCHECK over the whole disk on the target (32 MiB per command): every block read and compared with the version the guest\'s memory holds, blocks not yet pulled fetched on demand ("asked" = blocks the target requested; "on demand" = those the source sent in answer rather than in its background push).',
   '',
   '| disk writes (blocks/s) | disk | PUSH s | PUSH memory MiB | PUSH disk blocks / MiB | downtime ms (hold + last round + target start) | final pages | blocks left to PULL | PULL s | PULL MiB | PULL on demand / background | asked by target | total s | total MiB | DISKCHECK on target during PULL |',
   '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
-  ...rows.map((r) => `| ${r.diskRate} | ${r.mode} | ${s(r.push.ms)} | ${mb(r.push.memWireBytes)} | ${r.push.diskBlocks} / ${mb(r.push.diskWireBytes)} | ${Math.round(r.downtimeMs)}${r.downtimeParts ? ` (${r.downtimeParts.holdMs} + ${r.downtimeParts.sendMs} + ${r.downtimeParts.startMs})` : ''} | ${r.stop.finalPages} | ${r.stop.missingBlocks} | ${s(r.pull.ms)} | ${mb(r.pull.wireBytes)} | ${r.pull.demandBlocks} / ${r.pull.pushedBlocks} | ${r.pull.askedByTarget} | ${s(r.totalMs)} | ${mb(r.wireBytes)} | ${r.check.ok ? `OK (${s(r.check.ms)} s)` : `FAILED: ${r.check.first}`} |`),
+  ...rows.map((r) => `| ${r.diskRate} | ${r.mode}${r.bandwidth ? ` (${r.bandwidth}B/s)` : ''} | ${s(r.push.ms)} | ${mb(r.push.memWireBytes)} | ${r.push.diskBlocks} / ${mb(r.push.diskWireBytes)} | ${Math.round(r.downtimeMs)}${r.downtimeParts ? ` (${r.downtimeParts.holdMs} + ${r.downtimeParts.sendMs} + ${r.downtimeParts.startMs})` : ''} | ${r.stop.finalPages} | ${r.stop.missingBlocks} | ${s(r.pull.ms)} | ${mb(r.pull.wireBytes)} | ${r.pull.demandBlocks} / ${r.pull.pushedBlocks} | ${r.pull.askedByTarget} | ${s(r.totalMs)} | ${mb(r.wireBytes)} | ${r.check.ok ? `OK (${s(r.check.ms)} s)` : `FAILED: ${r.check.first}`} |`),
   '',
   'A failed row (ok = false) would say why here: ' + (rows.filter((r) => !r.ok).map((r) => `${r.mode}/${r.diskRate}: ${r.reason}`).join('; ') || 'none failed') + '.',
   '',
