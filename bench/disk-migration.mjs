@@ -69,10 +69,13 @@ async function ask(port, lines) {
   s.setEncoding('utf8');
   let buf = '';
   const replies = [];
+  let closed = false;
+  s.once('close', () => (closed = true));
   for (const line of lines) {
     const t0 = performance.now();
     s.write(`${line}\n`);
     const reply = await new Promise((resolve, reject) => {
+      const onClose = () => reject(new Error(`connection closed waiting for the reply to ${line}`));
       const on = (d) => {
         buf += d;
         const i = buf.indexOf('\n');
@@ -80,10 +83,12 @@ async function ask(port, lines) {
         const r = buf.slice(0, i);
         buf = buf.slice(i + 1);
         s.off('data', on);
+        s.off('close', onClose);
         resolve(r);
       };
+      if (closed) return onClose();
       s.on('data', on);
-      s.once('close', () => reject(new Error(`connection closed waiting for the reply to ${line}`)));
+      s.once('close', onClose);
     });
     replies.push({ line, reply, ms: performance.now() - t0 });
   }
