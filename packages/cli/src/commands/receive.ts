@@ -69,8 +69,14 @@ export const receiveCommand: CommandSpec = {
       },
       onComplete: async (ckpt, stats, disk) => {
         const t0 = performance.now();
-        const pre = prestarting ? await prestarting : null;
+        let pre = prestarting ? await prestarting : null;
         prestarting = null;
+        if (pre && pre.state !== 'prestarted') {
+          // Its worker died meanwhile: boot one now, as without a prestart.
+          log.warn('the vCPU booted ahead is gone: booting the guest now', { state: pre.state });
+          await pre.stop();
+          pre = null;
+        }
         server = new RunServer(guest, {
           ...serverOpts(disk && { path: disk.path, blocks: disk.blocks }),
           restore: ckpt,
