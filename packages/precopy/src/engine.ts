@@ -357,7 +357,6 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
     const hold0 = clock.now();
     const final = await source.stopAndCopy();
     held = true;
-    const held0 = clock.now();
     tracking = false;
     // The remainder: the last round's dirty set plus what was written until the hold.
     let finalPages = unionSorted(pages, final.pages);

@@ -51,6 +51,11 @@ interface Client {
  * guest back to the last local checkpoint, closes the connection that caused it and
  * replays the other connections' input logged since that checkpoint.
  */
+/** The VMM's options for a RunServer: the disk rolls back with memory (a rollback applies the undo file kept since the last local checkpoint). */
+function vmmOptions(opts: RunServerOptions): VmmOptions {
+  return { diskUndo: true, ...opts };
+}
+
 export class RunServer extends EventEmitter<RunServerEvents> {
   readonly opts: RunServerOptions;
   private server: Server | null = null;
@@ -76,13 +81,12 @@ export class RunServer extends EventEmitter<RunServerEvents> {
 
   /** Vmm.prestart with the options start() would give Vmm.restore (see RunServerOptions.prestarted). */
   static prestart(guest: PreparedGuest, opts: RunServerOptions, memBytes: number): Promise<Vmm> {
-    return Vmm.prestart(guest, memBytes, { diskUndo: true, ...opts });
+    return Vmm.prestart(guest, memBytes, vmmOptions(opts));
   }
 
   async start(): Promise<number> {
     const restore = this.opts.restore;
-    // The disk rolls back with memory: a rollback applies the undo file kept since the last local checkpoint.
-    const vopts = { diskUndo: true, ...this.opts };
+    const vopts = vmmOptions(this.opts);
     // The rollback point starts as the restored image (the first collect carries only what
     // changed since): an empty one would roll a fault back onto zeroed memory.
     // Given up by the caller and shared with the worker (the worker only reads it while it
