@@ -114,6 +114,13 @@ export class ImageDigest {
   private hashes = new Uint32Array(0);
   private readonly sum = new Uint32Array(LANES);
   private pages = 0;
+  /**
+   * An open transaction (begin .. commit/rollback): the sum and page count at begin, and
+   * (hash index, old h0, old h1) for every hash changed since. A secondary stages an epoch
+   * on its committed digest this way: O(pages changed), where a clone per epoch copied
+   * 8 bytes for every page of the image (2 MiB per epoch at 1 GiB).
+   */
+  private txn: { sum: Uint32Array; pages: number; log: number[] } | null = null;
 
   /** Pages covered: pages at or beyond it are zero. */
   get pageCount(): number {
@@ -133,6 +140,7 @@ export class ImageDigest {
     }
     if (pageNo >= this.pages) this.grow(pageNo + 1);
     const at = pageNo * 2;
+    this.txn?.log.push(at, this.hashes[at]!, this.hashes[at + 1]!);
     accumulate(this.sum, pageNo, this.hashes[at]!, this.hashes[at + 1]!, -1);
     this.hashes[at] = h0 >>> 0;
     this.hashes[at + 1] = h1 >>> 0;
@@ -162,6 +170,7 @@ export class ImageDigest {
   /** Drops pages >= pageCount (their terms leave the sum). */
   truncate(pageCount: number): void {
     for (let p = pageCount; p < this.pages; p++) {
+      this.txn?.log.push(p * 2, this.hashes[p * 2]!, this.hashes[p * 2 + 1]!);
       accumulate(this.sum, p, this.hashes[p * 2]!, this.hashes[p * 2 + 1]!, -1);
       this.hashes[p * 2] = Z0;
       this.hashes[p * 2 + 1] = Z1;
@@ -186,6 +195,36 @@ export class ImageDigest {
     return sumToBytes(this.sum);
   }
 
+  /** Starts recording changes, so that rollback() can undo them. One transaction at a time. */
+  begin(): void {
+    if (this.txn) throw new ProtocolError('FTVM_ERR_INVALID_OPTION', 'a digest transaction is already open');
+    this.txn = { sum: this.sum.slice(), pages: this.pages, log: [] };
+  }
+
+  /** Keeps every change since begin() (no-op without a transaction). */
+  commit(): void {
+    this.txn = null;
+  }
+
+  /** Undoes every change since begin(), newest first (no-op without a transaction). */
+  rollback(): void {
+    const t = this.txn;
+    if (!t) return;
+    this.txn = null;
+    for (let i = t.log.length - 3; i >= 0; i -= 3) {
+      this.hashes[t.log[i]!] = t.log[i + 1]!;
+      this.hashes[t.log[i]! + 1] = t.log[i + 2]!;
+    }
+    this.sum.set(t.sum);
+    this.pages = t.pages;
+  }
+
+  /** A transaction is open. */
+  get inTransaction(): boolean {
+    return this.txn !== null;
+  }
+
+  /** An independent copy of the current state (an open transaction is not copied). */
   clone(): ImageDigest {
     const c = new ImageDigest();
     c.hashes = this.hashes.slice();

@@ -22,6 +22,48 @@ describe('image digest', () => {
     );
   });
 
+  it('a transaction rolls back updates, growth and truncation exactly, and commit keeps them (property)', () => {
+    const op = fc.oneof(
+      fc.record({ k: fc.constant('set' as const), page: fc.integer({ min: 0, max: 47 }), value: fc.integer({ min: 0, max: 255 }) }),
+      fc.record({ k: fc.constant('grow' as const), pages: fc.integer({ min: 0, max: 64 }) }),
+      fc.record({ k: fc.constant('truncate' as const), pages: fc.integer({ min: 0, max: 48 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 20 }), fc.array(op, { maxLength: 20 }), fc.boolean(), (before, during, keep) => {
+        const d = new ImageDigest();
+        const run = (ops: typeof before, target: ImageDigest): void => {
+          for (const o of ops) {
+            if (o.k === 'set') target.update(o.page, new Uint8Array(PAGE_BYTES).fill(o.value));
+            else if (o.k === 'grow') target.grow(o.pages);
+            else target.truncate(o.pages);
+          }
+        };
+        run(before, d);
+        const snapshot = d.clone();
+        const expectedAfter = d.clone();
+        run(during, expectedAfter);
+        d.begin();
+        expect(d.inTransaction).toBe(true);
+        run(during, d);
+        if (keep) d.commit();
+        else d.rollback();
+        expect(d.inTransaction).toBe(false);
+        const want = keep ? expectedAfter : snapshot;
+        expect(Buffer.from(d.value()).toString('hex')).toBe(Buffer.from(want.value()).toString('hex'));
+        expect(d.pageCount).toBe(want.pageCount);
+        expect(Buffer.compare(d.hashes8(0, 64), want.hashes8(0, 64))).toBe(0);
+        // The digest goes on correctly after the transaction.
+        d.update(50, new Uint8Array(PAGE_BYTES).fill(9));
+        want.update(50, new Uint8Array(PAGE_BYTES).fill(9));
+        expect(Buffer.compare(d.value(), want.value())).toBe(0);
+      }),
+      { numRuns: 300 },
+    );
+    const d = new ImageDigest();
+    d.begin();
+    expect(() => d.begin()).toThrow(/already open/);
+  });
+
   it('does not depend on the order pages were updated in', () => {
     const a = new ImageDigest();
     const b = new ImageDigest();

@@ -98,6 +98,8 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   /** The disk's redo journal (null without a disk) and the committed disk's digest. */
   private journal: DiskJournal | null = null;
   private diskDigest = new ImageDigest();
+  /** Before-images of the pages the staged incremental epoch wrote in place (one log, reset per epoch). */
+  private readonly undo = new PageUndoLog();
   private blockDecoder = new PageDecoder();
   /**
    * A disk commit in progress (async: see DiskJournal.commitAsync). Until it settles the
@@ -359,6 +361,8 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
       st.undo.restore(this.image);
       this.image.resize(st.oldMemBytes);
     }
+    if (st.digest === this.digest) this.digest.rollback();
+    if (st.disk && st.disk.digest === this.diskDigest) this.diskDigest.rollback();
   }
 
   private stage(payload: Uint8Array, count: number): void {
@@ -399,12 +403,18 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
     switch (a.type) {
       case 'stageBegin': {
         const b = this.pendingBegin!;
-        const digest = a.full ? new ImageDigest() : this.digest.clone();
+        // A checkpoint replacing one half staged (the core began anew) undoes the old one's writes first.
+        this.rollBackStaging();
+        // An incremental epoch stages on the committed digest in a transaction (undone on a discard).
+        let digest: ImageDigest;
+        if (a.full) digest = new ImageDigest();
+        else {
+          digest = this.digest;
+          digest.begin();
+        }
         digest.grow(Math.min(b.memBytes, MAX_MEMORY_BYTES) / PAGE_BYTES);
         // A wasm32 memory is whole 64 KiB pages, at most 4 GiB: anything else is refused (nack), never allocated.
         const badSize = b.memBytes % WASM_PAGE_BYTES !== 0 || b.memBytes > MAX_MEMORY_BYTES;
-        // A checkpoint replacing one half staged (the core began anew) undoes the old one's writes first.
-        this.rollBackStaging();
         let fresh: GuestImage | null = null;
         const oldMemBytes = this.image.memBytes;
         if (a.full && !badSize) {
@@ -425,10 +435,12 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
           else if (meta.count > meta.totalBlocks) failed ??= `disk block count ${meta.count} exceeds the disk`;
           if (okMeta && this.journal && !failed) {
             this.journal.begin(a.epoch, a.full);
-            disk = { meta, count: 0, digest: a.full ? new ImageDigest() : this.diskDigest.clone() };
+            if (!a.full) this.diskDigest.begin();
+            disk = { meta, count: 0, digest: a.full ? new ImageDigest() : this.diskDigest };
           }
         }
-        this.staging = { epoch: a.epoch, full: a.full, begin: b, count: 0, undo: fresh ? null : new PageUndoLog(), oldMemBytes, fresh, digest, failed, disk };
+        if (!fresh) this.undo.reset();
+        this.staging = { epoch: a.epoch, full: a.full, begin: b, count: 0, undo: fresh ? null : this.undo, oldMemBytes, fresh, digest, failed, disk };
         if (failed?.startsWith('FTVM_ERR_DISK_MISMATCH')) this.emit('log', 'error', 'cannot replicate the disk', { code: 'FTVM_ERR_DISK_MISMATCH', reason: failed });
         return;
       }
@@ -450,7 +462,8 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
           // before a promotion can use it; memory applies now (it is in this process only).
           // A disk that cannot commit makes this node useless as a secondary.
           const t0 = now();
-          this.diskDigest = st.disk.digest;
+          if (st.disk.digest === this.diskDigest) this.diskDigest.commit();
+          else this.diskDigest = st.disk.digest;
           this.diskBusy = this.journal!.commitAsync().then(
             () => {
               const ms = now() - t0;
@@ -486,7 +499,9 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         }
         this.retained.add(devices.output ?? []);
         this.retained.confirm(devices.confirmed ?? 0);
-        this.digest = st.digest;
+        if (st.digest === this.digest) this.digest.commit();
+        else this.digest = st.digest;
+        st.undo?.reset();
         this.staging = null;
         const end = this.pendingEnd;
         this.emit('applied', st.epoch, st.count, end?.wireBytes ?? 0, end?.rawBytes ?? 0);

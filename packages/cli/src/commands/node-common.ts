@@ -52,7 +52,8 @@ export const nodeFlags: FlagTable = {
   'node-id': { type: 'string', help: 'name of this node in logs and handshakes (default: the listen address)' },
   'token-file': { type: 'string', help: 'file holding the shared secret (else $FTVM_TOKEN; none: unauthenticated, with a warning)' },
   policy: { type: 'string', default: 'adaptive', parse: oneOf('adaptive', 'periodic', 'sync-io'), help: 'epoch policy' },
-  'interval-ms': { type: 'string', parse: int(1, 60_000), help: 'epoch interval for --policy periodic (default 25), max interval for adaptive (default 100)' },
+  'interval-ms': { type: 'string', parse: int(1, 60_000), help: 'epoch interval for --policy periodic (default 25), max interval for adaptive (default 50)' },
+  'min-gap-ms': { type: 'string', parse: int(0, 1000), help: 'adaptive: least time between two epoch ends; output sooner joins the next epoch (default 1)' },
   'on-secondary-loss': { type: 'string', default: 'continue', parse: oneOf('continue', 'block'), help: 'primary without a secondary: go on unprotected, or hold output' },
   'detection-timeout-ms': { type: 'string', default: 1000, parse: int(10, 600_000), help: 'silence after which the peer is lost' },
   compression: { type: 'string', default: 'on', parse: oneOf('on', 'off'), help: 'XOR-delta/LZ4 page encoding on the wire' },
@@ -77,7 +78,10 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
     log.warn('testing: this process runs on a skewed host clock', { skewMs: Number(clock.skew.offsetNs / 1_000_000n), ratePpm: clock.skew.ratePpm });
   const policy = f.policy as string;
   const interval = f['interval-ms'] as number | undefined;
-  const policyOptions = interval === undefined ? {} : policy === 'periodic' ? { intervalMs: interval } : policy === 'adaptive' ? { maxIntervalMs: interval } : {};
+  const minGap = f['min-gap-ms'] as number | undefined;
+  if (minGap !== undefined && policy !== 'adaptive') throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--min-gap-ms applies to --policy adaptive, not ${policy}`);
+  const policyOptions: Record<string, number> = interval === undefined ? {} : policy === 'periodic' ? { intervalMs: interval } : policy === 'adaptive' ? { maxIntervalMs: interval } : {};
+  if (minGap !== undefined) policyOptions.minGapMs = minGap;
   const disk = diskFromFlags(f);
   if (disk) log.info('disk', { file: disk.path, blocks: disk.blocks, bytes: disk.blocks * 4096 });
   const node = new NodeHost({
