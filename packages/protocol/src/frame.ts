@@ -38,8 +38,12 @@ export interface DecodedFrame {
   payload: Uint8Array;
 }
 
+/** Limits objects resolveLimits returned (frozen): passing one back costs nothing per frame. */
+const RESOLVED = new WeakSet<object>([DEFAULT_LIMITS]);
+
 /** Fills in defaults and rejects nonsense limits once, naming the option. */
 export function resolveLimits(limits?: Partial<FrameLimits>): FrameLimits {
+  if (limits !== undefined && RESOLVED.has(limits)) return limits as FrameLimits;
   const out = { ...DEFAULT_LIMITS, ...limits };
   for (const key of ['maxHeaderBytes', 'maxPayloadBytes'] as const) {
     const v = out[key];
@@ -48,7 +52,9 @@ export function resolveLimits(limits?: Partial<FrameLimits>): FrameLimits {
       throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `${key} must be an integer in 16..2^31, got ${String(v)}`);
     }
   }
-  return out;
+  const frozen = Object.freeze(out);
+  RESOLVED.add(frozen);
+  return frozen;
 }
 
 /** Largest frame (without the stream prefix) the limits admit, bytes. */
