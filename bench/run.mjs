@@ -9,7 +9,7 @@ import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { incrAcrossKill, lineClient, redisBenchmark, wrk } from './lib/clients.mjs';
-import { openWindow, startProtected, startUnprotected } from './lib/cluster.mjs';
+import { openWindow, startProtected, startUnprotected, startUnprotectedProxy } from './lib/cluster.mjs';
 import { CLI, installCleanup, killAll, sleep } from './lib/proc.mjs';
 import { topFunctions } from './lib/profile.mjs';
 import { writeReport } from './lib/report.mjs';
@@ -24,13 +24,26 @@ const POLICIES = {
 };
 /** Every configuration: the baseline, each policy, each policy without delta/LZ4 encoding. */
 export const CONFIGS = {
+  // Baselines (no replication): `ftvm run` serving clients itself, and a primary without a
+  // secondary behind the proxy (the same path as the protected runs, minus the protection).
   unprotected: null,
+  'unprotected-proxy': null,
   ...POLICIES,
   ...Object.fromEntries(Object.entries(POLICIES).map(([k, v]) => [`${k}-nocomp`, [...v, '--compression', 'off']])),
   // The early copy off: every dirty page copied inside the epoch's hold (the behaviour before 2ab3fae).
   'adaptive-noearly': [...POLICIES.adaptive, '--early-copy', 'off'],
 };
 const PARTS = ['sweep', 'crash', 'profile'];
+/**
+ * Configurations fast enough (5-250k req/s) to take the larger request counts (`fastRequests`):
+ * at 2,500 requests a command lasts a fraction of a second and the ratio between two of them is
+ * mostly start-up noise.
+ */
+const FAST = new Set(['unprotected', 'unprotected-proxy', 'adaptive', 'adaptive-nocomp', 'adaptive-noearly']);
+const sized = (opts, name) => {
+  const { fastRequests, ...rest } = opts;
+  return FAST.has(name) && fastRequests ? { ...rest, requests: fastRequests } : rest;
+};
 
 /** Failure-detection flags of every measured system (--detection-ms); empty: the roles' defaults. */
 const detection = { node: [], proxy: [] };
@@ -38,7 +51,7 @@ const detection = { node: [], proxy: [] };
 /** Sizes of each mode. Durations in s, working sets in 4 KiB pages, rates in pages/s. */
 const MODES = {
   quick: {
-    configs: ['unprotected', 'periodic-25', 'periodic-100', 'sync-io', 'adaptive', 'adaptive-nocomp'],
+    configs: ['unprotected', 'unprotected-proxy', 'periodic-25', 'periodic-100', 'sync-io', 'adaptive', 'adaptive-nocomp'],
     kv: { requests: 1000, tests: ['set', 'get'] },
     kvPipe: { requests: 4000, tests: ['set', 'get'], pipeline: 16 },
     httpSeconds: 1,
@@ -52,8 +65,8 @@ const MODES = {
   full: {
     configs: Object.keys(CONFIGS),
     // Sized so the slowest configurations (~500 req/s unpipelined) keep the run under ~25 min.
-    kv: { requests: 2500, tests: ['set', 'get', 'incr', 'lpush'] },
-    kvPipe: { requests: 16000, tests: ['set', 'get', 'incr', 'lpush'], pipeline: 16 },
+    kv: { requests: 2500, fastRequests: 25000, tests: ['set', 'get', 'incr', 'lpush'] },
+    kvPipe: { requests: 16000, fastRequests: 200000, tests: ['set', 'get', 'incr', 'lpush'], pipeline: 16 },
     httpSeconds: 5,
     repeat: 3,
     sweep: { policies: Object.keys(POLICIES), wsPages: [16384, 262144], rates: [10, 100, 1000, 10000, 50000], seconds: 3 },
@@ -156,13 +169,18 @@ async function benchConfig(name, mode, repeat, res) {
   const nodeArgs = CONFIGS[name];
   const out = { kv: [], kvPipe: [], http: [] };
   res.configs[name] = out;
-  const start = (guest) => (nodeArgs === null ? startUnprotected({ guest }) : startProtected({ guest, nodeArgs: [...nodeArgs, ...detection.node], proxyArgs: detection.proxy }));
+  const start = (guest) =>
+    name === 'unprotected'
+      ? startUnprotected({ guest })
+      : name === 'unprotected-proxy'
+        ? startUnprotectedProxy({ guest })
+        : startProtected({ guest, nodeArgs: [...nodeArgs, ...detection.node], proxyArgs: detection.proxy });
   // kv: redis-benchmark without and with pipelining, on one kv system.
   let sys = await start('kv');
   try {
     for (let r = 0; r < repeat; r++) {
-      out.kv.push(await measured(sys, () => redisBenchmark({ port: sys.port, ...mode.kv, timeoutMs: 300_000 })));
-      out.kvPipe.push(await measured(sys, () => redisBenchmark({ port: sys.port, ...mode.kvPipe, timeoutMs: 300_000 })));
+      out.kv.push(await measured(sys, () => redisBenchmark({ port: sys.port, ...sized(mode.kv, name), timeoutMs: 300_000 })));
+      out.kvPipe.push(await measured(sys, () => redisBenchmark({ port: sys.port, ...sized(mode.kvPipe, name), timeoutMs: 300_000 })));
     }
   } finally {
     if (sys.logTail) (res.logs ??= {})[`config ${name} kv`] = sys.logTail();
@@ -251,7 +269,7 @@ async function profileRun(mode, res) {
   let window;
   try {
     const from = us();
-    run = await measured(sys, () => redisBenchmark({ port: sys.port, ...mode.kv, timeoutMs: 300_000 }));
+    run = await measured(sys, () => redisBenchmark({ port: sys.port, ...sized(mode.kv, 'adaptive'), timeoutMs: 300_000 }));
     window = [from, us()];
   } finally {
     await sys.stop();

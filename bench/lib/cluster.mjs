@@ -100,6 +100,46 @@ async function waitReady(port, timeoutMs) {
   throw new Error(`proxy not ready within ${timeoutMs} ms`);
 }
 
+/**
+ * The unprotected baseline on the protected path: a primary whose secondary never answers (it
+ * runs unprotected, `--on-secondary-loss continue`, and keeps retrying the dial) behind the
+ * proxy. Clients go through the same proxy and node link as in the protected runs.
+ */
+export async function startUnprotectedProxy({ guest }) {
+  const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-'));
+  const tokenFile = join(dir, 'token');
+  writeFileSync(tokenFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  // pb: a free port nobody listens on (the absent secondary).
+  const [pa, pb, pp, ma, mp] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const urlA = `ws://127.0.0.1:${pa}`;
+  const procs = {};
+  const c = {
+    guest,
+    port: pp,
+    metrics: { primary: ma, proxy: mp },
+    procs,
+    dir,
+    logTail(n = 20) {
+      return Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, p.lines.filter((l) => /ERROR|FATAL/i.test(l)).slice(-n)]));
+    },
+    async stop() {
+      await Promise.all(Object.values(procs).map((p) => p.stop('SIGTERM', 8000)));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    procs.primary = startFtvm(['primary', '--listen', `127.0.0.1:${pa}`, '--node-id', 'a', '--metrics-port', String(ma), '--secondary', `ws://127.0.0.1:${pb}`, '--guest', guest, '--token-file', tokenFile, '--log-level', 'warn', '--policy', 'adaptive'], { name: 'primary' });
+    await procs.primary.waitFor(/listening on/, START_TIMEOUT_MS);
+    procs.proxy = startFtvm(['proxy', '--port', String(pp), '--nodes', `${urlA},ws://127.0.0.1:${pb}`, '--token-file', tokenFile, '--metrics-port', String(mp), '--log-level', 'warn'], { name: 'proxy' });
+    await procs.proxy.waitFor(/listening on/, START_TIMEOUT_MS);
+    await waitReady(mp, 30_000);
+  } catch (e) {
+    await c.stop();
+    throw e;
+  }
+  return c;
+}
+
 /** The unprotected baseline: `ftvm run` (no replication; its own local rollback checkpoints on). */
 export async function startUnprotected({ guest, nodeFlags = [] }) {
   const port = await freePort();
