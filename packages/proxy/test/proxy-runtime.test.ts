@@ -70,6 +70,8 @@ describe('ProxyRuntime', () => {
     expect(c.data).toBe('ping\n');
     a.commit();
     await until(() => c.data === 'ping\nagain\n', 'the second echo after commit');
+    // Confirms are batched (at most one per 20 ms): they arrive after the releases.
+    await until(() => a.got('confirm').length === 2, 'both confirms');
     expect(a.got('confirm').map((m) => m.epoch)).toEqual([1, 2]);
   });
 
