@@ -26,7 +26,7 @@ export async function startProtected(opts) {
   }
 }
 
-async function startProtectedOnce({ guest, nodeArgs = [], proxyArgs = [], nodeFlags = {} }) {
+async function startProtectedOnce({ guest, nodeArgs = [], proxyArgs = [], nodeFlags = {}, secondary = true }) {
   const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-'));
   const tokenFile = join(dir, 'token');
   writeFileSync(tokenFile, randomBytes(32).toString('hex'), { mode: 0o600 });
@@ -41,9 +41,10 @@ async function startProtectedOnce({ guest, nodeArgs = [], proxyArgs = [], nodeFl
     metrics: { primary: ma, secondary: mb, proxy: mp },
     procs,
     dir,
-    /** The last warn/error lines of every role (what went wrong during a run). */
+    /** The last warn/error lines of every role (what went wrong during a run); without a secondary, errors only (its absence is warned about). */
     logTail(n = 20) {
-      return Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, p.lines.filter((l) => /WARN|ERROR|FATAL/i.test(l)).slice(-n)]));
+      const bad = secondary ? /WARN|ERROR|FATAL/i : /ERROR|FATAL/i;
+      return Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, p.lines.filter((l) => bad.test(l)).slice(-n)]));
     },
     async stop() {
       await Promise.all(Object.values(procs).map((p) => p.stop('SIGTERM', 8000)));
@@ -51,17 +52,18 @@ async function startProtectedOnce({ guest, nodeArgs = [], proxyArgs = [], nodeFl
     },
   };
   try {
-    procs.secondary = startFtvm(['secondary', '--listen', `127.0.0.1:${pb}`, '--node-id', 'b', '--metrics-port', String(mb), '--peer', urlA, ...common], {
+    if (secondary) procs.secondary = startFtvm(['secondary', '--listen', `127.0.0.1:${pb}`, '--node-id', 'b', '--metrics-port', String(mb), '--peer', urlA, ...common], {
       name: 'secondary',
       nodeFlags: nodeFlags.secondary ?? [],
     });
-    await procs.secondary.waitFor(/listening on/, START_TIMEOUT_MS);
+    // Without a secondary, nothing listens on urlB: the primary runs unprotected and keeps dialling.
+    if (secondary) await procs.secondary.waitFor(/listening on/, START_TIMEOUT_MS);
     procs.primary = startFtvm(['primary', '--listen', `127.0.0.1:${pa}`, '--node-id', 'a', '--metrics-port', String(ma), '--secondary', urlB, ...common], {
       name: 'primary',
       nodeFlags: nodeFlags.primary ?? [],
     });
     await procs.primary.waitFor(/listening on/, START_TIMEOUT_MS);
-    await waitProtected(ma, PROTECT_TIMEOUT_MS);
+    if (secondary) await waitProtected(ma, PROTECT_TIMEOUT_MS);
     procs.proxy = startFtvm(
       ['proxy', '--port', String(pp), '--nodes', `${urlA},${urlB}`, '--token-file', tokenFile, '--metrics-port', String(mp), '--log-level', 'warn', ...proxyArgs],
       { name: 'proxy', nodeFlags: nodeFlags.proxy ?? [] },
@@ -105,39 +107,8 @@ async function waitReady(port, timeoutMs) {
  * runs unprotected, `--on-secondary-loss continue`, and keeps retrying the dial) behind the
  * proxy. Clients go through the same proxy and node link as in the protected runs.
  */
-export async function startUnprotectedProxy({ guest }) {
-  const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-'));
-  const tokenFile = join(dir, 'token');
-  writeFileSync(tokenFile, randomBytes(32).toString('hex'), { mode: 0o600 });
-  // pb: a free port nobody listens on (the absent secondary).
-  const [pa, pb, pp, ma, mp] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
-  const urlA = `ws://127.0.0.1:${pa}`;
-  const procs = {};
-  const c = {
-    guest,
-    port: pp,
-    metrics: { primary: ma, proxy: mp },
-    procs,
-    dir,
-    logTail(n = 20) {
-      return Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, p.lines.filter((l) => /ERROR|FATAL/i.test(l)).slice(-n)]));
-    },
-    async stop() {
-      await Promise.all(Object.values(procs).map((p) => p.stop('SIGTERM', 8000)));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-  try {
-    procs.primary = startFtvm(['primary', '--listen', `127.0.0.1:${pa}`, '--node-id', 'a', '--metrics-port', String(ma), '--secondary', `ws://127.0.0.1:${pb}`, '--guest', guest, '--token-file', tokenFile, '--log-level', 'warn', '--policy', 'adaptive'], { name: 'primary' });
-    await procs.primary.waitFor(/listening on/, START_TIMEOUT_MS);
-    procs.proxy = startFtvm(['proxy', '--port', String(pp), '--nodes', `${urlA},ws://127.0.0.1:${pb}`, '--token-file', tokenFile, '--metrics-port', String(mp), '--log-level', 'warn'], { name: 'proxy' });
-    await procs.proxy.waitFor(/listening on/, START_TIMEOUT_MS);
-    await waitReady(mp, 30_000);
-  } catch (e) {
-    await c.stop();
-    throw e;
-  }
-  return c;
+export function startUnprotectedProxy({ guest }) {
+  return startProtected({ guest, nodeArgs: ['--policy', 'adaptive'], secondary: false });
 }
 
 /** The unprotected baseline: `ftvm run` (no replication; its own local rollback checkpoints on). */
