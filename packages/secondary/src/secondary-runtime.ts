@@ -405,14 +405,9 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         const b = this.pendingBegin!;
         // A checkpoint replacing one half staged (the core began anew) undoes the old one's writes first.
         this.rollBackStaging();
-        // An incremental epoch stages on the committed digest in a transaction (undone on a discard).
-        let digest: ImageDigest;
-        if (a.full) digest = new ImageDigest();
-        else {
-          digest = this.digest;
-          digest.begin();
-        }
-        digest.grow(Math.min(b.memBytes, MAX_MEMORY_BYTES) / PAGE_BYTES);
+        // An incremental epoch stages on the committed digest in a transaction (undone on a
+        // discard), opened below where the staging is set, so nothing can leave one open.
+        const digest = a.full ? new ImageDigest() : this.digest;
         // A wasm32 memory is whole 64 KiB pages, at most 4 GiB: anything else is refused (nack), never allocated.
         const badSize = b.memBytes % WASM_PAGE_BYTES !== 0 || b.memBytes > MAX_MEMORY_BYTES;
         let fresh: GuestImage | null = null;
@@ -435,11 +430,13 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
           else if (meta.count > meta.totalBlocks) failed ??= `disk block count ${meta.count} exceeds the disk`;
           if (okMeta && this.journal && !failed) {
             this.journal.begin(a.epoch, a.full);
-            if (!a.full) this.diskDigest.begin();
             disk = { meta, count: 0, digest: a.full ? new ImageDigest() : this.diskDigest };
           }
         }
         if (!fresh) this.undo.reset();
+        if (digest === this.digest) digest.begin();
+        digest.grow(Math.min(b.memBytes, MAX_MEMORY_BYTES) / PAGE_BYTES);
+        if (disk && disk.digest === this.diskDigest) this.diskDigest.begin();
         this.staging = { epoch: a.epoch, full: a.full, begin: b, count: 0, undo: fresh ? null : this.undo, oldMemBytes, fresh, digest, failed, disk };
         if (failed?.startsWith('FTVM_ERR_DISK_MISMATCH')) this.emit('log', 'error', 'cannot replicate the disk', { code: 'FTVM_ERR_DISK_MISMATCH', reason: failed });
         return;
