@@ -84,7 +84,11 @@ export class GuestImage {
    * a full image is staged page by page straight into a fresh GuestImage (no second copy).
    */
   resize(memBytes: number): void {
-    this.setMemBytes(memBytes);
+    this.ensure(memBytes);
+    // Bytes from zeroFrom on are fresh zeros: only what a shrink left behind needs the fill.
+    if (memBytes > this.memBytes && this.memBytes < this.zeroFrom) this.mem.fill(0, this.memBytes, Math.min(memBytes, this.zeroFrom));
+    this.memBytes = memBytes;
+    if (memBytes > this.zeroFrom) this.zeroFrom = memBytes;
   }
 
   /** Writes one 4 KiB page (`src` holds PAGE_BYTES at `offset`) inside the current size. */
@@ -94,17 +98,9 @@ export class GuestImage {
     this.mem.set(src.subarray(offset, offset + PAGE_BYTES), at);
   }
 
-  /** Sets the memory size; bytes it grows over read as zero. */
-  private setMemBytes(memBytes: number): void {
-    this.ensure(memBytes);
-    if (memBytes > this.memBytes && this.memBytes < this.zeroFrom) this.mem.fill(0, this.memBytes, Math.min(memBytes, this.zeroFrom));
-    this.memBytes = memBytes;
-    if (memBytes > this.zeroFrom) this.zeroFrom = memBytes;
-  }
-
   /** Applies one collected epoch (dirty pages + globals + devices). */
   apply(c: Pick<Collected, 'epoch' | 'memBytes' | 'pages' | 'data' | 'globals' | 'devices'>): void {
-    this.setMemBytes(c.memBytes);
+    this.resize(c.memBytes);
     for (let i = 0; i < c.pages.length; i++) {
       this.mem.set(c.data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), c.pages[i]! * PAGE_BYTES);
     }
