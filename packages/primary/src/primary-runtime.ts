@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { PAGE_BYTES } from '@ftvm/guest-abi';
-import { StallWatch, PrimaryCore, type EpochPolicy, type PrimaryAction, type StateOffsets } from '@ftvm/core';
+import { ScrubPacer, StallWatch, PrimaryCore, type EpochPolicy, type PrimaryAction, type StateOffsets } from '@ftvm/core';
 import { ImageDigest, MAX_BATCH_PAGES, PageEncoder, pageHashInto, type Link, type Message, type Opaque } from '@ftvm/protocol';
 import type { Collected, OutputItem, Vmm } from '@ftvm/vmm';
 import { RetainedOutput, type WireDevices, type WireDisk } from '@ftvm/secondary';
@@ -36,8 +36,6 @@ export interface EpochStats {
   diskWireBytes: number;
 }
 
-/** Pages compared by the integrity scrub per epoch: 32 x 4 KiB copied at the boundary (~15 µs of pause). */
-export const SCRUB_PAGES_PER_EPOCH = 32;
 
 export interface PrimaryRuntimeEvents {
   /** The scrub compared `checked` pages with the secondary's image; `mismatched` pages differed and are resent. */
@@ -102,6 +100,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
   private sentAt = new Map<number, number>();
   /** Next page the scrub compares, and the hashes of slices sent, by epoch. */
   private scrubCursor = 0;
+  /** Slice sizes by time (pages/s), not a fixed slice per epoch: see ScrubPacer. */
+  private readonly scrubPacer = new ScrubPacer();
   private scrubPending = new Map<number, { fromPage: number; count: number; hashes: Uint32Array }>();
   private lastEpochEnd = now();
 
@@ -442,7 +442,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
 
   private collect(epoch: number, full: boolean): void {
     const held = this.core.vcpuHeld;
-    const scrub = full || !this.secondary ? undefined : { fromPage: this.scrubCursor, count: SCRUB_PAGES_PER_EPOCH };
+    const scrubPages = full || !this.secondary ? 0 : this.scrubPacer.take(now());
+    const scrub = scrubPages > 0 ? { fromPage: this.scrubCursor, count: scrubPages } : undefined;
     // A full sync copies memory while the guest runs (background): its hold is not O(memory).
     this.vmm.collect(full, !held, scrub, { background: full }).then(
       (c) => {
