@@ -13,6 +13,7 @@ import { openWindow, startProtected, startUnprotected, startUnprotectedProxy } f
 import { CLI, installCleanup, killAll, sleep } from './lib/proc.mjs';
 import { topFunctions } from './lib/profile.mjs';
 import { writeReport } from './lib/report.mjs';
+import { summarizeTests } from './lib/stats.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -33,7 +34,7 @@ export const CONFIGS = {
   // The early copy off: every dirty page copied inside the epoch's hold (the behaviour before 2ab3fae).
   'adaptive-noearly': [...POLICIES.adaptive, '--early-copy', 'off'],
 };
-const PARTS = ['sweep', 'crash', 'profile'];
+const PARTS = ['paired', 'sweep', 'crash', 'profile'];
 /**
  * Configurations fast enough (5-250k req/s) to take the larger request counts (`fastRequests`):
  * at 2,500 requests a command lasts a fraction of a second and the ratio between two of them is
@@ -59,6 +60,7 @@ const MODES = {
     // One policy is enough to check the dirtier path; --full sweeps all four.
     sweep: { policies: ['adaptive'], wsPages: [1024], rates: [1000], seconds: 2 },
     crashTrials: [{ variant: 'default timeouts', trials: 1 }],
+    pairs: 1,
     profile: false,
     deadlineMs: 10 * 60_000,
   },
@@ -74,6 +76,7 @@ const MODES = {
       { variant: 'default timeouts', trials: 5 },
       { variant: 'timeouts 200 ms', trials: 5, nodeArgs: ['--detection-timeout-ms', '200'], proxyArgs: ['--failover-timeout-ms', '200'] },
     ],
+    pairs: 5,
     profile: true,
     deadlineMs: 45 * 60_000,
   },
@@ -196,6 +199,45 @@ async function benchConfig(name, mode, repeat, res) {
   }
 }
 
+/**
+ * The throughput goal as paired runs: `unprotected-proxy` and `adaptive` measured back to back,
+ * alternating which goes first, each on a system started for that run and stopped after it, so
+ * both sides of a ratio see the same state of a shared machine (here the same configuration's
+ * throughput moves by up to ±30 % from one minute to the next, which a ratio of medians taken
+ * minutes apart carries whole). One ratio per pair; the goal row gives their median.
+ */
+async function pairedThroughput(mode, res) {
+  const sides = {
+    base: (guest) => startUnprotectedProxy({ guest }),
+    prot: (guest) => startProtected({ guest, nodeArgs: [...CONFIGS.adaptive, ...detection.node], proxyArgs: detection.proxy }),
+  };
+  const work = {
+    kv: (sys) => redisBenchmark({ port: sys.port, ...sized(mode.kv, 'adaptive'), timeoutMs: 300_000 }),
+    kvPipe: (sys) => redisBenchmark({ port: sys.port, ...sized(mode.kvPipe, 'adaptive'), timeoutMs: 300_000 }),
+    http: (sys) => wrk({ port: sys.port, seconds: mode.httpSeconds }),
+  };
+  const guestOf = { kv: 'kv', kvPipe: 'kv', http: 'http' };
+  for (const [w, run] of Object.entries(work)) {
+    const pairs = (res.paired[w] = []);
+    for (let i = 0; i < mode.pairs; i++) {
+      const pair = {};
+      for (const side of i % 2 === 0 ? ['base', 'prot'] : ['prot', 'base']) {
+        const sys = await sides[side](guestOf[w]);
+        try {
+          pair[side] = await measured(sys, () => run(sys));
+        } finally {
+          if (sys.logTail) (res.logs ??= {})[`paired ${w} ${side} ${i + 1}`] = sys.logTail();
+          await sys.stop();
+        }
+      }
+      const rps = (r) => summarizeTests(r.tests).rps;
+      pair.ratio = rps(pair.prot) / rps(pair.base);
+      pairs.push(pair);
+      log(`paired ${w} ${i + 1}/${mode.pairs}: unprotected-proxy ${rps(pair.base).toFixed(0)} req/s, adaptive ${rps(pair.prot).toFixed(0)} req/s, ratio ${pair.ratio.toFixed(2)}`);
+    }
+  }
+}
+
 /** Sets the working set in steps: growing guest memory by 1 GiB in one event stalls the node. */
 async function growWorkingSet(conn, from, to) {
   const STEP_PAGES = 16384; // 64 MiB per SET: each grow is one short event and one epoch
@@ -312,6 +354,12 @@ function validate(res) {
     if (!(p.window.repl?.epochs > 0)) fail(`sweep ${p.policy} ${p.memMiB} MiB ${p.rate}`, 'no epochs in the primary metrics');
     else if (p.window.repl.failovers > 0 || !p.window.repl.protectedAtEnd) fail(`sweep ${p.policy} ${p.memMiB} MiB ${p.rate}`, 'protection lost during the point; see the warnings section');
   }
+  for (const [w, pairs] of Object.entries(res.paired)) {
+    for (const p of pairs) {
+      if (!(p.ratio > 0 && Number.isFinite(p.ratio))) fail(`paired ${w}`, 'a pair has no throughput ratio');
+      else if (p.prot.window.repl?.failovers > 0 || !p.prot.window.repl?.protectedAtEnd) fail(`paired ${w}`, 'protection lost during a protected run; see the warnings section');
+    }
+  }
   for (const c of res.crash) for (const t of c.trials) if (!t.gapless) fail(`crash (${c.variant})`, 'the INCR counter skipped or repeated a value across the failover');
 }
 
@@ -352,6 +400,7 @@ async function main() {
       sizes: { kv: mode.kv, kvPipe: mode.kvPipe, httpSeconds: mode.httpSeconds, sweep: mode.sweep },
     },
     configs: {},
+    paired: {},
     sweep: [],
     crash: [],
     profile: null,
@@ -370,6 +419,7 @@ async function main() {
   };
 
   for (const name of configs) await attempt(`config ${name}`, () => benchConfig(name, mode, repeat, res));
+  if (runPart('paired')) await attempt(`paired throughput (unprotected-proxy vs adaptive, ${mode.pairs} pair(s) per workload)`, () => pairedThroughput(mode, res));
   if (runPart('sweep')) {
     const pols = mode.sweep.policies.filter((p) => !only || !configs.some((c) => c in POLICIES) || configs.includes(p));
     for (const p of pols) await attempt(`dirtier sweep ${p}`, () => sweepPolicy(p, mode.sweep, res));

@@ -134,10 +134,20 @@ function goals(res) {
     const rs = rows(res.configs.adaptive?.[w] ?? []);
     return rs.length ? `CPU during the run: ${cpuCell(rs)} % on a ${res.meta.machine.nproc}-core machine shared with the client` : '';
   };
-  // The issue's measure: both through the proxy, protection on vs off. The stricter row compares
+  // The issue's measure, from paired runs (see pairedSection): the median of per-pair ratios.
+  for (const w of ['kv', 'kvPipe', 'http']) {
+    const ps = res.paired?.[w] ?? [];
+    if (ps.length === 0) continue;
+    const ratios = ps.map((p) => p.ratio);
+    const v = median(ratios);
+    add(`throughput adaptive / unprotected, both through the proxy, paired runs (${WORKLOADS[w]}; median of ${ps.length} pair ratios)`,
+      ps.length > 1 ? `${f2(v)} (${f2(Math.min(...ratios))}–${f2(Math.max(...ratios))})` : f2(v), '≥ 0.8', v === null ? null : v >= 0.8,
+      v !== null && v < 0.8 ? `CPU during the adaptive runs: ${cpuCell(ps.map((p) => ({ cpu: p.prot.window.cpu })))} % on a ${res.meta.machine.nproc}-core machine shared with the client; see NOTES.md, "Throughput"` : '');
+  }
+  // The same from the configuration tables' medians (runs minutes apart). The stricter row compares
   // with `ftvm run`, which serves clients itself (no proxy process, no network link in between).
   for (const [base, label] of [
-    ['unprotected-proxy', 'unprotected, both through the proxy'],
+    ['unprotected-proxy', 'unprotected, both through the proxy, medians of the configuration tables'],
     ['unprotected', 'unprotected `ftvm run` without a proxy'],
   ]) {
     for (const w of ['kv', 'kvPipe', 'http']) {
@@ -210,6 +220,22 @@ function goals(res) {
   }
   void c;
   return out;
+}
+
+/** One row per pair: each side's req/s and p99, and the ratio. */
+function pairedSection(res) {
+  const parts = [];
+  for (const [w, label] of Object.entries(WORKLOADS)) {
+    const ps = res.paired?.[w] ?? [];
+    if (ps.length === 0) continue;
+    const body = ps.map((p, i) => {
+      const b = summarizeTests(p.base.tests);
+      const a = summarizeTests(p.prot.tests);
+      return [String(i + 1), i % 2 === 0 ? 'unprotected-proxy' : 'adaptive', f0(b.rps), f2(b.p99Ms), f0(a.rps), f2(a.p99Ms), f2(p.ratio), cpuCell([{ cpu: p.prot.window.cpu }])];
+    });
+    parts.push(`### ${label}`, '', table(['pair', 'ran first', 'unprotected-proxy req/s', 'p99 ms', 'adaptive req/s', 'p99 ms', 'ratio', 'adaptive CPU %'], body), '');
+  }
+  return parts.join('\n');
 }
 
 function goalsTable(res) {
@@ -316,6 +342,12 @@ export function writeReport(res, dir) {
     '## Goals',
     '',
     goalsTable(res),
+    '',
+    '## Paired throughput: unprotected-proxy vs adaptive',
+    '',
+    pairedSection(res) || 'not run',
+    '',
+    'Each pair runs the same client workload on a freshly started `unprotected-proxy` system and on a freshly started `adaptive` one, back to back, alternating which goes first; each system is stopped before the next starts. The ratio is adaptive / unprotected-proxy req/s of that pair. Both sides of a ratio thus see the same state of the shared machine, where the configuration tables below are medians taken minutes apart.',
     '',
     ...Object.entries(WORKLOADS).flatMap(([w, label]) => [`## ${label}`, '', workloadTable(res, w), '']),
     'Latency percentiles are the clients\' own (redis-benchmark: its percentile distribution, p99.9 = first line at or past 99.9%; wrk: its histogram via `bench/wrk-report.lua`). With several commands, req/s is all requests over their total time and the percentiles are the mean over the commands (per-command values below). Wire/raw bytes, epochs and the pause come from the primary\'s `/metrics` (diff of counters over the run); pause quantiles are interpolated inside the `ftvm_epoch_pause_seconds` buckets (50 µs, 100 µs, 250 µs, 500 µs, 1 ms, ...), so they are estimates bounded by those edges. Output delay is the proxy\'s `ftvm_output_delay_seconds`. CPU: utime+stime of each process from `/proc/<pid>/stat` over the run (all threads).',
