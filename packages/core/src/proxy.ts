@@ -475,15 +475,49 @@ export class ProxyCore {
     this.flowNode();
   }
 
+  /**
+   * Epoch `ev.epoch` is committed. From the active primary (after the secondary's ack, or
+   * unprotected), or straight from the secondary that committed it: a secondary of the
+   * current term holds only the active primary's checkpoints, so its commit is the same fact
+   * one hop sooner, and the primary's commit of the same epoch that follows only confirms.
+   */
   commit(node: NodeId, ev: CommitEvent, nowMs: number): void {
+    if (node !== this._active && this.fromSecondaryOfTerm(node, ev, nowMs)) {
+      if (ev.epoch > this._committedEpoch) this.advanceCommit(ev);
+      // No confirm: the primary's output of this epoch may still be on its way here.
+      return;
+    }
     if (!this.fromActive(node, ev.term, 'commit', nowMs)) return;
-    if (ev.epoch <= this._committedEpoch) return;
-    if (!ev.acked) this.unackedFloor = Math.max(this.unackedFloor, ev.epoch);
+    if (ev.epoch > this._committedEpoch) {
+      if (!ev.acked) this.unackedFloor = Math.max(this.unackedFloor, ev.epoch);
+      this.advanceCommit(ev);
+    }
+    // The active node's commit follows its output of that epoch on the same link: all of it
+    // is here, so the node may drop its retained copy.
+    const c = this.confirmed;
+    if (c === undefined || c.node !== node || c.term !== ev.term || ev.epoch > c.epoch) {
+      this.confirmed = { node, term: ev.term, epoch: ev.epoch };
+      this.actions.push({ type: 'confirmCommit', node, term: ev.term, epoch: ev.epoch });
+    }
+  }
+
+  /** The last confirmCommit: one per epoch and node, whichever commit of it came first. */
+  private confirmed: { node: NodeId; term: number; epoch: number } | undefined;
+
+  private advanceCommit(ev: CommitEvent): void {
     this._committedEpoch = ev.epoch;
     this.applyCommitted(ev.offsets);
-    this.actions.push({ type: 'confirmCommit', node, term: ev.term, epoch: ev.epoch });
     this.flowAll();
     this.flowNode();
+  }
+
+  /** An acked commit from the secondary (by its hello) of the active primary's term. */
+  private fromSecondaryOfTerm(node: NodeId, ev: CommitEvent, nowMs: number): boolean {
+    const n = this.nodes.get(node);
+    if (n === undefined || !n.up || n.role !== 'secondary' || !ev.acked) return false;
+    if (this._state !== 'active' || ev.term !== this._term) return false;
+    n.lastHeardMs = nowMs;
+    return true;
   }
 
   /** A secondary lost its primary and asks to be promoted. Granted only if the proxy lost it too. */

@@ -53,14 +53,48 @@ describe('ProxyCore output commit', () => {
     expect(p.inputLogBytes).toBe(2);
   });
 
-  it('refuses output and commits from a node that is not the active primary', () => {
+  it('refuses output from a node that is not the active primary, and commits unless they are the secondary\'s acked ones of this term', () => {
     const p = setup();
     const c = p.clientOpen(1);
+    const offsets = (epoch: number, out: number) => ({ epoch, maxConnId: c, conns: [{ conn: c, inConsumed: 0, outProduced: out, closed: false }] });
     p.output('b', { term: 1, epoch: 1, conn: c, offset: 0, bytes: b('x') }, 2);
-    p.commit('b', { term: 1, epoch: 1, acked: true, offsets: { epoch: 1, maxConnId: c, conns: [{ conn: c, inConsumed: 0, outProduced: 1, closed: false }] } }, 2);
+    // A commit the secondary did not ack itself, or of another term, is not the secondary's to give.
+    p.commit('b', { term: 1, epoch: 1, acked: false, offsets: offsets(1, 1) }, 2);
+    p.commit('b', { term: 2, epoch: 1, acked: true, offsets: offsets(1, 1) }, 2);
     const acts = p.takeActions();
     expect(written(acts, c)).toBe('');
-    expect(ofType(acts, 'refused')).toHaveLength(2);
+    expect(ofType(acts, 'refused')).toHaveLength(3);
+    expect(p.committedEpoch).toBe(0);
+  });
+
+  it('releases output on the secondary\'s commit, one hop before the primary\'s, and confirms to the primary only on its own commit', () => {
+    const p = setup();
+    const c = p.clientOpen(1);
+    const offsets = (epoch: number, out: number) => ({ epoch, maxConnId: c, conns: [{ conn: c, inConsumed: 0, outProduced: out, closed: false }] });
+    p.output('a', { term: 1, epoch: 2, conn: c, offset: 0, bytes: b('one\n') }, 2);
+    p.commit('b', { term: 1, epoch: 2, acked: true, offsets: offsets(2, 4) }, 3);
+    let acts = p.takeActions();
+    expect(written(acts, c)).toBe('one\n');
+    expect(p.committedEpoch).toBe(2);
+    // The primary's output of that epoch may still be on its way: no confirm yet.
+    expect(ofType(acts, 'confirmCommit')).toEqual([]);
+    expect(ofType(acts, 'refused')).toEqual([]);
+    // Committed before it arrived: output of epoch 3 goes out as soon as it comes.
+    p.commit('b', { term: 1, epoch: 3, acked: true, offsets: offsets(3, 8) }, 4);
+    expect(written(p.takeActions(), c)).toBe('');
+    p.output('a', { term: 1, epoch: 3, conn: c, offset: 4, bytes: b('two\n') }, 5);
+    expect(written(p.takeActions(), c)).toBe('two\n');
+    // The primary's commits follow: they release nothing twice, and confirm once per epoch.
+    p.commit('a', { term: 1, epoch: 2, acked: true, offsets: offsets(2, 4) }, 6);
+    p.commit('a', { term: 1, epoch: 3, acked: true, offsets: offsets(3, 8) }, 6);
+    p.commit('a', { term: 1, epoch: 3, acked: true, offsets: offsets(3, 8) }, 6);
+    acts = p.takeActions();
+    expect(written(acts, c)).toBe('');
+    expect(ofType(acts, 'confirmCommit')).toEqual([
+      { type: 'confirmCommit', node: 'a', term: 1, epoch: 2 },
+      { type: 'confirmCommit', node: 'a', term: 1, epoch: 3 },
+    ]);
+    expect(p.heldOutputBytes).toBe(0);
   });
 
   it('treats a connection the committed state knows but does not list as closed in it, releasing its output of committed epochs', () => {

@@ -64,8 +64,11 @@ export interface FtvmEventMap {
   checkpointAcked: { epoch: number; ackLatencyMs: number };
   /** Secondary: a staged checkpoint failed verification and was dropped. */
   checkpointRejected: { epoch: number; reason: string };
-  /** Any role: `epoch` is the newest committed (acked, applied or released) epoch. */
-  committed: { epoch: number };
+  /**
+   * Any role: `epoch` is the newest committed (acked, applied or released) epoch. The proxy
+   * says whose commit advanced it: the active primary's, or the secondary's own.
+   */
+  committed: { epoch: number; source?: 'primary' | 'secondary' };
   /** Primary: checkpoints sent and not yet acked (level). */
   inFlight: { epochs: number; bytes: number };
   /** Proxy (or run): output currently held back waiting for a commit (level). */

@@ -78,7 +78,7 @@ const VALID: { [K in FtvmEventName]: (p: FtvmEventMap[K]) => boolean } = {
   checkpointAcked: (p) => isInt(p.epoch) && isCount(p.ackLatencyMs),
   diskCommitted: (p) => isInt(p.epoch) && isInt(p.blocks) && isCount(p.durationMs),
   checkpointRejected: (p) => isInt(p.epoch),
-  committed: (p) => isInt(p.epoch),
+  committed: (p) => isInt(p.epoch) && (p.source === undefined || p.source === 'primary' || p.source === 'secondary'),
   inFlight: (p) => isInt(p.epochs) && isCount(p.bytes),
   outputHeld: (p) => isCount(p.bytes) && isInt(p.conns),
   outputReleased: (p) => isCount(p.bytes) && isCount(p.delayMs),
@@ -147,6 +147,12 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
   const releasedBytes = new Counter({ name: 'ftvm_output_released_bytes_total', help: 'Guest output released to clients, bytes.', registers: reg });
   const outputDelay = new Histogram({ name: 'ftvm_output_delay_seconds', help: 'Time output was held before release, seconds.', buckets: DELAY_BUCKETS, registers: reg });
   const replayed = new Counter({ name: 'ftvm_input_replayed_bytes_total', help: 'Client input replayed to a promoted node, bytes.', registers: reg });
+  const commitsBySource = new Counter({
+    name: 'ftvm_proxy_commits_total',
+    help: 'Proxy: commits that advanced the committed epoch, by the node they came from (primary, or the secondary telling the proxy itself, one hop sooner).',
+    labelNames: ['source'],
+    registers: reg,
+  });
   const failovers = new Counter({ name: 'ftvm_failovers_total', help: 'Failovers completed.', registers: reg });
   const lastFailover = new Gauge({ name: 'ftvm_last_failover_duration_seconds', help: 'Duration of the last failover (failure detected -> new primary serving), seconds.', registers: reg });
   const lastFailoverAt = new Gauge({ name: 'ftvm_last_failover_timestamp_seconds', help: 'Unix time of the last failover, seconds.', registers: reg });
@@ -270,6 +276,7 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
         state.committedEpoch = p.epoch;
         committedEpoch.set(p.epoch);
       }
+      if (p.source !== undefined) commitsBySource.inc({ source: p.source });
     },
     inFlight: (p) => {
       state.inFlightEpochs = p.epochs;
@@ -391,7 +398,7 @@ export const METRIC_NAMES: readonly string[] = [
   'ftvm_replication_wire_bytes_total', 'ftvm_replication_raw_bytes_total', 'ftvm_replication_codec_bytes_total',
   'ftvm_replication_pages_total', 'ftvm_replication_compression_ratio', 'ftvm_inflight_epochs', 'ftvm_inflight_bytes',
   'ftvm_output_held_bytes', 'ftvm_output_held_connections', 'ftvm_output_released_bytes_total', 'ftvm_output_delay_seconds',
-  'ftvm_input_replayed_bytes_total', 'ftvm_failovers_total', 'ftvm_last_failover_duration_seconds',
+  'ftvm_proxy_commits_total', 'ftvm_input_replayed_bytes_total', 'ftvm_failovers_total', 'ftvm_last_failover_duration_seconds',
   'ftvm_last_failover_timestamp_seconds', 'ftvm_clock_drift_seconds', 'ftvm_guest_faults_total', 'ftvm_task_done',
   'ftvm_task_total', 'ftvm_task_progress_ratio', 'ftvm_scrub_pages_total', 'ftvm_scrub_mismatches_total',
   'ftvm_client_connections', 'ftvm_link_up', 'ftvm_vcpu_throttle_ratio', 'ftvm_metrics_invalid_events_total',

@@ -59,6 +59,19 @@ describe('createRoleMetrics', () => {
     expect(s.value('ftvm_epoch_early_copied_pages_total')).toBe(900);
   });
 
+  it('counts the proxy\'s commits by the node that sent them, and refuses an unknown source', async () => {
+    const r = await startTestRole('proxy');
+    r.bus.emit('committed', { epoch: 1, source: 'secondary' });
+    r.bus.emit('committed', { epoch: 2, source: 'secondary' });
+    r.bus.emit('committed', { epoch: 3, source: 'primary' });
+    r.bus.emit('committed', { epoch: 4, source: 'tertiary' as 'primary' });
+    const s = await r.scrape();
+    expect(s.value('ftvm_proxy_commits_total', { source: 'secondary' })).toBe(2);
+    expect(s.value('ftvm_proxy_commits_total', { source: 'primary' })).toBe(1);
+    expect(s.value('ftvm_committed_epoch')).toBe(3);
+    expect(s.value('ftvm_metrics_invalid_events_total', { event: 'committed' })).toBe(1);
+  });
+
   it('counts replicated disk blocks and their wire bytes, and observes secondary disk commits', async () => {
     const r = await startTestRole('primary');
     r.bus.emit('checkpointSent', { epoch: 1, wireBytes: 100, rawBytes: 4096, diskBlocks: 3, diskWireBytes: 700 });

@@ -37,6 +37,12 @@ export interface EpochStats {
 }
 
 
+/**
+ * Longest a commit the secondary already gave the proxy waits on the primary (ms). It only
+ * confirms output the proxy has, and the proxy batches confirms per 20 ms anyway.
+ */
+const LAZY_COMMIT_MS = 20;
+
 export interface PrimaryRuntimeEvents {
   /** The scrub compared `checked` pages with the secondary's image; `mismatched` pages differed and are resent. */
   scrub: [checked: number, mismatched: number[]];
@@ -284,6 +290,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
 
   /** Sends a handover request (ready: false prepares: the proxy dials `to`). False: no proxy link. */
   sendHandover(to: string, ready: boolean, epoch: number, heldMs: number): boolean {
+    // The proxy checks the handover's epoch against its committed one: no commit may wait.
+    if (this.lazyCommit) this.sendCommit(this.lazyCommit);
     return this.proxy?.trySend({ t: 'handover', term: this.core.term, epoch, to, ready, heldMs: Math.max(0, Math.round(heldMs)) }) ?? false;
   }
 
@@ -296,6 +304,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     const t = now();
     switch (m.t) {
       case 'ack': {
+        this.ackProxied = m.proxied === true;
         const sent = this.sentAt.get(m.epoch);
         for (const e of this.sentAt.keys()) if (e <= m.epoch) this.sentAt.delete(e);
         this.core.ack({ term: m.term, epoch: m.epoch, nowMs: t });
@@ -418,12 +427,18 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         this.emit('log', 'warn', 'secondary silent: closing the replication link', { reason: a.reason });
         this.secondary?.close(4000, a.reason.slice(0, 100));
         return;
-      case 'commit':
+      case 'commit': {
         // An epoch queued for sending stays staged until it is streamed (an unacked commit can precede it).
         for (const e of this.staged.keys()) if (e <= a.epoch && !this.queued.has(e)) this.staged.delete(e);
-        this.proxy?.trySend({ t: 'commit', term: a.term, epoch: a.epoch, acked: a.acked, maxConnId: a.offsets.maxConnId, conns: a.offsets.conns });
+        const msg: Message = { t: 'commit', term: a.term, epoch: a.epoch, acked: a.acked, maxConnId: a.offsets.maxConnId, conns: a.offsets.conns };
+        // The secondary told the proxy itself: this commit only confirms the epoch's output
+        // reached the proxy (so it may drop its retained copy), and commits are cumulative, so
+        // one per LAZY_COMMIT_MS carries them all. Unprotected, the proxy hears it only from here.
+        if (a.acked && this.ackProxied) this.commitLazily(msg);
+        else this.sendCommit(msg);
         this.emit('committed', a.epoch, a.acked);
         return;
+      }
       case 'protectionChanged':
         this.emit('protection', a.protected, a.reason);
         return;
@@ -571,11 +586,34 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     this.kick();
   }
 
+  /** The last ack said the secondary sent its commit to the proxy itself. */
+  private ackProxied = false;
+  private lazyCommit: Message | null = null;
+  private lazyTimer: NodeJS.Timeout | null = null;
+
+  private sendCommit(msg: Message): void {
+    this.lazyCommit = null;
+    if (this.lazyTimer) clearTimeout(this.lazyTimer);
+    this.lazyTimer = null;
+    this.proxy?.trySend(msg);
+  }
+
+  private commitLazily(msg: Message): void {
+    this.lazyCommit = msg;
+    this.lazyTimer ??= setTimeout(() => {
+      this.lazyTimer = null;
+      const m = this.lazyCommit;
+      this.lazyCommit = null;
+      if (m && !this.stopped) this.proxy?.trySend(m);
+    }, LAZY_COMMIT_MS);
+  }
+
   stop(reason: string): void {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.beat);
     if (this.timer) clearTimeout(this.timer);
+    if (this.lazyTimer) clearTimeout(this.lazyTimer);
     this.vmm.off('output', this.onOutput);
     this.vmm.off('fault', this.onFault);
     this.emit('log', 'warn', 'primary stopped', { reason });

@@ -11,7 +11,11 @@
  * `PAYLOAD_TYPES`; every other message must arrive with an empty payload.
  */
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * 2: `ack.proxied` (the secondary sends its own `commit` to the proxy). A version-1 node
+ * refuses that field as malformed, so the handshake refuses the pair instead.
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** Size of handshake nonces, HMAC proofs, image digests and guest digests, bytes. */
 export const NONCE_BYTES = 32;
@@ -103,7 +107,11 @@ export interface CkptEnd {
   rawBytes: number;
 }
 /** The secondary has applied and verified `epoch`; its image digest. */
-export interface Ack { t: 'ack'; term: number; epoch: number; digest: Uint8Array }
+/**
+ * The secondary committed `epoch`. `proxied`: it told the proxy so itself (a commit on its net
+ * link), and the primary's own commit of the epoch only confirms: it may be sent lazily.
+ */
+export interface Ack { t: 'ack'; term: number; epoch: number; digest: Uint8Array; proxied?: boolean }
 /** The secondary refused `epoch` (digest mismatch, gap, ...); `code` is an FTVM_ERR_* code. */
 export interface Nack { t: 'nack'; term: number; epoch: number; code: string; message: string }
 /** Liveness; `sentAtMs` is the sender's wall clock, ms since the Unix epoch. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  ClientHandshake, ProtocolError, ServerHandshake, decodeFrame, encodeFrame,
+  ClientHandshake, PROTOCOL_VERSION, ProtocolError, ServerHandshake, decodeFrame, encodeFrame,
   type Hello, type Message, type ServerIdentity, type Welcome,
 } from '../src/index.js';
 
@@ -69,7 +69,7 @@ describe('handshake', () => {
   });
 
   it('refuses a wrong protocol version on either side', () => {
-    expect(codeOf(() => run(token, token, undefined, 2))).toBe('FTVM_ERR_PROTO_VERSION');
+    expect(codeOf(() => run(token, token, undefined, PROTOCOL_VERSION + 1))).toBe('FTVM_ERR_PROTO_VERSION');
     const client = new ClientHandshake({ token, hello: { role: 'cli', link: 'control', nodeId: 'c', term: 0 } });
     expect(codeOf(() => client.receive({ t: 'challenge', version: 7, nonce: new Uint8Array(32) }))).toBe('FTVM_ERR_PROTO_VERSION');
   });

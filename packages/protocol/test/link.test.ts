@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import {
-  ProtocolError, connect, encodeFrame, listen, loadToken,
+  PROTOCOL_VERSION, ProtocolError, connect, encodeFrame, listen, loadToken,
   type ConnectOptions, type Hello, type Link, type Listener, type ListenOptions, type Message,
 } from '../src/index.js';
 
@@ -94,7 +94,7 @@ describe('links', () => {
 
   it('refuses a wrong protocol version with its close code', async () => {
     const { l } = await server();
-    expect(await rejection(connect(l.url, { ...client({ version: 2 }), link: 'net' }))).toBe('FTVM_ERR_PROTO_VERSION');
+    expect(await rejection(connect(l.url, { ...client({ version: PROTOCOL_VERSION + 1 }), link: 'net' }))).toBe('FTVM_ERR_PROTO_VERSION');
   });
 
   it('refuses a stale term through the accept hook', async () => {

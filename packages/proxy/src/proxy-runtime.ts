@@ -439,10 +439,13 @@ export class ProxyRuntime {
         if (core.active === id && ev.ev.term === core.term) this.noteArrival(ev.ev.conn, ev.ev.offset + ev.ev.bytes.length, now);
         core.output(id, ev.ev, now);
         return;
-      case 'commit':
+      case 'commit': {
+        // From the active primary, or the secondary that committed the epoch (one hop sooner).
+        const before = core.committedEpoch;
         core.commit(id, ev.ev, now);
-        if (core.active === id) this.events.emit('committed', { epoch: core.committedEpoch });
+        if (core.committedEpoch > before) this.events.emit('committed', { epoch: core.committedEpoch, source: core.active === id ? 'primary' : 'secondary' });
         return;
+      }
       case 'promoteRequest':
         this.log.info(`node ${id} asks for promotion`, { term: ev.term, committedEpoch: ev.committedEpoch });
         core.promoteRequest(id, { term: ev.term, committedEpoch: ev.committedEpoch, imageTerm: this.imageTerms.get(id) }, now);

@@ -75,6 +75,25 @@ describe('ProxyRuntime', () => {
     expect(a.got('confirm').map((m) => m.epoch)).toEqual([1, 2]);
   });
 
+  it('releases a reply on the commit the secondary sends over its own link, and confirms to the primary only on the primary\'s', async () => {
+    const { a, b, port } = await cluster({ a: { commitEveryMs: undefined } });
+    const c = await client(port);
+    c.send('ping\n');
+    await until(() => a.conns.get(1)?.outProduced === 5, 'the node produced the echo');
+    await sleep(50);
+    expect(c.data).toBe('');
+    // What a real secondary sends the proxy after committing the primary's epoch.
+    const epoch = a.epoch;
+    b.send({ t: 'commit', term: a.term, epoch, acked: true, maxConnId: 1, conns: [{ conn: 1, inConsumed: 5, outProduced: 5, closed: false }] });
+    await until(() => c.data === 'ping\n', 'the echo released by the secondary\'s commit');
+    await sleep(60);
+    expect(a.got('confirm')).toEqual([]);
+    a.commit();
+    await until(() => a.got('confirm').length === 1, 'the confirm after the primary\'s own commit');
+    expect(a.got('confirm')[0]!.epoch).toBe(epoch);
+    expect(c.data).toBe('ping\n');
+  });
+
   it('promotes the secondary when the active link closes, replays logged input from its offsets and keeps the client open', async () => {
     const { a, b, proxy, port, logs } = await cluster();
     const failovers: { durationMs: number; term: number }[] = [];

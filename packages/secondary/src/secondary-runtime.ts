@@ -107,7 +107,9 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
    */
   private diskBusy: Promise<void> | null = null;
   private heldMessages: Array<[Link, Message, Uint8Array]> = [];
-  private heldAck: Message | null = null;
+  private heldAck: { term: number; epoch: number } | null = null;
+  /** Connection offsets of the committed image (what a commit tells the proxy). */
+  private committedConns: { maxConnId: number; conns: WireDevices['conns'] } = { maxConnId: 0, conns: [] };
   /**
    * Replication messages read and not yet handled. Decoding and staging a large checkpoint
    * runs in slices of INBOX_SLICE_MS, yielding to the event loop between them, so this node's
@@ -399,6 +401,17 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
     }
   }
 
+  /**
+   * Acks the committed epoch to the primary, and tells the proxy itself: the proxy releases
+   * the epoch's output one hop sooner than through the primary, and the ack says so
+   * (`proxied`), so the primary's commit only confirms and may wait.
+   */
+  private sendAck(term: number, epoch: number): void {
+    const { maxConnId, conns } = this.committedConns;
+    const proxied = this.proxy?.trySend({ t: 'commit', term, epoch, acked: true, maxConnId, conns }) ?? false;
+    this.primary?.trySend({ t: 'ack', term, epoch, digest: this.digest.value(), proxied });
+  }
+
   private perform(a: SecondaryAction): void {
     switch (a.type) {
       case 'stageBegin': {
@@ -467,7 +480,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
               if (ms > 200) this.emit('log', 'info', 'slow disk commit', { epoch: st.epoch, blocks: st.disk!.count, ms: Math.round(ms) });
               this.emit('diskCommitted', st.epoch, st.disk!.count, ms);
               this.diskBusy = null;
-              if (this.heldAck) this.primary?.trySend(this.heldAck);
+              if (this.heldAck) this.sendAck(this.heldAck.term, this.heldAck.epoch);
               this.heldAck = null;
               for (const [l, m, p] of this.heldMessages.splice(0)) this.onPrimary(l, m, p);
             },
@@ -498,6 +511,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         this.retained.confirm(devices.confirmed ?? 0);
         if (st.digest === this.digest) this.digest.commit();
         else this.digest = st.digest;
+        this.committedConns = { maxConnId: devices.maxConnId, conns: devices.conns };
         st.undo?.reset();
         this.staging = null;
         const end = this.pendingEnd;
@@ -507,8 +521,8 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
       case 'ack':
         // A failed disk commit stopped this node: nothing it holds may be acknowledged.
         if (this.stopped) return;
-        if (this.diskBusy) this.heldAck = { t: 'ack', term: a.term, epoch: a.epoch, digest: this.digest.value() };
-        else this.primary?.trySend({ t: 'ack', term: a.term, epoch: a.epoch, digest: this.digest.value() });
+        if (this.diskBusy) this.heldAck = { term: a.term, epoch: a.epoch };
+        else this.sendAck(a.term, a.epoch);
         return;
       case 'nack':
         this.primary?.trySend({ t: 'nack', term: a.term, epoch: a.epoch, code: a.code, message: a.reason.slice(0, 1000) });
