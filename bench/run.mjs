@@ -168,22 +168,31 @@ async function measured(sys, fn) {
   return { ...r, window: await w.close() };
 }
 
+/** Starts configuration `name` serving `guest` (the guest each workload drives: GUEST_OF). */
+function startConfig(name, guest) {
+  if (name === 'unprotected') return startUnprotected({ guest });
+  if (name === 'unprotected-proxy') return startUnprotectedProxy({ guest });
+  return startProtected({ guest, nodeArgs: [...CONFIGS[name], ...detection.node], proxyArgs: detection.proxy });
+}
+
+const GUEST_OF = { kv: 'kv', kvPipe: 'kv', http: 'http' };
+
+/** One client run of workload `w` against a running system of configuration `name`. */
+function runWorkload(w, sys, mode, name) {
+  if (w === 'http') return wrk({ port: sys.port, seconds: mode.httpSeconds });
+  return redisBenchmark({ port: sys.port, ...sized(mode[w], name), timeoutMs: 300_000 });
+}
+
 async function benchConfig(name, mode, repeat, res) {
-  const nodeArgs = CONFIGS[name];
   const out = { kv: [], kvPipe: [], http: [] };
   res.configs[name] = out;
-  const start = (guest) =>
-    name === 'unprotected'
-      ? startUnprotected({ guest })
-      : name === 'unprotected-proxy'
-        ? startUnprotectedProxy({ guest })
-        : startProtected({ guest, nodeArgs: [...nodeArgs, ...detection.node], proxyArgs: detection.proxy });
+  const start = (guest) => startConfig(name, guest);
   // kv: redis-benchmark without and with pipelining, on one kv system.
   let sys = await start('kv');
   try {
     for (let r = 0; r < repeat; r++) {
-      out.kv.push(await measured(sys, () => redisBenchmark({ port: sys.port, ...sized(mode.kv, name), timeoutMs: 300_000 })));
-      out.kvPipe.push(await measured(sys, () => redisBenchmark({ port: sys.port, ...sized(mode.kvPipe, name), timeoutMs: 300_000 })));
+      out.kv.push(await measured(sys, () => runWorkload('kv', sys, mode, name)));
+      out.kvPipe.push(await measured(sys, () => runWorkload('kvPipe', sys, mode, name)));
     }
   } finally {
     if (sys.logTail) (res.logs ??= {})[`config ${name} kv`] = sys.logTail();
@@ -192,7 +201,7 @@ async function benchConfig(name, mode, repeat, res) {
   // http: wrk against GET /counter.
   sys = await start('http');
   try {
-    for (let r = 0; r < repeat; r++) out.http.push(await measured(sys, () => wrk({ port: sys.port, seconds: mode.httpSeconds })));
+    for (let r = 0; r < repeat; r++) out.http.push(await measured(sys, () => runWorkload('http', sys, mode, name)));
   } finally {
     if (sys.logTail) (res.logs ??= {})[`config ${name} http`] = sys.logTail();
     await sys.stop();
@@ -207,24 +216,15 @@ async function benchConfig(name, mode, repeat, res) {
  * minutes apart carries whole). One ratio per pair; the goal row gives their median.
  */
 async function pairedThroughput(mode, res) {
-  const sides = {
-    base: (guest) => startUnprotectedProxy({ guest }),
-    prot: (guest) => startProtected({ guest, nodeArgs: [...CONFIGS.adaptive, ...detection.node], proxyArgs: detection.proxy }),
-  };
-  const work = {
-    kv: (sys) => redisBenchmark({ port: sys.port, ...sized(mode.kv, 'adaptive'), timeoutMs: 300_000 }),
-    kvPipe: (sys) => redisBenchmark({ port: sys.port, ...sized(mode.kvPipe, 'adaptive'), timeoutMs: 300_000 }),
-    http: (sys) => wrk({ port: sys.port, seconds: mode.httpSeconds }),
-  };
-  const guestOf = { kv: 'kv', kvPipe: 'kv', http: 'http' };
-  for (const [w, run] of Object.entries(work)) {
+  const sides = { base: 'unprotected-proxy', prot: 'adaptive' };
+  for (const w of Object.keys(GUEST_OF)) {
     const pairs = (res.paired[w] = []);
     for (let i = 0; i < mode.pairs; i++) {
       const pair = {};
       for (const side of i % 2 === 0 ? ['base', 'prot'] : ['prot', 'base']) {
-        const sys = await sides[side](guestOf[w]);
+        const sys = await startConfig(sides[side], GUEST_OF[w]);
         try {
-          pair[side] = await measured(sys, () => run(sys));
+          pair[side] = await measured(sys, () => runWorkload(w, sys, mode, sides[side]));
         } finally {
           if (sys.logTail) (res.logs ??= {})[`paired ${w} ${side} ${i + 1}`] = sys.logTail();
           await sys.stop();
@@ -251,7 +251,7 @@ async function growWorkingSet(conn, from, to) {
 const statsOf = (line) => Object.fromEntries(line.split(' ').map((kv) => kv.split('=')).map(([k, v]) => [k, Number.isNaN(Number(v)) ? v : Number(v)]));
 
 async function sweepPolicy(policy, sw, res) {
-  const sys = await startProtected({ guest: 'dirtier', nodeArgs: [...CONFIGS[policy], ...detection.node], proxyArgs: detection.proxy });
+  const sys = await startConfig(policy, 'dirtier');
   let conn = null;
   try {
     conn = await lineClient(sys.port);

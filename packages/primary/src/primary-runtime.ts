@@ -36,7 +36,6 @@ export interface EpochStats {
   diskWireBytes: number;
 }
 
-
 /**
  * Longest a commit the secondary already gave the proxy waits on the primary (ms). It only
  * confirms output the proxy has, and the proxy batches confirms per 20 ms anyway.
