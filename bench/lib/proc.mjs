@@ -3,8 +3,8 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 /**
  * The built CLI the roles run. FTVM_BENCH_CLI points at a frozen copy of the build (see
@@ -125,9 +125,12 @@ export function start(cmd, args, { name = cmd, env = {} } = {}) {
   };
 }
 
-/** `ftvm <args>` as a child process (node flags first). */
+/** The V8 flags every role runs with, from the same build as CLI (see packages/cli/src/node-flags.ts). */
+const { NODE_FLAGS } = await import(pathToFileURL(join(dirname(CLI), 'node-flags.js')).href);
+
+/** `ftvm <args>` as a child process, started as the `ftvm` bin starts it (NODE_FLAGS), extra node flags first. */
 export function startFtvm(args, { name, nodeFlags = [] } = {}) {
-  return start(process.execPath, [...nodeFlags, CLI, ...args], { name: name ?? `ftvm ${args[0]}` });
+  return start(process.execPath, [...NODE_FLAGS, ...nodeFlags, CLI, ...args], { name: name ?? `ftvm ${args[0]}` });
 }
 
 /**

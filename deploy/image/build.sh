@@ -76,7 +76,7 @@ tar -C "$ROOT" --numeric-owner -cf - . | docker import \
   --change 'ENV NODE_ENV=production' \
   --change 'ENV FTVM_LOG_FORMAT=human' \
   --change 'EXPOSE 6380 7000 7001 9100' \
-  --change 'ENTRYPOINT ["/usr/local/bin/node", "/app/packages/cli/dist/main.js"]' \
+  --change 'ENTRYPOINT ["/usr/local/bin/node", "--min-semi-space-size=16", "/app/packages/cli/dist/main.js"]' \
   --change 'CMD ["--help"]' \
   - "$TAG" >/dev/null
 echo "build.sh: $TAG $(docker image inspect -f '{{.Size}}' "$TAG" | awk '{ printf "%.0f MB", $1 / 1e6 }')"

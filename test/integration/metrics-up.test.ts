@@ -2,6 +2,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { freePorts } from '../helpers/cluster.js';
 import { spawnFtvm, type Spawned } from '../helpers/ftvm.js';
 import { parsePromText } from '../../packages/metrics/test/helpers/prom-text.js';
+import { readFileSync } from 'node:fs';
+import { NODE_FLAGS } from '../../packages/cli/src/node-flags.js';
 
 /** Must-show 4: what `ftvm up` prints about metrics and the status page is true. */
 
@@ -61,5 +63,12 @@ describe('ftvm up prints where the metrics and the status page are', () => {
       await new Promise((r) => setTimeout(r, 200));
     }
     expect(Object.keys(roles).sort()).toEqual(['a', 'b']);
+    // Each role runs with the V8 flags of the ftvm bin (packages/cli/src/node-flags.ts).
+    for (const label of [/^\s+proxy\s/, /node a \(primary\)/, /node b \(secondary\)/]) {
+      const pid = /pid (\d+)/.exec(up.out.find((l) => label.test(l)) ?? '')?.[1];
+      expect(pid, `pid of ${label}`).toBeDefined();
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      expect(argv.slice(1, 1 + NODE_FLAGS.length)).toEqual([...NODE_FLAGS]);
+    }
   }, 120_000);
 });

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --min-semi-space-size=16
 import { isFtvmError } from '@ftvm/guest-abi';
 import { CliError } from './errors.js';
 import { helpText, parseFlags, type CommandSpec } from './flags.js';

@@ -8,6 +8,7 @@ import { int, oneOf, type CommandSpec } from '../flags.js';
 import { clockFlags, diskFlags } from './node-common.js';
 import { Logger, type Level } from '../logger.js';
 import { CliError } from '../errors.js';
+import { NODE_FLAGS } from '../node-flags.js';
 
 const MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
 
@@ -72,7 +73,7 @@ export const upCommand: CommandSpec = {
     let stopping = false;
     const start = (key: string, r: Role): Promise<void> =>
       new Promise((resolve, reject) => {
-        const proc = spawn(process.execPath, [MAIN, ...r.args], { stdio: ['ignore', 'pipe', 'inherit'] });
+        const proc = spawn(process.execPath, [...NODE_FLAGS, MAIN, ...r.args], { stdio: ['ignore', 'pipe', 'inherit'] });
         r.proc = proc;
         let ready = false;
         proc.stdout!.on('data', (d: Buffer) => {
