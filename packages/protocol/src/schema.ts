@@ -17,6 +17,16 @@ const fail = (path: string, want: string, v: unknown): never => {
   throw malformed(`${path} must be ${want}, got ${describe(v)}`);
 };
 
+/**
+ * Field paths ("ckpt_begin.devices.conns[3].conn") are only for error messages, and building
+ * one string per field of every message was most of the cost of validating a checkpoint
+ * header or a commit (one entry per connection). So a message is validated first without
+ * them (every path is ''), and only a message that fails is validated again with them.
+ */
+let withPaths = false;
+const at = (p: string, i: number): string => (withPaths ? `${p}[${i}]` : '');
+const dot = (p: string, k: string): string => (withPaths ? `${p}.${k}` : '');
+
 function describe(v: unknown): string {
   if (v === null) return 'null';
   if (v instanceof Uint8Array) return `${v.length} bytes`;
@@ -43,18 +53,18 @@ const globals: Check = (v, p) => {
   return v.map((g, i) => {
     if (typeof g === 'number') return g;
     if (typeof g === 'bigint' && g >= I64_MIN && g <= U64_MAX) return g;
-    return fail(`${p}[${i}]`, 'a number or a 64-bit bigint', g);
+    return fail(at(p, i), 'a number or a 64-bit bigint', g);
   });
 };
 
 const conns: Check = (v, p) => {
   if (!Array.isArray(v) || v.length > MAX_CONNS) return fail(p, `an array of at most ${MAX_CONNS} entries`, v);
-  return v.map((c, i) => object(CONN_FIELDS, c, `${p}[${i}]`));
+  return v.map((c, i) => object(CONN_FIELDS, c, at(p, i)));
 };
 
 const resendConns: Check = (v, p) => {
   if (!Array.isArray(v) || v.length > MAX_CONNS) return fail(p, `an array of at most ${MAX_CONNS} entries`, v);
-  return v.map((c, i) => object(RESEND_FIELDS, c, `${p}[${i}]`));
+  return v.map((c, i) => object(RESEND_FIELDS, c, at(p, i)));
 };
 
 /** Plain msgpack data only: no Date/Map/Set/RegExp/Error a msgpack extension could produce. */
@@ -63,7 +73,7 @@ function opaqueAt(v: unknown, p: string, depth: number): unknown {
   if (depth > MAX_OPAQUE_DEPTH) return fail(p, `nested at most ${MAX_OPAQUE_DEPTH} levels`, v);
   if (v === null || typeof v === 'boolean' || typeof v === 'number' || typeof v === 'bigint' || typeof v === 'string') return v;
   if (v instanceof Uint8Array) return new Uint8Array(v);
-  if (Array.isArray(v)) return v.map((x, i) => opaqueAt(x, `${p}[${i}]`, depth + 1));
+  if (Array.isArray(v)) return v.map((x, i) => opaqueAt(x, at(p, i), depth + 1));
   if (typeof v === 'object') {
     const proto = Object.getPrototypeOf(v);
     if (proto !== Object.prototype && proto !== null) return fail(p, 'plain data', v);
@@ -72,7 +82,7 @@ function opaqueAt(v: unknown, p: string, depth: number): unknown {
       if (k === '__proto__') return fail(p, 'plain data without __proto__ keys', v);
       // Like JSON: an undefined property is an absent one (msgpack has no undefined).
       if (x === undefined) continue;
-      out[k] = opaqueAt(x, `${p}.${k}`, depth + 1);
+      out[k] = opaqueAt(x, dot(p, k), depth + 1);
     }
     return out;
   }
@@ -141,10 +151,10 @@ function object(fields: Record<string, FieldSpec>, v: unknown, path: string, ski
   for (const [key, spec] of Object.entries(fields)) {
     const value = src[key];
     if (value === undefined) {
-      if (!spec.optional) throw malformed(`${path}.${key} is missing`);
+      if (!spec.optional) throw malformed(`${dot(path, key)} is missing`);
       continue;
     }
-    out[key] = spec.check(value, `${path}.${key}`);
+    out[key] = spec.check(value, dot(path, key));
   }
   return out;
 }
@@ -165,6 +175,21 @@ function crossCheck(m: Message): void {
 
 /** Validates an untrusted header (or an outgoing message) and returns a clean copy. */
 export function validateMessage(v: unknown): Message {
+  try {
+    return validateOnce(v);
+  } catch (e) {
+    // Again with field paths, for the message (see withPaths).
+    withPaths = true;
+    try {
+      validateOnce(v);
+    } finally {
+      withPaths = false;
+    }
+    throw e;
+  }
+}
+
+function validateOnce(v: unknown): Message {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) return fail('header', 'a map', v);
   const t = (v as { t?: unknown }).t;
   if (typeof t !== 'string' || !Object.hasOwn(SCHEMAS, t)) {

@@ -124,6 +124,20 @@ describe('frames', () => {
     expect(codeOf(() => validateMessage({ t: 'reject', code: 'nope', message: '' }))).toBe('FTVM_ERR_FRAME_MALFORMED');
   });
 
+  it('names the field that failed, however deep, and validates the next message the fast way again', () => {
+    const conn = (c: number) => ({ conn: c, inConsumed: 0, outProduced: 0, closed: false });
+    const bad = { t: 'commit', term: 1, epoch: 2, acked: true, maxConnId: 3, conns: [conn(1), { ...conn(2), outProduced: -1 }] };
+    expect(() => validateMessage(bad)).toThrow('commit.conns[1].outProduced must be a safe non-negative integer, got number -1');
+    expect(() => validateMessage({ ...bad, conns: [conn(1), { conn: 2 }] })).toThrow('commit.conns[1].inConsumed is missing');
+    expect(() => validateMessage({ t: 'status', role: 'cli', term: 0, epoch: 0, state: 's', detail: { a: [1, { b: new Date(0) }] } })).toThrow(
+      'status.detail.a[1].b must be plain data',
+    );
+    // A good message after a bad one: same clean copy as before (the path pass is over).
+    const good = { ...bad, conns: [conn(1), conn(2)] };
+    expect(validateMessage(good)).toEqual(good);
+    expect(validateMessage(good)).not.toBe(good);
+  });
+
   it('refuses opaque values nested too deep or holding non-plain objects', () => {
     let deep: unknown = 1;
     for (let i = 0; i < 40; i++) deep = [deep];
