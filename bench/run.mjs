@@ -34,7 +34,7 @@ export const CONFIGS = {
   // The early copy off: every dirty page copied inside the epoch's hold (the behaviour before 2ab3fae).
   'adaptive-noearly': [...POLICIES.adaptive, '--early-copy', 'off'],
 };
-const PARTS = ['paired', 'sweep', 'crash', 'profile'];
+const PARTS = ['paired', 'paired-split', 'sweep', 'crash', 'profile'];
 /**
  * Configurations fast enough (5-250k req/s) to take the larger request counts (`fastRequests`):
  * at 2,500 requests a command lasts a fraction of a second and the ratio between two of them is
@@ -168,19 +168,31 @@ async function measured(sys, fn) {
   return { ...r, window: await w.close() };
 }
 
-/** Starts configuration `name` serving `guest` (the guest each workload drives: GUEST_OF). */
-function startConfig(name, guest) {
+/**
+ * Where the processes of a paired run may run. `shared`: anywhere (the kernel spreads every
+ * process over every CPU). `split`: two hosts emulated on a 2-CPU machine, the deployment the
+ * design assumes (the secondary on a machine of its own): the primary, the proxy and the client
+ * on CPU 0, the secondary alone on CPU 1. The unprotected side gets CPU 0 only, as it would get
+ * the primary's host only.
+ */
+const TOPOLOGIES = {
+  shared: { roles: {}, client: undefined },
+  split: { roles: { primary: '0', proxy: '0', secondary: '1' }, client: '0' },
+};
+
+/** Starts configuration `name` serving `guest` (the guest each workload drives: GUEST_OF); `cpus`: TOPOLOGIES[..].roles. */
+function startConfig(name, guest, cpus = {}) {
   if (name === 'unprotected') return startUnprotected({ guest });
-  if (name === 'unprotected-proxy') return startUnprotectedProxy({ guest });
-  return startProtected({ guest, nodeArgs: [...CONFIGS[name], ...detection.node], proxyArgs: detection.proxy });
+  if (name === 'unprotected-proxy') return startUnprotectedProxy({ guest, cpus });
+  return startProtected({ guest, nodeArgs: [...CONFIGS[name], ...detection.node], proxyArgs: detection.proxy, cpus });
 }
 
 const GUEST_OF = { kv: 'kv', kvPipe: 'kv', http: 'http' };
 
-/** One client run of workload `w` against a running system of configuration `name`. */
-function runWorkload(w, sys, mode, name) {
-  if (w === 'http') return wrk({ port: sys.port, seconds: mode.httpSeconds });
-  return redisBenchmark({ port: sys.port, ...sized(mode[w], name), timeoutMs: 300_000 });
+/** One client run of workload `w` against a running system of configuration `name`; `cpus`: the client's CPUs. */
+function runWorkload(w, sys, mode, name, cpus) {
+  if (w === 'http') return wrk({ port: sys.port, seconds: mode.httpSeconds, cpus });
+  return redisBenchmark({ port: sys.port, ...sized(mode[w], name), timeoutMs: 300_000, cpus });
 }
 
 async function benchConfig(name, mode, repeat, res) {
@@ -215,25 +227,27 @@ async function benchConfig(name, mode, repeat, res) {
  * throughput moves by up to ±30 % from one minute to the next, which a ratio of medians taken
  * minutes apart carries whole). One ratio per pair; the goal row gives their median.
  */
-async function pairedThroughput(mode, res) {
+async function pairedThroughput(mode, res, topology = 'shared') {
   const sides = { base: 'unprotected-proxy', prot: 'adaptive' };
+  const where = TOPOLOGIES[topology];
+  const out = topology === 'shared' ? res.paired : (res.pairedSplit = {});
   for (const w of Object.keys(GUEST_OF)) {
-    const pairs = (res.paired[w] = []);
+    const pairs = (out[w] = []);
     for (let i = 0; i < mode.pairs; i++) {
       const pair = {};
       for (const side of i % 2 === 0 ? ['base', 'prot'] : ['prot', 'base']) {
-        const sys = await startConfig(sides[side], GUEST_OF[w]);
+        const sys = await startConfig(sides[side], GUEST_OF[w], where.roles);
         try {
-          pair[side] = await measured(sys, () => runWorkload(w, sys, mode, sides[side]));
+          pair[side] = await measured(sys, () => runWorkload(w, sys, mode, sides[side], where.client));
         } finally {
-          if (sys.logTail) (res.logs ??= {})[`paired ${w} ${side} ${i + 1}`] = sys.logTail();
+          if (sys.logTail) (res.logs ??= {})[`paired${topology === 'shared' ? '' : ` ${topology}`} ${w} ${side} ${i + 1}`] = sys.logTail();
           await sys.stop();
         }
       }
       const rps = (r) => summarizeTests(r.tests).rps;
       pair.ratio = rps(pair.prot) / rps(pair.base);
       pairs.push(pair);
-      log(`paired ${w} ${i + 1}/${mode.pairs}: unprotected-proxy ${rps(pair.base).toFixed(0)} req/s, adaptive ${rps(pair.prot).toFixed(0)} req/s, ratio ${pair.ratio.toFixed(2)}`);
+      log(`paired${topology === 'shared' ? '' : ` (${topology})`} ${w} ${i + 1}/${mode.pairs}: unprotected-proxy ${rps(pair.base).toFixed(0)} req/s, adaptive ${rps(pair.prot).toFixed(0)} req/s, ratio ${pair.ratio.toFixed(2)}`);
     }
   }
 }
@@ -354,10 +368,12 @@ function validate(res) {
     if (!(p.window.repl?.epochs > 0)) fail(`sweep ${p.policy} ${p.memMiB} MiB ${p.rate}`, 'no epochs in the primary metrics');
     else if (p.window.repl.failovers > 0 || !p.window.repl.protectedAtEnd) fail(`sweep ${p.policy} ${p.memMiB} MiB ${p.rate}`, 'protection lost during the point; see the warnings section');
   }
-  for (const [w, pairs] of Object.entries(res.paired)) {
-    for (const p of pairs) {
-      if (!(p.ratio > 0 && Number.isFinite(p.ratio))) fail(`paired ${w}`, 'a pair has no throughput ratio');
-      else if (p.prot.window.repl?.failovers > 0 || !p.prot.window.repl?.protectedAtEnd) fail(`paired ${w}`, 'protection lost during a protected run; see the warnings section');
+  for (const [what, runs] of [['paired', res.paired], ['paired split', res.pairedSplit ?? {}]]) {
+    for (const [w, pairs] of Object.entries(runs)) {
+      for (const p of pairs) {
+        if (!(p.ratio > 0 && Number.isFinite(p.ratio))) fail(`${what} ${w}`, 'a pair has no throughput ratio');
+        else if (p.prot.window.repl?.failovers > 0 || !p.prot.window.repl?.protectedAtEnd) fail(`${what} ${w}`, 'protection lost during a protected run; see the warnings section');
+      }
     }
   }
   for (const c of res.crash) for (const t of c.trials) if (!t.gapless) fail(`crash (${c.variant})`, 'the INCR counter skipped or repeated a value across the failover');
@@ -401,6 +417,7 @@ async function main() {
     },
     configs: {},
     paired: {},
+    pairedSplit: null,
     sweep: [],
     crash: [],
     profile: null,
@@ -420,6 +437,11 @@ async function main() {
 
   for (const name of configs) await attempt(`config ${name}`, () => benchConfig(name, mode, repeat, res));
   if (runPart('paired')) await attempt(`paired throughput (unprotected-proxy vs adaptive, ${mode.pairs} pair(s) per workload)`, () => pairedThroughput(mode, res));
+  if (runPart('paired-split'))
+    await attempt(`paired throughput, secondary on a CPU of its own (${mode.pairs} pair(s) per workload)`, async () => {
+      if (os.availableParallelism() < 2) throw new Error(`needs 2 CPUs (one per emulated host), this machine has ${os.availableParallelism()}`);
+      await pairedThroughput(mode, res, 'split');
+    });
   if (runPart('sweep')) {
     const pols = mode.sweep.policies.filter((p) => !only || !configs.some((c) => c in POLICIES) || configs.includes(p));
     for (const p of pols) await attempt(`dirtier sweep ${p}`, () => sweepPolicy(p, mode.sweep, res));

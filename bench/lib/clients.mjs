@@ -2,7 +2,7 @@
 // INCR loop that times a failover. Numbers are parsed from the clients' own output.
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { runBounded } from './proc.mjs';
+import { onCpus, runBounded } from './proc.mjs';
 
 const WRK_SCRIPT = fileURLToPath(new URL('../wrk-report.lua', import.meta.url));
 
@@ -35,11 +35,11 @@ export function parseRedisBenchmark(text) {
   return tests;
 }
 
-/** redis-benchmark -c clients -n requests -t tests [-P pipeline]; bounded by timeoutMs. */
-export async function redisBenchmark({ port, clients = 50, requests, tests, pipeline = 1, timeoutMs }) {
+/** redis-benchmark -c clients -n requests -t tests [-P pipeline]; bounded by timeoutMs; `cpus`: confined to those CPUs. */
+export async function redisBenchmark({ port, clients = 50, requests, tests, pipeline = 1, timeoutMs, cpus }) {
   const args = ['-h', '127.0.0.1', '-p', String(port), '-c', String(clients), '-n', String(requests), '-t', tests.join(',')];
   if (pipeline > 1) args.push('-P', String(pipeline));
-  const r = await runBounded('redis-benchmark', args, timeoutMs);
+  const r = await runBounded(...onCpus(cpus, 'redis-benchmark', args), timeoutMs);
   if (r.code !== 0) throw new Error(`redis-benchmark exited ${r.code}: ${r.stderr.slice(0, 400)}`);
   if (/error|refused|reset/i.test(r.stderr)) throw new Error(`redis-benchmark reported: ${r.stderr.slice(0, 400)}`);
   return { tests: parseRedisBenchmark(r.stdout), wallMs: r.ms, command: `redis-benchmark ${args.join(' ')}` };
@@ -56,9 +56,9 @@ export function parseWrk(text) {
 }
 
 /** wrk -t2 -c50 -d<s>s --latency against GET /counter (every request changes guest state). */
-export async function wrk({ port, seconds, threads = 2, conns = 50 }) {
+export async function wrk({ port, seconds, threads = 2, conns = 50, cpus }) {
   const args = [`-t${threads}`, `-c${conns}`, `-d${seconds}s`, '--latency', '-s', WRK_SCRIPT, `http://127.0.0.1:${port}/counter`];
-  const r = await runBounded('wrk', args, seconds * 1000 + 30_000);
+  const r = await runBounded(...onCpus(cpus, 'wrk', args), seconds * 1000 + 30_000);
   if (r.code !== 0) throw new Error(`wrk exited ${r.code}: ${r.stderr.slice(0, 400)}`);
   const res = parseWrk(r.stdout);
   if (res.errors > 0) throw new Error(`wrk saw ${res.errors} errors (connect/read/write/status/timeout)`);

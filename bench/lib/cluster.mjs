@@ -13,7 +13,8 @@ const PROTECT_TIMEOUT_MS = 60_000;
 
 /**
  * Starts secondary, primary and proxy. `nodeArgs` go to both nodes (policy, compression,
- * timeouts); `nodeFlags.primary` are node.js flags of the primary (e.g. --cpu-prof).
+ * timeouts); `nodeFlags.primary` are node.js flags of the primary (e.g. --cpu-prof);
+ * `cpus.primary` confines the primary to those CPUs (taskset), likewise secondary and proxy.
  */
 export async function startProtected(opts) {
   // One retry: on a shared machine a start-up can fail for reasons outside the system under
@@ -26,7 +27,7 @@ export async function startProtected(opts) {
   }
 }
 
-async function startProtectedOnce({ guest, nodeArgs = [], proxyArgs = [], nodeFlags = {}, secondary = true }) {
+async function startProtectedOnce({ guest, nodeArgs = [], proxyArgs = [], nodeFlags = {}, secondary = true, cpus = {} }) {
   const dir = mkdtempSync(join(tmpdir(), 'ftvm-bench-'));
   const tokenFile = join(dir, 'token');
   writeFileSync(tokenFile, randomBytes(32).toString('hex'), { mode: 0o600 });
@@ -55,18 +56,20 @@ async function startProtectedOnce({ guest, nodeArgs = [], proxyArgs = [], nodeFl
     if (secondary) procs.secondary = startFtvm(['secondary', '--listen', `127.0.0.1:${pb}`, '--node-id', 'b', '--metrics-port', String(mb), '--peer', urlA, ...common], {
       name: 'secondary',
       nodeFlags: nodeFlags.secondary ?? [],
+      cpus: cpus.secondary,
     });
     // Without a secondary, nothing listens on urlB: the primary runs unprotected and keeps dialling.
     if (secondary) await procs.secondary.waitFor(/listening on/, START_TIMEOUT_MS);
     procs.primary = startFtvm(['primary', '--listen', `127.0.0.1:${pa}`, '--node-id', 'a', '--metrics-port', String(ma), '--secondary', urlB, ...common], {
       name: 'primary',
       nodeFlags: nodeFlags.primary ?? [],
+      cpus: cpus.primary,
     });
     await procs.primary.waitFor(/listening on/, START_TIMEOUT_MS);
     if (secondary) await waitProtected(ma, PROTECT_TIMEOUT_MS);
     procs.proxy = startFtvm(
       ['proxy', '--port', String(pp), '--nodes', `${urlA},${urlB}`, '--token-file', tokenFile, '--metrics-port', String(mp), '--log-level', 'warn', ...proxyArgs],
-      { name: 'proxy', nodeFlags: nodeFlags.proxy ?? [] },
+      { name: 'proxy', nodeFlags: nodeFlags.proxy ?? [], cpus: cpus.proxy },
     );
     await procs.proxy.waitFor(/listening on/, START_TIMEOUT_MS);
     await waitReady(mp, 30_000);
@@ -107,8 +110,8 @@ async function waitReady(port, timeoutMs) {
  * runs unprotected, `--on-secondary-loss continue`, and keeps retrying the dial) behind the
  * proxy. Clients go through the same proxy and node link as in the protected runs.
  */
-export function startUnprotectedProxy({ guest }) {
-  return startProtected({ guest, nodeArgs: ['--policy', 'adaptive'], secondary: false });
+export function startUnprotectedProxy({ guest, cpus }) {
+  return startProtected({ guest, nodeArgs: ['--policy', 'adaptive'], secondary: false, cpus });
 }
 
 /** The unprotected baseline: `ftvm run` (no replication; its own local rollback checkpoints on). */

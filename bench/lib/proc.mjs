@@ -128,9 +128,19 @@ export function start(cmd, args, { name = cmd, env = {} } = {}) {
 /** The V8 flags every role runs with, from the same build as CLI (see packages/cli/src/node-flags.ts). */
 const { NODE_FLAGS } = await import(pathToFileURL(join(dirname(CLI), 'node-flags.js')).href);
 
-/** `ftvm <args>` as a child process, started as the `ftvm` bin starts it (NODE_FLAGS), extra node flags first. */
-export function startFtvm(args, { name, nodeFlags = [] } = {}) {
-  return start(process.execPath, [...NODE_FLAGS, ...nodeFlags, CLI, ...args], { name: name ?? `ftvm ${args[0]}` });
+/**
+ * `cmd args` as it runs: plain, or confined to the CPU list `cpus` ("0", "1", "0-1") by
+ * taskset, which execs it (same pid; every thread it starts inherits the list).
+ */
+export const onCpus = (cpus, cmd, args) => (cpus === undefined ? [cmd, args] : ['taskset', ['-c', cpus, cmd, ...args]]);
+
+/**
+ * `ftvm <args>` as a child process, started as the `ftvm` bin starts it (NODE_FLAGS), extra node
+ * flags first; `cpus`: confined to those CPUs (see onCpus).
+ */
+export function startFtvm(args, { name, nodeFlags = [], cpus } = {}) {
+  const [cmd, argv] = onCpus(cpus, process.execPath, [...NODE_FLAGS, ...nodeFlags, CLI, ...args]);
+  return start(cmd, argv, { name: name ?? `ftvm ${args[0]}` });
 }
 
 /**

@@ -134,15 +134,21 @@ function goals(res) {
     const rs = rows(res.configs.adaptive?.[w] ?? []);
     return rs.length ? `CPU during the run: ${cpuCell(rs)} % on a ${res.meta.machine.nproc}-core machine shared with the client` : '';
   };
-  // The issue's measure, from paired runs (see pairedSection): the median of per-pair ratios.
-  for (const w of ['kv', 'kvPipe', 'http']) {
-    const ps = res.paired?.[w] ?? [];
-    if (ps.length === 0) continue;
-    const ratios = ps.map((p) => p.ratio);
-    const v = median(ratios);
-    add(`throughput adaptive / unprotected, both through the proxy, paired runs (${WORKLOADS[w]}; median of ${ps.length} pair ratios)`,
-      ps.length > 1 ? `${f2(v)} (${f2(Math.min(...ratios))}–${f2(Math.max(...ratios))})` : f2(v), '≥ 0.8', v === null ? null : v >= 0.8,
-      v !== null && v < 0.8 ? `CPU during the adaptive runs: ${cpuCell(ps.map((p) => ({ cpu: p.prot.window.cpu })))} % on a ${res.meta.machine.nproc}-core machine shared with the client; see NOTES.md, "Throughput"` : '');
+  // The issue's measure, from paired runs (see pairedSection): the median of per-pair ratios, with
+  // every process anywhere on the machine (shared) and with the secondary on a CPU of its own (split).
+  for (const [key, where, cpuWhere] of [
+    ['paired', 'every process on either CPU', `on a ${res.meta.machine.nproc}-core machine shared with the client`],
+    ['pairedSplit', 'two hosts emulated: primary, proxy and client on CPU 0, the secondary alone on CPU 1', 'with primary, proxy and client on one CPU'],
+  ]) {
+    for (const w of ['kv', 'kvPipe', 'http']) {
+      const ps = res[key]?.[w] ?? [];
+      if (ps.length === 0) continue;
+      const ratios = ps.map((p) => p.ratio);
+      const v = median(ratios);
+      add(`throughput adaptive / unprotected, both through the proxy, paired runs, ${where} (${WORKLOADS[w]}; median of ${ps.length} pair ratios)`,
+        ps.length > 1 ? `${f2(v)} (${f2(Math.min(...ratios))}–${f2(Math.max(...ratios))})` : f2(v), '≥ 0.8', v === null ? null : v >= 0.8,
+        v !== null && v < 0.8 ? `CPU during the adaptive runs: ${cpuCell(ps.map((p) => ({ cpu: p.prot.window.cpu })))} % ${cpuWhere}; see NOTES.md, "Throughput"` : '');
+    }
   }
   // The same from the configuration tables' medians (runs minutes apart). The stricter row compares
   // with `ftvm run`, which serves clients itself (no proxy process, no network link in between).
@@ -222,11 +228,11 @@ function goals(res) {
   return out;
 }
 
-/** One row per pair: each side's req/s and p99, and the ratio. */
-function pairedSection(res) {
+/** One row per pair: each side's req/s and p99, and the ratio (`key`: paired or pairedSplit). */
+function pairedSection(res, key = 'paired') {
   const parts = [];
   for (const [w, label] of Object.entries(WORKLOADS)) {
-    const ps = res.paired?.[w] ?? [];
+    const ps = res[key]?.[w] ?? [];
     if (ps.length === 0) continue;
     const body = ps.map((p, i) => {
       const b = summarizeTests(p.base.tests);
@@ -347,7 +353,13 @@ export function writeReport(res, dir) {
     '',
     pairedSection(res) || 'not run',
     '',
-    'Each pair runs the same client workload on a freshly started `unprotected-proxy` system and on a freshly started `adaptive` one, back to back, alternating which goes first; each system is stopped before the next starts. The ratio is adaptive / unprotected-proxy req/s of that pair. Both sides of a ratio thus see the same state of the shared machine, where the configuration tables below are medians taken minutes apart.',
+    'Each pair runs the same client workload on a freshly started `unprotected-proxy` system and on a freshly started `adaptive` one, back to back, alternating which goes first; each system is stopped before the next starts. The ratio is adaptive / unprotected-proxy req/s of that pair. Both sides of a ratio thus see the same state of the shared machine, where the configuration tables below are medians taken minutes apart. Every process may run on either CPU, so the secondary takes its CPU from the primary, the proxy and the client.',
+    '',
+    '## Paired throughput, two hosts emulated: the secondary on a CPU of its own',
+    '',
+    pairedSection(res, 'pairedSplit') || 'not run',
+    '',
+    'The same pairs with every process confined by `taskset`: the primary, the proxy and the client on CPU 0, the secondary alone on CPU 1, as on a deployment with the secondary on a host of its own (the design\'s). The unprotected side runs on CPU 0 only, as it would on the primary\'s host alone. CPU % is per process, 100 = one CPU.',
     '',
     ...Object.entries(WORKLOADS).flatMap(([w, label]) => [`## ${label}`, '', workloadTable(res, w), '']),
     'Latency percentiles are the clients\' own (redis-benchmark: its percentile distribution, p99.9 = first line at or past 99.9%; wrk: its histogram via `bench/wrk-report.lua`). With several commands, req/s is all requests over their total time and the percentiles are the mean over the commands (per-command values below). Wire/raw bytes, epochs and the pause come from the primary\'s `/metrics` (diff of counters over the run); pause quantiles are interpolated inside the `ftvm_epoch_pause_seconds` buckets (50 µs, 100 µs, 250 µs, 500 µs, 1 ms, ...), so they are estimates bounded by those edges. Output delay is the proxy\'s `ftvm_output_delay_seconds`. CPU: utime+stime of each process from `/proc/<pid>/stat` over the run (all threads).',
