@@ -2,7 +2,7 @@
 // (Collected.pauseMs: from the event boundary to the end of the copy), with the early copy
 // between events on and off, at 64 MiB and 1 GiB of guest memory.
 //
-//   node bench/pause.mjs [--quick]      (after `npm run build`)
+//   npm run bench:pause [-- --quick]   (after `npm run build`: node with the roles' flags, see packages/cli/src/node-flags.ts)
 //
 // The dirtier writes `RATE` random pages/s of its working set (ticks of 1 ms of guest time);
 // a collect every EPOCH_MS gives ~RATE * EPOCH_MS / 1000 dirty pages per epoch. One VMM in
@@ -108,7 +108,7 @@ const f = (x) => x.toFixed(3);
 const L = [
   '# Checkpoint pause at ~1,000 dirty pages per epoch',
   '',
-  `Command: \`node bench/pause.mjs${quick ? ' --quick' : ''}\` (after \`npm run build\`). ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}, load average at the end ${loadavg().map((x) => x.toFixed(1)).join(' / ')}.`,
+  `Command: \`${['node', ...process.execArgv, 'bench/pause.mjs'].join(' ')}${quick ? ' --quick' : ''}\` (after \`npm run build\`; \`npm run bench:pause\` passes the roles' node flags). ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}, load average at the end ${loadavg().map((x) => x.toFixed(1)).join(' / ')}.`,
   `The dirtier writes ${RATE.toLocaleString('en')} random pages/s (1 ms ticks of guest time); a collect every ${EPOCH_MS} ms; ${EPOCHS} epochs per row.`,
   'Pause = `Collected.pauseMs`: the vCPU held from the event boundary to the end of the copy (dirty-log scan, copy, globals and device state).',
   'Early copy: between events the worker takes the dirty pages so far and copies them in 64-page slices, so the hold copies only what was written since.',

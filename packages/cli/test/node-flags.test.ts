@@ -15,6 +15,11 @@ describe('the V8 flags of the roles', () => {
     expect(read('packages/cli/src/main.ts').split('\n')[0]).toBe(`#!/usr/bin/env -S node ${NODE_FLAGS.join(' ')}`);
   });
 
+  it('the pause micro-benchmark runs the vCPU with them (npm run bench:pause)', () => {
+    const scripts = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts;
+    expect(scripts['bench:pause']).toBe(`node ${NODE_FLAGS.join(' ')} bench/pause.mjs`);
+  });
+
   it('the container images pass them, between node and main.js', () => {
     const list = NODE_FLAGS.map((f) => `"${f}"`).join(', ');
     expect(read('deploy/Dockerfile')).toContain(`ENTRYPOINT ["node", ${list}, "/app/packages/cli/dist/main.js"]`);
