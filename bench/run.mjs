@@ -231,6 +231,7 @@ async function pairedThroughput(mode, res, topology = 'shared') {
   const sides = { base: 'unprotected-proxy', prot: 'adaptive' };
   const where = TOPOLOGIES[topology];
   const out = topology === 'shared' ? res.paired : (res.pairedSplit = {});
+  const tag = topology === 'shared' ? '' : ` ${topology}`;
   for (const w of Object.keys(GUEST_OF)) {
     const pairs = (out[w] = []);
     for (let i = 0; i < mode.pairs; i++) {
@@ -240,14 +241,14 @@ async function pairedThroughput(mode, res, topology = 'shared') {
         try {
           pair[side] = await measured(sys, () => runWorkload(w, sys, mode, sides[side], where.client));
         } finally {
-          if (sys.logTail) (res.logs ??= {})[`paired${topology === 'shared' ? '' : ` ${topology}`} ${w} ${side} ${i + 1}`] = sys.logTail();
+          if (sys.logTail) (res.logs ??= {})[`paired${tag} ${w} ${side} ${i + 1}`] = sys.logTail();
           await sys.stop();
         }
       }
       const rps = (r) => summarizeTests(r.tests).rps;
       pair.ratio = rps(pair.prot) / rps(pair.base);
       pairs.push(pair);
-      log(`paired${topology === 'shared' ? '' : ` (${topology})`} ${w} ${i + 1}/${mode.pairs}: unprotected-proxy ${rps(pair.base).toFixed(0)} req/s, adaptive ${rps(pair.prot).toFixed(0)} req/s, ratio ${pair.ratio.toFixed(2)}`);
+      log(`paired${tag} ${w} ${i + 1}/${mode.pairs}: unprotected-proxy ${rps(pair.base).toFixed(0)} req/s, adaptive ${rps(pair.prot).toFixed(0)} req/s, ratio ${pair.ratio.toFixed(2)}`);
     }
   }
 }

@@ -5,6 +5,8 @@ const te = new TextEncoder();
 const td = new TextDecoder();
 const b = (s: string) => te.encode(s);
 const none: StateOffsets = { epoch: 0, maxConnId: 0, conns: [] };
+/** A commit's offsets for one connection `c` (its only one) at `epoch`, `out` output bytes produced. */
+const offsetsOf = (c: number, epoch: number, out: number): StateOffsets => ({ epoch, maxConnId: c, conns: [{ conn: c, inConsumed: 0, outProduced: out, closed: false }] });
 
 function written(actions: ProxyAction[], conn: number): string {
   return actions
@@ -56,11 +58,10 @@ describe('ProxyCore output commit', () => {
   it('refuses output from a node that is not the active primary, and commits unless they are the secondary\'s acked ones of this term', () => {
     const p = setup();
     const c = p.clientOpen(1);
-    const offsets = (epoch: number, out: number) => ({ epoch, maxConnId: c, conns: [{ conn: c, inConsumed: 0, outProduced: out, closed: false }] });
     p.output('b', { term: 1, epoch: 1, conn: c, offset: 0, bytes: b('x') }, 2);
     // A commit the secondary did not ack itself, or of another term, is not the secondary's to give.
-    p.commit('b', { term: 1, epoch: 1, acked: false, offsets: offsets(1, 1) }, 2);
-    p.commit('b', { term: 2, epoch: 1, acked: true, offsets: offsets(1, 1) }, 2);
+    p.commit('b', { term: 1, epoch: 1, acked: false, offsets: offsetsOf(c, 1, 1) }, 2);
+    p.commit('b', { term: 2, epoch: 1, acked: true, offsets: offsetsOf(c, 1, 1) }, 2);
     const acts = p.takeActions();
     expect(written(acts, c)).toBe('');
     expect(ofType(acts, 'refused')).toHaveLength(3);
@@ -70,9 +71,8 @@ describe('ProxyCore output commit', () => {
   it('releases output on the secondary\'s commit, one hop before the primary\'s, and confirms to the primary only on its own commit', () => {
     const p = setup();
     const c = p.clientOpen(1);
-    const offsets = (epoch: number, out: number) => ({ epoch, maxConnId: c, conns: [{ conn: c, inConsumed: 0, outProduced: out, closed: false }] });
     p.output('a', { term: 1, epoch: 2, conn: c, offset: 0, bytes: b('one\n') }, 2);
-    p.commit('b', { term: 1, epoch: 2, acked: true, offsets: offsets(2, 4) }, 3);
+    p.commit('b', { term: 1, epoch: 2, acked: true, offsets: offsetsOf(c, 2, 4) }, 3);
     let acts = p.takeActions();
     expect(written(acts, c)).toBe('one\n');
     expect(p.committedEpoch).toBe(2);
@@ -80,14 +80,14 @@ describe('ProxyCore output commit', () => {
     expect(ofType(acts, 'confirmCommit')).toEqual([]);
     expect(ofType(acts, 'refused')).toEqual([]);
     // Committed before it arrived: output of epoch 3 goes out as soon as it comes.
-    p.commit('b', { term: 1, epoch: 3, acked: true, offsets: offsets(3, 8) }, 4);
+    p.commit('b', { term: 1, epoch: 3, acked: true, offsets: offsetsOf(c, 3, 8) }, 4);
     expect(written(p.takeActions(), c)).toBe('');
     p.output('a', { term: 1, epoch: 3, conn: c, offset: 4, bytes: b('two\n') }, 5);
     expect(written(p.takeActions(), c)).toBe('two\n');
     // The primary's commits follow: they release nothing twice, and confirm once per epoch.
-    p.commit('a', { term: 1, epoch: 2, acked: true, offsets: offsets(2, 4) }, 6);
-    p.commit('a', { term: 1, epoch: 3, acked: true, offsets: offsets(3, 8) }, 6);
-    p.commit('a', { term: 1, epoch: 3, acked: true, offsets: offsets(3, 8) }, 6);
+    p.commit('a', { term: 1, epoch: 2, acked: true, offsets: offsetsOf(c, 2, 4) }, 6);
+    p.commit('a', { term: 1, epoch: 3, acked: true, offsets: offsetsOf(c, 3, 8) }, 6);
+    p.commit('a', { term: 1, epoch: 3, acked: true, offsets: offsetsOf(c, 3, 8) }, 6);
     acts = p.takeActions();
     expect(written(acts, c)).toBe('');
     expect(ofType(acts, 'confirmCommit')).toEqual([

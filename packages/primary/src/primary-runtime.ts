@@ -601,9 +601,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     this.lazyCommit = msg;
     this.lazyTimer ??= setTimeout(() => {
       this.lazyTimer = null;
-      const m = this.lazyCommit;
-      this.lazyCommit = null;
-      if (m && !this.stopped) this.proxy?.trySend(m);
+      if (this.lazyCommit && !this.stopped) this.sendCommit(this.lazyCommit);
     }, LAZY_COMMIT_MS);
   }
 
