@@ -75,26 +75,35 @@ export function parseI64(ptr: usize, len: i32): i64 {
 }
 
 /**
- * A bounded, growable input buffer for one connection: append what arrives, parse
- * from data(), consume() what was used. Never grows past `limit` bytes of pending
- * input: append returns false instead.
+ * A bounded, growable input buffer for one connection: take() (or append) what
+ * arrives, parse from data(), consume() what was used, settle() before returning
+ * from onData. Never holds more than `limit` bytes of pending input: append and
+ * settle return false instead.
+ *
+ * take() parses a delivery in place when nothing is pending, the usual case: then the
+ * connection's own buffer is neither copied to nor written, so a request dirties no
+ * page of it, and every checkpoint of a server with many connections stays smaller
+ * (one page per active connection and epoch otherwise).
  */
 export class InputBuffer {
   ptr: usize = 0;
   cap: i32 = 0;
   start: i32 = 0;
   end: i32 = 0;
+  /** The delivery being parsed in place (start/end index it); 0: none. */
+  lent: usize = 0;
 
   constructor(public limit: i32) {}
 
   /** Address of the first unconsumed byte. */
-  data(): usize { return this.ptr + <usize>this.start; }
+  data(): usize { return (this.lent != 0 ? this.lent : this.ptr) + <usize>this.start; }
   /** Unconsumed bytes. */
   get length(): i32 { return this.end - this.start; }
 
   /** Appends [src, src+len); false (and nothing appended) when it would exceed limit. */
   append(src: usize, len: i32): bool {
     if (len <= 0) return true;
+    if (this.lent != 0) abort("InputBuffer.append during a take (settle first)");
     let pending = this.end - this.start;
     if (<i64>pending + <i64>len > <i64>this.limit) return false;
     if (this.end + len > this.cap) {
@@ -124,12 +133,43 @@ export class InputBuffer {
     if (this.start >= this.end) {
       this.start = 0;
       this.end = 0;
+      this.lent = 0;
       if (this.cap > 65536) this.free();
     }
   }
 
+  /**
+   * Takes the delivery [src, src+len), valid until settle(): parsed in place when nothing
+   * is pending, appended otherwise. false (nothing taken) as append.
+   */
+  take(src: usize, len: i32): bool {
+    if (len <= 0) return true;
+    if (this.lent != 0) abort("InputBuffer.take twice (settle first)");
+    if (this.end > this.start) return this.append(src, len);
+    this.lent = src;
+    this.start = 0;
+    this.end = len;
+    return true;
+  }
+
+  /**
+   * Ends a take: the delivery's unconsumed bytes (an incomplete request) are copied into
+   * the connection's buffer, as the delivery's memory goes back to the host. false when
+   * they exceed limit (they are dropped, the buffer is empty).
+   */
+  settle(): bool {
+    if (this.lent == 0) return true;
+    let src = this.lent + <usize>this.start;
+    let n = this.end - this.start;
+    this.lent = 0;
+    this.start = 0;
+    this.end = 0;
+    return this.append(src, n);
+  }
+
   /** Releases the memory; the buffer stays usable (and empty). */
   free(): void {
+    this.lent = 0;
     if (this.ptr != 0) heap.free(this.ptr);
     this.ptr = 0;
     this.cap = 0;

@@ -239,8 +239,9 @@ class Http extends Guest {
     if (conns.has(conn)) c = conns.get(conn);
     else { c = new Conn(); conns.set(conn, c); }
     if (c.closing) return;
-    if (!c.input.append(ptr, len)) {
-      // More pending input than a maximal request: the client ignores our limits.
+    // Parsed in place unless a partial request is pending (see InputBuffer.take). More
+    // pending input than a maximal request: the client ignores our limits.
+    if (!c.input.take(ptr, len)) {
       fail(c, 413);
     } else {
       let buf = c.input;
@@ -250,6 +251,7 @@ class Http extends Guest {
         buf.consume(used);
         if (out.pending >= FLUSH_BYTES) out.flush(conn);
       }
+      if (!c.closing && !buf.settle()) fail(c, 413);
     }
     out.flush(conn);
     if (c.closing) {

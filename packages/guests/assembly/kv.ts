@@ -1277,9 +1277,9 @@ class Kv extends Guest {
     if (c.closing) return;
     curConn = conn;
     tnow = now();
-    if (!c.input.append(ptr, len)) {
-      rErr("ERR Protocol error: request exceeds " + MAX_REQUEST_BYTES.toString() + " bytes");
-      hangUp(c, conn);
+    // Parsed in place unless a partial request is pending (see InputBuffer.take).
+    if (!c.input.take(ptr, len)) {
+      tooLarge(c, conn);
       return;
     }
     let buf = c.input;
@@ -1296,6 +1296,10 @@ class Kv extends Guest {
       buf.consume(used);
       if (out.pending >= FLUSH_BYTES) out.flush(conn);
     }
+    if (!c.closing && !buf.settle()) {
+      tooLarge(c, conn);
+      return;
+    }
     out.flush(conn);
     if (c.closing) hangUp(c, conn);
   }
@@ -1310,6 +1314,12 @@ class Kv extends Guest {
   onTimer(tag: i32): void {
     if (tag == 1) sweep();
   }
+}
+
+/** More pending input than a request may have: an error, and the connection closed. */
+function tooLarge(c: Conn, conn: i32): void {
+  rErr("ERR Protocol error: request exceeds " + MAX_REQUEST_BYTES.toString() + " bytes");
+  hangUp(c, conn);
 }
 
 /** Flushes pending replies, closes the connection and drops its input. */

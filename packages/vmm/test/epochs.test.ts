@@ -64,6 +64,31 @@ describe('epochs of the kv guest', () => {
     expect(c.devices.conns.find((s) => s.conn === 1)?.outProduced).toBeGreaterThan(0);
   });
 
+  it('dirties a few pages for a request on each of 50 connections, not a page per connection', async () => {
+    // The guests parse a delivery in place (InputBuffer.take): a connection's own input buffer
+    // is written only for a request split across deliveries. Before, each of these epochs
+    // carried 50+ pages, one per connection's buffer.
+    const ids = Array.from({ length: 50 }, (_, i) => 100 + i);
+    for (const id of ids) vmm.open(id);
+    for (const id of ids) vmm.input(id, resp('SET', `conn:${id}`, 'v'));
+    await vmm.collect();
+    for (const round of [1, 2, 3]) {
+      for (const id of ids) vmm.input(id, resp('GET', `conn:${id}`));
+      const c = await vmm.collect();
+      expect(c.pages.length, `round ${round}`).toBeLessThan(16);
+    }
+    // A request split across deliveries still works (its first part waits in the connection's buffer).
+    const outs: string[] = [];
+    const on = (it: { conn: number; data: Uint8Array }) => it.conn === 100 && outs.push(Buffer.from(it.data).toString());
+    vmm.on('output', on);
+    const split = resp('GET', 'conn:100');
+    vmm.input(100, split.subarray(0, 9));
+    vmm.input(100, split.subarray(9));
+    await vmm.collect();
+    vmm.off('output', on);
+    expect(outs.join('')).toBe('$1\r\nv\r\n');
+  });
+
   it('holds events while paused and runs them on resume', async () => {
     await vmm.pause();
     let got = '';
