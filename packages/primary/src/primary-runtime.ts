@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 import { ScrubPacer, StallWatch, PrimaryCore, type EpochPolicy, type PrimaryAction, type StateOffsets } from '@ftvm/core';
-import { ImageDigest, MAX_BATCH_PAGES, PageEncoder, pageHashInto, type Link, type Message, type Opaque } from '@ftvm/protocol';
+import { ImageDigest, MAX_BATCH_PAGES, PageEncoder, packConns, packOutput, pageHashInto, type Link, type Message, type Opaque } from '@ftvm/protocol';
 import type { Collected, OutputItem, Vmm } from '@ftvm/vmm';
 import { RetainedOutput, type WireDevices, type WireDisk } from '@ftvm/secondary';
 
@@ -521,7 +521,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
       for (let k = 0; k < c.disk.blocks.length; k++) this.diskDigest.update(c.disk.blocks[k]!, c.disk.data, k * PAGE_BYTES);
       disk = { totalBlocks: c.disk.totalBlocks, count: c.disk.blocks.length, digest: Buffer.from(this.diskDigest.value()).toString('hex') };
     }
-    const devices: WireDevices = { ...c.devices, output: this.retained.ofEpoch(epoch), confirmed: this.confirmed, disk };
+    const devices: WireDevices = { ...c.devices, conns: packConns(c.devices.conns), output: packOutput(this.retained.ofEpoch(epoch)), confirmed: this.confirmed, disk };
     if (!link.trySend({ t: 'ckpt_begin', term, epoch, memBytes: c.memBytes, pageCount: c.pages.length, globals: c.globals, devices: devices as unknown as Opaque, full })) return;
     this.digest.grow(c.memBytes / PAGE_BYTES);
     let wire = 0;

@@ -15,6 +15,7 @@ import { Packr, Unpackr } from 'msgpackr';
 import { ProtocolError, malformed, tooLarge, truncated } from './errors.js';
 import { MAX_OPAQUE_DEPTH, PAYLOAD_TYPES, type Message } from './messages.js';
 import { scanMsgpack } from './msgpack-scan.js';
+import { packConns } from './packed.js';
 import { validateMessage } from './schema.js';
 
 export interface FrameLimits {
@@ -72,10 +73,12 @@ const EMPTY = new Uint8Array(0);
 /** Encodes one frame. The message is validated like an incoming one. */
 export function encodeFrame(msg: Message, payload: Uint8Array = EMPTY, limits?: Partial<FrameLimits>): Uint8Array {
   const lim = limits ? resolveLimits(limits) : DEFAULT_LIMITS;
-  const clean = validateMessage(msg);
+  // Connection offsets travel as a packed table (packed.ts), which validation reads back.
+  const packed = (msg.t === 'commit' || msg.t === 'offsets') && Array.isArray(msg.conns) ? packConns(msg.conns) : undefined;
+  const clean = validateMessage(packed ? { ...msg, conns: packed } : msg);
   if (payload.length > 0 && !PAYLOAD_TYPES.has(clean.t)) throw malformed(`${clean.t} carries no payload, got ${payload.length} bytes`);
   if (payload.length > lim.maxPayloadBytes) throw tooLarge(`payload of ${payload.length} bytes exceeds maxPayloadBytes ${lim.maxPayloadBytes}`);
-  const header = packr.pack(clean);
+  const header = packr.pack(packed ? { ...clean, conns: packed } : clean);
   if (header.length > lim.maxHeaderBytes) throw tooLarge(`${clean.t} header of ${header.length} bytes exceeds maxHeaderBytes ${lim.maxHeaderBytes}`);
   const out = new Uint8Array(PREFIX_BYTES + header.length + payload.length);
   new DataView(out.buffer).setUint32(0, header.length, true);

@@ -12,6 +12,7 @@ export {
   Codec, ENTRY_HEADER_BYTES, MAX_BATCH_PAGES, MAX_PAGES, PageDecoder, PageEncoder,
   type CodecName, type CodecStats, type DecodedBatch, type EncodedBatch, type PageDecoderOptions, type PageEncoderOptions, type PageSink,
 } from './codec.js';
+export { CONN_ENTRY_BYTES, MAX_OUTPUT_CHUNKS, packConns, packOutput, unpackConns, unpackOutput, type OutputChunk } from './packed.js';
 export { ImageDigest, digestEquals, digestImage, pageHash, pageHashInto } from './digest.js';
 export {
   ClientHandshake, ServerHandshake,

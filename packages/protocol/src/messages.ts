@@ -14,8 +14,10 @@
 /**
  * 2: `ack.proxied` (the secondary sends its own `commit` to the proxy). A version-1 node
  * refuses that field as malformed, so the handshake refuses the pair instead.
+ * 3: connection offsets (`commit.conns`, `offsets.conns`, and in a checkpoint's devices) and
+ * a checkpoint's retained output travel as packed tables (packed.ts), not msgpack maps.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Size of handshake nonces, HMAC proofs, image digests and guest digests, bytes. */
 export const NONCE_BYTES = 32;

@@ -4,6 +4,7 @@
  * Validation returns a fresh object holding exactly the schema's fields.
  */
 import { malformed } from './errors.js';
+import { unpackConns } from './packed.js';
 import {
   DIGEST_BYTES, LINKS, MAX_CONNS, MAX_GLOBALS, MAX_OPAQUE_DEPTH, MAX_SCRUB_PAGES, NONCE_BYTES,
   PAGE_HASH_BYTES, PROOF_BYTES, ROLES,
@@ -57,10 +58,8 @@ const globals: Check = (v, p) => {
   });
 };
 
-const conns: Check = (v, p) => {
-  if (!Array.isArray(v) || v.length > MAX_CONNS) return fail(p, `an array of at most ${MAX_CONNS} entries`, v);
-  return v.map((c, i) => object(CONN_FIELDS, c, at(p, i)));
-};
+/** A packed connection table (packed.ts) on the wire; ConnOffsets[] once validated. */
+const conns: Check = (v, p) => unpackConns(v, p || 'conns');
 
 const resendConns: Check = (v, p) => {
   if (!Array.isArray(v) || v.length > MAX_CONNS) return fail(p, `an array of at most ${MAX_CONNS} entries`, v);
@@ -91,10 +90,6 @@ function opaqueAt(v: unknown, p: string, depth: number): unknown {
 
 const req = (check: Check): FieldSpec => ({ check });
 const opt = (check: Check): FieldSpec => ({ check, optional: true });
-
-const CONN_FIELDS: Record<string, FieldSpec> = {
-  conn: req(uint), inConsumed: req(uint), outProduced: req(uint), closed: req(bool),
-};
 
 const RESEND_FIELDS: Record<string, FieldSpec> = { conn: req(uint), offset: req(uint) };
 

@@ -125,10 +125,10 @@ describe('frames', () => {
   });
 
   it('names the field that failed, however deep, and validates the next message the fast way again', () => {
-    const conn = (c: number) => ({ conn: c, inConsumed: 0, outProduced: 0, closed: false });
-    const bad = { t: 'commit', term: 1, epoch: 2, acked: true, maxConnId: 3, conns: [conn(1), { ...conn(2), outProduced: -1 }] };
-    expect(() => validateMessage(bad)).toThrow('commit.conns[1].outProduced must be a safe non-negative integer, got number -1');
-    expect(() => validateMessage({ ...bad, conns: [conn(1), { conn: 2 }] })).toThrow('commit.conns[1].inConsumed is missing');
+    const conn = (c: number) => ({ conn: c, offset: 0 });
+    const bad = { t: 'resend', term: 1, conns: [conn(1), { ...conn(2), offset: -1 }] };
+    expect(() => validateMessage(bad)).toThrow('resend.conns[1].offset must be a safe non-negative integer, got number -1');
+    expect(() => validateMessage({ ...bad, conns: [conn(1), { conn: 2 }] })).toThrow('resend.conns[1].offset is missing');
     expect(() => validateMessage({ t: 'status', role: 'cli', term: 0, epoch: 0, state: 's', detail: { a: [1, { b: new Date(0) }] } })).toThrow(
       'status.detail.a[1].b must be plain data',
     );

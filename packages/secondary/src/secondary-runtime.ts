@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { MAX_MEMORY_BYTES, PAGE_BYTES, WASM_PAGE_BYTES } from '@ftvm/guest-abi';
 import { StallWatch, SecondaryCore, type SecondaryAction } from '@ftvm/core';
-import { ImageDigest, PageDecoder, digestEquals, pageHashInto, type Link, type Message, type MessageOf } from '@ftvm/protocol';
+import { ImageDigest, PageDecoder, digestEquals, pageHashInto, unpackConns, unpackOutput, type ConnOffsets, type Link, type Message, type MessageOf } from '@ftvm/protocol';
 import { PageUndoLog } from './undo-log.js';
 import { GuestImage, type DeviceState, type DiskSpec, type GlobalValue } from '@ftvm/vmm';
 import { RetainedOutput, type RetainedChunk } from './retained.js';
@@ -50,6 +50,9 @@ interface Staging {
   failed: string | null;
   /** The checkpoint's disk part (null: the primary has no disk): what it announced, blocks staged, candidate disk digest. */
   disk: { meta: WireDisk; count: number; digest: ImageDigest } | null;
+  /** The devices' connection table and output, unpacked (empty when they were malformed: then `failed`). */
+  conns: ConnOffsets[];
+  output: RetainedChunk[];
 }
 
 /** The disk part of a checkpoint, in ckpt_begin's devices: its blocks follow in ckpt_blocks frames. */
@@ -63,9 +66,11 @@ export interface WireDisk {
 }
 
 /** Device state as the primary puts it in ckpt_begin: the VMM's plus output to retain. */
-export interface WireDevices extends DeviceState {
-  /** Output the guest produced during this epoch (kept until the proxy confirms it). */
-  output: RetainedChunk[];
+export interface WireDevices extends Omit<DeviceState, 'conns'> {
+  /** The VMM's connection states as a packed table (packConns). */
+  conns: Uint8Array;
+  /** Output the guest produced during this epoch (kept until the proxy confirms it), packed (packOutput). */
+  output: Uint8Array;
   /** Every output of epochs <= confirmed has reached the proxy. */
   confirmed: number;
   disk?: WireDisk;
@@ -109,7 +114,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   private heldMessages: Array<[Link, Message, Uint8Array]> = [];
   private heldAck: { term: number; epoch: number } | null = null;
   /** Connection offsets of the committed image (what a commit tells the proxy). */
-  private committedConns: { maxConnId: number; conns: WireDevices['conns'] } = { maxConnId: 0, conns: [] };
+  private committedConns: { maxConnId: number; conns: ConnOffsets[] } = { maxConnId: 0, conns: [] };
   /**
    * Replication messages read and not yet handled. Decoding and staging a large checkpoint
    * runs in slices of INBOX_SLICE_MS, yielding to the event loop between them, so this node's
@@ -432,7 +437,16 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
           this.image.resize(b.memBytes); // growth reads as zero; undone with the pages on a discard
         }
         let failed = badSize ? `memBytes ${b.memBytes} is not a whole number of 64 KiB pages up to ${MAX_MEMORY_BYTES}` : null;
-        const meta = (b.devices as unknown as WireDevices).disk;
+        const wire = b.devices as unknown as WireDevices;
+        let conns: ConnOffsets[] = [];
+        let output: RetainedChunk[] = [];
+        try {
+          conns = unpackConns(wire?.conns, 'devices.conns');
+          output = unpackOutput(wire?.output, 'devices.output');
+        } catch (e) {
+          failed ??= `malformed device state in ckpt_begin: ${(e as Error).message}`;
+        }
+        const meta = wire?.disk;
         let disk: Staging['disk'] = null;
         if (meta) {
           const okMeta = Number.isSafeInteger(meta.totalBlocks) && Number.isSafeInteger(meta.count) && meta.count >= 0 && typeof meta.digest === 'string';
@@ -450,7 +464,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         if (digest === this.digest) digest.begin();
         digest.grow(Math.min(b.memBytes, MAX_MEMORY_BYTES) / PAGE_BYTES);
         if (disk && disk.digest === this.diskDigest) this.diskDigest.begin();
-        this.staging = { epoch: a.epoch, full: a.full, begin: b, count: 0, undo: fresh ? null : this.undo, oldMemBytes, fresh, digest, failed, disk };
+        this.staging = { epoch: a.epoch, full: a.full, begin: b, count: 0, undo: fresh ? null : this.undo, oldMemBytes, fresh, digest, failed, disk, conns, output };
         if (failed?.startsWith('FTVM_ERR_DISK_MISMATCH')) this.emit('log', 'error', 'cannot replicate the disk', { code: 'FTVM_ERR_DISK_MISMATCH', reason: failed });
         return;
       }
@@ -501,17 +515,17 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
           pages: new Uint32Array(0),
           data: new Uint8Array(0),
           globals: b.globals as GlobalValue[],
-          devices: { conns: devices.conns, maxConnId: devices.maxConnId, timerDeadlineNs: devices.timerDeadlineNs, clock: devices.clock },
+          devices: { conns: st.conns, maxConnId: devices.maxConnId, timerDeadlineNs: devices.timerDeadlineNs, clock: devices.clock },
         });
         if (st.full) {
           (this as { image: GuestImage }).image = target;
           this.retained.clear();
         }
-        this.retained.add(devices.output ?? []);
+        this.retained.add(st.output);
         this.retained.confirm(devices.confirmed ?? 0);
         if (st.digest === this.digest) this.digest.commit();
         else this.digest = st.digest;
-        this.committedConns = { maxConnId: devices.maxConnId, conns: devices.conns };
+        this.committedConns = { maxConnId: devices.maxConnId, conns: st.conns };
         st.undo?.reset();
         this.staging = null;
         const end = this.pendingEnd;

@@ -1,13 +1,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { PAGE_BYTES, RESERVED_PAGES } from '@ftvm/guest-abi';
-import { ImageDigest, PageEncoder, connect, digestImage, listen, type Link, type Listener } from '@ftvm/protocol';
+import { ImageDigest, PageEncoder, connect, digestImage, listen, packConns, packOutput, type Link, type Listener } from '@ftvm/protocol';
 import { SecondaryRuntime } from '@ftvm/secondary';
 
 const token = new Uint8Array(Buffer.from('test-token'));
 const MEM = 8 << 20;
 
 function devices() {
-  return { conns: [], maxConnId: 0, timerDeadlineNs: null, clock: { pvclockAddr: 0, tscAtCapture: 0n, wallNsAtCapture: 0n, guestNsAtCapture: 0n }, output: [], confirmed: 0 };
+  return { conns: packConns([]), maxConnId: 0, timerDeadlineNs: null, clock: { pvclockAddr: 0, tscAtCapture: 0n, wallNsAtCapture: 0n, guestNsAtCapture: 0n }, output: packOutput([]), confirmed: 0 };
 }
 
 /** Sends one checkpoint of `pages` (from `mem`); stops after `framesToSend` page frames when given. */
@@ -136,6 +136,43 @@ describe('a partial checkpoint is never applied', () => {
     expect(got).toEqual(['nack 1']);
     expect(secondary.committedEpoch).toBe(0);
     expect(secondary.image.memBytes).toBe(0);
+    link.close(4000, 'done');
+  });
+
+  it('refuses (nacks) a checkpoint whose connection or output table is malformed, then applies a good one', async () => {
+    const { secondary, link } = await startSecondary();
+    const got: string[] = [];
+    link.on('message', (m) => {
+      if (m.t === 'ack' || m.t === 'nack') got.push(`${m.t} ${m.epoch}${m.t === 'nack' ? ` ${m.message}` : ''}`);
+    });
+    const bad = [
+      { ...devices(), conns: [{ conn: 1, inConsumed: 0, outProduced: 0, closed: false }] }, // version-2 maps
+      { ...devices(), conns: new Uint8Array(33) },
+      { ...devices(), output: new Uint8Array(2) },
+    ];
+    const reasons: string[] = [];
+    secondary.on('log', (_level: string, msg: string, fields?: { reason?: string }) => {
+      if (msg === 'checkpoint not applied') reasons.push(fields?.reason ?? '');
+    });
+    for (const d of bad) {
+      got.length = 0;
+      reasons.length = 0;
+      link.send({ t: 'ckpt_begin', term: 0, epoch: 1, memBytes: MEM, pageCount: 0, globals: [], devices: d, full: true });
+      link.send({ t: 'ckpt_end', term: 0, epoch: 1, pageCount: 0, digest: new ImageDigest().value(), wireBytes: 0, rawBytes: 0 });
+      for (let i = 0; i < 100 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(got).toHaveLength(1);
+      expect(got[0]).toMatch(/^nack 1 /);
+      expect(reasons).toHaveLength(1);
+      expect(reasons[0]).toMatch(/^malformed device state in ckpt_begin: devices\.(conns|output)/);
+      expect(secondary.committedEpoch).toBe(0);
+    }
+    got.length = 0;
+    const conns = [{ conn: 4, inConsumed: 10, outProduced: 20, closed: false }];
+    link.send({ t: 'ckpt_begin', term: 0, epoch: 1, memBytes: MEM, pageCount: 0, globals: [], devices: { ...devices(), conns: packConns(conns), maxConnId: 4 }, full: true });
+    link.send({ t: 'ckpt_end', term: 0, epoch: 1, pageCount: 0, digest: new ImageDigest().value(), wireBytes: 0, rawBytes: 0 });
+    for (let i = 0; i < 100 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(got).toEqual(['ack 1']);
+    expect(secondary.image.devices?.conns).toEqual(conns);
     link.close(4000, 'done');
   });
 });
