@@ -522,7 +522,11 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
       disk = { totalBlocks: c.disk.totalBlocks, count: c.disk.blocks.length, digest: Buffer.from(this.diskDigest.value()).toString('hex') };
     }
     const devices: WireDevices = { ...c.devices, conns: packConns(c.devices.conns), output: packOutput(this.retained.ofEpoch(epoch)), confirmed: this.confirmed, disk };
-    if (!link.trySend({ t: 'ckpt_begin', term, epoch, memBytes: c.memBytes, pageCount: c.pages.length, globals: c.globals, devices: devices as unknown as Opaque, full })) return;
+    const begin = { term, epoch, memBytes: c.memBytes, pageCount: c.pages.length, globals: c.globals, devices: devices as unknown as Opaque, full };
+    // A checkpoint of one page batch and no disk blocks (most epochs) goes as one `ckpt` frame.
+    const single = !c.disk && c.pages.length <= PAGES_PER_FRAME;
+    let singlePayload: Uint8Array | undefined;
+    if (!single && !link.trySend({ t: 'ckpt_begin', ...begin })) return;
     this.digest.grow(c.memBytes / PAGE_BYTES);
     let wire = 0;
     const byCodec: Record<string, { pages: number; bytes: number }> = {};
@@ -539,7 +543,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         agg.pages += v.pages;
         agg.bytes += v.bytes;
       }
-      if (!link.trySend({ t: 'ckpt_pages', term, epoch, seq, count: n }, batch.payload)) return;
+      if (single) singlePayload = batch.payload;
+      else if (!link.trySend({ t: 'ckpt_pages', term, epoch, seq, count: n }, batch.payload)) return;
       if (performance.now() - slice > 5) {
         // Let the I/O loop run (heartbeats, output, acks), and let the socket drain.
         await link.drained(64 << 20);
@@ -568,7 +573,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
       st.c.disk = { totalBlocks: c.disk.totalBlocks, blocks: new Uint32Array(0), data: new Uint8Array(0) };
     }
     const raw = c.pages.length * PAGE_BYTES;
-    if (!link.trySend({ t: 'ckpt_end', term, epoch, pageCount: c.pages.length, digest: this.digest.value(), wireBytes: wire, rawBytes: raw })) return;
+    const end = { pageCount: c.pages.length, digest: this.digest.value(), wireBytes: wire, rawBytes: raw };
+    if (single ? !link.trySend({ t: 'ckpt', ...begin, ...end }, singlePayload) : !link.trySend({ t: 'ckpt_end', term, epoch, ...end })) return;
     // Integrity scrub: the secondary answers with the hashes of the same slice of its image at this epoch.
     if (c.scrub && c.scrub.count > 0) {
       const hashes = new Uint32Array(c.scrub.count * 2);

@@ -15,7 +15,8 @@
  * 2: `ack.proxied` (the secondary sends its own `commit` to the proxy). A version-1 node
  * refuses that field as malformed, so the handshake refuses the pair instead.
  * 3: connection offsets (`commit.conns`, `offsets.conns`, and in a checkpoint's devices) and
- * a checkpoint's retained output travel as packed tables (packed.ts), not msgpack maps.
+ * a checkpoint's retained output travel as packed tables (packed.ts), not msgpack maps; a
+ * small checkpoint may come as one `ckpt` frame.
  */
 export const PROTOCOL_VERSION = 3;
 
@@ -108,6 +109,26 @@ export interface CkptEnd {
   /** Page bytes before encoding (pageCount * 4096). */
   rawBytes: number;
 }
+/**
+ * A whole small checkpoint in one frame: ckpt_begin's fields and ckpt_end's, its pages as
+ * the payload (one batch, as in ckpt_pages; empty when pageCount is 0). Received as that
+ * begin, pages and end. A checkpoint with disk blocks, or more pages than a batch, uses the
+ * three-frame form.
+ */
+export interface Ckpt {
+  t: 'ckpt';
+  term: number;
+  epoch: number;
+  memBytes: number;
+  pageCount: number;
+  globals: (number | bigint)[];
+  devices: Opaque;
+  clock?: Opaque;
+  full: boolean;
+  digest: Uint8Array;
+  wireBytes: number;
+  rawBytes: number;
+}
 /** The secondary has applied and verified `epoch`; its image digest. */
 /**
  * The secondary committed `epoch`. `proxied`: it told the proxy so itself (a commit on its net
@@ -196,14 +217,14 @@ export interface Status { t: 'status'; role: Role; term: number; epoch: number; 
 
 export type Message =
   | Challenge | Hello | Welcome | Reject
-  | CkptBegin | CkptPages | CkptBlocks | CkptEnd | Ack | Nack | Heartbeat | ScrubReq | ScrubRes | ResyncReq | BlockReq | BlockMap
+  | CkptBegin | CkptPages | CkptBlocks | CkptEnd | Ckpt | Ack | Nack | Heartbeat | ScrubReq | ScrubRes | ResyncReq | BlockReq | BlockMap
   | Open | Input | Output | Close | Commit | Confirm | Resend | Promote | PromoteDeny | Fence | Handover | Offsets | Status;
 
 export type MessageType = Message['t'];
 export type MessageOf<T extends MessageType> = Extract<Message, { t: T }>;
 
 /** Messages whose frame carries a binary payload after the header. */
-export const PAYLOAD_TYPES: ReadonlySet<MessageType> = new Set<MessageType>(['ckpt_pages', 'ckpt_blocks', 'block_map', 'input', 'output']);
+export const PAYLOAD_TYPES: ReadonlySet<MessageType> = new Set<MessageType>(['ckpt_pages', 'ckpt_blocks', 'ckpt', 'block_map', 'input', 'output']);
 
 export const HANDSHAKE_TYPES: ReadonlySet<MessageType> = new Set<MessageType>(['challenge', 'hello', 'welcome']);
 
@@ -215,7 +236,7 @@ const REPLICATION: MessageType[] = [
 
 /** Messages allowed on each link after the handshake; anything else is FTVM_ERR_UNEXPECTED_MESSAGE. */
 export const LINK_MESSAGES: Readonly<Record<LinkKind, ReadonlySet<MessageType>>> = {
-  replication: new Set([...COMMON, ...REPLICATION]),
+  replication: new Set([...COMMON, ...REPLICATION, 'ckpt']),
   migration: new Set([...COMMON, ...REPLICATION, 'block_req', 'block_map']),
   net: new Set([...COMMON, ...CONTROL, 'open', 'input', 'output', 'close', 'handover']),
   control: new Set([...COMMON, ...CONTROL]),

@@ -112,6 +112,10 @@ export const SCHEMAS = {
   ckpt_pages: { term, epoch, seq: req(uint), count: req(uint) },
   ckpt_blocks: { term, epoch, seq: req(uint), count: req(uint) },
   ckpt_end: { term, epoch, pageCount: req(uint), digest: req(bytes(DIGEST_BYTES)), wireBytes: req(uint), rawBytes: req(uint) },
+  ckpt: {
+    term, epoch, memBytes: req(uint), pageCount: req(uint), globals: req(globals), devices: req(opaque), clock: opt(opaque), full: req(bool),
+    digest: req(bytes(DIGEST_BYTES)), wireBytes: req(uint), rawBytes: req(uint),
+  },
   ack: { term, epoch, digest: req(bytes(DIGEST_BYTES)), proxied: opt(bool) },
   nack: { term, epoch, code: req(errCode), message: req(str(1024)) },
   heartbeat: { term, epoch, sentAtMs: req(uint) },

@@ -47,6 +47,13 @@ export function sampleMessages(): { msg: Message; payload?: Uint8Array }[] {
     { msg: { t: 'ckpt_pages', term: 3, epoch: 18, seq: 0, count: 2 }, payload: pages },
     { msg: { t: 'ckpt_blocks', term: 3, epoch: 18, seq: 0, count: 2 }, payload: pages },
     { msg: { t: 'ckpt_end', term: 3, epoch: 18, pageCount: 2, digest: b(32, 9), wireBytes: 500, rawBytes: 8192 } },
+    {
+      msg: {
+        t: 'ckpt', term: 3, epoch: 19, memBytes: 2 * 65536, pageCount: 2, globals: [1, 2n ** 40n], devices: { conns: b(32, 1), output: b(4) },
+        full: false, digest: b(32, 9), wireBytes: 500, rawBytes: 8192,
+      },
+      payload: pages,
+    },
     { msg: { t: 'ack', term: 3, epoch: 18, digest: b(32, 9) } },
     { msg: { t: 'nack', term: 3, epoch: 18, code: 'FTVM_ERR_DIGEST_MISMATCH', message: 'digest differs' } },
     { msg: { t: 'heartbeat', term: 3, epoch: 18, sentAtMs: 1_700_000_000_000 } },

@@ -77,6 +77,7 @@ export interface WireDevices extends Omit<DeviceState, 'conns'> {
 }
 
 const now = () => performance.now();
+const EMPTY = new Uint8Array(0);
 /** How long the inbox handles replication messages before letting the event loop run. */
 const INBOX_SLICE_MS = 20;
 /** Queued replication payload past which the link stops reading until the inbox drains. */
@@ -270,6 +271,14 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
       case 'heartbeat':
         this.core.heartbeat({ term: m.term, nowMs: t });
         break;
+      case 'ckpt': {
+        // One frame for a small checkpoint: handled as its begin, its pages (when any), its end.
+        const { digest, wireBytes, rawBytes, ...begin } = m;
+        this.onPrimary(link, { ...begin, t: 'ckpt_begin' }, EMPTY);
+        if (m.pageCount > 0 || payload.length > 0) this.onPrimary(link, { t: 'ckpt_pages', term: m.term, epoch: m.epoch, seq: 0, count: m.pageCount }, payload);
+        this.onPrimary(link, { t: 'ckpt_end', term: m.term, epoch: m.epoch, pageCount: m.pageCount, digest, wireBytes, rawBytes }, EMPTY);
+        return;
+      }
       case 'ckpt_begin':
         this.core.begin({ term: m.term, epoch: m.epoch, full: m.full, nowMs: t });
         // The core's stageBegin action (drained below) creates the staging with this header.

@@ -139,6 +139,44 @@ describe('a partial checkpoint is never applied', () => {
     link.close(4000, 'done');
   });
 
+  it('applies a checkpoint sent as one ckpt frame, and nacks one whose payload does not hold its pages', async () => {
+    const { secondary, link } = await startSecondary();
+    const got: string[] = [];
+    link.on('message', (m) => {
+      if (m.t === 'ack' || m.t === 'nack') got.push(`${m.t} ${m.epoch}`);
+    });
+    const mem = new Uint8Array(MEM);
+    const enc = new PageEncoder();
+    const digest = new ImageDigest();
+    const all = Array.from({ length: MEM / PAGE_BYTES - RESERVED_PAGES }, (_, i) => RESERVED_PAGES + i);
+    sendCheckpoint(link, enc, digest, mem, 1, true, all);
+    for (let i = 0; i < 100 && got.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    const one = (epoch: number, pages: number[], payloadPages = pages) => {
+      for (const p of pages) mem.fill(epoch, p * PAGE_BYTES, p * PAGE_BYTES + 50);
+      const d = digest.clone();
+      for (const p of pages) d.update(p, mem, p * PAGE_BYTES);
+      const data = new Uint8Array(payloadPages.length * PAGE_BYTES);
+      payloadPages.forEach((p, i) => data.set(mem.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES), i * PAGE_BYTES));
+      const batch = enc.encodeBatch(Uint32Array.from(payloadPages), data);
+      link.send(
+        { t: 'ckpt', term: 0, epoch, memBytes: MEM, pageCount: pages.length, globals: [], devices: devices(), full: false, digest: d.value(), wireBytes: batch.wireBytes, rawBytes: pages.length * PAGE_BYTES },
+        batch.payload,
+      );
+      return d;
+    };
+    const d2 = one(2, [RESERVED_PAGES + 3, RESERVED_PAGES + 40]);
+    for (let i = 0; i < 100 && got.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(got).toEqual(['ack 1', 'ack 2']);
+    expect(Buffer.from(digestImage(secondary.image.memory()))).toEqual(Buffer.from(d2.value()));
+    expect(Buffer.from(secondary.image.memory()).equals(Buffer.from(mem))).toBe(true);
+    // pageCount says 2, the payload holds 1: not applied.
+    one(3, [RESERVED_PAGES + 5, RESERVED_PAGES + 6], [RESERVED_PAGES + 5]);
+    for (let i = 0; i < 100 && got.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(got[2]).toBe('nack 3');
+    expect(secondary.committedEpoch).toBe(2);
+    link.close(4000, 'done');
+  });
+
   it('refuses (nacks) a checkpoint whose connection or output table is malformed, then applies a good one', async () => {
     const { secondary, link } = await startSecondary();
     const got: string[] = [];
