@@ -16,9 +16,13 @@ export interface RetainedChunk {
 export class RetainedOutput {
   private chunks: RetainedChunk[] = [];
   bytes = 0;
+  /** Chunks were added in epoch order (they are, from a guest): ofEpoch reads only the tail. */
+  private ordered = true;
 
   add(chunks: RetainedChunk[]): void {
     for (const c of chunks) {
+      const last = this.chunks[this.chunks.length - 1];
+      if (last && c.epoch < last.epoch) this.ordered = false;
       this.chunks.push(c);
       this.bytes += c.data.length;
     }
@@ -33,7 +37,13 @@ export class RetainedOutput {
 
   /** Chunks of `epoch` (to ship in its checkpoint). */
   ofEpoch(epoch: number): RetainedChunk[] {
-    return this.chunks.filter((c) => c.epoch === epoch);
+    if (!this.ordered) return this.chunks.filter((c) => c.epoch === epoch);
+    // O(chunks of epochs >= epoch), not O(everything retained): called once per checkpoint.
+    let i = this.chunks.length;
+    while (i > 0 && this.chunks[i - 1]!.epoch >= epoch) i--;
+    const out: RetainedChunk[] = [];
+    for (; i < this.chunks.length && this.chunks[i]!.epoch === epoch; i++) out.push(this.chunks[i]!);
+    return out;
   }
 
   /** Retained output of `conn` from `offset` on, as chunks (the first one trimmed). */
@@ -61,6 +71,7 @@ export class RetainedOutput {
 
   clear(): void {
     this.chunks = [];
+    this.ordered = true;
     this.bytes = 0;
   }
 }
