@@ -115,20 +115,7 @@ export interface CkptEnd {
  * begin, pages and end. A checkpoint with disk blocks, or more pages than a batch, uses the
  * three-frame form.
  */
-export interface Ckpt {
-  t: 'ckpt';
-  term: number;
-  epoch: number;
-  memBytes: number;
-  pageCount: number;
-  globals: (number | bigint)[];
-  devices: Opaque;
-  clock?: Opaque;
-  full: boolean;
-  digest: Uint8Array;
-  wireBytes: number;
-  rawBytes: number;
-}
+export type Ckpt = { t: 'ckpt' } & Omit<CkptBegin, 't' | 'disk'> & Omit<CkptEnd, 't'>;
 /** The secondary has applied and verified `epoch`; its image digest. */
 /**
  * The secondary committed `epoch`. `proxied`: it told the proxy so itself (a commit on its net

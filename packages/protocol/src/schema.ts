@@ -97,6 +97,12 @@ const term = req(uint);
 const epoch = req(uint);
 const NODE_ID = str(128);
 
+/** A checkpoint's opening and closing fields: ckpt_begin and ckpt_end, and both in a one-frame ckpt. */
+const CKPT_BEGIN = {
+  term, epoch, memBytes: req(uint), pageCount: req(uint), globals: req(globals), devices: req(opaque), clock: opt(opaque), full: req(bool),
+};
+const CKPT_END = { term, epoch, pageCount: req(uint), digest: req(bytes(DIGEST_BYTES)), wireBytes: req(uint), rawBytes: req(uint) };
+
 /** One entry per message type; `satisfies` keeps it in step with the union. */
 export const SCHEMAS = {
   challenge: { version: req(uint), nonce: req(bytes(NONCE_BYTES)) },
@@ -106,16 +112,11 @@ export const SCHEMAS = {
   },
   welcome: { nodeId: req(NODE_ID), role: req(oneOf(ROLES)), term, epoch, proof: req(bytes(PROOF_BYTES)) },
   reject: { code: req(errCode), message: req(str(1024)) },
-  ckpt_begin: {
-    term, epoch, memBytes: req(uint), pageCount: req(uint), globals: req(globals), devices: req(opaque), clock: opt(opaque), full: req(bool), disk: opt(opaque),
-  },
+  ckpt_begin: { ...CKPT_BEGIN, disk: opt(opaque) },
   ckpt_pages: { term, epoch, seq: req(uint), count: req(uint) },
   ckpt_blocks: { term, epoch, seq: req(uint), count: req(uint) },
-  ckpt_end: { term, epoch, pageCount: req(uint), digest: req(bytes(DIGEST_BYTES)), wireBytes: req(uint), rawBytes: req(uint) },
-  ckpt: {
-    term, epoch, memBytes: req(uint), pageCount: req(uint), globals: req(globals), devices: req(opaque), clock: opt(opaque), full: req(bool),
-    digest: req(bytes(DIGEST_BYTES)), wireBytes: req(uint), rawBytes: req(uint),
-  },
+  ckpt_end: CKPT_END,
+  ckpt: { ...CKPT_BEGIN, ...CKPT_END },
   ack: { term, epoch, digest: req(bytes(DIGEST_BYTES)), proxied: opt(bool) },
   nack: { term, epoch, code: req(errCode), message: req(str(1024)) },
   heartbeat: { term, epoch, sentAtMs: req(uint) },
