@@ -15,9 +15,9 @@ const f = (digits) => (v) => (v === null || v === undefined || !Number.isFinite(
 const f0 = f(0);
 const f1 = f(1);
 const f2 = f(2);
-/** Two decimals, or three when two would round a value across the goal's line (0.797 is not "0.80"). */
-const atLine = (v, line) => (v !== null && Number.isFinite(v) && Math.abs(v - line) < 0.005 ? f(3)(v) : f2(v));
 const f3 = f(3);
+/** Two decimals, or three when two would round a value across the goal's line (0.797 is not "0.80"). */
+const atLine = (v, line) => (v !== null && Number.isFinite(v) && Math.abs(v - line) < 0.005 ? f3(v) : f2(v));
 const mb = (v) => (v === null || v === undefined ? '–' : (v / 1e6).toFixed(v >= 1e7 ? 1 : 3));
 
 /** "median (min–max)" over repeats, or the value alone for one run. */

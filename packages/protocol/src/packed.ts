@@ -74,6 +74,7 @@ export function unpackConns(bytes: unknown, what = 'conns'): ConnOffsets[] {
 export interface OutputChunk {
   conn: number;
   epoch: number;
+  /** Output byte offset of data[0] on the connection. */
   offset: number;
   data: Uint8Array;
 }

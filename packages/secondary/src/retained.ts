@@ -1,11 +1,7 @@
-/** Output the guest produced, kept until the proxy confirms it received it. */
-export interface RetainedChunk {
-  conn: number;
-  epoch: number;
-  /** Output byte offset of data[0] on the connection. */
-  offset: number;
-  data: Uint8Array;
-}
+import type { OutputChunk } from '@ftvm/protocol';
+
+/** Output the guest produced, kept until the proxy confirms it received it (the chunk a checkpoint's output table carries). */
+export type RetainedChunk = OutputChunk;
 
 /**
  * Output retained per connection, in offset order, until `confirm(epoch)`: the proxy has
