@@ -584,7 +584,9 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     }
     const t = now();
     this.sentAt.set(epoch, t);
-    // Pages are encoded: the staged copy is no longer needed (a nack triggers a full sync).
+    // Pages are encoded: the staged copy is no longer needed (a nack triggers a full sync);
+    // its buffer goes back to the vCPU for a later epoch's copy.
+    this.vmm.recycle(c.data);
     st.c.data = new Uint8Array(0);
     this.emit('sent', { epoch, pauseMs: c.pauseMs, dirtyPages: c.pages.length, wireBytes: wire, rawBytes: raw, byCodec, diskBlocks, diskWireBytes: diskWire });
     this.core.checkpointSent({ epoch, nowMs: t });

@@ -1,5 +1,10 @@
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 
+/** Returned buffers kept for reuse at most (Vmm.recycle); a primary has one or two epochs between collect and encode. */
+export const EPOCH_COPY_POOL_MAX = 4;
+/** Larger returned buffers are dropped (a pooled buffer is memory held between epochs). */
+export const EPOCH_COPY_POOL_MAX_BYTES = 64 << 20;
+
 /** Free slots kept ahead of the hold, at least (a quarter of the epoch's pages when more); also the smallest buffer (64 KiB): kv epochs of ~20 pages at 100+ epochs/s must not allocate MiBs each. */
 const EPOCH_COPY_HEADROOM = 16;
 
@@ -25,6 +30,29 @@ export class EpochCopy {
   copiedEarly = 0;
   /** Slots the previous epoch used: the first allocation of this one makes room for as many. */
   private sizeHint = 0;
+  /**
+   * Buffers of earlier epochs handed back by their reader (`give`). A fresh multi-MiB buffer
+   * per epoch costs page faults on first touch and, as external memory, pushes the worker's
+   * heap into a scavenge ("external memory pressure") that may land inside a hold; a reused
+   * one does neither.
+   */
+  private pool: ArrayBuffer[] = [];
+
+  /** Buffers waiting in the pool. */
+  get pooled(): number {
+    return this.pool.length;
+  }
+
+  /** Takes back a buffer an earlier `finish` returned (its reader is done with it). */
+  give(buf: ArrayBuffer): void {
+    if (buf.byteLength < EPOCH_COPY_HEADROOM * PAGE_BYTES || buf.byteLength > EPOCH_COPY_POOL_MAX_BYTES) return;
+    this.pool.push(buf);
+    // Keep the largest: a smaller one is the one an epoch outgrows.
+    if (this.pool.length > EPOCH_COPY_POOL_MAX) {
+      this.pool.sort((a, b) => b.byteLength - a.byteLength);
+      this.pool.length = EPOCH_COPY_POOL_MAX;
+    }
+  }
 
   /** Pages taken from the dirty log and not yet copied. */
   get pendingCount(): number {
@@ -66,6 +94,8 @@ export class EpochCopy {
     for (let i = 0; i < dirty.length; i++) this.copy(mem, dirty[i]!);
     const out = { pages: this.pages.subarray(0, this.count), data: this.data.subarray(0, this.count * PAGE_BYTES) };
     const last = this.count;
+    // The buffers go out with the result (reset would pool them).
+    this.data = new Uint8Array(0);
     this.reset();
     // The next epoch's buffers are sized like this one's when first needed (between events, not in this hold).
     this.sizeHint = last;
@@ -75,6 +105,7 @@ export class EpochCopy {
   /** Forgets the epoch (a full collect copies everything; a restarted vCPU starts over). */
   reset(): void {
     for (let i = 0; i < this.count; i++) this.slotOf[this.pages[i]!] = 0;
+    if (this.data.length > 0) this.give(this.data.buffer as ArrayBuffer);
     this.pages = new Uint32Array(0);
     this.data = new Uint8Array(0);
     this.count = 0;
@@ -102,13 +133,26 @@ export class EpochCopy {
     this.data.set(mem.subarray(from, from + PAGE_BYTES), slot * PAGE_BYTES);
   }
 
+  /** The smallest pooled buffer of at least `bytes` (whole pages), taken out of the pool. */
+  private fromPool(bytes: number): Uint8Array<ArrayBuffer> | null {
+    let best = -1;
+    for (let i = 0; i < this.pool.length; i++) {
+      const n = this.pool[i]!.byteLength;
+      if (n >= bytes && (best < 0 || n < this.pool[best]!.byteLength)) best = i;
+    }
+    if (best < 0) return null;
+    const [buf] = this.pool.splice(best, 1);
+    return new Uint8Array(buf!, 0, Math.floor(buf!.byteLength / PAGE_BYTES) * PAGE_BYTES);
+  }
+
   private ensure(slots: number): void {
     if (slots <= this.pages.length) return;
     const cap = Math.max(slots, this.pages.length * 2, this.sizeHint + (this.sizeHint >>> 2), EPOCH_COPY_HEADROOM);
-    const pages = new Uint32Array(cap);
+    const data = this.fromPool(cap * PAGE_BYTES) ?? new Uint8Array(cap * PAGE_BYTES);
+    const pages = new Uint32Array(data.length / PAGE_BYTES);
     pages.set(this.pages.subarray(0, this.count));
-    const data = new Uint8Array(cap * PAGE_BYTES);
     data.set(this.data.subarray(0, this.count * PAGE_BYTES));
+    if (this.data.length > 0) this.give(this.data.buffer as ArrayBuffer);
     this.pages = pages;
     this.data = data;
   }

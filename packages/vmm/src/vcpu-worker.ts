@@ -844,6 +844,7 @@ port.on('message', (m: ToWorker) => {
       onEvents(m.events);
       return;
     case 'collect':
+      if (m.recycled && early) for (const b of m.recycled) early.give(b);
       drainThrottled();
       finishBackgroundNow();
       if (m.full && m.background && bytemap && !paused && !bgFull) startBackgroundFull(m.id, m.resume);

@@ -6,6 +6,7 @@ import { CLOCK_DEFAULTS, ClockCompensator, type ClockMode, type HostClock, type 
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 import type { Checkpoint } from './checkpoint.js';
 import { closeDiskFds, openDiskFds, readBlocksAsync, type DiskFds, type DiskSpec } from './disk.js';
+import { EPOCH_COPY_POOL_MAX, EPOCH_COPY_POOL_MAX_BYTES } from './epoch-copy.js';
 import { VmmError } from './errors.js';
 import type { PreparedGuest } from './prepare.js';
 import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, PrecopyFinal, ToWorker, WorkerClockInit, WorkerInit } from './worker-messages.js';
@@ -511,14 +512,14 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.worker.postMessage(m, transfer ?? []);
   }
 
-  private request<T>(make: (id: number) => ToWorker): Promise<T> {
+  private request<T>(make: (id: number) => ToWorker, transfer?: ArrayBuffer[]): Promise<T> {
     if (this.state !== 'running')
       return Promise.reject(new VmmError('FTVM_ERR_GUEST_STOPPED', `the guest is ${this.state}`));
     this.flushEvents();
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: never) => void, reject });
-      this.send(make(id));
+      this.send(make(id), transfer);
     });
   }
 
@@ -566,7 +567,27 @@ export class Vmm extends EventEmitter<VmmEvents> {
    */
   collect(full = false, resume = true, scrub?: { fromPage: number; count: number }, opts: { background?: boolean } = {}): Promise<Collected> {
     if (resume) this.held = false;
-    return this.request<Collected>((id) => ({ t: 'collect', id, full, resume, scrub, background: opts.background }));
+    const recycled = this.recycled.splice(0);
+    return this.request<Collected>(
+      (id) => ({ t: 'collect', id, full, resume, scrub, background: opts.background, recycled }),
+      recycled,
+    );
+  }
+
+  /** Collected.data buffers handed back (recycle), sent to the vCPU with the next collect. */
+  private recycled: ArrayBuffer[] = [];
+
+  /**
+   * Hands back a `Collected.data` the caller has finished reading: the vCPU reuses its buffer
+   * for a later epoch's copy instead of allocating (and faulting in) a fresh one. The buffer
+   * is transferred with the next collect, so `data` (and every view of its buffer) is empty
+   * from then on. Buffers too small or too large to be worth keeping are left alone.
+   */
+  recycle(data: Uint8Array): void {
+    const buf = data.buffer;
+    if (!this.earlyCopy || !(buf instanceof ArrayBuffer) || this.recycled.includes(buf)) return;
+    if (buf.byteLength < 64 * 1024 || buf.byteLength > EPOCH_COPY_POOL_MAX_BYTES || this.recycled.length >= EPOCH_COPY_POOL_MAX) return;
+    this.recycled.push(buf);
   }
 
   /** Marks pages dirty so the next epoch carries them again (a scrub repair). */

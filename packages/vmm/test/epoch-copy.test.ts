@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { PAGE_BYTES } from '@ftvm/guest-abi';
-import { EpochCopy } from '../src/epoch-copy.js';
+import { EPOCH_COPY_POOL_MAX, EPOCH_COPY_POOL_MAX_BYTES, EpochCopy } from '../src/epoch-copy.js';
 import { GuestImage, Vmm, checkpointDigest, prepareGuest, readGuest } from '@ftvm/vmm';
 
 const PAGES = 64;
@@ -15,11 +15,11 @@ describe('EpochCopy', () => {
       fc.record({ k: fc.constant('step' as const), n: fc.integer({ min: 1, max: 8 }) }),
     );
     fc.assert(
-      fc.property(fc.array(fc.array(step, { maxLength: 60 }), { minLength: 1, maxLength: 4 }), (epochs) => {
+      fc.property(fc.array(fc.array(step, { maxLength: 60 }), { minLength: 1, maxLength: 4 }), fc.array(fc.boolean(), { minLength: 4, maxLength: 4 }), (epochs, giveBack) => {
         const mem = new Uint8Array(PAGES * PAGE_BYTES);
         const base = mem.slice(); // the image as of the previous collect
         const ec = new EpochCopy();
-        for (const script of epochs) {
+        for (const [e, script] of epochs.entries()) {
           let log = new Set<number>();
           const dirtyThisEpoch = new Set<number>();
           for (const s of script) {
@@ -42,10 +42,54 @@ describe('EpochCopy', () => {
             base.set(got.data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), p * PAGE_BYTES);
           }
           expect(Buffer.from(base).equals(Buffer.from(mem))).toBe(true);
+          // A reader done with the epoch hands its buffer back: stale bytes must never reach a later epoch.
+          if (giveBack[e]) {
+            new Uint8Array(got.data.buffer).fill(0xa5);
+            ec.give(got.data.buffer as ArrayBuffer);
+          }
         }
       }),
       { numRuns: 300, seed: 7 },
     );
+  });
+});
+
+describe('EpochCopy buffer pool', () => {
+  const page = (v: number) => new Uint8Array(PAGE_BYTES).fill(v);
+  it('reuses a handed-back buffer for the next epoch instead of allocating', () => {
+    const mem = new Uint8Array(PAGES * PAGE_BYTES);
+    for (let p = 0; p < PAGES; p++) mem.set(page(p + 1), p * PAGE_BYTES);
+    const ec = new EpochCopy();
+    const buf = new ArrayBuffer(256 * PAGE_BYTES);
+    ec.give(buf);
+    for (const epoch of [[3, 4, 5], [9, 10]]) {
+      ec.take(Uint32Array.from(epoch.slice(0, -1)));
+      ec.step(mem, 8);
+      const got = ec.finish(mem, Uint32Array.of(epoch.at(-1)!));
+      expect(got.data.buffer).toBe(buf);
+      expect(ec.pooled).toBe(0);
+      expect([...got.pages]).toEqual(epoch);
+      for (const [i, p] of epoch.entries()) expect(Buffer.compare(got.data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), page(p + 1))).toBe(0);
+      // The reader is done: poison the bytes and hand the buffer back.
+      new Uint8Array(buf).fill(0xa5);
+      ec.give(buf);
+    }
+  });
+
+  it('keeps at most EPOCH_COPY_POOL_MAX buffers, the largest, and refuses tiny and huge ones', () => {
+    const ec = new EpochCopy();
+    ec.give(new ArrayBuffer(PAGE_BYTES));
+    ec.give(new ArrayBuffer(EPOCH_COPY_POOL_MAX_BYTES + PAGE_BYTES));
+    expect(ec.pooled).toBe(0);
+    for (let i = 1; i <= EPOCH_COPY_POOL_MAX + 2; i++) ec.give(new ArrayBuffer(i * 64 * PAGE_BYTES));
+    expect(ec.pooled).toBe(EPOCH_COPY_POOL_MAX);
+    // The two smallest were dropped: an epoch of 64 pages still gets a pooled buffer (of 192).
+    const mem = new Uint8Array(256 * PAGE_BYTES);
+    ec.take(Uint32Array.from({ length: 64 }, (_, i) => i));
+    ec.step(mem, 64);
+    const got = ec.finish(mem, Uint32Array.of());
+    expect(got.data.buffer.byteLength).toBe(3 * 64 * PAGE_BYTES);
+    expect(ec.pooled).toBe(EPOCH_COPY_POOL_MAX - 1);
   });
 });
 
@@ -60,12 +104,18 @@ describe('early copy in the vCPU worker', () => {
       vmm.input(1, Buffer.from('SET ws_pages=2048 rate=20000 pattern=random tick_ms=1\n'));
       let early = 0;
       let dirty = 0;
+      let handedBack: Uint8Array | null = null;
       for (let i = 0; i < 15; i++) {
         await new Promise((r) => setTimeout(r, 40));
         const c = await vmm.collect();
+        // A buffer handed back travels to the vCPU with the next collect (and is reused there).
+        if (handedBack) expect(handedBack.length).toBe(0);
         early += c.earlyPages;
         dirty += c.pages.length;
         img.apply(c);
+        // Every other epoch's buffer goes back for reuse: the image must stay exact all the same.
+        handedBack = i % 2 === 0 && c.data.buffer.byteLength >= 64 * 1024 ? c.data : null;
+        if (handedBack) vmm.recycle(handedBack);
       }
       vmm.input(1, Buffer.from('STOP\n'));
       img.apply(await vmm.collect());
