@@ -71,7 +71,7 @@ const MODES = {
     kvPipe: { requests: 16000, fastRequests: 200000, tests: ['set', 'get', 'incr', 'lpush'], pipeline: 16 },
     httpSeconds: 5,
     repeat: 3,
-    sweep: { policies: Object.keys(POLICIES), wsPages: [16384, 262144], rates: [10, 100, 1000, 10000, 50000], seconds: 3 },
+    sweep: { policies: Object.keys(POLICIES), wsPages: [16384, 262144], rates: [10, 100, 1000, 10000, 20000, 50000], seconds: 3 },
     crashTrials: [
       { variant: 'default timeouts', trials: 5 },
       { variant: 'timeouts 200 ms', trials: 5, nodeArgs: ['--detection-timeout-ms', '200'], proxyArgs: ['--failover-timeout-ms', '200'] },
