@@ -579,6 +579,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     if (c.scrub && c.scrub.count > 0) {
       const hashes = new Uint32Array(c.scrub.count * 2);
       for (let i = 0; i < c.scrub.count; i++) pageHashInto(c.scrub.data, i * PAGE_BYTES, hashes, i * 2);
+      this.vmm.recycle(c.scrub.data);
       this.scrubPending.set(epoch, { fromPage: c.scrub.fromPage, count: c.scrub.count, hashes });
       link.trySend({ t: 'scrub_req', term, epoch, fromPage: c.scrub.fromPage, count: c.scrub.count });
     }

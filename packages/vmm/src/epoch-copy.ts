@@ -2,8 +2,15 @@ import { PAGE_BYTES } from '@ftvm/guest-abi';
 
 /** Returned buffers kept for reuse at most (Vmm.recycle); a primary has one or two epochs between collect and encode. */
 export const EPOCH_COPY_POOL_MAX = 4;
-/** Larger returned buffers are dropped (a pooled buffer is memory held between epochs). */
-export const EPOCH_COPY_POOL_MAX_BYTES = 64 << 20;
+/** Larger returned buffers are dropped (4,096 pages: a pooled buffer is memory held between epochs). */
+export const EPOCH_COPY_POOL_MAX_BYTES = 16 << 20;
+/**
+ * A pooled buffer serves an epoch only when at most this many times the size it asks for.
+ * Every buffer that crosses threads counts in full as new external memory where it lands,
+ * and that count is what starts a scavenge: a 16 MiB buffer carrying a 6-page epoch back and
+ * forth would trigger far more of them than the 64 KiB the epoch would allocate.
+ */
+const POOL_FIT = 2;
 
 /** Free slots kept ahead of the hold, at least (a quarter of the epoch's pages when more); also the smallest buffer (64 KiB): kv epochs of ~20 pages at 100+ epochs/s must not allocate MiBs each. */
 const EPOCH_COPY_HEADROOM = 16;
@@ -47,11 +54,8 @@ export class EpochCopy {
   give(buf: ArrayBuffer): void {
     if (buf.byteLength < EPOCH_COPY_HEADROOM * PAGE_BYTES || buf.byteLength > EPOCH_COPY_POOL_MAX_BYTES) return;
     this.pool.push(buf);
-    // Keep the largest: a smaller one is the one an epoch outgrows.
-    if (this.pool.length > EPOCH_COPY_POOL_MAX) {
-      this.pool.sort((a, b) => b.byteLength - a.byteLength);
-      this.pool.length = EPOCH_COPY_POOL_MAX;
-    }
+    // The oldest goes first: recent epochs tell the sizes the next ones will ask for.
+    if (this.pool.length > EPOCH_COPY_POOL_MAX) this.pool.shift();
   }
 
   /** Pages taken from the dirty log and not yet copied. */
@@ -133,12 +137,18 @@ export class EpochCopy {
     this.data.set(mem.subarray(from, from + PAGE_BYTES), slot * PAGE_BYTES);
   }
 
-  /** The smallest pooled buffer of at least `bytes` (whole pages), taken out of the pool. */
+  /** A pooled buffer for another copy of the hold (the integrity scrub's slice): a view of exactly `bytes`, or null. */
+  lend(bytes: number): Uint8Array<ArrayBuffer> | null {
+    const got = this.fromPool(bytes);
+    return got ? got.subarray(0, bytes) : null;
+  }
+
+  /** The smallest pooled buffer of `bytes` up to POOL_FIT times that (whole pages), taken out of the pool. */
   private fromPool(bytes: number): Uint8Array<ArrayBuffer> | null {
     let best = -1;
     for (let i = 0; i < this.pool.length; i++) {
       const n = this.pool[i]!.byteLength;
-      if (n >= bytes && (best < 0 || n < this.pool[best]!.byteLength)) best = i;
+      if (n >= bytes && n <= POOL_FIT * bytes && (best < 0 || n < this.pool[best]!.byteLength)) best = i;
     }
     if (best < 0) return null;
     const [buf] = this.pool.splice(best, 1);

@@ -593,7 +593,11 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
   if (scrub) {
     const from = Math.min(scrub.fromPage, memBytes / PAGE_BYTES);
     const count = Math.max(0, Math.min(scrub.count, memBytes / PAGE_BYTES - from));
-    scrubCopy = { fromPage: from, count, data: m.slice(from * PAGE_BYTES, (from + count) * PAGE_BYTES) };
+    // Into a buffer handed back from an earlier epoch when one fits: a fresh one is faulted in
+    // page by page inside the hold (measured: 0.8-4.5 ms for 32-64 pages on the bench VM).
+    const data = early?.lend(count * PAGE_BYTES) ?? new Uint8Array(count * PAGE_BYTES);
+    data.set(m.subarray(from * PAGE_BYTES, (from + count) * PAGE_BYTES));
+    scrubCopy = { fromPage: from, count, data };
   }
   let diskCopy: Collected['disk'];
   if (disk) {

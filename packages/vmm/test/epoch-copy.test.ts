@@ -60,14 +60,14 @@ describe('EpochCopy buffer pool', () => {
     const mem = new Uint8Array(PAGES * PAGE_BYTES);
     for (let p = 0; p < PAGES; p++) mem.set(page(p + 1), p * PAGE_BYTES);
     const ec = new EpochCopy();
-    const buf = new ArrayBuffer(256 * PAGE_BYTES);
+    // 48 pages: what an epoch of a few pages grows to ask for (32 pages), within twice that.
+    const buf = new ArrayBuffer(48 * PAGE_BYTES);
     ec.give(buf);
     for (const epoch of [[3, 4, 5], [9, 10]]) {
       ec.take(Uint32Array.from(epoch.slice(0, -1)));
       ec.step(mem, 8);
       const got = ec.finish(mem, Uint32Array.of(epoch.at(-1)!));
       expect(got.data.buffer).toBe(buf);
-      expect(ec.pooled).toBe(0);
       expect([...got.pages]).toEqual(epoch);
       for (const [i, p] of epoch.entries()) expect(Buffer.compare(got.data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), page(p + 1))).toBe(0);
       // The reader is done: poison the bytes and hand the buffer back.
@@ -76,20 +76,48 @@ describe('EpochCopy buffer pool', () => {
     }
   });
 
-  it('keeps at most EPOCH_COPY_POOL_MAX buffers, the largest, and refuses tiny and huge ones', () => {
+  it('keeps the EPOCH_COPY_POOL_MAX most recent buffers, refuses tiny and huge ones, and never lends one far larger than asked', () => {
     const ec = new EpochCopy();
     ec.give(new ArrayBuffer(PAGE_BYTES));
     ec.give(new ArrayBuffer(EPOCH_COPY_POOL_MAX_BYTES + PAGE_BYTES));
     expect(ec.pooled).toBe(0);
-    for (let i = 1; i <= EPOCH_COPY_POOL_MAX + 2; i++) ec.give(new ArrayBuffer(i * 64 * PAGE_BYTES));
+    // 1,024 pages (the oldest, dropped), then 64, 128, 256, 512.
+    for (const pages of [1024, 64, 128, 256, 512]) ec.give(new ArrayBuffer(pages * PAGE_BYTES));
     expect(ec.pooled).toBe(EPOCH_COPY_POOL_MAX);
-    // The two smallest were dropped: an epoch of 64 pages still gets a pooled buffer (of 192).
-    const mem = new Uint8Array(256 * PAGE_BYTES);
-    ec.take(Uint32Array.from({ length: 64 }, (_, i) => i));
-    ec.step(mem, 64);
-    const got = ec.finish(mem, Uint32Array.of());
-    expect(got.data.buffer.byteLength).toBe(3 * 64 * PAGE_BYTES);
-    expect(ec.pooled).toBe(EPOCH_COPY_POOL_MAX - 1);
+    const mem = new Uint8Array(1024 * PAGE_BYTES);
+    const epoch = (n: number) => {
+      ec.take(Uint32Array.from({ length: n }, (_, i) => i));
+      ec.step(mem, n);
+      return ec.finish(mem, Uint32Array.of());
+    };
+    // 600 pages (plus headroom) ask for more than any pooled buffer holds: a fresh one.
+    const big = epoch(600);
+    expect(ec.pooled).toBe(EPOCH_COPY_POOL_MAX);
+    expect(big.data.buffer.byteLength).toBeGreaterThan(512 * PAGE_BYTES);
+    // 4 pages ask for 32 at most (with headroom): a 128-page buffer is more than twice that.
+    const fresh = new EpochCopy();
+    fresh.give(new ArrayBuffer(128 * PAGE_BYTES));
+    const small = (() => {
+      fresh.take(Uint32Array.from({ length: 4 }, (_, i) => i));
+      fresh.step(mem, 4);
+      return fresh.finish(mem, Uint32Array.of());
+    })();
+    expect(small.data.buffer.byteLength).toBeLessThan(128 * PAGE_BYTES);
+  });
+});
+
+describe('EpochCopy.lend (the scrub slice copied in the hold)', () => {
+  it('lends a pooled buffer as a view of exactly the bytes asked for, or null when none fits', () => {
+    const ec = new EpochCopy();
+    expect(ec.lend(32 * PAGE_BYTES)).toBeNull();
+    const buf = new ArrayBuffer(64 * PAGE_BYTES);
+    ec.give(buf);
+    // 16 pages: the 64-page buffer is more than twice that.
+    expect(ec.lend(16 * PAGE_BYTES)).toBeNull();
+    const got = ec.lend(48 * PAGE_BYTES)!;
+    expect(got.buffer).toBe(buf);
+    expect(got.length).toBe(48 * PAGE_BYTES);
+    expect(ec.pooled).toBe(0);
   });
 });
 
@@ -114,7 +142,7 @@ describe('early copy in the vCPU worker', () => {
         dirty += c.pages.length;
         img.apply(c);
         // Every other epoch's buffer goes back for reuse: the image must stay exact all the same.
-        handedBack = i % 2 === 0 && c.data.buffer.byteLength >= 64 * 1024 ? c.data : null;
+        handedBack = i % 2 === 0 && c.data.buffer.byteLength >= 64 * 1024 && c.data.buffer.byteLength <= EPOCH_COPY_POOL_MAX_BYTES ? c.data : null;
         if (handedBack) vmm.recycle(handedBack);
       }
       vmm.input(1, Buffer.from('STOP\n'));
