@@ -2,8 +2,8 @@ import { PAGE_BYTES } from '@ftvm/guest-abi';
 
 /** Returned buffers kept for reuse at most (Vmm.recycle); a primary has one or two epochs between collect and encode. */
 export const EPOCH_COPY_POOL_MAX = 4;
-/** Larger returned buffers are dropped (4,096 pages: a pooled buffer is memory held between epochs). */
-export const EPOCH_COPY_POOL_MAX_BYTES = 16 << 20;
+/** Larger returned buffers are dropped (16,384 pages: a pooled buffer is memory held between epochs). */
+export const EPOCH_COPY_POOL_MAX_BYTES = 64 << 20;
 /**
  * A pooled buffer serves an epoch only when at most this many times the size it asks for.
  * Every buffer that crosses threads counts in full as new external memory where it lands,
