@@ -12,6 +12,11 @@ export const EPOCH_COPY_POOL_MAX_BYTES = 64 << 20;
  */
 const POOL_FIT = 2;
 
+/** Whether a returned buffer of this size is worth keeping: at least the smallest epoch buffer, at most EPOCH_COPY_POOL_MAX_BYTES. */
+export function poolable(byteLength: number): boolean {
+  return byteLength >= EPOCH_COPY_HEADROOM * PAGE_BYTES && byteLength <= EPOCH_COPY_POOL_MAX_BYTES;
+}
+
 /** Free slots kept ahead of the hold, at least (a quarter of the epoch's pages when more); also the smallest buffer (64 KiB): kv epochs of ~20 pages at 100+ epochs/s must not allocate MiBs each. */
 const EPOCH_COPY_HEADROOM = 16;
 
@@ -52,7 +57,7 @@ export class EpochCopy {
 
   /** Takes back a buffer an earlier `finish` returned (its reader is done with it). */
   give(buf: ArrayBuffer): void {
-    if (buf.byteLength < EPOCH_COPY_HEADROOM * PAGE_BYTES || buf.byteLength > EPOCH_COPY_POOL_MAX_BYTES) return;
+    if (!poolable(buf.byteLength)) return;
     this.pool.push(buf);
     // The oldest goes first: recent epochs tell the sizes the next ones will ask for.
     if (this.pool.length > EPOCH_COPY_POOL_MAX) this.pool.shift();

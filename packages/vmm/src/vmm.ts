@@ -6,7 +6,7 @@ import { CLOCK_DEFAULTS, ClockCompensator, type ClockMode, type HostClock, type 
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 import type { Checkpoint } from './checkpoint.js';
 import { closeDiskFds, openDiskFds, readBlocksAsync, type DiskFds, type DiskSpec } from './disk.js';
-import { EPOCH_COPY_POOL_MAX, EPOCH_COPY_POOL_MAX_BYTES } from './epoch-copy.js';
+import { EPOCH_COPY_POOL_MAX, poolable } from './epoch-copy.js';
 import { VmmError } from './errors.js';
 import type { PreparedGuest } from './prepare.js';
 import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, PrecopyFinal, ToWorker, WorkerClockInit, WorkerInit } from './worker-messages.js';
@@ -574,19 +574,19 @@ export class Vmm extends EventEmitter<VmmEvents> {
     );
   }
 
-  /** Collected.data buffers handed back (recycle), sent to the vCPU with the next collect. */
+  /** Collected buffers handed back (recycle), sent to the vCPU with the next collect. */
   private recycled: ArrayBuffer[] = [];
 
   /**
-   * Hands back a `Collected.data` the caller has finished reading: the vCPU reuses its buffer
-   * for a later epoch's copy instead of allocating (and faulting in) a fresh one. The buffer
-   * is transferred with the next collect, so `data` (and every view of its buffer) is empty
-   * from then on. Buffers too small or too large to be worth keeping are left alone.
+   * Hands back a `Collected.data` (or `scrub.data`) the caller has finished reading: the vCPU
+   * reuses its buffer for a later copy in a hold instead of allocating (and faulting in) a fresh
+   * one. The buffer is transferred with the next collect, so `data` (and every view of its
+   * buffer) is empty from then on. Buffers too small or too large to keep are left alone.
    */
   recycle(data: Uint8Array): void {
     const buf = data.buffer;
     if (!this.earlyCopy || !(buf instanceof ArrayBuffer) || this.recycled.includes(buf)) return;
-    if (buf.byteLength < 64 * 1024 || buf.byteLength > EPOCH_COPY_POOL_MAX_BYTES || this.recycled.length >= EPOCH_COPY_POOL_MAX) return;
+    if (!poolable(buf.byteLength) || this.recycled.length >= EPOCH_COPY_POOL_MAX) return;
     this.recycled.push(buf);
   }
 
