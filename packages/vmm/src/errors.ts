@@ -9,6 +9,7 @@ import { FtvmError } from '@ftvm/guest-abi';
  * - FTVM_ERR_GUEST_INIT: instantiation or ftvm_init failed.
  * - FTVM_ERR_GUEST_NOT_FOUND: --guest names neither a shipped guest nor a readable .wasm file.
  * - FTVM_ERR_VMM_OPTION: an option is out of range.
+ * - FTVM_ERR_VCPU_SCHED: the vCPU thread could not be put on the scheduling class asked for (vcpuSched).
  * - FTVM_ERR_CHECKPOINT_INVALID: a checkpoint does not decode or does not fit this module.
  * - FTVM_ERR_INPUT_LIMIT: a connection exceeded the input queue bound.
  * - FTVM_ERR_DISK_SIZE: a disk size not in whole 4 KiB blocks up to 4 GiB (or a missing file without one).

@@ -46,6 +46,15 @@ export interface VmmOptions {
   /** The clock device (time-drift compensator). Default: the process default (setDefaultClockOptions). */
   clock?: VmmClockOptions;
   /**
+   * Scheduling class of the vCPU thread. 'fifo' puts it on SCHED_FIFO priority 1 (as libvirt's
+   * `<vcpusched scheduler='fifo'>` does for a KVM vCPU): no ordinary thread of the host preempts
+   * it, so a checkpoint hold is not stretched by a time slice of another process. Needs
+   * CAP_SYS_NICE (root) and util-linux's `chrt`; a refusal fails the boot (FTVM_ERR_VCPU_SCHED).
+   * The thread then runs the guest ahead of every ordinary thread on its core: meant for a host
+   * with a core to spare per guest. Default: the process default (setDefaultVcpuSched), 'normal'.
+   */
+  vcpuSched?: VcpuSched;
+  /**
    * Vmm.restore: the caller gives `ckpt.memory` up. An ArrayBuffer moves to the vCPU worker
    * (transferred: detached here) instead of being cloned; a SharedArrayBuffer is shared anyway
    * (RunServer then keeps it as its rollback image). A structured clone copies the view's
@@ -101,6 +110,17 @@ const VMM_CLOCK_DEFAULTS: ResolvedClockOptions = {
 };
 
 let processClock: ResolvedClockOptions = VMM_CLOCK_DEFAULTS;
+
+/** Scheduling class of a vCPU thread (VmmOptions.vcpuSched). */
+export type VcpuSched = 'normal' | 'fifo';
+export const VCPU_SCHEDS: readonly VcpuSched[] = ['normal', 'fifo'];
+let processVcpuSched: VcpuSched = 'normal';
+
+/** Sets the vCPU scheduling class of every Vmm of this process not given its own (the CLI's --vcpu-sched). */
+export function setDefaultVcpuSched(s: VcpuSched): void {
+  if (!VCPU_SCHEDS.includes(s)) throw new VmmError('FTVM_ERR_VMM_OPTION', `vcpuSched must be one of ${VCPU_SCHEDS.join(', ')}, got ${String(s)}`);
+  processVcpuSched = s;
+}
 
 /** Validates clock options; messages name the option. */
 export function resolveClockOptions(o: VmmClockOptions = {}, base: ResolvedClockOptions = VMM_CLOCK_DEFAULTS): ResolvedClockOptions {
@@ -196,6 +216,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
   private readonly transferRestoreMemory: boolean;
   private readonly syncEachOutput: boolean;
   private readonly earlyCopy: boolean;
+  private readonly vcpuSched: VcpuSched;
   private held = false;
   /** The disk's descriptors: opened by the first start, reused by every rollback's vCPU, closed by stop(). */
   private diskFds: DiskFds | null = null;
@@ -229,6 +250,8 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.transferRestoreMemory = opts.transferRestoreMemory ?? false;
     this.syncEachOutput = opts.syncEachOutput ?? false;
     this.earlyCopy = opts.earlyCopy ?? true;
+    this.vcpuSched = opts.vcpuSched ?? processVcpuSched;
+    if (!VCPU_SCHEDS.includes(this.vcpuSched)) throw new VmmError('FTVM_ERR_VMM_OPTION', `vcpuSched must be one of ${VCPU_SCHEDS.join(', ')}, got ${String(this.vcpuSched)}`);
     if (!Number.isInteger(this.eventTimeoutMs) || this.eventTimeoutMs < 1)
       throw new VmmError('FTVM_ERR_VMM_OPTION', `eventTimeoutMs must be a positive integer (ms), got ${opts.eventTimeoutMs}`);
     this.clockOptions = opts.clock ? resolveClockOptions(opts.clock, processClock) : processClock;
@@ -312,6 +335,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
       watch: sab,
       syncEachOutput: this.syncEachOutput,
       earlyCopy: this.earlyCopy,
+      vcpuSched: this.vcpuSched,
       // A prestart gets the disk with the checkpoint (restoreInto).
       disk: pre ? undefined : this.diskInit(rollingBack),
       restore: r?.restore,

@@ -30,6 +30,8 @@ export interface WorkerInit {
   syncEachOutput: boolean;
   /** Copy dirty pages between events, ahead of the epoch's collect (VmmOptions.earlyCopy). */
   earlyCopy: boolean;
+  /** Scheduling class of the vCPU thread, set before the guest is instantiated (VmmOptions.vcpuSched). */
+  vcpuSched: 'normal' | 'fifo';
   /** The virtual disk (absent: none; disk_blocks() is 0). undo: see BlockDeviceOptions. */
   disk?: WorkerDiskInit;
   /**

@@ -13,6 +13,7 @@ describe('EpochCopy', () => {
       fc.record({ k: fc.constant('write' as const), page: fc.integer({ min: 0, max: PAGES - 1 }), v: fc.integer({ min: 1, max: 255 }) }),
       fc.record({ k: fc.constant('take' as const) }),
       fc.record({ k: fc.constant('step' as const), n: fc.integer({ min: 1, max: 8 }) }),
+      fc.record({ k: fc.constant('prepare' as const), scrub: fc.integer({ min: 0, max: 8 }) }),
     );
     fc.assert(
       fc.property(fc.array(fc.array(step, { maxLength: 60 }), { minLength: 1, maxLength: 4 }), fc.array(fc.boolean(), { minLength: 4, maxLength: 4 }), (epochs, giveBack) => {
@@ -30,8 +31,10 @@ describe('EpochCopy', () => {
             } else if (s.k === 'take') {
               ec.take(Uint32Array.from(log));
               log = new Set();
-            } else {
+            } else if (s.k === 'step') {
               ec.step(mem, s.n);
+            } else {
+              ec.prepare(s.scrub * PAGE_BYTES);
             }
           }
           const got = ec.finish(mem, Uint32Array.from(log));
@@ -118,6 +121,37 @@ describe('EpochCopy.lend (the scrub slice copied in the hold)', () => {
     expect(got.buffer).toBe(buf);
     expect(got.length).toBe(48 * PAGE_BYTES);
     expect(ec.pooled).toBe(0);
+  });
+});
+
+describe('EpochCopy.prepare (the next hold\'s room, made between events)', () => {
+  it('allocates the next epoch\'s buffer ahead, sized like the last epoch, so an epoch no step reached is copied into it', () => {
+    const mem = new Uint8Array(256 * PAGE_BYTES);
+    for (let p = 0; p < 256; p++) mem[p * PAGE_BYTES] = p + 1;
+    const ec = new EpochCopy();
+    const pages = Uint32Array.from({ length: 100 }, (_, i) => i);
+    ec.finish(mem, pages); // sizes the next epoch (100 pages)
+    ec.prepare();
+    // Handed back after prepare: an epoch that allocated only in its hold would take this one.
+    const late = new ArrayBuffer(150 * PAGE_BYTES);
+    ec.give(late);
+    const got = ec.finish(mem, pages);
+    expect(got.data.buffer).not.toBe(late);
+    expect(got.data.buffer.byteLength).toBeGreaterThanOrEqual(125 * PAGE_BYTES);
+    for (let i = 0; i < 100; i++) expect(got.data[i * PAGE_BYTES]).toBe(i + 1);
+  });
+
+  it('sets a buffer aside for the next scrub slice, which lend hands out once', () => {
+    const ec = new EpochCopy();
+    expect(ec.lend(32 * PAGE_BYTES)).toBeNull();
+    ec.prepare(32 * PAGE_BYTES);
+    const got = ec.lend(32 * PAGE_BYTES)!;
+    expect(got.length).toBe(32 * PAGE_BYTES);
+    expect(ec.lend(32 * PAGE_BYTES)).toBeNull();
+    // The fit rule holds for the spare too: 48 pages are more than twice 16.
+    ec.prepare(32 * PAGE_BYTES);
+    expect(ec.lend(16 * PAGE_BYTES)).toBeNull();
+    expect(ec.lend(40 * PAGE_BYTES)!.length).toBe(40 * PAGE_BYTES);
   });
 });
 

@@ -2,7 +2,7 @@ import { loadToken } from '@ftvm/protocol';
 import { NodeHost, bridgeNodeMetrics, type NodeRole } from '@ftvm/node';
 import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, type PolicyName } from '@ftvm/metrics';
 import { CLOCK_DEFAULTS, CLOCK_MODES, type ClockMode } from '@ftvm/clock';
-import { DISK_BLOCK_BYTES, MAX_DISK_BYTES, prepareDisk, prepareGuest, readGuest, setDefaultClockOptions, type DiskSpec, type ResolvedClockOptions } from '@ftvm/vmm';
+import { DISK_BLOCK_BYTES, MAX_DISK_BYTES, VCPU_SCHEDS, prepareDisk, prepareGuest, readGuest, setDefaultClockOptions, setDefaultVcpuSched, type DiskSpec, type ResolvedClockOptions, type VcpuSched } from '@ftvm/vmm';
 import { hostPort, int, oneOf, size, type FlagTable } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
 import { CliError } from '../errors.js';
@@ -27,6 +27,16 @@ export function applyClockFlags(f: Record<string, unknown>): ResolvedClockOption
     stepThresholdMs: f['clock-step-threshold-ms'] as number,
     skew: { offsetNs: BigInt(f['clock-skew-ms'] as number) * 1_000_000n, ratePpm: f['clock-rate-ppm'] as number },
   });
+}
+
+/** The vCPU thread's scheduling class (ftvm run, primary, secondary, receive, restore; up passes it on). */
+export const vcpuFlags: FlagTable = {
+  'vcpu-sched': { type: 'string', default: 'normal', parse: oneOf(...VCPU_SCHEDS), help: 'vCPU thread scheduling: normal, or fifo (SCHED_FIFO priority 1: no other process stretches a checkpoint hold; needs root and a core to spare)' },
+};
+
+/** Sets the vCPU scheduling class of every VMM this process will create from --vcpu-sched. */
+export function applyVcpuFlags(f: Record<string, unknown>): void {
+  setDefaultVcpuSched(f['vcpu-sched'] as VcpuSched);
 }
 
 /** The virtual disk's flags (ftvm run, primary, secondary; up gives each node its own file). */
@@ -62,6 +72,7 @@ export const nodeFlags: FlagTable = {
   'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page' },
   'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
   ...clockFlags,
+  ...vcpuFlags,
   ...diskFlags,
 };
 
@@ -74,6 +85,7 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
   const guest = prepareGuest(name, wasm);
   for (const w of guest.warnings) log.warn(w);
   const clock = applyClockFlags(f);
+  applyVcpuFlags(f);
   if (clock.skew.offsetNs !== 0n || clock.skew.ratePpm !== 0)
     log.warn('testing: this process runs on a skewed host clock', { skewMs: Number(clock.skew.offsetNs / 1_000_000n), ratePpm: clock.skew.ratePpm });
   const policy = f.policy as string;

@@ -3,7 +3,7 @@ import { prepareGuest, readGuest, RunServer, type Vmm } from '@ftvm/vmm';
 import { hostPort, int, oneOf, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
 import { absolute, precopyFlags, token } from './precopy-common.js';
-import { applyClockFlags, clockFlags } from './node-common.js';
+import { applyClockFlags, applyVcpuFlags, clockFlags, vcpuFlags } from './node-common.js';
 import { controlFlags, serveUntilStopped, startControl } from './serve-guest.js';
 
 export const receiveCommand: CommandSpec = {
@@ -21,10 +21,12 @@ export const receiveCommand: CommandSpec = {
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
     ...clockFlags,
+    ...vcpuFlags,
   },
   async run(f) {
     const log = new Logger('receive', f['log-level'] as Level);
     applyClockFlags(f);
+    applyVcpuFlags(f);
     const { name, wasm } = readGuest(f.guest as string);
     const guest = prepareGuest(name, wasm);
     const listen = f.listen as { host: string; port: number };

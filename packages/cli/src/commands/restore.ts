@@ -4,7 +4,7 @@ import { int, oneOf, type CommandSpec } from '../flags.js';
 import { CliError } from '../errors.js';
 import { Logger, type Level } from '../logger.js';
 import { precopyFlags } from './precopy-common.js';
-import { applyClockFlags, clockFlags } from './node-common.js';
+import { applyClockFlags, applyVcpuFlags, clockFlags, vcpuFlags } from './node-common.js';
 import { controlFlags, serveUntilStopped, startControl } from './serve-guest.js';
 
 export const restoreCommand: CommandSpec = {
@@ -20,11 +20,13 @@ export const restoreCommand: CommandSpec = {
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
     ...clockFlags,
+    ...vcpuFlags,
   },
   async run(f, pos) {
     const log = new Logger('restore', f['log-level'] as Level);
     if (!pos[0]) throw new CliError('FTVM_ERR_CLI_MISSING', "'ftvm restore' needs the snapshot file");
     applyClockFlags(f);
+    applyVcpuFlags(f);
     const snap = await readSnapshot(pos[0]);
     const guest = prepareGuest(snap.info.guest, snap.wasm);
     log.info('snapshot verified', { guest: snap.info.guest, mode: snap.info.mode, memBytes: snap.checkpoint.memBytes, bytes: snap.bytes });

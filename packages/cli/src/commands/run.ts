@@ -2,7 +2,7 @@ import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, 
 import { prepareGuest, readGuest, RunServer } from '@ftvm/vmm';
 import { int, oneOf, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
-import { applyClockFlags, clockFlags, diskFlags, diskFromFlags } from './node-common.js';
+import { applyClockFlags, applyVcpuFlags, clockFlags, diskFlags, diskFromFlags, vcpuFlags } from './node-common.js';
 import { controlFlags, logGuestEvents, startControl } from './serve-guest.js';
 
 export const runCommand: CommandSpec = {
@@ -19,6 +19,7 @@ export const runCommand: CommandSpec = {
     'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page (default 9103 in docs; off unless given)' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
     ...clockFlags,
+    ...vcpuFlags,
     ...diskFlags,
     ...controlFlags,
     'token-file': { type: 'string', help: 'file holding the shared secret of --control (else $FTVM_TOKEN)' },
@@ -26,6 +27,7 @@ export const runCommand: CommandSpec = {
   async run(f) {
     const log = new Logger('run', f['log-level'] as Level);
     const clock = applyClockFlags(f);
+    applyVcpuFlags(f);
     const { name, wasm } = readGuest(f.guest as string);
     const guest = prepareGuest(name, wasm);
     for (const w of guest.warnings) log.warn(w);

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { int, oneOf, type CommandSpec } from '../flags.js';
-import { clockFlags, diskFlags } from './node-common.js';
+import { clockFlags, diskFlags, vcpuFlags } from './node-common.js';
 import { Logger, type Level } from '../logger.js';
 import { CliError } from '../errors.js';
 import { NODE_FLAGS } from '../node-flags.js';
@@ -35,6 +35,7 @@ export const upCommand: CommandSpec = {
     'clock-mode': clockFlags['clock-mode']!,
     'clock-max-slew-ppm': clockFlags['clock-max-slew-ppm']!,
     'clock-step-threshold-ms': clockFlags['clock-step-threshold-ms']!,
+    'vcpu-sched': vcpuFlags['vcpu-sched']!,
     'disk-size': { ...diskFlags['disk-size']!, help: 'give the guest a virtual disk of this size (e.g. 64M): each node gets its own file, node-a.img and node-b.img' },
     'disk-dir': { type: 'string', help: 'directory of the nodes\' disk files, kept after exit (default: a temporary directory removed on exit)' },
   },
@@ -53,7 +54,7 @@ export const upCommand: CommandSpec = {
     const urlB = `ws://${host}:${pb}`;
     const common = ['--guest', f.guest as string, '--token-file', tokenFile, '--policy', f.policy as string, '--log-level', f['log-level'] as string];
     if (f['interval-ms'] !== undefined) common.push('--interval-ms', String(f['interval-ms']));
-    for (const k of ['clock-mode', 'clock-max-slew-ppm', 'clock-step-threshold-ms']) common.push(`--${k}`, String(f[k]));
+    for (const k of ['clock-mode', 'clock-max-slew-ppm', 'clock-step-threshold-ms', 'vcpu-sched']) common.push(`--${k}`, String(f[k]));
     // Each node has its own disk file: a secondary commits the primary's blocks into its own copy.
     const diskDir = (f['disk-dir'] as string | undefined) ?? dir;
     if (f['disk-dir'] !== undefined) mkdirSync(diskDir, { recursive: true });
