@@ -33,6 +33,8 @@ export const CONFIGS = {
   ...Object.fromEntries(Object.entries(POLICIES).map(([k, v]) => [`${k}-nocomp`, [...v, '--compression', 'off']])),
   // The early copy off: every dirty page copied inside the epoch's hold (the behaviour before 2ab3fae).
   'adaptive-noearly': [...POLICIES.adaptive, '--early-copy', 'off'],
+  // The vCPU thread on SCHED_FIFO (needs root): no other process's time slice stretches a hold.
+  'adaptive-fifo': [...POLICIES.adaptive, '--vcpu-sched', 'fifo'],
 };
 const PARTS = ['paired', 'paired-split', 'sweep', 'crash', 'profile'];
 /**
@@ -40,7 +42,7 @@ const PARTS = ['paired', 'paired-split', 'sweep', 'crash', 'profile'];
  * at 2,500 requests a command lasts a fraction of a second and the ratio between two of them is
  * mostly start-up noise.
  */
-const FAST = new Set(['unprotected', 'unprotected-proxy', 'adaptive', 'adaptive-nocomp', 'adaptive-noearly']);
+const FAST = new Set(['unprotected', 'unprotected-proxy', 'adaptive', 'adaptive-nocomp', 'adaptive-noearly', 'adaptive-fifo']);
 const sized = (opts, name) => {
   const { fastRequests, ...rest } = opts;
   return FAST.has(name) && fastRequests ? { ...rest, requests: fastRequests } : rest;
@@ -71,7 +73,7 @@ const MODES = {
     kvPipe: { requests: 16000, fastRequests: 200000, tests: ['set', 'get', 'incr', 'lpush'], pipeline: 16 },
     httpSeconds: 5,
     repeat: 3,
-    sweep: { policies: Object.keys(POLICIES), wsPages: [16384, 262144], rates: [10, 100, 1000, 10000, 20000, 50000], seconds: 3 },
+    sweep: { policies: [...Object.keys(POLICIES), 'adaptive-fifo'], wsPages: [16384, 262144], rates: [10, 100, 1000, 10000, 20000, 50000], seconds: 3 },
     crashTrials: [
       { variant: 'default timeouts', trials: 5 },
       { variant: 'timeouts 200 ms', trials: 5, nodeArgs: ['--detection-timeout-ms', '200'], proxyArgs: ['--failover-timeout-ms', '200'] },
@@ -444,7 +446,7 @@ async function main() {
       await pairedThroughput(mode, res, 'split');
     });
   if (runPart('sweep')) {
-    const pols = mode.sweep.policies.filter((p) => !only || !configs.some((c) => c in POLICIES) || configs.includes(p));
+    const pols = mode.sweep.policies.filter((p) => !only || !configs.some((c) => mode.sweep.policies.includes(c)) || configs.includes(p));
     for (const p of pols) await attempt(`dirtier sweep ${p}`, () => sweepPolicy(p, mode.sweep, res));
   }
   if (runPart('crash')) for (const spec of mode.crashTrials) await attempt(`crash-to-first-reply (${spec.variant})`, () => crashTrials(spec, res));

@@ -13,6 +13,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { execFileSync } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
+import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { randomFillSync } from 'node:crypto';
 import {
   EXPORT_ABI_VERSION,
@@ -645,6 +647,23 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
 }
 
 /**
+ * A young-generation collection now, between events, when the young generation is past
+ * SCAVENGE_AHEAD_SHARE full: otherwise the allocation that fills it may fall in a hold (a
+ * scavenge of this thread takes ~0.6 ms on the bench VM; with the dirtier at ~1,000 pages per
+ * epoch, 2 of 78 landed in a hold). At most one extra scavenge per SCAVENGE_AHEAD_SHARE of the
+ * young generation, and one look at the heap statistics (~8 µs) per hold.
+ */
+function scavengeAhead(): void {
+  const young = getHeapSpaceStatistics().find((sp) => sp.space_name === 'new_space');
+  if (!young || young.space_used_size < SCAVENGE_AHEAD_SHARE * young.space_size) return;
+  // Node exposes no collection call without --expose-gc: the flag exposes gc() to contexts made after it.
+  minorGc ??= (setFlagsFromString('--expose-gc'), runInNewContext('gc')) as (o: { type: 'minor' }) => void;
+  minorGc({ type: 'minor' });
+}
+const SCAVENGE_AHEAD_SHARE = 0.5;
+let minorGc: ((o: { type: 'minor' }) => void) | null = null;
+
+/**
  * Between events after a hold: the next hold's buffers are made (EpochCopy.prepare), and the
  * pages of the next scrub slice are read once. The scrub walks memory in order, and a page the
  * guest never touched faults on its first read (the kernel maps the zero page): on the bench VM,
@@ -652,6 +671,7 @@ function collect(id: number, full: boolean, resume: boolean, scrub?: { fromPage:
  */
 function afterHold(): void {
   if (!early || faulted || bgFull) return;
+  scavengeAhead();
   early.prepare(scrubAhead ? scrubAhead.count * PAGE_BYTES : 0);
   if (!scrubAhead) return;
   const m = mem();
@@ -895,11 +915,13 @@ port.on('message', (m: ToWorker) => {
       onEvents(m.events);
       return;
     case 'collect':
-      if (m.recycled && early) for (const b of m.recycled) early.give(b);
       drainThrottled();
       finishBackgroundNow();
       if (m.full && m.background && bytemap && !paused && !bgFull) startBackgroundFull(m.id, m.resume);
       else collect(m.id, m.full, m.resume, m.scrub);
+      return;
+    case 'recycle':
+      early?.give(m.buf);
       return;
     case 'mark':
       // Pages the integrity scrub found different on the secondary: resend them next epoch.

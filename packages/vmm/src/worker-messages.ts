@@ -79,8 +79,9 @@ export type ToWorker =
   /** Completes a prestart (WorkerInit.prestart). */
   | { t: 'start'; restore: WorkerRestoreInit; disk?: WorkerDiskInit }
   | { t: 'events'; events: GuestEvent[] }
-  /** `recycled`: epoch-copy buffers the main thread is done with (Vmm.recycle), transferred back for reuse. */
-  | { t: 'collect'; id: number; resume: boolean; full: boolean; scrub?: { fromPage: number; count: number }; background?: boolean; recycled?: ArrayBuffer[] }
+  | { t: 'collect'; id: number; resume: boolean; full: boolean; scrub?: { fromPage: number; count: number }; background?: boolean }
+  /** An epoch-copy buffer the main thread is done with (Vmm.recycle), transferred back for reuse. */
+  | { t: 'recycle'; buf: ArrayBuffer }
   | { t: 'mark'; pages: number[] }
   | { t: 'pause'; id: number }
   | { t: 'resume' }
