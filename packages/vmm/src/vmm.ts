@@ -118,8 +118,12 @@ let processVcpuSched: VcpuSched = 'normal';
 
 /** Sets the vCPU scheduling class of every Vmm of this process not given its own (the CLI's --vcpu-sched). */
 export function setDefaultVcpuSched(s: VcpuSched): void {
+  processVcpuSched = checkVcpuSched(s);
+}
+
+function checkVcpuSched(s: VcpuSched): VcpuSched {
   if (!VCPU_SCHEDS.includes(s)) throw new VmmError('FTVM_ERR_VMM_OPTION', `vcpuSched must be one of ${VCPU_SCHEDS.join(', ')}, got ${String(s)}`);
-  processVcpuSched = s;
+  return s;
 }
 
 /** Validates clock options; messages name the option. */
@@ -250,8 +254,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.transferRestoreMemory = opts.transferRestoreMemory ?? false;
     this.syncEachOutput = opts.syncEachOutput ?? false;
     this.earlyCopy = opts.earlyCopy ?? true;
-    this.vcpuSched = opts.vcpuSched ?? processVcpuSched;
-    if (!VCPU_SCHEDS.includes(this.vcpuSched)) throw new VmmError('FTVM_ERR_VMM_OPTION', `vcpuSched must be one of ${VCPU_SCHEDS.join(', ')}, got ${String(this.vcpuSched)}`);
+    this.vcpuSched = checkVcpuSched(opts.vcpuSched ?? processVcpuSched);
     if (!Number.isInteger(this.eventTimeoutMs) || this.eventTimeoutMs < 1)
       throw new VmmError('FTVM_ERR_VMM_OPTION', `eventTimeoutMs must be a positive integer (ms), got ${opts.eventTimeoutMs}`);
     this.clockOptions = opts.clock ? resolveClockOptions(opts.clock, processClock) : processClock;
@@ -608,7 +611,6 @@ export class Vmm extends EventEmitter<VmmEvents> {
     if (!this.earlyCopy || this.state !== 'running' || !(buf instanceof ArrayBuffer) || !poolable(buf.byteLength)) return;
     this.send({ t: 'recycle', buf }, [buf]);
   }
-
 
   /** Marks pages dirty so the next epoch carries them again (a scrub repair). */
   markDirty(pages: number[]): void {
