@@ -506,7 +506,7 @@ function startBackgroundFull(id: number, resume: boolean): void {
   if (r.reservedPages.length) m.fill(0, 0, RESERVED_BYTES);
   if (pcMarks) pcMarks = markInto(pcMarks, r.pages);
   early?.reset();
-  const copy = new EpochCopy();
+  const copy = new EpochCopy(false);
   const all = new Uint32Array(m.length / PAGE_BYTES - RESERVED_PAGES);
   for (let i = 0; i < all.length; i++) all[i] = RESERVED_PAGES + i;
   copy.take(all);
