@@ -12,6 +12,11 @@ export const EPOCH_COPY_POOL_MAX_BYTES = 64 << 20;
  */
 const POOL_FIT = 2;
 
+/** Whether a buffer of `byteLength` may serve a request of `bytes`: large enough, and at most POOL_FIT times larger. */
+function fits(byteLength: number, bytes: number): boolean {
+  return byteLength >= bytes && byteLength <= POOL_FIT * bytes;
+}
+
 /** Whether a returned buffer of this size is worth keeping: at least the smallest epoch buffer, at most EPOCH_COPY_POOL_MAX_BYTES. */
 export function poolable(byteLength: number): boolean {
   return byteLength >= EPOCH_COPY_HEADROOM * PAGE_BYTES && byteLength <= EPOCH_COPY_POOL_MAX_BYTES;
@@ -44,7 +49,7 @@ export class EpochCopy {
   private pages = new Uint32Array(0);
   private data = new Uint8Array(0);
   private count = 0;
-  /** Slots of `data` below this are faulted in (written, or touched by `ensure`). */
+  /** Free slots (from `count` on) below this are faulted in by `ensure`; slots below `count` hold pages. */
   private touchedTo = 0;
   private pending: ArrayLike<number> = new Uint32Array(0);
   private head = 0;
@@ -115,7 +120,7 @@ export class EpochCopy {
    */
   prepare(scrubBytes = 0): void {
     this.ensure(Math.max(this.count + EPOCH_COPY_HEADROOM, this.sizeHint + (this.sizeHint >>> 2)), this.touchAhead);
-    if (scrubBytes > 0 && !(this.spare && this.spare.byteLength >= scrubBytes && this.spare.byteLength <= POOL_FIT * scrubBytes)) {
+    if (scrubBytes > 0 && !(this.spare && fits(this.spare.byteLength, scrubBytes))) {
       if (this.spare) this.give(this.spare);
       const want = Math.ceil((scrubBytes * 3) / 2 / PAGE_BYTES) * PAGE_BYTES;
       const spare = this.fromPool(want) ?? new Uint8Array(want);
@@ -177,7 +182,7 @@ export class EpochCopy {
   /** A pooled buffer for another copy of the hold (the integrity scrub's slice): a view of exactly `bytes`, or null. */
   lend(bytes: number): Uint8Array<ArrayBuffer> | null {
     const spare = this.spare;
-    if (spare && spare.byteLength >= bytes && spare.byteLength <= POOL_FIT * bytes) {
+    if (spare && fits(spare.byteLength, bytes)) {
       this.spare = null;
       return new Uint8Array(spare, 0, bytes);
     }
@@ -190,7 +195,7 @@ export class EpochCopy {
     let best = -1;
     for (let i = 0; i < this.pool.length; i++) {
       const n = this.pool[i]!.byteLength;
-      if (n >= bytes && n <= POOL_FIT * bytes && (best < 0 || n < this.pool[best]!.byteLength)) best = i;
+      if (fits(n, bytes) && (best < 0 || n < this.pool[best]!.byteLength)) best = i;
     }
     if (best < 0) return null;
     const [buf] = this.pool.splice(best, 1);
@@ -204,7 +209,9 @@ export class EpochCopy {
    */
   private ensure(slots: number, touch: boolean): void {
     if (slots <= this.pages.length) {
-      if (touch && slots > this.touchedTo) this.touchedTo = touched(this.data, this.touchedTo, slots);
+      // Never below count: a copy past touchedTo (a slice larger than the room made) filled those slots.
+      const from = Math.max(this.touchedTo, this.count);
+      if (touch && slots > from) this.touchedTo = touched(this.data, from, slots);
       return;
     }
     const cap = Math.max(slots, this.pages.length * 2, this.sizeHint + (this.sizeHint >>> 2), EPOCH_COPY_HEADROOM);
