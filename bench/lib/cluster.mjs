@@ -182,6 +182,7 @@ export function replication(before, after, seconds) {
       pauseP99Ms: ms(histQuantile(pause, 0.99)),
       pauseP99BucketMs: histBucketOf(pause, 0.99)?.map((v) => v * 1000) ?? null,
       pauseShareAtMost1ms: histShareAtMost(pause, 0.001),
+      pauses: pause.at(-1)?.count ?? 0,
       pauseMeanMs: pause.at(-1)?.count ? (1000 * delta(b, a, 'ftvm_epoch_pause_seconds_sum')) / pause.at(-1).count : null,
       outputDelayP50Ms: ms(histQuantile(outDelay, 0.5)),
       outputDelayP99Ms: ms(histQuantile(outDelay, 0.99)),
