@@ -350,7 +350,7 @@ export function writeReport(res, dir) {
     `- failure detection of the measured systems: ${m.detectionMs ? `nodes --detection-timeout-ms ${m.detectionMs}, proxy --failover-timeout-ms ${m.detectionMs}` : 'the roles\' defaults (1000 ms)'} (the crash variants set their own)`,
     `- sizes: kv ${m.sizes.kv.requests} requests per command (${m.sizes.kv.tests.join(',')}), pipelined ${m.sizes.kvPipe.requests}` +
       (m.sizes.kv.fastRequests ? ` (the unprotected and adaptive configurations: ${m.sizes.kv.fastRequests} and ${m.sizes.kvPipe.fastRequests})` : '') +
-      `; wrk ${m.sizes.httpSeconds} s; sweep ${m.sizes.sweep.seconds} s per point`,
+      `; wrk ${m.sizes.httpSeconds} s; sweep ${m.sizes.sweep.seconds} s per point${m.sizes.sweep.goal ? ` (${m.sizes.sweep.goal.seconds} s at ${m.sizes.sweep.goal.rate} pages/s)` : ''}`,
     '',
     res.failures.length ? `**Failures in this run:**\n\n${res.failures.map((x) => `- ${x.what}: ${x.error.split('\n')[0]}`).join('\n')}\n` : 'Every configuration produced numbers.',
     '',
