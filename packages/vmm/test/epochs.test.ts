@@ -139,3 +139,52 @@ describe('syncEachOutput (Kemari-style I/O synchronisation)', () => {
     vmm.resume();
   });
 });
+
+describe('memory.grow (the dirtier guest)', () => {
+  let vmm: Vmm;
+  beforeAll(async () => {
+    const { name, wasm } = readGuest('dirtier');
+    vmm = await Vmm.boot(prepareGuest(name, wasm));
+  });
+  afterAll(async () => {
+    await vmm?.stop();
+  });
+
+  const line = (conn: number, text: string): Promise<string> =>
+    new Promise((resolve) => {
+      let buf = '';
+      const on = (it: { conn: number; data: Uint8Array }) => {
+        if (it.conn !== conn) return;
+        buf += Buffer.from(it.data).toString();
+        if (buf.includes('\n')) {
+          vmm.off('output', on);
+          resolve(buf.split('\n')[0]!);
+        }
+      };
+      vmm.on('output', on);
+      vmm.input(conn, Buffer.from(`${text}\n`));
+    });
+
+  it('does not count grown pages as dirty: the epoch carries what was written, and an image that grows zero-filled still equals live memory', async () => {
+    const img = new GuestImage();
+    img.apply(await vmm.collect(true));
+    vmm.open(1);
+    // 16 MiB of working set: memory.grow by at least 4,096 pages, none of them written.
+    expect(await line(1, 'SET ws_pages=4096 rate=0')).toBe('OK');
+    const grew = await vmm.collect();
+    expect(grew.memBytes - img.memBytes).toBeGreaterThanOrEqual(4096 * PAGE_BYTES);
+    expect(grew.pages.length).toBeLessThan(64);
+    img.apply(grew);
+    let live = await vmm.capture();
+    expect(img.memBytes).toBe(live.memBytes);
+    expect(Buffer.compare(img.memory(), live.memory)).toBe(0);
+    // Writing the grown pages dirties them like any others.
+    expect(await line(1, 'FILL')).toBe('OK pages=4096');
+    const filled = await vmm.collect();
+    expect(filled.pages.length).toBeGreaterThanOrEqual(4096);
+    img.apply(filled);
+    live = await vmm.capture();
+    expect(Buffer.compare(img.memory(), live.memory)).toBe(0);
+    expect(checkpointDigest({ ...live, memory: img.memory() })).toBe(checkpointDigest(live));
+  });
+});
