@@ -2,6 +2,7 @@ import { MigrationReceiver } from '@ftvm/precopy';
 import { prepareGuest, readGuest, RunServer, type Vmm } from '@ftvm/vmm';
 import { hostPort, int, oneOf, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
+import { roundsText } from './migrate.js';
 import { absolute, precopyFlags, token } from './precopy-common.js';
 import { applyClockFlags, applyVcpuFlags, clockFlags, vcpuFlags } from './node-common.js';
 import { GuestMetrics, controlFlags, guestMetricsFlags, logGuestEvents, serveUntilStopped, startControl } from './serve-guest.js';
@@ -97,7 +98,7 @@ export const receiveCommand: CommandSpec = {
           throw e;
         }
         log.info(`guest arrived: serving ${name}`, {
-          listen: `${f.host as string}:${port}`, rounds: stats.rounds, pages: stats.pages, wireBytes: stats.wireBytes, startMs: Math.round(performance.now() - t0), prestarted: pre !== null,
+          listen: `${f.host as string}:${port}`, rounds: roundsText(stats.rounds - 1), pages: stats.pages, wireBytes: stats.wireBytes, startMs: Math.round(performance.now() - t0), prestarted: pre !== null,
           ...(disk ? { disk: disk.path, diskMode: disk.mode, diskBlocksPushed: stats.diskBlocks, blocksToPull: stats.missingBlocks } : {}),
         });
         metrics.ready(server, `serving ${name} received by migration`);
