@@ -254,7 +254,12 @@ function render(s) {
   renderNodes();
   $("role").textContent = (anchor === null || anchor === self.role ? self.role : anchor + " (" + self.role + ")") + (peers.size ? " · cluster of " + peers.size : "");
   $("term").textContent = String(peers.size && prim ? Math.max(self.term, prim.current.term) : self.term);
-  if (peers.size) {
+  if (peers.size && prim === null && self.role === "proxy" && self.ready) {
+    // The proxy serves from a node this page has no metrics URL for (e.g. the target of a
+    // migration): it cannot say whether that node is protected, and never claims it is not.
+    setBadge($("protection"), "warn", "PROTECTION: SEE NODES");
+    $("reason").textContent = self.readyReason + " (not charted: no metrics URL for it)";
+  } else if (peers.size) {
     // The guest is protected when the serving primary says so.
     const on = prim !== null && prim.current.protected;
     setBadge($("protection"), on ? "ok" : "bad", on ? "PROTECTED" : "UNPROTECTED");
