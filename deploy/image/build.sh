@@ -8,7 +8,7 @@
 #   FTVM_IMAGE_NODE=/path/to/node deploy/image/build.sh     (another Node.js binary)
 #
 # Prints the tag and the image size. Nothing from the sources or tests goes in: vfs storage copies
-# every layer in full for every container, so the image is kept small (~130 MB, most of it node).
+# every layer in full for every container, so the image is kept small (~160 MB, most of it node).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TAG="${1:-ftvm:local}"
