@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Builds the ftvm image with no registry: a rootfs from local files (this host's `node` binary and
-# the shared libraries it and the native addons load, the built project, production node_modules
-# minus the AssemblyScript compiler), imported with `docker import`. Equivalent to deploy/Dockerfile.
+# Builds the ftvm image with no image registry: a rootfs from local files (a Node.js 24 binary from
+# the npm `node` package (deploy/node-lts.sh) and the shared libraries it and the native addons load,
+# the built project, production node_modules minus the AssemblyScript compiler), imported with
+# `docker import`. Equivalent to deploy/Dockerfile.
 #
 #   deploy/image/build.sh [tag]        (default tag: ftvm:local; needs `npm run build` done first)
+#   FTVM_IMAGE_NODE=/path/to/node deploy/image/build.sh     (another Node.js binary)
 #
 # Prints the tag and the image size. Nothing from the sources or tests goes in: vfs storage copies
-# every layer in full for every container, so the image is kept small (~130 MB, most of it node).
+# every layer in full for every container, so the image is kept small (~160 MB, most of it node).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TAG="${1:-ftvm:local}"
-NODE="$(readlink -f "$(command -v node)")"
+# The production addons (lz4-napi, msgpackr-extract) are Node-API: node_modules installed by this
+# host's Node load on the image's Node too (checked below before the image is made).
+NODE="$(readlink -f "${FTVM_IMAGE_NODE:-$(deploy/node-lts.sh 24)}")"
 
 [ -f packages/cli/dist/main.js ] || { echo "build.sh: packages/cli/dist/main.js missing: run npm run build first" >&2; exit 1; }
 for g in kv http dirtier clockprobe; do
@@ -64,8 +68,10 @@ rm -rf "$APP/node_modules/binaryen/bin"
 find "$APP/node_modules" -name '*.musl.node' -delete
 find "$APP/node_modules" -name '*.node' | while read -r addon; do copy_libs "$addon"; done
 
+# The image's Node loads the app (and with it the native addons) and refuses nothing.
+"$NODE" "$APP/packages/cli/dist/main.js" --help >/dev/null
 # Instrument the shipped guests once now, so a container's first start does not pay for binaryen.
-FTVM_CACHE_DIR="$APP/cache" node --input-type=module -e '
+FTVM_CACHE_DIR="$APP/cache" "$NODE" --input-type=module -e '
   const vmm = await import(process.argv[1]);
   for (const g of ["kv", "http", "dirtier", "clockprobe"]) vmm.prepareGuest(g, vmm.readGuest(g).wasm);
 ' "$PWD/packages/vmm/dist/index.js"
@@ -79,4 +85,4 @@ tar -C "$ROOT" --numeric-owner -cf - . | docker import \
   --change 'ENTRYPOINT ["/usr/local/bin/node", "--min-semi-space-size=16", "/app/packages/cli/dist/main.js"]' \
   --change 'CMD ["--help"]' \
   - "$TAG" >/dev/null
-echo "build.sh: $TAG $(docker image inspect -f '{{.Size}}' "$TAG" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
+echo "build.sh: $TAG (node $("$NODE" --version)) $(docker image inspect -f '{{.Size}}' "$TAG" | awk '{ printf "%.0f MB", $1 / 1e6 }')"

@@ -1,44 +1,21 @@
 #!/usr/bin/env -S node --min-semi-space-size=16
-import { isFtvmError } from '@ftvm/guest-abi';
-import { CliError } from './errors.js';
-import { helpText, parseFlags, type CommandSpec } from './flags.js';
-import { commands } from './commands/index.js';
+// The `ftvm` entry: the Node.js version gate first, then the commands (and with them the
+// native addons), so that either failure prints one coded line and no stack trace.
+// Plain syntax on purpose: an old Node must parse this file to print the refusal.
+import { nodeRefusal } from './node-check.js';
 
-function usage(): string {
-  const rows = commands.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`);
-  return ['ftvm: fault-tolerant replication for WebAssembly guests', '', 'usage: ftvm <command> [options]', '', 'commands:', ...rows, '', "Run 'ftvm <command> --help' for a command's options.", ''].join('\n');
+const refusal = nodeRefusal(process.version);
+if (refusal !== undefined) {
+  process.stderr.write('ftvm: error FTVM_ERR_NODE_VERSION: ' + refusal + '\n');
+  process.exitCode = 1;
+} else {
+  import('./cli.js').then(
+    (cli) => cli.run(process.argv.slice(2)),
+    (e: Error & { code?: unknown }) => {
+      // A coded load failure (FTVM_ERR_NATIVE_MODULE) says what to do; anything else is a bug.
+      const coded = typeof e.code === 'string' && e.code.indexOf('FTVM_ERR_') === 0;
+      process.stderr.write(coded ? 'ftvm: error ' + e.code + ': ' + e.message + '\n' : 'ftvm: unexpected error: ' + (e.stack || String(e)) + '\n');
+      process.exitCode = coded ? 1 : 70;
+    },
+  );
 }
-
-async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(usage());
-    return name ? 0 : 2;
-  }
-  const cmd: CommandSpec | undefined = commands.find((c) => c.name === name);
-  if (!cmd) throw new CliError('FTVM_ERR_CLI_UNKNOWN_COMMAND', `unknown command '${name}' (commands: ${commands.map((c) => c.name).join(', ')})`);
-  const { flags, positionals } = parseFlags(cmd, rest);
-  if (flags.help) {
-    process.stdout.write(helpText(cmd));
-    return 0;
-  }
-  return (await cmd.run(flags, positionals)) ?? 0;
-}
-
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-    // A command that returned is done: a lingering handle (a child's pipe, a socket in
-    // TIME_WAIT) must not keep a stopped daemon alive.
-    setTimeout(() => process.exit(code), 500).unref();
-  },
-  (e: unknown) => {
-    if (isFtvmError(e)) {
-      process.stderr.write(`ftvm: error ${e.code}: ${e.message}\n`);
-      process.exitCode = e instanceof CliError ? 2 : 1;
-    } else {
-      process.stderr.write(`ftvm: unexpected error: ${(e as Error)?.stack ?? String(e)}\n`);
-      process.exitCode = 70;
-    }
-  },
-);

@@ -20,3 +20,4 @@ export {
 } from './handshake.js';
 export { loadToken, type LoadedToken } from './token.js';
 export { Link, PREAUTH_MAX_MESSAGE_BYTES, connect, listen, type ConnectOptions, type LinkEvents, type LinkOptions, type ListenOptions, type Listener } from './link.js';
+export { requireNative } from './native.js';

@@ -42,6 +42,18 @@ function codecsOf(payload: Uint8Array): number[] {
   return out;
 }
 
+/** A batch of one page, page 7, with codec LZ4 and the given block as its body. */
+function lz4Batch(block: Uint8Array): Uint8Array {
+  const b = new Uint8Array(4 + ENTRY_HEADER_BYTES + block.length);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, 1, true);
+  dv.setUint32(4, 7, true);
+  b[8] = Codec.LZ4;
+  dv.setUint32(9, block.length, true);
+  b.set(block, 4 + ENTRY_HEADER_BYTES);
+  return b;
+}
+
 const codeOf = (f: () => unknown): string => {
   try {
     f();
@@ -187,6 +199,34 @@ describe('page codecs', () => {
   });
 });
 
+describe('LZ4 on the wire', () => {
+  // The page and the block the reference C liblz4 (LZ4_compress_default, through the `lz4`
+  // addon ftvm used before lz4-napi) made of it: the wire format stays the LZ4 block format.
+  const page = new Uint8Array(PAGE_BYTES);
+  const put = (at: number, text: string): void => { for (let i = 0; i < text.length; i++) page[at + i] = text.charCodeAt(i); };
+  put(100, '*3\r\n$3\r\nSET\r\n$8\r\nuser:123\r\n$5\r\nhello\r\n');
+  put(2000, 'ftvm ftvm ftvm ftvm ftvm ftvm');
+  new DataView(page.buffer).setUint32(4092, 0xdeadbeef, true);
+  const fromLiblz4 = Buffer.from(
+    '1f00010050f0092a330d0a24330d0a5345540d0a24380d0a757365723a31321700af350d0a68656c6c6f0d0a8900500f0200ffffffffffffd65f6674766d2005' +
+      '00050f0007ffffffffffffd60f0200ff195000efbeadde',
+    'hex',
+  );
+
+  it('decodes a block from the C reference encoder', () => {
+    const dec = new PageDecoder();
+    dec.apply(lz4Batch(fromLiblz4));
+    expect(dec.image.subarray(7 * PAGE_BYTES, 8 * PAGE_BYTES)).toEqual(page);
+  });
+
+  it('encodes that page to a block of about the reference size', () => {
+    const b = new PageEncoder().encodeBatch([7], page);
+    expect(codecsOf(b.payload)).toEqual([Codec.LZ4]);
+    expect(b.byCodec.LZ4.bytes).toBeGreaterThan(fromLiblz4.length - 8);
+    expect(b.byCodec.LZ4.bytes).toBeLessThan(fromLiblz4.length + 8);
+  });
+});
+
 describe('PageDecoder with a shared image', () => {
   it('decodes into a SharedArrayBuffer that grows (by copying) and keeps every page', () => {
     const enc = new PageEncoder();
@@ -226,6 +266,24 @@ describe('PageDecoder on bad input', () => {
     ['a corrupt LZ4 body', patch((_, b) => { b[13] = 0xff; b[14] = 0xff; b[15] = 0xff; })],
   ])('refuses %s as malformed', (_, bytes) => {
     expect(codeOf(() => new PageDecoder().apply(bytes))).toBe('FTVM_ERR_FRAME_MALFORMED');
+  });
+
+  /** An LZ4 block of n bytes of 'a': one literal, one match at offset 1, then five literals. */
+  const run = (n: number): Uint8Array => {
+    const ext: number[] = [];
+    for (let rest = n - 6 - 4 - 15; ; rest -= 255) {
+      ext.push(Math.min(rest, 255));
+      if (rest < 255) break;
+    }
+    return Uint8Array.from([0x1f, 0x61, 0x01, 0x00, ...ext, 0x50, 0x61, 0x61, 0x61, 0x61, 0x61]);
+  };
+
+  it('refuses an LZ4 body that decodes past a page, or short of one', () => {
+    const dec = new PageDecoder();
+    dec.apply(lz4Batch(run(PAGE_BYTES)));
+    expect(dec.image.subarray(7 * PAGE_BYTES, 8 * PAGE_BYTES).every((x) => x === 0x61)).toBe(true);
+    expect(codeOf(() => new PageDecoder().apply(lz4Batch(run(4200))))).toBe('FTVM_ERR_FRAME_MALFORMED');
+    expect(codeOf(() => new PageDecoder().apply(lz4Batch(run(100))))).toBe('FTVM_ERR_FRAME_MALFORMED');
   });
 
   it('refuses a batch whose count differs from the header', () => {
