@@ -7,7 +7,7 @@
 //   ```sh client            each line `<command>   # <expected stdout>` (or `kill -9 <primary pid>`)
 // Besides the page: a connection held across the kill keeps working, and a module built without
 // the SDK's abort fails `ftvm inspect` as the page says.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -15,38 +15,17 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePorts } from '../helpers/cluster.js';
 import { LineClient } from '../helpers/lines.js';
+import { codeBlocks, sh as shIn, userEnv } from '../helpers/shell.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const DOC = join(ROOT, 'docs', 'guests.md');
 
-interface Block {
-  lang: string;
-  tags: string[];
-  text: string;
-}
-
-function codeBlocks(markdown: string): Block[] {
-  const out: Block[] = [];
-  for (const m of markdown.matchAll(/^```(\S*)([^\n]*)\n([\s\S]*?)^```\s*$/gm)) {
-    out.push({ lang: m[1]!, tags: m[2]!.trim().split(/\s+/).filter(Boolean), text: m[3]! });
-  }
-  return out;
-}
-
 // The page's ports, each replaced by a free one; 9100 is up's metrics base (it uses the next two).
 const PAGE_PORTS = [6390, 6380, 7001, 7002, 9100];
 
-// What a user's shell has: no npm lifecycle variables from the `npm test` running us.
-const env: NodeJS.ProcessEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([k]) => !/^npm_(package|lifecycle|config_(workspace|prefix|global))/i.test(k) && k !== 'INIT_CWD'),
-);
-env.FTVM = ROOT;
+const env = userEnv({ FTVM: ROOT });
 
-function sh(cmd: string, cwd: string, timeoutMs = 600_000) {
-  const r = spawnSync('bash', ['-euo', 'pipefail', '-c', cmd], { cwd, env, encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 });
-  return { code: r.status, out: r.stdout ?? '', err: r.stderr ?? '', error: r.error };
-}
-
+const sh = (script: string, cwd: string, timeoutMs?: number) => shIn(script, cwd, env, timeoutMs);
 const collapse = (s: string) => s.replace(/\s+/g, ' ').trim();
 
 class Served {
