@@ -6,16 +6,19 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { GUEST_NAMES, guestWasmPath } from '@ftvm/guests';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const packages = readdirSync(join(root, 'packages')).filter((p) => existsSync(join(root, 'packages', p, 'package.json')));
+// Every folder under packages/ is a package; the npm workspaces among them are packed.
+const packages = readdirSync(join(root, 'packages'), { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
+const workspaces = packages.filter((p) => existsSync(join(root, 'packages', p, 'package.json')));
 
 describe('packages and docs are findable', () => {
-  it('every package has a README.md that names it', () => {
+  it("every package has a README.md; a workspace's names it", () => {
     expect(packages.length).toBeGreaterThan(10);
     const missing = packages.filter((p) => !existsSync(join(root, 'packages', p, 'README.md')));
     expect(missing, 'packages without a README.md').toEqual([]);
-    for (const p of packages) {
+    for (const p of workspaces) {
       const name = (JSON.parse(readFileSync(join(root, 'packages', p, 'package.json'), 'utf8')) as { name: string }).name;
       expect(readFileSync(join(root, 'packages', p, 'README.md'), 'utf8'), `packages/${p}/README.md`).toMatch(new RegExp(`^# ${name}$`, 'm'));
     }
@@ -53,9 +56,9 @@ describe('packages and docs are findable', () => {
       execFileSync('npm', ['pack', '--workspaces', '--dry-run', '--json', '--silent'], { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 }),
     ) as Array<{ name: string; files: Array<{ path: string }> }>;
     expect(packed.map((p) => p.name).sort()).toEqual(
-      packages.map((p) => (JSON.parse(readFileSync(join(root, 'packages', p, 'package.json'), 'utf8')) as { name: string }).name).sort(),
+      workspaces.map((p) => (JSON.parse(readFileSync(join(root, 'packages', p, 'package.json'), 'utf8')) as { name: string }).name).sort(),
     );
-    for (const p of packages) {
+    for (const p of workspaces) {
       const dir = join(root, 'packages', p);
       const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
         name: string;
@@ -70,5 +73,8 @@ describe('packages and docs are findable', () => {
       }
       expect([...files].some((f) => f.startsWith('test/') || f.startsWith('src/')), `${pkg.name} packs no tests or sources`).toBe(false);
     }
+    // The shipped guests' modules, where @ftvm/guests looks for them.
+    const guests = new Set(packed.find((x) => x.name === '@ftvm/guests')!.files.map((f) => f.path));
+    for (const g of GUEST_NAMES) expect(guests.has(relative(join(root, 'packages', 'guests'), guestWasmPath(g))), `@ftvm/guests packs ${g}`).toBe(true);
   });
 });
