@@ -20,7 +20,7 @@ import { codeBlocks, sh as shIn, userEnv } from '../helpers/shell.js';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const DOC = join(ROOT, 'docs', 'guests.md');
 
-// The page's ports, each replaced by a free one; 9100 is up's metrics base (it uses the next two).
+// The page's ports, each replaced by a free one; 9100 is up's --metrics-port (the nodes take the next two).
 const PAGE_PORTS = [6390, 6380, 7001, 7002, 9100];
 
 const env = userEnv({ FTVM: ROOT });
