@@ -5,8 +5,6 @@ import { join } from 'node:path';
 import { spawnFtvm, type Spawned } from '../../../test/helpers/ftvm.js';
 import { RespClient } from '../../../test/helpers/resp.js';
 import { freePorts } from '../../../test/helpers/cluster.js';
-import { haveTool } from '../../../test/helpers/tools.js';
-import { redisBenchmark } from '../../../test/helpers/redis.js';
 
 const env = { FTVM_TOKEN: 'precopy-cli-test' };
 const value = (i: number) => `value-${i}-${'q'.repeat(i % 800)}`;
@@ -27,6 +25,45 @@ async function check(port: number, n: number): Promise<string[]> {
   return Array.from({ length: n }, (_, i) => i).filter((i) => r[i] !== value(i)).map((i) => `key:${i}`);
 }
 
+/**
+ * Real client load: pipelined SETs of load:<i> = v<i> on one connection, 16 in flight, until
+ * stop(). Every reply must be OK; a reply means the guest ran that SET.
+ */
+async function startLoad(port: number) {
+  const c = await RespClient.connect(port);
+  let sent = 0;
+  let running = true;
+  const done = (async () => {
+    while (running && !c.closed) {
+      for (; sent - c.replies.length < 16; sent++) c.send('SET', `load:${sent}`, `v${sent}`);
+      await c.waitReplies(c.replies.length + 1, 1000);
+    }
+  })();
+  return {
+    get acked(): number {
+      return c.replies.length;
+    },
+    /** Stops sending; waits for the replies in flight unless the connection closed. */
+    async stop(): Promise<{ acked: number; bad: string[]; closed: boolean }> {
+      running = false;
+      await done;
+      if (!c.closed) await c.waitReplies(sent, 20_000);
+      const r = { acked: c.replies.length, bad: c.replies.filter((x) => x !== 'OK'), closed: c.closed };
+      c.end();
+      return r;
+    },
+  };
+}
+
+/** The load keys 0..n-1 that the guest on `port` does not hold with their value. */
+async function checkLoad(port: number, n: number): Promise<string[]> {
+  const c = await RespClient.connect(port);
+  for (let i = 0; i < n; i++) c.send('GET', `load:${i}`);
+  const r = await c.waitReplies(n, 60_000);
+  c.end();
+  return Array.from({ length: n }, (_, i) => i).filter((i) => r[i] !== `v${i}`).map((i) => `load:${i}`);
+}
+
 describe('ftvm snapshot / restore / migrate / receive', () => {
   const procs: Spawned[] = [];
   const dir = mkdtempSync(join(tmpdir(), 'ftvm-cli-precopy-'));
@@ -34,7 +71,7 @@ describe('ftvm snapshot / restore / migrate / receive', () => {
     for (const p of procs) await p.stop();
   });
 
-  it('migrates a running ftvm run under redis-benchmark load to ftvm receive, which then serves the same data', async () => {
+  it('migrates a running ftvm run under client load to ftvm receive, which then serves every write the source acknowledged', async () => {
     const [port, ctl, mig, tport] = freePorts(4);
     const src = spawnFtvm(['run', '--guest', 'kv', '--port', String(port), '--control', `127.0.0.1:${ctl}`], env);
     procs.push(src);
@@ -43,39 +80,64 @@ describe('ftvm snapshot / restore / migrate / receive', () => {
     procs.push(dst);
     await dst.waitFor(/migration listener on/);
     await fill(port, 5000);
-    // Noise load from the real client while the migration runs (its connections end with the source).
-    const noise = haveTool('redis-benchmark') ? redisBenchmark(port, ['-t', 'set', '-r', '100000', '-n', '2000000', '-c', '4', '-q'], 60_000).catch(() => null) : null;
+    // Load from a real client while the migration runs; its connection ends with the source.
+    const load = await startLoad(port!);
+    const srcExit = new Promise((r) => src.proc.once('exit', r));
     await new Promise((r) => setTimeout(r, 500));
+    const atStart = load.acked;
     const m = spawnFtvm(['migrate', '--from', `ws://127.0.0.1:${ctl}`, '--to', `ws://127.0.0.1:${mig}`, '--stop-rule', 'mp'], env);
     procs.push(m);
     const done = await m.waitFor(/ftvm migrate: done in (\d+) ms, downtime ([\d.]+) ms/, 60_000);
     expect(Number(done[2])).toBeGreaterThan(0);
     await dst.waitFor(/ftvm receive: listening on/);
     // The source exits once the guest moved.
-    expect(await new Promise((r) => src.proc.once('exit', r))).toBe(0);
-    await noise;
+    expect(await srcExit).toBe(0);
+    const l = await load.stop();
+    expect(l.bad).toEqual([]);
+    expect(l.closed).toBe(true);
+    // The load ran during the migration, and every SET it got an OK for moved with the guest.
+    expect(l.acked).toBeGreaterThan(atStart);
     expect(await check(tport!, 5000)).toEqual([]);
+    expect(await checkLoad(tport!, l.acked)).toEqual([]);
   });
 
-  it('takes a live snapshot under load and a stop-the-world one; ftvm restore serves the same data; a corrupt file is refused', async () => {
-    const [port, ctl, rport] = freePorts(3);
+  it('takes a live snapshot under client load and a stop-the-world one; ftvm restore serves the same data from each; a corrupt file is refused', async () => {
+    const [port, ctl, rport, sport] = freePorts(4);
     const src = spawnFtvm(['run', '--guest', 'kv', '--port', String(port), '--control', `127.0.0.1:${ctl}`], env);
     procs.push(src);
     await src.waitFor(/ftvm control: listening on/);
     await fill(port, 3000);
+    const load = await startLoad(port!);
+    await new Promise((r) => setTimeout(r, 300));
     const live = join(dir, 'live.snap');
+    const before = load.acked;
     const s1 = spawnFtvm(['snapshot', '--from', `ws://127.0.0.1:${ctl}`, '--live', '--throttle', 'auto', '-o', live], env);
     procs.push(s1);
     await s1.waitFor(/ftvm snapshot: wrote/, 60_000);
+    const during = load.acked - before;
+    const l = await load.stop();
+    expect(l.bad).toEqual([]);
+    expect(l.closed).toBe(false);
+    // The guest kept answering the load while the live snapshot ran.
+    expect(during).toBeGreaterThan(0);
     const stw = join(dir, 'stw.snap');
     const s2 = spawnFtvm(['snapshot', '--from', `ws://127.0.0.1:${ctl}`, '--stop-the-world', '-o', stw], env);
     procs.push(s2);
     await s2.waitFor(/ftvm snapshot: wrote/, 60_000);
+    // The live snapshot holds everything acknowledged before it began.
     const r = spawnFtvm(['restore', live, '--port', String(rport)], env);
     procs.push(r);
     await r.waitFor(/ftvm restore: listening on/);
     expect(await check(rport!, 3000)).toEqual([]);
+    expect(await checkLoad(rport!, before)).toEqual([]);
     await r.stop();
+    // The stop-the-world one, taken after the load stopped, holds every acknowledged write.
+    const rs = spawnFtvm(['restore', stw, '--port', String(sport)], env);
+    procs.push(rs);
+    await rs.waitFor(/ftvm restore: listening on/);
+    expect(await check(sport!, 3000)).toEqual([]);
+    expect(await checkLoad(sport!, l.acked)).toEqual([]);
+    await rs.stop();
     const bad = Buffer.from(readFileSync(stw));
     bad[Math.floor(bad.length / 2)]! ^= 0x10;
     const badPath = join(dir, 'bad.snap');
