@@ -31,6 +31,11 @@ describe('the integrity scrub', () => {
     const victim = RESERVED_PAGES + 3;
     expect(victim).toBeLessThan(memPages);
     const img = secondary.secondary!.image.memory();
+    // The operator's view: the primary node logs the mismatch with its code.
+    const logged: Array<Record<string, unknown>> = [];
+    primary.on('log', (_level, _msg, fields) => {
+      if (fields?.code === 'FTVM_ERR_SCRUB_MISMATCH') logged.push(fields);
+    });
     // Pages the scrub compared since the corruption, before the slice that found it: under one pass.
     let checkedBefore = 0;
     // A page the dirty log "missed": the secondary holds bytes the primary never had.
@@ -50,6 +55,7 @@ describe('the integrity scrub', () => {
     });
     expect(found).toEqual([victim]);
     expect(checkedBefore).toBeLessThan(memPages);
+    expect(logged).toEqual([expect.objectContaining({ code: 'FTVM_ERR_SCRUB_MISMATCH', pages: [victim], count: 1 })]);
     // Repaired: resent in the next epoch; the secondary's page equals live memory again.
     const live = await rt.vmm.readPages(victim, 1);
     for (let i = 0; i < 100; i++) {
