@@ -1,6 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { crc32 } from 'node:zlib';
+import { Section, SNAPSHOT_VERSION } from '@ftvm/precopy';
+import { connect } from '@ftvm/protocol';
 import { join } from 'node:path';
 import { spawnFtvm, type Spawned } from '../../../test/helpers/ftvm.js';
 import { RespClient } from '../../../test/helpers/resp.js';
@@ -79,6 +82,12 @@ describe('ftvm snapshot / restore / migrate / receive', () => {
     const dst = spawnFtvm(['receive', '--listen', `127.0.0.1:${mig}`, '--port', String(tport), '--guest', 'kv'], env);
     procs.push(dst);
     await dst.waitFor(/migration listener on/);
+    // Each listener takes its own link kind only.
+    const token = new Uint8Array(Buffer.from(env.FTVM_TOKEN));
+    const kind = (url: string, link: 'control' | 'migration') =>
+      connect(url, { token, role: 'cli', link, nodeId: 'probe', term: 0 }).then((l) => (l.close(), 'accepted'), (e: { code?: string }) => e.code);
+    expect(await kind(`ws://127.0.0.1:${ctl}`, 'migration')).toBe('FTVM_ERR_UNEXPECTED_LINK');
+    expect(await kind(`ws://127.0.0.1:${mig}`, 'control')).toBe('FTVM_ERR_UNEXPECTED_LINK');
     await fill(port, 5000);
     // Load from a real client while the migration runs; its connection ends with the source.
     const load = await startLoad(port!);
@@ -101,7 +110,7 @@ describe('ftvm snapshot / restore / migrate / receive', () => {
     expect(await checkLoad(tport!, l.acked)).toEqual([]);
   });
 
-  it('takes a live snapshot under client load and a stop-the-world one; ftvm restore serves the same data from each; a corrupt file is refused', async () => {
+  it('takes a live snapshot under client load and a stop-the-world one; ftvm restore serves the same data from each; an unwritable path and damaged files are refused with their codes', async () => {
     const [port, ctl, rport, sport] = freePorts(4);
     const src = spawnFtvm(['run', '--guest', 'kv', '--port', String(port), '--control', `127.0.0.1:${ctl}`], env);
     procs.push(src);
@@ -138,14 +147,38 @@ describe('ftvm snapshot / restore / migrate / receive', () => {
     expect(await check(sport!, 3000)).toEqual([]);
     expect(await checkLoad(sport!, l.acked)).toEqual([]);
     await rs.stop();
-    const bad = Buffer.from(readFileSync(stw));
-    bad[Math.floor(bad.length / 2)]! ^= 0x10;
-    const badPath = join(dir, 'bad.snap');
-    writeFileSync(badPath, bad);
-    const r2 = spawnFtvm(['restore', badPath, '--port', '0'], env);
-    procs.push(r2);
-    const code = await new Promise((res) => r2.proc.once('exit', res));
-    expect(code).not.toBe(0);
-    expect(r2.err.join('\n')).toMatch(/FTVM_ERR_SNAPSHOT_(CORRUPT|DIGEST)/);
+    // A snapshot written where it cannot be: the CLI fails with the code, the guest runs on.
+    const unwritable = spawnFtvm(['snapshot', '--from', `ws://127.0.0.1:${ctl}`, '--stop-the-world', '-o', join(dir, 'no', 'such', 'dir', 'x.snap')], env);
+    procs.push(unwritable);
+    expect(await unwritable.exited).toBe(1);
+    expect(unwritable.err.join('\n')).toMatch(/snapshot failed.*FTVM_ERR_SNAPSHOT_WRITE/);
+    expect(await check(port!, 10)).toEqual([]);
+    // Damaged files: each defect is refused by ftvm restore with its own code.
+    const file = readFileSync(stw);
+    const damaged = async (name: string, edit: (b: Buffer) => void): Promise<string> => {
+      const b = Buffer.from(file);
+      edit(b);
+      const path = join(dir, name);
+      writeFileSync(path, b);
+      const r2 = spawnFtvm(['restore', path, '--port', '0'], env);
+      procs.push(r2);
+      expect(await r2.exited).toBe(1);
+      return r2.err.join('\n');
+    };
+    // Header: u32 version at 8, its crc32 at 12; sections: u8 type, u32 length at 4, crc32 at 8, body at 12.
+    const sections: Array<{ type: number; body: number; len: number }> = [];
+    for (let at = 16; at < file.length; at += 12 + file.readUInt32LE(at + 4)) sections.push({ type: file[at]!, body: at + 12, len: file.readUInt32LE(at + 4) });
+    const pages = sections.find((x) => x.type === Section.PAGES)!;
+    const end = sections.find((x) => x.type === Section.END)!;
+    expect(pages && end).toBeTruthy();
+    const [version, flipped, digest] = await Promise.all([
+      damaged('version.snap', (b) => (b.writeUInt32LE(SNAPSHOT_VERSION + 1, 8), b.writeUInt32LE(crc32(b.subarray(0, 12)), 12))),
+      damaged('flipped.snap', (b) => (b[pages.body + (pages.len >> 1)]! ^= 0x10)),
+      // A checksummed END whose image digest is not the pages': only the digest can tell.
+      damaged('digest.snap', (b) => (b[end.body + 8]! ^= 0x01, b.writeUInt32LE(crc32(b.subarray(end.body, end.body + end.len)), end.body - 4))),
+    ]);
+    expect(version).toMatch(/FTVM_ERR_SNAPSHOT_VERSION/);
+    expect(flipped).toMatch(/FTVM_ERR_SNAPSHOT_CORRUPT: .*checksum mismatch/);
+    expect(digest).toMatch(/FTVM_ERR_SNAPSHOT_DIGEST/);
   });
 });
