@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { connect, listen } from '@ftvm/protocol';
 import { controlRequest } from '@ftvm/precopy';
 import { freePorts, useCluster } from '../helpers/cluster.js';
-import { spawnFtvm, type Spawned } from '../helpers/ftvm.js';
+import { mark, spawnFtvm, waitForLineAfter, type Spawned } from '../helpers/ftvm.js';
 import { RespClient } from '../helpers/resp.js';
 
 /**
@@ -114,6 +114,59 @@ describe('a pair turns away wrong peers and requests, and keeps serving', () => 
     expect(bad.error?.code).toBe('FTVM_ERR_MIGRATE_BAD_REQUEST');
     await stillServingProtected('after-bad-migrations');
   }, 120_000);
+
+  // Last: a failed migration drops the secondary for the target, then goes back to it.
+  it('a target that cannot take the full image in time fails the migration with FTVM_ERR_MIGRATE_SYNC; the pair re-protects and serves', async () => {
+    const [pt] = freePorts(1);
+    const target = start(['secondary', '--listen', `127.0.0.1:${pt}`, '--node-id', 't', '--token-file', cluster.tokenFile]);
+    await target.waitFor(/listening on/, 60_000);
+    const from = mark(cluster.nodes.a);
+    const m = await run(['migrate', '--from', cluster.url('a'), '--to', `ws://127.0.0.1:${pt}`, '--sync-timeout-ms', '1', '--token-file', cluster.tokenFile]);
+    expect(m.code).toBe(1);
+    expect(m.err).toMatch(/migration failed.*FTVM_ERR_MIGRATE_SYNC/);
+    await waitForLineAfter(cluster.nodes.a, / PROTECTED:/, from, 60_000);
+    const c = await RespClient.connect(cluster.ports.proxy);
+    c.send('SET', 'after-sync-failure', 'ok');
+    c.send('GET', 'after-sync-failure');
+    expect(await c.waitReplies(2)).toEqual(['OK', 'ok']);
+    c.end();
+  }, 120_000);
+});
+
+describe('a handover the proxy refuses or never completes (a test-played proxy)', () => {
+  const cluster = useCluster({ guest: 'kv', proxy: false });
+
+  it('refused: FTVM_ERR_MIGRATE_REFUSED; unanswered: FTVM_ERR_MIGRATE_HANDOVER; the guest runs on at the source', async () => {
+    const token = new Uint8Array(Buffer.from(readFileSync(cluster.tokenFile, 'utf8').trim()));
+    let deny = true;
+    const handovers: boolean[] = [];
+    const proxy = await connect(cluster.url('a'), { token, role: 'proxy', link: 'net', nodeId: 'test-proxy', term: 0 });
+    proxy.on('message', (m) => {
+      if (m.t !== 'handover') return;
+      handovers.push(m.ready);
+      if (m.ready && deny) proxy.send({ t: 'promote_deny', term: m.term, reason: 'the test proxy says no' });
+    });
+    const [pt] = freePorts(1);
+    const target = start(['secondary', '--listen', `127.0.0.1:${pt}`, '--node-id', 't', '--token-file', cluster.tokenFile]);
+    await target.waitFor(/listening on/, 60_000);
+    const migrate = () => run(['migrate', '--from', cluster.url('a'), '--to', `ws://127.0.0.1:${pt}`, '--handover-timeout-ms', '2000', '--token-file', cluster.tokenFile], 60_000);
+    const refused = await migrate();
+    expect(refused.code).toBe(1);
+    expect(refused.err).toMatch(/migration failed.*reason="?the proxy refused the handover: the test proxy says no.*FTVM_ERR_MIGRATE_REFUSED/);
+    deny = false;
+    const unanswered = await migrate();
+    expect(unanswered.code).toBe(1);
+    expect(unanswered.err).toMatch(/migration failed.*the proxy did not complete the handover within 2000 ms.*FTVM_ERR_MIGRATE_HANDOVER/);
+    // Both asked the proxy to prepare, then to complete.
+    expect(handovers.filter((r) => r).length).toBe(2);
+    // The source is still the primary and serves (the fake proxy's client connection 1).
+    proxy.send({ t: 'open', term: 0, conn: 1 });
+    proxy.send({ t: 'input', term: 0, conn: 1, offset: 0 }, Buffer.from('*1\r\n$4\r\nPING\r\n'));
+    const out = await new Promise<string>((r) => proxy.on('message', (m, payload) => m.t === 'output' && m.conn === 1 && r(Buffer.from(payload).toString())));
+    expect(out).toBe('+PONG\r\n');
+    expect(cluster.nodes.a.err.filter((l) => /PROMOTED|fenced|now a secondary/.test(l))).toEqual([]);
+    proxy.close();
+  }, 180_000);
 });
 
 describe('a primary whose secondary runs another guest', () => {
