@@ -40,7 +40,7 @@ describe('ftvm up --disk-size', () => {
     // A new cluster on the same disk directory starts from node a's disk: the key is still there.
     const [client2, na2, nb2] = freePorts(3) as [number, number, number];
     const mb2 = freePorts(3)[0]!;
-    up = spawnFtvm(['up', '--port', String(client2), '--node-ports', `${na2},${nb2}`, '--metrics-base-port', String(mb2), '--disk-size', '2M', '--disk-dir', dir]);
+    up = spawnFtvm(['up', '--port', String(client2), '--node-ports', `${na2},${nb2}`, '--metrics-port', String(mb2), '--disk-size', '2M', '--disk-dir', dir]);
     await up.waitFor(/watch a failover/, 90_000);
     const c2 = await RespClient.connect(client2);
     c2.send('GET', 'k');
