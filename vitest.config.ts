@@ -9,7 +9,7 @@ export default defineConfig({
     alias: Object.fromEntries(pkgs.map((p) => [`@ftvm/${p}`, fileURLToPath(new URL(`./packages/${p}/src/index.ts`, import.meta.url))])),
   },
   test: {
-    include: ['packages/*/test/**/*.test.ts', 'test/**/*.test.ts', 'bench/**/*.test.ts'],
+    include: ['packages/*/test/**/*.test.ts', 'test/**/*.test.ts'],
     exclude: ['**/node_modules/**', 'test/drills/**'],
     testTimeout: 60_000,
     hookTimeout: 60_000,

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { useCluster } from '../helpers/cluster.js';
 import { mark, waitForLineAfter } from '../helpers/ftvm.js';
 import { redisCli } from '../helpers/redis.js';
+import { haveTool } from '../helpers/tools.js';
 
 /**
  * Key expiry runs on guest time. Across a failover the secondary continues guest time from
@@ -10,7 +11,7 @@ import { redisCli } from '../helpers/redis.js';
  */
 const sleepUntil = (t0: number, ms: number) => new Promise((r) => setTimeout(r, Math.max(0, t0 + ms - performance.now())));
 
-describe('EXPIRE/TTL across a failover (redis-cli through the proxy, kv guest)', () => {
+describe.runIf(haveTool('redis-cli'))('EXPIRE/TTL across a failover (redis-cli through the proxy, kv guest)', () => {
   const cluster = useCluster({ guest: 'kv' });
 
   it('a key set with EX 5 is still there 4 s after it was set (a failover at ~2 s) and gone by 6 s', async () => {

@@ -12,7 +12,7 @@ describe('ftvm up --disk-size', () => {
     await up?.stop('SIGTERM');
   });
 
-  it('gives each node its own disk file, and the kv guest persists on the primary\'s', async () => {
+  it('gives each node its own disk file, and the kv guest\'s data persists on the primary\'s: a restarted cluster reads it back', async () => {
     const [client, na, nb] = freePorts(3) as [number, number, number];
     const mb = freePorts(3)[0]!;
     const dir = join(mkdtempSync(join(tmpdir(), 'ftvm-upd-')), 'disks');
@@ -37,5 +37,15 @@ describe('ftvm up --disk-size', () => {
     await up.stop('SIGTERM');
     // --disk-dir is kept: the files outlive the cluster.
     expect(existsSync(join(dir, 'node-a.img'))).toBe(true);
-  }, 120_000);
+    // A new cluster on the same disk directory starts from node a's disk: the key is still there.
+    const [client2, na2, nb2] = freePorts(3) as [number, number, number];
+    const mb2 = freePorts(3)[0]!;
+    up = spawnFtvm(['up', '--port', String(client2), '--node-ports', `${na2},${nb2}`, '--metrics-port', String(mb2), '--disk-size', '2M', '--disk-dir', dir]);
+    await up.waitFor(/watch a failover/, 90_000);
+    const c2 = await RespClient.connect(client2);
+    c2.send('GET', 'k');
+    c2.send('DISKCHECK');
+    expect(await c2.waitReplies(2)).toEqual(['v', 'OK']);
+    c2.end();
+  }, 180_000);
 });

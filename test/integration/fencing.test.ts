@@ -31,6 +31,8 @@ describe('fencing a primary that was cut off, not dead', () => {
     // Exactly one reply per request, 1..300 in order: nothing from the old primary's run got through.
     expect(c.replies.length).toBe(300);
     expect(c.replies).toEqual(Array.from({ length: 300 }, (_, i) => String(i + 1)));
+    // It learnt of the newer term and said so with the code, then became a secondary.
+    await cluster.nodes.a.waitFor(/fenced by term \d+: this primary stops its guest.*FTVM_ERR_FENCED/, 20_000);
     await cluster.nodes.a.waitFor(/role secondary/, 20_000);
     await cluster.nodes.b.waitFor(/ PROTECTED:/, 30_000);
     c.end();

@@ -5,6 +5,7 @@ import { fuzzListener } from '../../packages/protocol/test/fuzz-helpers.js';
 import { Cluster, freePorts } from '../helpers/cluster.js';
 import { spawnFtvm, type Spawned } from '../helpers/ftvm.js';
 import { RespClient } from '../helpers/resp.js';
+import { parsePromText } from '../../packages/metrics/test/helpers/prom-text.js';
 
 /** Frames per listener and link kind; FTVM_FUZZ_FRAMES=100000 for the long run (see docs/testing.md). */
 const N = Number(process.env.FTVM_FUZZ_FRAMES ?? 2000);
@@ -12,7 +13,8 @@ const N = Number(process.env.FTVM_FUZZ_FRAMES ?? 2000);
 const TIMEOUT_MS = Math.max(600_000, N * 20);
 
 describe('fuzzing the node listeners of a running cluster', () => {
-  const cluster = new Cluster();
+  // Metrics on: the primary's ftvm_protected and committed epoch say whether replication survived.
+  const cluster = new Cluster({ metrics: true });
   let token: Uint8Array;
   beforeAll(async () => {
     await cluster.start();
@@ -45,12 +47,12 @@ describe('fuzzing the node listeners of a running cluster', () => {
         expect(report.sent).toBe(N);
         for (const code of Object.keys(report.closes).map(Number)) expect(code === 1009 || (code >= 4000 && code < 5000)).toBe(true);
         expect(cluster.nodes[target].proc.exitCode).toBeNull();
-        // Still a working listener: a well-formed handshake succeeds.
-        const ok = await connect(cluster.url(target), { token, role: 'cli', link: 'control', nodeId: 'probe', term: 0 }).then(
-          (l) => (l.close(4000, 'done'), true),
-          (e: { code?: string }) => e.code !== undefined && e.code !== 'FTVM_ERR_CONNECT_FAILED',
+        // Still a working listener: a well-formed handshake is accepted (a refusal of any kind fails).
+        const probe = await connect(cluster.url(target), { token, role: 'cli', link: 'control', nodeId: 'probe', term: 0 }).then(
+          (l) => (l.close(4000, 'done'), 'accepted'),
+          (e: { code?: string; message?: string }) => `refused: ${e.code} ${e.message}`,
         );
-        expect(ok).toBe(true);
+        expect(probe).toBe('accepted');
       }, TIMEOUT_MS);
     }
   }
@@ -81,10 +83,26 @@ describe('fuzzing the node listeners of a running cluster', () => {
   }
 
   it('the cluster still serves clients and is still protected after the fuzzing', async () => {
+    // The secondary was never lost: the primary logged PROTECTED once and UNPROTECTED never since.
+    const a = cluster.nodes.a;
+    const firstProtected = a.err.findIndex((l) => / PROTECTED:/.test(l));
+    expect(firstProtected).toBeGreaterThanOrEqual(0);
+    expect(a.err.slice(firstProtected).filter((l) => /UNPROTECTED|PROMOTED|fenced/.test(l)), cluster.dump()).toEqual([]);
+    const scrape = async () => parsePromText(await (await fetch(`${cluster.metricsUrl('a')}/metrics`)).text());
+    const before = await scrape();
+    expect(before.value('ftvm_protected')).toBe(1);
     const c = await RespClient.connect(cluster.ports.proxy);
     c.send('SET', 'after-fuzz', 'ok');
     c.send('GET', 'after-fuzz');
     expect(await c.waitReplies(2)).toEqual(['OK', 'ok']);
     c.end();
+    // And the secondary still acks: the write's epoch commits, and the primary is still protected.
+    const epoch0 = before.value('ftvm_committed_epoch') ?? NaN;
+    let after = await scrape();
+    for (const end = Date.now() + 10_000; !((after.value('ftvm_committed_epoch') ?? 0) > epoch0) && Date.now() < end; after = await scrape()) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(after.value('ftvm_committed_epoch')).toBeGreaterThan(epoch0);
+    expect(after.value('ftvm_protected')).toBe(1);
   });
 });

@@ -30,8 +30,6 @@ export const CORE_ERR = {
   /** A promoted image is older than output the proxy already released (must never happen). */
   STALE_IMAGE: 'FTVM_ERR_CORE_STALE_IMAGE',
   // Codes below travel in nack / reject actions (the secondary refusing a checkpoint).
-  /** A message carried a term older than the receiver's. */
-  STALE_TERM: 'FTVM_ERR_CORE_STALE_TERM',
   /** A delta checkpoint does not follow the committed image (wrong epoch or term line). */
   NEED_FULL_SYNC: 'FTVM_ERR_CORE_NEED_FULL_SYNC',
   /** A page batch or end does not match the staged checkpoint (missing, duplicate, reordered). */

@@ -291,6 +291,11 @@ describe('ProxyCore failover', () => {
     expect(() => p.clientData(99, b('x'), 3)).toThrow(expect.objectContaining({ code: 'FTVM_ERR_CORE_UNKNOWN_CONN' }));
   });
 
+  it('refuses an event naming a node it was not configured with', () => {
+    const p = setup();
+    expect(() => p.nodeUp('z', 1)).toThrow(expect.objectContaining({ code: 'FTVM_ERR_CORE_UNKNOWN_NODE', message: expect.stringMatching(/unknown node z \(known: a, b\)/) }));
+  });
+
   it('denies a promote request while it still hears the active primary (witness rule)', () => {
     const p = setup();
     p.promoteRequest('b', { term: 1, committedEpoch: 1 }, 50);

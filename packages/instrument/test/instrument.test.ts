@@ -261,6 +261,13 @@ describe('instrument', () => {
     expect(messageOf(() => instrument(forged))).toContain('original guest module');
   });
 
+  test('refuses a module whose export name the instrumenter needs for a mutable global is taken', () => {
+    // Mutable global 1 (0 is ftvm_abi_version) would be exported as ftvm_g1; a function already has that name.
+    const clash = guest('(global $g (mut i32) (i32.const 0)) (func (export "ftvm_g1") (global.set $g (i32.const 1)))');
+    expect(codeOf(() => instrument(clash))).toBe('FTVM_ERR_INSTRUMENT_EXPORT_CLASH');
+    expect(messageOf(() => instrument(clash))).toContain('export "ftvm_g1" already names something other than mutable global 1');
+  });
+
   test('a store whose operands never complete is left as is and the module still validates', async () => {
     const w = guest(`(func (export "f") (param i32) (result i32)
       (block $out (result i32)

@@ -55,6 +55,26 @@ describe('startMetricsServer', () => {
     }
   });
 
+  it('answers 500 with FTVM_ERR_METRICS_INTERNAL when a provider throws, and keeps serving', async () => {
+    const bus = new FtvmEvents();
+    const metrics = createRoleMetrics('proxy', bus, { defaultMetrics: false, status: { autoStart: false } });
+    const server = await startMetricsServer({
+      port: 0, metrics,
+      status: () => {
+        throw new Error('status provider broke');
+      },
+    });
+    try {
+      const res = await fetch(server.url + '/api/status');
+      expect(res.status).toBe(500);
+      expect(await res.json()).toEqual({ error: 'FTVM_ERR_METRICS_INTERNAL', message: 'Error: status provider broke' });
+      expect((await fetch(server.url + '/metrics')).status).toBe(200);
+    } finally {
+      metrics.close();
+      await server.close();
+    }
+  });
+
   it('answers 404 on unknown paths and 405 on methods other than GET and HEAD', async () => {
     const r = await startTestRole('primary');
     expect((await r.get('/nope')).status).toBe(404);

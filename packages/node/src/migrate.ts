@@ -70,7 +70,8 @@ export interface MigrateHost {
   log(level: 'error' | 'warn' | 'info' | 'debug', msg: string, fields?: Record<string, unknown>): void;
 }
 
-const WS_URL = /^wss?:\/\/[^/\s]+(\/\S*)?$/;
+/** ws:// only: no role serves TLS (wss://) yet. */
+const WS_URL = /^ws:\/\/[^/\s]+(\/\S*)?$/;
 
 /** Validates a control request's detail; throws FTVM_ERR_MIGRATE_BAD_REQUEST. */
 export function parseMigrateRequest(detail: Opaque | undefined): MigrateRequest {

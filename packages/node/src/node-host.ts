@@ -247,6 +247,8 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
     if (this.dialing || this.closed || (!this.peerUrl && !this.opts.join)) return;
     this.dialing = true;
     let backoff = 100;
+    // A refusal (wrong token, another guest, ...) is logged once per code, not on every retry.
+    let lastCode: string | undefined;
     const attempt = async (): Promise<void> => {
       this.dialTimer = null;
       if (this.closed) return;
@@ -271,7 +273,11 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
           else if (this.primary) this.primary.attachSecondary(link);
           else this.secondary!.attachPrimary(link);
           backoff = 100;
-        } catch {
+          lastCode = undefined;
+        } catch (e) {
+          const err = e as { code?: string; message?: string };
+          if (err.code !== lastCode) this.emit('log', 'warn', `cannot link to ${asPrimary ? 'the secondary' : 'the primary'} ${target}: retrying`, { code: err.code, message: err.message });
+          lastCode = err.code;
           backoff = Math.min(backoff * 2, 2000);
         }
       }

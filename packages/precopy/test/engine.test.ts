@@ -166,6 +166,8 @@ describe('stop rules', () => {
     expect(() => new PlainRule({ maxRounds: 0 })).toThrow(/maxRounds/);
     expect(() => new MpRule({ hotFraction: 2 })).toThrow(/hotFraction/);
     expect(() => new ThrottleController({ mode: 'max' as 'auto' })).toThrow(/throttle must be one of/);
+    for (const bad of [() => new PlainRule({ maxRounds: 0 }), () => new MpRule({ hotFraction: 2 }), () => new ThrottleController({ mode: 'max' as 'auto' })])
+      expect(bad).toThrow(expect.objectContaining({ code: 'FTVM_ERR_PRECOPY_OPTION' }));
   });
 
   it('the throttle steps up after triggerRounds consecutive outrun rounds, and never when off', () => {

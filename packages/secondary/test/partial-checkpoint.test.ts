@@ -139,7 +139,7 @@ describe('a partial checkpoint is never applied', () => {
     link.close(4000, 'done');
   });
 
-  it('applies a checkpoint sent as one ckpt frame, and nacks one whose payload does not hold its pages', async () => {
+  it('applies a checkpoint sent as one ckpt frame, and nacks one whose payload does not hold its pages (CHECKPOINT_CORRUPT) or whose digest differs (DIGEST_MISMATCH)', async () => {
     const { secondary, link } = await startSecondary();
     const got: string[] = [];
     link.on('message', (m) => {
@@ -169,10 +169,20 @@ describe('a partial checkpoint is never applied', () => {
     expect(got).toEqual(['ack 1', 'ack 2']);
     expect(Buffer.from(digestImage(secondary.image.memory()))).toEqual(Buffer.from(d2.value()));
     expect(Buffer.from(secondary.image.memory()).equals(Buffer.from(mem))).toBe(true);
+    const codes: string[] = [];
+    secondary.on('log', (_level: string, msg: string, fields?: { code?: string }) => {
+      if (msg === 'checkpoint not applied') codes.push(fields?.code ?? '');
+    });
     // pageCount says 2, the payload holds 1: not applied.
     one(3, [RESERVED_PAGES + 5, RESERVED_PAGES + 6], [RESERVED_PAGES + 5]);
     for (let i = 0; i < 100 && got.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
     expect(got[2]).toBe('nack 3');
+    // Pages that decode but an image digest that is not the primary's: refused too.
+    const wrong = new Uint8Array(d2.value().length).fill(1);
+    link.send({ t: 'ckpt', term: 0, epoch: 3, memBytes: MEM, pageCount: 0, globals: [], devices: devices(), full: false, digest: wrong, wireBytes: 0, rawBytes: 0 }, new Uint8Array(0));
+    for (let i = 0; i < 100 && got.length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(got[3]).toBe('nack 3');
+    expect(codes).toEqual(['FTVM_ERR_CHECKPOINT_CORRUPT', 'FTVM_ERR_DIGEST_MISMATCH']);
     expect(secondary.committedEpoch).toBe(2);
     link.close(4000, 'done');
   });
@@ -189,8 +199,9 @@ describe('a partial checkpoint is never applied', () => {
       { ...devices(), output: new Uint8Array(2) },
     ];
     const reasons: string[] = [];
-    secondary.on('log', (_level: string, msg: string, fields?: { reason?: string }) => {
-      if (msg === 'checkpoint not applied') reasons.push(fields?.reason ?? '');
+    const codes: string[] = [];
+    secondary.on('log', (_level: string, msg: string, fields?: { reason?: string; code?: string }) => {
+      if (msg === 'checkpoint not applied') reasons.push(fields?.reason ?? ''), codes.push(fields?.code ?? '');
     });
     for (const d of bad) {
       got.length = 0;
@@ -202,6 +213,7 @@ describe('a partial checkpoint is never applied', () => {
       expect(got[0]).toMatch(/^nack 1 /);
       expect(reasons).toHaveLength(1);
       expect(reasons[0]).toMatch(/^malformed device state in ckpt_begin: devices\.(conns|output)/);
+      expect(codes.splice(0)).toEqual(['FTVM_ERR_CHECKPOINT_CORRUPT']);
       expect(secondary.committedEpoch).toBe(0);
     }
     got.length = 0;

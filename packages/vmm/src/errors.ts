@@ -11,7 +11,6 @@ import { FtvmError } from '@ftvm/guest-abi';
  * - FTVM_ERR_VMM_OPTION: an option is out of range.
  * - FTVM_ERR_VCPU_SCHED: the vCPU thread could not be put on the scheduling class asked for (vcpuSched).
  * - FTVM_ERR_CHECKPOINT_INVALID: a checkpoint does not decode or does not fit this module.
- * - FTVM_ERR_INPUT_LIMIT: a connection exceeded the input queue bound.
  * - FTVM_ERR_DISK_SIZE: a disk size not in whole 4 KiB blocks up to 4 GiB (or a missing file without one).
  * - FTVM_ERR_DISK_SHRINK: a disk size below the existing file's.
  * - FTVM_ERR_DISK_OPEN: the disk file cannot be created or opened.

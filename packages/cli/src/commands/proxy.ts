@@ -2,13 +2,15 @@ import type { StatusPeer } from '@ftvm/metrics';
 import { loadToken } from '@ftvm/protocol';
 import { ProxyRuntime } from '@ftvm/proxy';
 import { CliError } from '../errors.js';
-import { int, oneOf, type CommandSpec } from '../flags.js';
+import { int, oneOf, WSS_REFUSED, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
 
 /** `ws://host:port,ws://host:port` -> URLs (at least one, no repeats). */
 const wsUrls = (raw: string, name: string): string[] => {
   const urls = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  const bad = urls.find((u) => !/^wss?:\/\/[^/\s]+(\/\S*)?$/.test(u));
+  const tls = urls.find((u) => u.startsWith('wss://'));
+  if (tls !== undefined) throw new CliError('FTVM_ERR_CLI_BAD_VALUE', WSS_REFUSED(name, tls));
+  const bad = urls.find((u) => !/^ws:\/\/[^/\s]+(\/\S*)?$/.test(u));
   if (urls.length === 0 || bad !== undefined)
     throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--${name} must be comma-separated ws:// URLs (e.g. ws://127.0.0.1:7001,ws://127.0.0.1:7002), got '${bad ?? raw}'`);
   if (new Set(urls).size !== urls.length) throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--${name} lists a node twice: '${raw}'`);
