@@ -148,6 +148,12 @@ interface ConnRec {
   sentClose: boolean;
   /** Last commit that listed this connection. */
   stamp: number;
+  /**
+   * Its input made the guest fault: input past the rollback point was dropped (never
+   * replayed, by any node), later input is dropped; the node closes it in the guest and the
+   * commit that says so closes the client.
+   */
+  aborted: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -180,6 +186,13 @@ export class ProxyCore {
   private recent: number[] = [];
   /** A state was adopted (a primary served clients through this proxy) at least once. */
   private adoptedOnce = false;
+  /**
+   * When the first node link of a fresh proxy came up: a restarted proxy whose primary is
+   * dead hears no primary hello; failoverTimeoutMs after this it promotes a secondary.
+   */
+  private idleSinceMs: number | undefined;
+  /** That wait is over: a secondary with an image is promoted as soon as one is known. */
+  private idleExpired = false;
   /** A handover the active primary asked for, waiting for its target's link and hello. */
   private pendingHandover: { from: NodeId; to: NodeId; epoch: number; sinceMs: number } | undefined;
   /** A handover being promoted: the old primary (fenced once `to` serves) and its last epoch. */
@@ -260,6 +273,7 @@ export class ProxyCore {
       return lost === undefined ? giveUp : Math.min(lost, giveUp);
     }
     if (this._state === 'promoting') return this.promotingSinceMs + this.options.promoteTimeoutMs;
+    if (this._state === 'idle' && this.idleSinceMs !== undefined && !this.idleExpired) return this.idleSinceMs + this.options.failoverTimeoutMs;
     return undefined;
   }
 
@@ -283,6 +297,7 @@ export class ProxyCore {
       sentTo: 0,
       sentClose: false,
       stamp: 0,
+      aborted: false,
     };
     this.recent.push(id);
     this.conns.set(id, c);
@@ -301,6 +316,7 @@ export class ProxyCore {
   clientData(conn: number, bytes: Uint8Array, _nowMs: number): void {
     if (this.finished(conn)) return;
     const c = this.conn(conn);
+    if (c.aborted) return;
     if (c.clientClosedAt !== undefined) {
       throw new CoreProtocolError(CORE_ERR.ORDER, `clientData on connection ${conn} after its clientClose`);
     }
@@ -371,6 +387,7 @@ export class ProxyCore {
 
   nodeUp(node: NodeId, nowMs: number): void {
     const n = this.node(node);
+    if (this._state === 'idle') this.idleSinceMs ??= nowMs;
     n.up = true;
     n.lastHeardMs = nowMs;
     n.role = undefined;
@@ -402,6 +419,7 @@ export class ProxyCore {
         this.promotionFailed(`${node} said hello as secondary while being promoted`, nowMs);
       }
       this.retryFailover(nowMs);
+      this.idleFailover(nowMs);
       this.tryHandover(nowMs);
       return;
     }
@@ -443,6 +461,7 @@ export class ProxyCore {
       n.committedEpoch = status.committedEpoch;
       n.imageTerm = status.imageTerm ?? status.term;
       this.retryFailover(nowMs);
+      this.idleFailover(nowMs);
       this.tryHandover(nowMs);
     }
   }
@@ -501,6 +520,45 @@ export class ProxyCore {
     }
   }
 
+  /**
+   * The active primary's guest faulted and was rolled back to its collected epoch `epoch`,
+   * whose offsets are `offsets`; it keeps serving in the same term. Held output past those
+   * offsets was produced by the void run: dropped (the restored guest produces it again,
+   * maybe different). Connection `conn`, whose event faulted, is aborted: its input past the
+   * rollback point is dropped from the log (no node ever replays it) and so is whatever the
+   * client sends next; the node closes it in the guest and the commit saying so closes the
+   * client. Input is not re-sent: the node replays its own copy.
+   */
+  rolledBack(node: NodeId, ev: { term: number; epoch: number; conn: number | undefined; offsets: StateOffsets }, nowMs: number): void {
+    if (!this.fromActive(node, ev.term, 'rollback', nowMs)) return;
+    if (ev.epoch < this._committedEpoch) {
+      throw new CoreProtocolError(CORE_ERR.STALE_IMAGE, `rollback to epoch ${ev.epoch}, older than committed epoch ${this._committedEpoch}`);
+    }
+    const listed = new Map<number, ConnOffsets>(ev.offsets.conns.map((c) => [c.conn, c]));
+    for (const c of this.conns.values()) {
+      const o = listed.get(c.id);
+      if (o !== undefined) this.dropHeld(c, Math.max(o.outProduced, c.held.start));
+      else if (c.id > ev.offsets.maxConnId) this.dropHeld(c, c.held.start);
+    }
+    const bad = ev.conn === undefined ? undefined : this.conns.get(ev.conn);
+    if (bad !== undefined && !bad.aborted) {
+      const o = listed.get(bad.id);
+      const keep = o !== undefined ? o.inConsumed : bad.id > ev.offsets.maxConnId ? 0 : bad.log.end;
+      const before = bad.log.size;
+      bad.log.truncate(Math.max(keep, bad.log.start));
+      this.logBytes -= before - bad.log.size;
+      bad.aborted = true;
+      bad.clientClosedAt = bad.log.end;
+      bad.sentTo = Math.min(bad.sentTo, bad.log.end);
+      // The node closes it in the guest itself.
+      bad.sentOpen = true;
+      bad.sentClose = true;
+      this.flowConn(bad);
+      this.flowAll();
+    }
+    this.flowNode();
+  }
+
   /** The last confirmCommit: one per epoch and node, whichever commit of it came first. */
   private confirmed: { node: NodeId; term: number; epoch: number } | undefined;
 
@@ -530,6 +588,13 @@ export class ProxyCore {
     }
     if (this._state === 'active' && this._active !== node && !this.isLost(this._active!, nowMs)) {
       this.actions.push({ type: 'denyPromote', node, term: this._term, reason: `the proxy still hears ${this._active}` });
+      return;
+    }
+    if (this._state === 'idle') {
+      this.idleFailover(nowMs);
+      if (!((this._state as ProxyState) === 'promoting' && this._active === node)) {
+        this.actions.push({ type: 'denyPromote', node, term: this._term, reason: this.ineligible(n) ?? `no primary heard for ${this.options.failoverTimeoutMs} ms yet` });
+      }
       return;
     }
     if (this._state === 'active') this.activeLost(`${node} asked for promotion and ${this._active} is silent`, nowMs);
@@ -614,7 +679,47 @@ export class ProxyCore {
       this.promotionFailed(`${this._active} did not answer promote within ${this.options.promoteTimeoutMs} ms`, nowMs);
     } else if (this._state === 'lost') {
       this.retryFailover(nowMs);
+    } else if (this._state === 'idle') {
+      this.idleFailover(nowMs);
     }
+  }
+
+  /**
+   * A fresh proxy (restarted) that heard no primary within failoverTimeoutMs of its first
+   * node link: the primary is dead or unreachable. It promotes the secondary holding the
+   * newest image (highest image term, then epoch) in a term above every term it has seen.
+   * It cannot know what its predecessor released unprotected (the unacked floor): with
+   * `--on-secondary-loss continue` that output may be missing from the image (docs/design.md).
+   */
+  private idleFailover(nowMs: number): void {
+    if (this._state !== 'idle' || this.adoptedOnce || this.idleSinceMs === undefined) return;
+    if (nowMs >= this.idleSinceMs + this.options.failoverTimeoutMs) this.idleExpired = true;
+    if (!this.idleExpired) return;
+    let best: NodeRec | undefined;
+    let term = this._term;
+    const reasons: string[] = [];
+    for (const n of this.nodes.values()) {
+      term = Math.max(term, n.term, n.imageTerm);
+      if (!n.up || n.role !== 'secondary' || n.committedEpoch < 1) {
+        reasons.push(!n.up ? `${n.id} is down` : n.role !== 'secondary' ? `${n.id} is not a secondary` : `${n.id} has no committed image`);
+        continue;
+      }
+      if (best === undefined || n.imageTerm > best.imageTerm || (n.imageTerm === best.imageTerm && n.committedEpoch > best.committedEpoch)) best = n;
+    }
+    if (best === undefined) {
+      const reason = `no primary heard for ${this.options.failoverTimeoutMs} ms; cannot promote: ${reasons.join('; ') || 'no node'}`;
+      if (reason !== this.blockedReason) {
+        this.blockedReason = reason;
+        this.actions.push({ type: 'failoverBlocked', reason });
+      }
+      return;
+    }
+    this._term = term + 1;
+    this.servedTerm = best.imageTerm;
+    this._state = 'promoting';
+    this._active = best.id;
+    this.promotingSinceMs = nowMs;
+    this.actions.push({ type: 'sendPromote', node: best.id, term: this._term });
   }
 
   // ---- internals ----
