@@ -933,6 +933,10 @@ export class ProxyCore {
           this.release(c, o.outProduced);
           this.dropHeld(c, o.outProduced);
           this.trimInput(c, o.inConsumed);
+        } else if (o.outProduced < c.held.end) {
+          // Held output the live state did not produce: a run its guest fault voided (the
+          // rollback message was lost with the link).
+          this.dropHeld(c, Math.max(o.outProduced, c.held.start));
         }
         if (o.outProduced > c.held.end) resend.push({ conn: c.id, offset: c.held.end });
         c.sentOpen = true;

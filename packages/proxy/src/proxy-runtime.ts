@@ -439,6 +439,10 @@ export class ProxyRuntime {
         if (core.active === id && ev.ev.term === core.term) this.noteArrival(ev.ev.conn, ev.ev.offset + ev.ev.bytes.length, now);
         core.output(id, ev.ev, now);
         return;
+      case 'rolledBack':
+        this.log.warn(`node ${id}: guest fault ${ev.code} rolled back to epoch ${ev.epoch}${ev.conn !== undefined ? `; connection ${ev.conn} closed, its uncommitted input dropped` : ''}`, { code: ev.code, term: ev.term });
+        core.rolledBack(id, { term: ev.term, epoch: ev.epoch, conn: ev.conn, offsets: ev.offsets }, now);
+        return;
       case 'commit': {
         // From the active primary, or the secondary that committed the epoch (one hop sooner).
         const before = core.committedEpoch;
