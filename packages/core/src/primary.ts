@@ -36,8 +36,15 @@ export interface PrimaryOptions {
   maxInFlightBytes?: number;
   /** What to do when the secondary is lost. Default 'continue'. */
   onSecondaryLost?: SecondaryLostPolicy;
-  /** Secondary silent, or a sent checkpoint unacked, for this long: lost, ms. Default 1000. */
+  /** Secondary silent (no message at all, heartbeats included) for this long: lost, ms. Default 1000. */
   secondaryTimeoutMs?: number;
+  /**
+   * A secondary that heartbeats but acks nothing for this long (plus its checkpoint's apply
+   * allowance, minApplyBytesPerMs) is stuck, not slow: lost, ms. Below it a slow secondary
+   * only makes epochs longer (the in-flight window fills). Default 30000, at least
+   * secondaryTimeoutMs.
+   */
+  secondaryStallTimeoutMs?: number;
   /**
    * Slowest rate at which a live secondary is expected to stage and apply a checkpoint,
    * bytes/ms: a checkpoint of B bytes gets B / rate ms on top of secondaryTimeoutMs for its
@@ -168,7 +175,7 @@ export class PrimaryCore {
 
   constructor(opts: PrimaryOptions) {
     const o = opts as unknown as Record<string, unknown>;
-    rejectUnknown('primary', o, ['term', 'startEpoch', 'nowMs', 'policy', 'maxInFlightEpochs', 'maxInFlightBytes', 'onSecondaryLost', 'secondaryTimeoutMs', 'minApplyBytesPerMs', 'maxGuestFaults', 'guestFaultWindowMs']);
+    rejectUnknown('primary', o, ['term', 'startEpoch', 'nowMs', 'policy', 'maxInFlightEpochs', 'maxInFlightBytes', 'onSecondaryLost', 'secondaryTimeoutMs', 'secondaryStallTimeoutMs', 'minApplyBytesPerMs', 'maxGuestFaults', 'guestFaultWindowMs']);
     this._term = optNumber('primary', o, 'term', NaN, { min: 0, integer: true });
     if (Number.isNaN(this._term)) throw new CoreOptionError(CORE_ERR.OPTION, 'primary.term is required (an integer >= 0)');
     const startEpoch = optNumber('primary', o, 'startEpoch', 0, { min: 0, integer: true });
@@ -183,10 +190,14 @@ export class PrimaryCore {
       maxInFlightBytes: optNumber('primary', o, 'maxInFlightBytes', 256 * MiB, { min: 1 }),
       onSecondaryLost: optEnum('primary', o, 'onSecondaryLost', ['continue', 'block'] as const, 'continue'),
       secondaryTimeoutMs: optNumber('primary', o, 'secondaryTimeoutMs', 1000, { minExclusive: 0 }),
+      secondaryStallTimeoutMs: optNumber('primary', o, 'secondaryStallTimeoutMs', 30_000, { minExclusive: 0 }),
       minApplyBytesPerMs: optNumber('primary', o, 'minApplyBytesPerMs', (32 * MiB) / 1000, { minExclusive: 0 }),
       maxGuestFaults: optNumber('primary', o, 'maxGuestFaults', 10, { min: 1, integer: true }),
       guestFaultWindowMs: optNumber('primary', o, 'guestFaultWindowMs', 60_000, { minExclusive: 0 }),
     };
+    if (this.options.secondaryStallTimeoutMs < this.options.secondaryTimeoutMs) {
+      throw new CoreOptionError(CORE_ERR.OPTION, `primary.secondaryStallTimeoutMs (${this.options.secondaryStallTimeoutMs}) must be at least secondaryTimeoutMs (${this.options.secondaryTimeoutMs})`);
+    }
     this.running = startEpoch + 1;
     this._committedEpoch = startEpoch;
     this.epochStartMs = nowMs;
@@ -280,7 +291,7 @@ export class PrimaryCore {
       const oldest = this.inFlight[0];
       const reason =
         oldest?.sentAtMs !== undefined && nowMs - this.lastSecondaryHeardMs < this.options.secondaryTimeoutMs
-          ? `no ack of epoch ${oldest.epoch} (${oldest.bytes} bytes) from the secondary for ${Math.round(nowMs - Math.max(oldest.sentAtMs, this.lastAckMs))} ms`
+          ? `no ack of epoch ${oldest.epoch} (${oldest.bytes} bytes) from the secondary for ${Math.round(nowMs - Math.max(oldest.sentAtMs, this.lastAckMs))} ms (stuck)`
           : `no progress from the secondary for ${this.options.secondaryTimeoutMs} ms`;
       this.secondaryLost(reason);
       this.actions.push({ type: 'disconnectSecondary', reason });
@@ -591,18 +602,19 @@ export class PrimaryCore {
 
   /**
    * When the secondary counts as lost: silent (no message at all) for secondaryTimeoutMs,
-   * or alive but not acking: the oldest sent checkpoint unacked for secondaryTimeoutMs
+   * or alive but stuck: the oldest sent checkpoint unacked for secondaryStallTimeoutMs
    * since it was sent or since the last ack, whichever is later. Heartbeats prove
-   * liveness, not progress, so they do not extend the second limit, but the limit grows
-   * with the checkpoint's size (minApplyBytesPerMs). A checkpoint still being written has
-   * no ack deadline yet (the link's own liveness covers it).
+   * liveness, not progress, so they do not extend the second limit, but it is long (slow is
+   * not dead: a slow secondary only fills the window, which makes epochs longer) and grows
+   * with the checkpoint's size (minApplyBytesPerMs). A checkpoint still being written has no
+   * ack deadline yet (the link's own liveness covers it).
    */
   private secondaryDeadline(): number | undefined {
     if (this._state !== 'protected' && this._state !== 'syncing') return undefined;
     const t = this.options.secondaryTimeoutMs;
     let d = this.lastSecondaryHeardMs + t;
     const oldest = this.inFlight[0];
-    if (oldest?.sentAtMs !== undefined) d = Math.min(d, Math.max(oldest.sentAtMs, this.lastAckMs) + t + oldest.bytes / this.options.minApplyBytesPerMs);
+    if (oldest?.sentAtMs !== undefined) d = Math.min(d, Math.max(oldest.sentAtMs, this.lastAckMs) + this.options.secondaryStallTimeoutMs + oldest.bytes / this.options.minApplyBytesPerMs);
     return d;
   }
 

@@ -88,7 +88,8 @@ export interface CommitEvent {
  * - `closeClient` comes after the last `writeClient` of that connection.
  */
 export type ProxyAction =
-  | { type: 'writeClient'; conn: number; bytes: Uint8Array }
+  /** `unprotected`: output of an epoch committed without an ack: no secondary held it when it left. */
+  | { type: 'writeClient'; conn: number; bytes: Uint8Array; unprotected?: boolean }
   | { type: 'closeClient'; conn: number }
   | { type: 'pauseClient'; conn: number }
   | { type: 'resumeClient'; conn: number }
@@ -166,6 +167,9 @@ export class ProxyCore {
   private promotingSinceMs = 0;
   /** Highest epoch released without an ack; a candidate's image must reach it. */
   private unackedFloor = 0;
+  /** Epoch ranges [lo, hi] committed without an ack, newest last (the last 64). */
+  private unackedRanges: [number, number][] = [];
+  private _releasedUnprotectedBytes = 0;
   /** Term of the last primary clients were served by: only its line of images may be promoted. */
   private servedTerm = 0;
   private _committedEpoch = 0;
@@ -241,6 +245,13 @@ export class ProxyCore {
   }
   get heldOutputBytes(): number {
     return this.heldBytes;
+  }
+  /**
+   * Output bytes released to clients while no secondary held them: of epochs the primary
+   * committed unacked (before the first full sync, during one, after the secondary was lost).
+   */
+  get releasedUnprotectedBytes(): number {
+    return this._releasedUnprotectedBytes;
   }
   get connCount(): number {
     return this.conns.size;
@@ -508,7 +519,13 @@ export class ProxyCore {
     }
     if (!this.fromActive(node, ev.term, 'commit', nowMs)) return;
     if (ev.epoch > this._committedEpoch) {
-      if (!ev.acked) this.unackedFloor = Math.max(this.unackedFloor, ev.epoch);
+      if (!ev.acked) {
+        this.unackedFloor = Math.max(this.unackedFloor, ev.epoch);
+        const last = this.unackedRanges[this.unackedRanges.length - 1];
+        if (last !== undefined && last[1] === this._committedEpoch) last[1] = ev.epoch;
+        else this.unackedRanges.push([this._committedEpoch + 1, ev.epoch]);
+        if (this.unackedRanges.length > 64) this.unackedRanges.shift();
+      }
       this.advanceCommit(ev);
     }
     // The active node's commit follows its output of that epoch on the same link: all of it
@@ -949,7 +966,7 @@ export class ProxyCore {
         c.sentTo = c.log.end;
         c.sentClose = true;
         if (mode === 'promoted') {
-          for (const ch of c.held.takeTaggedUpTo(s.epoch)) this.write(c, ch.bytes);
+          for (const ch of c.held.takeTaggedUpTo(s.epoch)) this.write(c, ch.bytes, ch.tag);
           this.dropHeld(c, c.held.start);
           c.committedOut = Math.max(c.committedOut, c.held.start);
           finished.push(c);
@@ -1022,7 +1039,7 @@ export class ProxyCore {
     if (listedLive + this.recent.length >= this.conns.size) return;
     for (const c of [...this.conns.values()]) {
       if (c.stamp === stamp || c.id > s.maxConnId) continue;
-      for (const ch of c.held.takeTaggedUpTo(s.epoch)) this.write(c, ch.bytes);
+      for (const ch of c.held.takeTaggedUpTo(s.epoch)) this.write(c, ch.bytes, ch.tag);
       c.committedOut = Math.max(c.committedOut, c.held.start);
       this.finish(c);
     }
@@ -1034,13 +1051,26 @@ export class ProxyCore {
       throw new CoreProtocolError(CORE_ERR.STALE_IMAGE, `connection ${c.id}: committed output ${upTo} is behind released ${c.held.start}`);
     }
     c.committedOut = Math.max(c.committedOut, upTo);
-    for (const ch of c.held.takeUpTo(c.committedOut)) this.write(c, ch.bytes);
+    for (const ch of c.held.takeUpTo(c.committedOut)) this.write(c, ch.bytes, ch.tag);
     if (c.closing) this.finish(c);
   }
 
-  private write(c: ConnRec, bytes: Uint8Array): void {
+  private write(c: ConnRec, bytes: Uint8Array, epoch: number): void {
     this.heldBytes -= bytes.length;
-    this.actions.push({ type: 'writeClient', conn: c.id, bytes });
+    if (this.isUnacked(epoch)) {
+      this._releasedUnprotectedBytes += bytes.length;
+      this.actions.push({ type: 'writeClient', conn: c.id, bytes, unprotected: true });
+    } else this.actions.push({ type: 'writeClient', conn: c.id, bytes });
+  }
+
+  /** Whether `epoch` of the serving line was committed without an ack (no secondary held it). */
+  private isUnacked(epoch: number): boolean {
+    for (let i = this.unackedRanges.length - 1; i >= 0; i--) {
+      const [lo, hi] = this.unackedRanges[i]!;
+      if (epoch >= lo && epoch <= hi) return true;
+      if (epoch > hi) return false;
+    }
+    return false;
   }
 
   private dropHeld(c: ConnRec, from: number): void {

@@ -117,6 +117,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
   private aborted = new Set<number>();
   /** From a guest fault to the restored vCPU: output of the faulted run is void. */
   private rollingBack = false;
+  /** The fault budget is spent: the guest is held faulted until its rollback. */
+  private contained = false;
   private maxConn = 0;
   private timer: NodeJS.Timeout | null = null;
   private beat: NodeJS.Timeout;
@@ -552,12 +554,12 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         this.emit('stopped', a.reason, this.core.term);
         return;
       case 'rollback':
-        this.emit('contained', false, `rolling back after ${a.code}`);
+        if (this.contained) this.emit('contained', (this.contained = false), `rolling back after ${a.code}`);
         void this.rollback(a.epoch, a.conn, a.code);
         return;
       case 'guestContained':
         this.emit('log', 'error', `guest fault budget spent: ${a.reason}`, { code: 'FTVM_ERR_GUEST_FAULT_BUDGET', faults: a.faults });
-        this.emit('contained', true, a.reason);
+        this.emit('contained', (this.contained = true), a.reason);
         return;
     }
   }

@@ -534,7 +534,7 @@ export class ProxyRuntime {
     }
     switch (a.type) {
       case 'writeClient':
-        this.writeClient(a.conn, a.bytes);
+        this.writeClient(a.conn, a.bytes, a.unprotected === true);
         return;
       case 'closeClient': {
         const rec = this.clients.get(a.conn);
@@ -650,7 +650,7 @@ export class ProxyRuntime {
     this.confirmTimer.unref();
   }
 
-  private writeClient(conn: number, bytes: Uint8Array): void {
+  private writeClient(conn: number, bytes: Uint8Array, unprotected: boolean): void {
     const rec = this.clients.get(conn);
     if (rec === undefined || rec.socket.destroyed || !rec.socket.writable) {
       this.counts.outputDroppedBytes += bytes.length;
@@ -668,7 +668,7 @@ export class ProxyRuntime {
     }
     if (rec.arrivedTo > from && rec.arrivedTo <= rec.written) this.holdingConns--;
     rec.arrivedTo = Math.max(rec.arrivedTo, rec.written);
-    this.events.emit('outputReleased', { bytes: bytes.length, delayMs: now - at });
+    this.events.emit('outputReleased', unprotected ? { bytes: bytes.length, delayMs: now - at, unprotected } : { bytes: bytes.length, delayMs: now - at });
     if (!rec.corked) {
       rec.corked = true;
       rec.socket.cork();
