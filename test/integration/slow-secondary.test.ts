@@ -14,7 +14,7 @@ const LOADERS = 20;
 const WINDOW = 4;
 const BURSTS = 10;
 /** Each burst freezes the secondary for this long; the detection timeout is 1000 ms. */
-const FREEZE_MS = 400;
+const FREEZE_MS = 700;
 
 async function metric(url: string, name: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
