@@ -6,14 +6,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Cluster } from '../helpers/cluster.js';
+import { metricValue as metric } from '../helpers/metrics.js';
 import { RespClient } from '../helpers/resp.js';
-
-async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  if (line === undefined) throw new Error(`no ${name} in ${url}/metrics`);
-  return Number(line.split(' ')[1]);
-}
 
 describe('the guest fault budget', () => {
   it('contains a guest that faults again and again, without a failover', { timeout: 180_000 }, async () => {
@@ -37,7 +31,7 @@ describe('the guest fault budget', () => {
       }
       await cluster.nodes.a.waitFor(/FTVM_ERR_GUEST_FAULT_BUDGET/, 15_000);
       expect(await metric(cluster.metricsUrl('a'), 'ftvm_guest_contained')).toBe(1);
-      expect(await metric(cluster.metricsUrl('a'), 'ftvm_guest_faults_total{code="FTVM_ERR_GUEST_TRAP"}')).toBe(11);
+      expect(await metric(cluster.metricsUrl('a'), 'ftvm_guest_faults_total', { code: 'FTVM_ERR_GUEST_TRAP' })).toBe(11);
       const r = await fetch(`${cluster.metricsUrl('a')}/readyz`);
       expect(r.status).toBe(503);
       expect(await r.text()).toMatch(/guest contained/);

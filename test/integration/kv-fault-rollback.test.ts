@@ -4,29 +4,21 @@
  * the event timeout) PING still answers PONG (a static reply string in the data segment) and
  * every key keeps its value. Real processes and sockets.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePorts } from '../helpers/cluster.js';
-import { spawnFtvm, type Spawned } from '../helpers/ftvm.js';
+import { type Spawned } from '../helpers/ftvm.js';
+import { useProcesses } from '../helpers/procs.js';
 import { RespClient } from '../helpers/resp.js';
 
 const env = { FTVM_TOKEN: 'kv-fault-rollback-test' };
 const KEYS = 50;
 
 describe('a kv guest rolls a fault back onto an exact image', () => {
-  let procs: Spawned[] = [];
+  const spawn = useProcesses(env);
   const dir = mkdtempSync(join(tmpdir(), 'ftvm-kv-fault-'));
-  const spawn = (args: string[]): Spawned => {
-    const p = spawnFtvm(args, env);
-    procs.push(p);
-    return p;
-  };
-  afterEach(async () => {
-    for (const p of procs) await p.stop('SIGKILL');
-    procs = [];
-  });
 
   async function fill(port: number): Promise<void> {
     const c = await RespClient.connect(port);

@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { Cluster } from '../helpers/cluster.js';
 import { mark, waitForLineAfter } from '../helpers/ftvm.js';
+import { metricValue as metric } from '../helpers/metrics.js';
 import { RespClient } from '../helpers/resp.js';
 
 const LOADERS = 20;
@@ -15,13 +16,6 @@ const WINDOW = 4;
 const BURSTS = 10;
 /** Each burst freezes the secondary for this long; the detection timeout is 1000 ms. */
 const FREEZE_MS = 700;
-
-async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  if (line === undefined) throw new Error(`no ${name} in ${url}/metrics`);
-  return Number(line.split(' ')[1]);
-}
 
 describe('a slow secondary', () => {
   it(`frozen ${BURSTS} times for ${FREEZE_MS} ms under load: never lost, nothing released unprotected`, { timeout: 180_000 }, async () => {
