@@ -21,8 +21,9 @@ export interface VmmOptions {
   disk?: DiskSpec;
   /**
    * Keep an undo file so rollback() also rolls the disk back to the checkpoint of the last
-   * collect (ftvm run's local rollback). Default false: a replicated primary never rolls
-   * back (a fault there is a failover), so it skips the extra read and write per block.
+   * collect (a guest fault's rollback: ftvm run's, and a replicated primary's, which
+   * rolls back to its last collected epoch). Default false: no disk rollback, and no extra
+   * read and write per block.
    */
   diskUndo?: boolean;
   /**
