@@ -78,6 +78,8 @@ interface Staged {
   c: Collected;
   full: boolean;
   collectedAt: number;
+  /** The rollback image took this epoch's pages (c.data must not be recycled before). */
+  applied: Promise<void>;
 }
 
 const now = () => performance.now();
@@ -119,6 +121,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
   private rollingBack = false;
   /** The fault budget is spent: the guest is held faulted until its rollback. */
   private contained = false;
+  /** Collected epochs being applied to `image`, in order. */
+  private imageChain: Promise<void> = Promise.resolve();
   private maxConn = 0;
   private timer: NodeJS.Timeout | null = null;
   private beat: NodeJS.Timeout;
@@ -197,6 +201,9 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
    * is replayed in connection order.
    */
   private async rollback(epoch: number, bad: number | undefined, code: string): Promise<void> {
+    // Collected epochs still being applied to the image come first.
+    await this.imageChain;
+    if (this.stopped) return;
     const img = this.image;
     const devices = img.devices!;
     if (img.epoch !== epoch) this.emit('log', 'error', 'rollback image and core disagree on the epoch', { image: img.epoch, core: epoch });
@@ -230,7 +237,10 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
       this.closedConns.add(bad);
     }
     try {
-      await this.vmm.rollback(img.toCheckpoint(this.vmm.guest.digest), replay);
+      // Copied in slices (the I/O loop keeps heartbeating) and moved to the vCPU, not cloned.
+      const ckpt = await img.toCheckpointSliced(this.vmm.guest.digest);
+      if (this.stopped) return;
+      await this.vmm.rollback(ckpt, replay, { transfer: true });
     } catch (e) {
       if (this.stopped) return;
       this.emit('log', 'error', 'guest fault: the rollback image did not restore', { code: 'FTVM_ERR_GUEST_INIT', message: (e as Error).message });
@@ -246,15 +256,19 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     this.kick();
   }
 
-  /** The image at the collected epoch: the next rollback point; input it consumed is no longer needed. */
-  private advanceImage(c: Collected): void {
-    this.image.apply(c);
+  /**
+   * The image at the collected epoch: the next rollback point (applied in slices, in epoch
+   * order, behind the ones still under way); input it consumed is no longer needed.
+   */
+  private advanceImage(c: Collected): Promise<void> {
+    this.imageChain = this.imageChain.then(() => this.image.applySliced(c));
     const listed = new Map(c.devices.conns.map((x) => [x.conn, x]));
     for (const [conn, log] of this.inputLog) {
       const o = listed.get(conn);
       if (o !== undefined) log.takeUpTo(o.inConsumed);
       else if (conn <= c.devices.maxConnId) this.inputLog.delete(conn);
     }
+    return this.imageChain;
   }
 
   attachSecondary(link: Link): void {
@@ -572,14 +586,14 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     this.vmm.collect(full, !held, scrub, { background: full }).then(
       (c) => {
         if (this.stopped) return;
-        this.advanceImage(c);
+        const applied = this.advanceImage(c);
         if (c.epoch !== epoch) this.emit('log', 'error', 'epoch numbering diverged between core and vCPU', { core: epoch, vcpu: c.epoch });
         const t = now();
         if (c.scrub) {
           const next = c.scrub.fromPage + c.scrub.count;
           this.scrubCursor = next * PAGE_BYTES >= c.memBytes ? 0 : next;
         }
-        this.staged.set(c.epoch, { c, full, collectedAt: t });
+        this.staged.set(c.epoch, { c, full, collectedAt: t, applied });
         this.emit('collected', c.epoch, c.pauseMs, c.pages.length, t - this.lastEpochEnd, c.earlyPages);
         this.lastEpochEnd = t;
         this.core.epochCollected({
@@ -697,9 +711,10 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     }
     const t = now();
     this.sentAt.set(epoch, t);
-    // Pages are encoded: the staged copy is no longer needed (a nack triggers a full sync);
-    // its buffer goes back to the vCPU for a later epoch's copy.
-    this.vmm.recycle(c.data);
+    // Pages are encoded and in the rollback image: the staged copy is no longer needed (a nack
+    // triggers a full sync); its buffer goes back to the vCPU for a later epoch's copy.
+    const data = c.data;
+    void st.applied.then(() => this.vmm.recycle(data));
     st.c.data = new Uint8Array(0);
     this.emit('sent', { epoch, pauseMs: c.pauseMs, dirtyPages: c.pages.length, wireBytes: wire, rawBytes: raw, byCodec, diskBlocks, diskWireBytes: diskWire });
     this.core.checkpointSent({ epoch, nowMs: t });
