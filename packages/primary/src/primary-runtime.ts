@@ -209,6 +209,25 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     if (img.epoch !== epoch) this.emit('log', 'error', 'rollback image and core disagree on the epoch', { image: img.epoch, core: epoch });
     this.proxy?.trySend({ t: 'rollback', term: this.core.term, epoch: img.epoch, ...(bad !== undefined ? { conn: bad } : {}), code, maxConnId: devices.maxConnId, conns: devices.conns });
     this.retained.dropAfter(img.epoch);
+    if (bad !== undefined) {
+      this.aborted.add(bad);
+      this.closedConns.add(bad);
+    }
+    try {
+      // Copied in slices (the I/O loop keeps heartbeating) and moved to the vCPU, not cloned.
+      const ckpt = await img.toCheckpointSliced(this.vmm.guest.digest);
+      if (this.stopped) return;
+      await this.vmm.rollback(ckpt, [], { transfer: true });
+    } catch (e) {
+      if (this.stopped) return;
+      this.emit('log', 'error', 'guest fault: the rollback image did not restore', { code: 'FTVM_ERR_GUEST_INIT', message: (e as Error).message });
+      this.core.guestFaulted({ conn: undefined, code: 'FTVM_ERR_GUEST_INIT', nowMs: now() });
+      this.kick();
+      return;
+    }
+    if (this.stopped) return;
+    // The replay is built now, from everything received until the vCPU runs again (input that
+    // came during the restore was only logged), and queued before any new input.
     const listed = new Map(devices.conns.map((c) => [c.conn, c]));
     const replay: GuestEvent[] = [];
     const known = [...new Set([...this.inRecv.keys(), ...(bad !== undefined ? [bad] : [])])].sort((a, b) => a - b);
@@ -232,23 +251,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
       if (log !== undefined) for (const ch of log.peekFrom(o?.inConsumed ?? 0)) replay.push({ k: 'data', conn, data: ch.bytes });
       if (this.closedConns.has(conn)) replay.push({ k: 'close', conn });
     }
-    if (bad !== undefined) {
-      this.aborted.add(bad);
-      this.closedConns.add(bad);
-    }
-    try {
-      // Copied in slices (the I/O loop keeps heartbeating) and moved to the vCPU, not cloned.
-      const ckpt = await img.toCheckpointSliced(this.vmm.guest.digest);
-      if (this.stopped) return;
-      await this.vmm.rollback(ckpt, replay, { transfer: true });
-    } catch (e) {
-      if (this.stopped) return;
-      this.emit('log', 'error', 'guest fault: the rollback image did not restore', { code: 'FTVM_ERR_GUEST_INIT', message: (e as Error).message });
-      this.core.guestFaulted({ conn: undefined, code: 'FTVM_ERR_GUEST_INIT', nowMs: now() });
-      this.kick();
-      return;
-    }
-    if (this.stopped) return;
+    for (const ev of replay) this.vmm.enqueue(ev);
     this.rollingBack = false;
     this.emit('log', 'warn', `guest rolled back to epoch ${img.epoch}${bad !== undefined ? `; connection ${bad} closed` : ''}`, { code, replayedEvents: replay.length });
     this.emit('rolledBack', code, img.epoch, bad);
@@ -343,7 +346,7 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
       case 'open':
         if (m.conn > this.maxConn) this.maxConn = m.conn;
         if (!this.inRecv.has(m.conn)) this.inRecv.set(m.conn, 0);
-        this.vmm.open(m.conn);
+        if (!this.rollingBack) this.vmm.open(m.conn);
         return;
       case 'input': {
         if (this.aborted.has(m.conn)) return;
@@ -360,13 +363,13 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         let log = this.inputLog.get(m.conn);
         if (log === undefined) this.inputLog.set(m.conn, (log = new ByteQueue(have)));
         log.push(data);
-        this.vmm.input(m.conn, data);
+        if (!this.rollingBack) this.vmm.input(m.conn, data);
         return;
       }
       case 'close':
         if (this.aborted.has(m.conn)) return;
         this.closedConns.add(m.conn);
-        this.vmm.close(m.conn);
+        if (!this.rollingBack) this.vmm.close(m.conn);
         return;
       case 'confirm':
         this.confirmed = Math.max(this.confirmed, m.epoch);
