@@ -10,7 +10,8 @@ import { RespClient } from '../helpers/resp.js';
  * after a SIGKILL of it, on the promoted secondary. Real processes. (kv's disk is an append
  * log whose end lives in memory, and the replay rewrites what the void run wrote, so this
  * passes with or without the primary's disk undo file: it guards the rollback's consistency
- * with replication, not the undo file itself.)
+ * with replication, not the undo file itself.) The writes after each poison are spread over
+ * ~1 s, so some arrive while the vCPU is being restored: they must be replayed, not lost.
  */
 describe('a poison request on a primary with a disk', () => {
   const cluster = useCluster({
@@ -36,7 +37,11 @@ describe('a poison request on a primary with a disk', () => {
       for (let i = 0; i < 200; i++, sent++) c.send('SET', `k${sent}`, `v${sent}-${'y'.repeat(sent % 40)}`);
       const bad = await RespClient.connect(cluster.ports.proxy);
       bad.send('DEBUG', 'SEGFAULT');
-      for (let i = 0; i < 200; i++, sent++) c.send('SET', `k${sent}`, `v${sent}-${'y'.repeat(sent % 40)}`);
+      // Spread over ~1 s: some of it reaches the primary while its vCPU is being restored.
+      for (let b = 0; b < 20; b++) {
+        for (let i = 0; i < 10; i++, sent++) c.send('SET', `k${sent}`, `v${sent}-${'y'.repeat(sent % 40)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
       await bad.waitReplies(1, 15_000);
       expect(bad.closed).toBe(true);
       const r = await c.waitReplies(sent, 20_000);
