@@ -11,5 +11,6 @@ export type { PrimaryOptions, PrimaryState, PrimaryAction, SecondaryLostPolicy, 
 export { SecondaryCore } from './secondary.js';
 export type { SecondaryOptions, SecondaryState, SecondaryAction } from './secondary.js';
 export { StallWatch } from './stall.js';
+export { ByteQueue, type TaggedChunk } from './byte-queue.js';
 export { ScrubPacer, SCRUB_PACING } from './scrub-pacer.js';
 export type { ScrubPacing } from './scrub-pacer.js';

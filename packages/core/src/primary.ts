@@ -36,8 +36,15 @@ export interface PrimaryOptions {
   maxInFlightBytes?: number;
   /** What to do when the secondary is lost. Default 'continue'. */
   onSecondaryLost?: SecondaryLostPolicy;
-  /** Secondary silent, or a sent checkpoint unacked, for this long: lost, ms. Default 1000. */
+  /** Secondary silent (no message at all, heartbeats included) for this long: lost, ms. Default 1000. */
   secondaryTimeoutMs?: number;
+  /**
+   * A secondary that heartbeats but acks nothing for this long (plus its checkpoint's apply
+   * allowance, minApplyBytesPerMs) is stuck, not slow: lost, ms. Below it a slow secondary
+   * only makes epochs longer (the in-flight window fills). Default 30000, at least
+   * secondaryTimeoutMs.
+   */
+  secondaryStallTimeoutMs?: number;
   /**
    * Slowest rate at which a live secondary is expected to stage and apply a checkpoint,
    * bytes/ms: a checkpoint of B bytes gets B / rate ms on top of secondaryTimeoutMs for its
@@ -45,6 +52,14 @@ export interface PrimaryOptions {
    * Silence still counts after secondaryTimeoutMs whatever the size. Default 32 MiB/s (33,554 bytes/ms).
    */
   minApplyBytesPerMs?: number;
+  /**
+   * Guest faults rolled back within guestFaultWindowMs at most; one more and the guest is
+   * contained (held at its rollback image, not run) until the oldest of them leaves the
+   * window. Default 10.
+   */
+  maxGuestFaults?: number;
+  /** The window of maxGuestFaults, ms. Default 60000. */
+  guestFaultWindowMs?: number;
 }
 
 /**
@@ -64,6 +79,14 @@ export interface PrimaryOptions {
  * - `disconnectSecondary`: close the replication link (a silent secondary must come back
  *   through secondaryConnected, which starts a full sync).
  * - `stop`: stop the guest now; commit nothing more.
+ * - `rollback{epoch, conn}`: the guest faulted. Restore the vCPU from the image of the last
+ *   collected epoch `epoch` (every epoch up to it is sent or committed; the secondary holds
+ *   or will hold it), tell the proxy on the net link BEFORE any output of the restored guest
+ *   (held output past `epoch` is void), close `conn` in the guest (its input past `epoch` is
+ *   dropped, never replayed), replay every other connection's input past `epoch`, then call
+ *   guestRestored(). No collect is asked for in between. The term and role stay.
+ * - `guestContained`: too many faults in the window: the guest stays faulted (nothing runs,
+ *   nothing is collected, the committed image stays) until a `rollback` follows.
  */
 export type PrimaryAction =
   | { type: 'collect'; epoch: number; full: boolean }
@@ -84,7 +107,9 @@ export type PrimaryAction =
   | { type: 'handoverReady'; term: number; epoch: number }
   /** The handover cannot go on (the secondary was lost or refused an epoch before its ack); the vCPU was resumed. */
   | { type: 'handoverAborted'; reason: string }
-  | { type: 'stop'; reason: string };
+  | { type: 'stop'; reason: string }
+  | { type: 'rollback'; term: number; epoch: number; conn: number | undefined; code: string }
+  | { type: 'guestContained'; faults: number; untilMs: number; reason: string };
 
 export interface EpochCollected {
   epoch: number;
@@ -139,10 +164,18 @@ export class PrimaryCore {
    * only the runtime's abortHandover or a fence ends it: the proxy decides).
    */
   private handover: { finalEpoch: number | undefined; readySent: boolean } | undefined;
+  /** Times of the guest faults rolled back within the window. */
+  private faultTimes: number[] = [];
+  /**
+   * A guest fault is being recovered: 'rollingBack' until guestRestored(), 'contained' until
+   * the fault budget allows the rollback (then `pendingFault` is rolled back).
+   */
+  private recovery: 'rollingBack' | 'contained' | undefined;
+  private pendingFault: { conn: number | undefined; code: string; untilMs: number } | undefined;
 
   constructor(opts: PrimaryOptions) {
     const o = opts as unknown as Record<string, unknown>;
-    rejectUnknown('primary', o, ['term', 'startEpoch', 'nowMs', 'policy', 'maxInFlightEpochs', 'maxInFlightBytes', 'onSecondaryLost', 'secondaryTimeoutMs', 'minApplyBytesPerMs']);
+    rejectUnknown('primary', o, ['term', 'startEpoch', 'nowMs', 'policy', 'maxInFlightEpochs', 'maxInFlightBytes', 'onSecondaryLost', 'secondaryTimeoutMs', 'secondaryStallTimeoutMs', 'minApplyBytesPerMs', 'maxGuestFaults', 'guestFaultWindowMs']);
     this._term = optNumber('primary', o, 'term', NaN, { min: 0, integer: true });
     if (Number.isNaN(this._term)) throw new CoreOptionError(CORE_ERR.OPTION, 'primary.term is required (an integer >= 0)');
     const startEpoch = optNumber('primary', o, 'startEpoch', 0, { min: 0, integer: true });
@@ -157,8 +190,14 @@ export class PrimaryCore {
       maxInFlightBytes: optNumber('primary', o, 'maxInFlightBytes', 256 * MiB, { min: 1 }),
       onSecondaryLost: optEnum('primary', o, 'onSecondaryLost', ['continue', 'block'] as const, 'continue'),
       secondaryTimeoutMs: optNumber('primary', o, 'secondaryTimeoutMs', 1000, { minExclusive: 0 }),
+      secondaryStallTimeoutMs: optNumber('primary', o, 'secondaryStallTimeoutMs', 30_000, { minExclusive: 0 }),
       minApplyBytesPerMs: optNumber('primary', o, 'minApplyBytesPerMs', (32 * MiB) / 1000, { minExclusive: 0 }),
+      maxGuestFaults: optNumber('primary', o, 'maxGuestFaults', 10, { min: 1, integer: true }),
+      guestFaultWindowMs: optNumber('primary', o, 'guestFaultWindowMs', 60_000, { minExclusive: 0 }),
     };
+    if (this.options.secondaryStallTimeoutMs < this.options.secondaryTimeoutMs) {
+      throw new CoreOptionError(CORE_ERR.OPTION, `primary.secondaryStallTimeoutMs (${this.options.secondaryStallTimeoutMs}) must be at least secondaryTimeoutMs (${this.options.secondaryTimeoutMs})`);
+    }
     this.running = startEpoch + 1;
     this._committedEpoch = startEpoch;
     this.epochStartMs = nowMs;
@@ -192,6 +231,10 @@ export class PrimaryCore {
   /** The vCPU is held: by sync-io until an ack, or by a handover. */
   get vcpuHeld(): boolean {
     return this.holdUntil !== undefined || this.handover !== undefined;
+  }
+  /** The guest faulted and is being rolled back, or is contained (fault budget spent). */
+  get recovering(): 'rollingBack' | 'contained' | undefined {
+    return this.recovery;
   }
   /** A handover is under way (startHandover until abortHandover, a fence or an abort). */
   get handingOver(): boolean {
@@ -234,6 +277,8 @@ export class PrimaryCore {
     let d = this.policyDeadline;
     const t = this.secondaryDeadline();
     if (t !== undefined && (d === undefined || t < d)) d = t;
+    const f = this.pendingFault?.untilMs;
+    if (f !== undefined && (d === undefined || f < d)) d = f;
     return d;
   }
 
@@ -246,12 +291,75 @@ export class PrimaryCore {
       const oldest = this.inFlight[0];
       const reason =
         oldest?.sentAtMs !== undefined && nowMs - this.lastSecondaryHeardMs < this.options.secondaryTimeoutMs
-          ? `no ack of epoch ${oldest.epoch} (${oldest.bytes} bytes) from the secondary for ${Math.round(nowMs - Math.max(oldest.sentAtMs, this.lastAckMs))} ms`
+          ? `no ack of epoch ${oldest.epoch} (${oldest.bytes} bytes) from the secondary for ${Math.round(nowMs - Math.max(oldest.sentAtMs, this.lastAckMs))} ms (stuck)`
           : `no progress from the secondary for ${this.options.secondaryTimeoutMs} ms`;
       this.secondaryLost(reason);
       this.actions.push({ type: 'disconnectSecondary', reason });
     }
+    const f = this.pendingFault;
+    if (this.recovery === 'contained' && f !== undefined && nowMs >= f.untilMs) this.startRollback(f.conn, f.code, nowMs);
     this.evaluate(nowMs);
+  }
+
+  /**
+   * The guest faulted (trap, event timeout, store into the dirty log, memory limit): the
+   * application's fault, not the host's. The vCPU is rolled back to the last collected
+   * epoch (a collect under way is void), the faulting connection `conn` is closed, and this
+   * node goes on as primary in the same term. Past the fault budget the guest is contained
+   * first. A fault while already recovering (during the replay) is the same: another rollback.
+   */
+  guestFaulted(ev: { conn: number | undefined; code: string; nowMs: number }): void {
+    if (this._state === 'stopped') return;
+    // The epoch being collected ends at no boundary: the faulted run is void.
+    this.collecting = undefined;
+    // A full sync whose collect was void starts again after the restore.
+    if (this.fullSyncEpoch !== undefined && this.fullSyncEpoch >= this.running) this.fullSyncEpoch = undefined;
+    for (const e of [...this.outputSince.keys()]) if (e >= this.running) this.outputSince.delete(e);
+    this.dirtyBytes = 0;
+    if (this.handover !== undefined && !this.handover.readySent) {
+      this.handover = undefined;
+      this.actions.push({ type: 'handoverAborted', reason: `guest fault ${ev.code}` });
+    }
+    const w = this.options.guestFaultWindowMs;
+    this.faultTimes = this.faultTimes.filter((t) => t > ev.nowMs - w);
+    if (this.recovery === 'contained') {
+      // Still contained (a fault of a restore that was not asked for cannot happen): keep the first.
+      return;
+    }
+    if (this.faultTimes.length >= this.options.maxGuestFaults) {
+      const untilMs = this.faultTimes[0]! + w;
+      this.recovery = 'contained';
+      this.pendingFault = { conn: ev.conn, code: ev.code, untilMs };
+      this.policyDeadline = undefined;
+      this.actions.push({
+        type: 'guestContained',
+        faults: this.faultTimes.length + 1,
+        untilMs,
+        reason: `${this.faultTimes.length + 1} guest faults within ${w} ms (last ${ev.code}): the guest is held at epoch ${this.running - 1} for ${Math.round(untilMs - ev.nowMs)} ms`,
+      });
+      return;
+    }
+    this.startRollback(ev.conn, ev.code, ev.nowMs);
+  }
+
+  /** The runtime restored the vCPU and queued the replay (after a `rollback`). */
+  guestRestored(nowMs: number): void {
+    if (this._state === 'stopped' || this.recovery !== 'rollingBack') return;
+    this.recovery = undefined;
+    this.epochStartMs = nowMs;
+    // The fresh vCPU runs: hold it again if sync-io or a handover held the old one.
+    if (this.vcpuHeld) this.actions.push({ type: 'pauseVcpu', reason: 'held before the guest fault' });
+    this.evaluate(nowMs);
+  }
+
+  private startRollback(conn: number | undefined, code: string, nowMs: number): void {
+    this.faultTimes.push(nowMs);
+    this.recovery = 'rollingBack';
+    this.pendingFault = undefined;
+    this.policyDeadline = undefined;
+    // A sync-io hold on the faulted epoch is void with it.
+    if (this.holdUntil !== undefined && this.holdUntil >= this.running) this.holdUntil = undefined;
+    this.actions.push({ type: 'rollback', term: this._term, epoch: this.running - 1, conn, code });
   }
 
   /** The guest produced output tagged `epoch` (the runtime has sent it to the proxy). */
@@ -420,6 +528,8 @@ export class PrimaryCore {
     if (this._state === 'stopped' || term < this._term) return;
     this._state = 'stopped';
     this.handover = undefined;
+    this.recovery = undefined;
+    this.pendingFault = undefined;
     this.inFlight = [];
     this.inFlightBytes = 0;
     this.policyDeadline = undefined;
@@ -492,25 +602,26 @@ export class PrimaryCore {
 
   /**
    * When the secondary counts as lost: silent (no message at all) for secondaryTimeoutMs,
-   * or alive but not acking: the oldest sent checkpoint unacked for secondaryTimeoutMs
+   * or alive but stuck: the oldest sent checkpoint unacked for secondaryStallTimeoutMs
    * since it was sent or since the last ack, whichever is later. Heartbeats prove
-   * liveness, not progress, so they do not extend the second limit, but the limit grows
-   * with the checkpoint's size (minApplyBytesPerMs). A checkpoint still being written has
-   * no ack deadline yet (the link's own liveness covers it).
+   * liveness, not progress, so they do not extend the second limit, but it is long (slow is
+   * not dead: a slow secondary only fills the window, which makes epochs longer) and grows
+   * with the checkpoint's size (minApplyBytesPerMs). A checkpoint still being written has no
+   * ack deadline yet (the link's own liveness covers it).
    */
   private secondaryDeadline(): number | undefined {
     if (this._state !== 'protected' && this._state !== 'syncing') return undefined;
     const t = this.options.secondaryTimeoutMs;
     let d = this.lastSecondaryHeardMs + t;
     const oldest = this.inFlight[0];
-    if (oldest?.sentAtMs !== undefined) d = Math.min(d, Math.max(oldest.sentAtMs, this.lastAckMs) + t + oldest.bytes / this.options.minApplyBytesPerMs);
+    if (oldest?.sentAtMs !== undefined) d = Math.min(d, Math.max(oldest.sentAtMs, this.lastAckMs) + this.options.secondaryStallTimeoutMs + oldest.bytes / this.options.minApplyBytesPerMs);
     return d;
   }
 
   /** Asks the policy whether to end the running epoch; emits collect when it says so. */
   private evaluate(nowMs: number): void {
     this.policyDeadline = undefined;
-    if (this._state === 'stopped' || this._state === 'blocked' || this.collecting !== undefined) return;
+    if (this._state === 'stopped' || this._state === 'blocked' || this.collecting !== undefined || this.recovery !== undefined) return;
     if (this._state === 'syncing' && this.fullSyncEpoch === undefined) {
       // A secondary waits for its full image: end an epoch now, whatever the policy or window.
       this.fullSyncEpoch = this.running;

@@ -88,7 +88,8 @@ export interface CommitEvent {
  * - `closeClient` comes after the last `writeClient` of that connection.
  */
 export type ProxyAction =
-  | { type: 'writeClient'; conn: number; bytes: Uint8Array }
+  /** `unprotected`: output of an epoch committed without an ack: no secondary held it when it left. */
+  | { type: 'writeClient'; conn: number; bytes: Uint8Array; unprotected?: boolean }
   | { type: 'closeClient'; conn: number }
   | { type: 'pauseClient'; conn: number }
   | { type: 'resumeClient'; conn: number }
@@ -148,6 +149,12 @@ interface ConnRec {
   sentClose: boolean;
   /** Last commit that listed this connection. */
   stamp: number;
+  /**
+   * Its input made the guest fault: input past the rollback point was dropped (never
+   * replayed, by any node), later input is dropped; the node closes it in the guest and the
+   * commit that says so closes the client.
+   */
+  aborted: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -160,6 +167,9 @@ export class ProxyCore {
   private promotingSinceMs = 0;
   /** Highest epoch released without an ack; a candidate's image must reach it. */
   private unackedFloor = 0;
+  /** Epoch ranges [lo, hi] committed without an ack, newest last (the last 64). */
+  private unackedRanges: [number, number][] = [];
+  private _releasedUnprotectedBytes = 0;
   /** Term of the last primary clients were served by: only its line of images may be promoted. */
   private servedTerm = 0;
   private _committedEpoch = 0;
@@ -180,6 +190,13 @@ export class ProxyCore {
   private recent: number[] = [];
   /** A state was adopted (a primary served clients through this proxy) at least once. */
   private adoptedOnce = false;
+  /**
+   * When the first node link of a fresh proxy came up: a restarted proxy whose primary is
+   * dead hears no primary hello; failoverTimeoutMs after this it promotes a secondary.
+   */
+  private idleSinceMs: number | undefined;
+  /** That wait is over: a secondary with an image is promoted as soon as one is known. */
+  private idleExpired = false;
   /** A handover the active primary asked for, waiting for its target's link and hello. */
   private pendingHandover: { from: NodeId; to: NodeId; epoch: number; sinceMs: number } | undefined;
   /** A handover being promoted: the old primary (fenced once `to` serves) and its last epoch. */
@@ -229,6 +246,13 @@ export class ProxyCore {
   get heldOutputBytes(): number {
     return this.heldBytes;
   }
+  /**
+   * Output bytes released to clients while no secondary held them: of epochs the primary
+   * committed unacked (before the first full sync, during one, after the secondary was lost).
+   */
+  get releasedUnprotectedBytes(): number {
+    return this._releasedUnprotectedBytes;
+  }
   get connCount(): number {
     return this.conns.size;
   }
@@ -260,6 +284,7 @@ export class ProxyCore {
       return lost === undefined ? giveUp : Math.min(lost, giveUp);
     }
     if (this._state === 'promoting') return this.promotingSinceMs + this.options.promoteTimeoutMs;
+    if (this._state === 'idle' && this.idleSinceMs !== undefined && !this.idleExpired) return this.idleSinceMs + this.options.failoverTimeoutMs;
     return undefined;
   }
 
@@ -283,6 +308,7 @@ export class ProxyCore {
       sentTo: 0,
       sentClose: false,
       stamp: 0,
+      aborted: false,
     };
     this.recent.push(id);
     this.conns.set(id, c);
@@ -301,6 +327,7 @@ export class ProxyCore {
   clientData(conn: number, bytes: Uint8Array, _nowMs: number): void {
     if (this.finished(conn)) return;
     const c = this.conn(conn);
+    if (c.aborted) return;
     if (c.clientClosedAt !== undefined) {
       throw new CoreProtocolError(CORE_ERR.ORDER, `clientData on connection ${conn} after its clientClose`);
     }
@@ -371,6 +398,7 @@ export class ProxyCore {
 
   nodeUp(node: NodeId, nowMs: number): void {
     const n = this.node(node);
+    if (this._state === 'idle') this.idleSinceMs ??= nowMs;
     n.up = true;
     n.lastHeardMs = nowMs;
     n.role = undefined;
@@ -402,6 +430,7 @@ export class ProxyCore {
         this.promotionFailed(`${node} said hello as secondary while being promoted`, nowMs);
       }
       this.retryFailover(nowMs);
+      this.idleFailover(nowMs);
       this.tryHandover(nowMs);
       return;
     }
@@ -443,6 +472,7 @@ export class ProxyCore {
       n.committedEpoch = status.committedEpoch;
       n.imageTerm = status.imageTerm ?? status.term;
       this.retryFailover(nowMs);
+      this.idleFailover(nowMs);
       this.tryHandover(nowMs);
     }
   }
@@ -489,7 +519,13 @@ export class ProxyCore {
     }
     if (!this.fromActive(node, ev.term, 'commit', nowMs)) return;
     if (ev.epoch > this._committedEpoch) {
-      if (!ev.acked) this.unackedFloor = Math.max(this.unackedFloor, ev.epoch);
+      if (!ev.acked) {
+        this.unackedFloor = Math.max(this.unackedFloor, ev.epoch);
+        const last = this.unackedRanges[this.unackedRanges.length - 1];
+        if (last !== undefined && last[1] === this._committedEpoch) last[1] = ev.epoch;
+        else this.unackedRanges.push([this._committedEpoch + 1, ev.epoch]);
+        if (this.unackedRanges.length > 64) this.unackedRanges.shift();
+      }
       this.advanceCommit(ev);
     }
     // The active node's commit follows its output of that epoch on the same link: all of it
@@ -499,6 +535,45 @@ export class ProxyCore {
       this.confirmed = { node, term: ev.term, epoch: ev.epoch };
       this.actions.push({ type: 'confirmCommit', node, term: ev.term, epoch: ev.epoch });
     }
+  }
+
+  /**
+   * The active primary's guest faulted and was rolled back to its collected epoch `epoch`,
+   * whose offsets are `offsets`; it keeps serving in the same term. Held output past those
+   * offsets was produced by the void run: dropped (the restored guest produces it again,
+   * maybe different). Connection `conn`, whose event faulted, is aborted: its input past the
+   * rollback point is dropped from the log (no node ever replays it) and so is whatever the
+   * client sends next; the node closes it in the guest and the commit saying so closes the
+   * client. Input is not re-sent: the node replays its own copy.
+   */
+  rolledBack(node: NodeId, ev: { term: number; epoch: number; conn: number | undefined; offsets: StateOffsets }, nowMs: number): void {
+    if (!this.fromActive(node, ev.term, 'rollback', nowMs)) return;
+    if (ev.epoch < this._committedEpoch) {
+      throw new CoreProtocolError(CORE_ERR.STALE_IMAGE, `rollback to epoch ${ev.epoch}, older than committed epoch ${this._committedEpoch}`);
+    }
+    const listed = new Map<number, ConnOffsets>(ev.offsets.conns.map((c) => [c.conn, c]));
+    for (const c of this.conns.values()) {
+      const o = listed.get(c.id);
+      if (o !== undefined) this.dropHeld(c, Math.max(o.outProduced, c.held.start));
+      else if (c.id > ev.offsets.maxConnId) this.dropHeld(c, c.held.start);
+    }
+    const bad = ev.conn === undefined ? undefined : this.conns.get(ev.conn);
+    if (bad !== undefined && !bad.aborted) {
+      const o = listed.get(bad.id);
+      const keep = o !== undefined ? o.inConsumed : bad.id > ev.offsets.maxConnId ? 0 : bad.log.end;
+      const before = bad.log.size;
+      bad.log.truncate(Math.max(keep, bad.log.start));
+      this.logBytes -= before - bad.log.size;
+      bad.aborted = true;
+      bad.clientClosedAt = bad.log.end;
+      bad.sentTo = Math.min(bad.sentTo, bad.log.end);
+      // The node closes it in the guest itself.
+      bad.sentOpen = true;
+      bad.sentClose = true;
+      this.flowConn(bad);
+      this.flowAll();
+    }
+    this.flowNode();
   }
 
   /** The last confirmCommit: one per epoch and node, whichever commit of it came first. */
@@ -530,6 +605,13 @@ export class ProxyCore {
     }
     if (this._state === 'active' && this._active !== node && !this.isLost(this._active!, nowMs)) {
       this.actions.push({ type: 'denyPromote', node, term: this._term, reason: `the proxy still hears ${this._active}` });
+      return;
+    }
+    if (this._state === 'idle') {
+      this.idleFailover(nowMs);
+      if (!((this._state as ProxyState) === 'promoting' && this._active === node)) {
+        this.actions.push({ type: 'denyPromote', node, term: this._term, reason: this.ineligible(n) ?? `no primary heard for ${this.options.failoverTimeoutMs} ms yet` });
+      }
       return;
     }
     if (this._state === 'active') this.activeLost(`${node} asked for promotion and ${this._active} is silent`, nowMs);
@@ -614,7 +696,47 @@ export class ProxyCore {
       this.promotionFailed(`${this._active} did not answer promote within ${this.options.promoteTimeoutMs} ms`, nowMs);
     } else if (this._state === 'lost') {
       this.retryFailover(nowMs);
+    } else if (this._state === 'idle') {
+      this.idleFailover(nowMs);
     }
+  }
+
+  /**
+   * A fresh proxy (restarted) that heard no primary within failoverTimeoutMs of its first
+   * node link: the primary is dead or unreachable. It promotes the secondary holding the
+   * newest image (highest image term, then epoch) in a term above every term it has seen.
+   * It cannot know what its predecessor released unprotected (the unacked floor): with
+   * `--on-secondary-loss continue` that output may be missing from the image (docs/design.md).
+   */
+  private idleFailover(nowMs: number): void {
+    if (this._state !== 'idle' || this.adoptedOnce || this.idleSinceMs === undefined) return;
+    if (nowMs >= this.idleSinceMs + this.options.failoverTimeoutMs) this.idleExpired = true;
+    if (!this.idleExpired) return;
+    let best: NodeRec | undefined;
+    let term = this._term;
+    const reasons: string[] = [];
+    for (const n of this.nodes.values()) {
+      term = Math.max(term, n.term, n.imageTerm);
+      if (!n.up || n.role !== 'secondary' || n.committedEpoch < 1) {
+        reasons.push(!n.up ? `${n.id} is down` : n.role !== 'secondary' ? `${n.id} is not a secondary` : `${n.id} has no committed image`);
+        continue;
+      }
+      if (best === undefined || n.imageTerm > best.imageTerm || (n.imageTerm === best.imageTerm && n.committedEpoch > best.committedEpoch)) best = n;
+    }
+    if (best === undefined) {
+      const reason = `no primary heard for ${this.options.failoverTimeoutMs} ms; cannot promote: ${reasons.join('; ') || 'no node'}`;
+      if (reason !== this.blockedReason) {
+        this.blockedReason = reason;
+        this.actions.push({ type: 'failoverBlocked', reason });
+      }
+      return;
+    }
+    this._term = term + 1;
+    this.servedTerm = best.imageTerm;
+    this._state = 'promoting';
+    this._active = best.id;
+    this.promotingSinceMs = nowMs;
+    this.actions.push({ type: 'sendPromote', node: best.id, term: this._term });
   }
 
   // ---- internals ----
@@ -828,6 +950,10 @@ export class ProxyCore {
           this.release(c, o.outProduced);
           this.dropHeld(c, o.outProduced);
           this.trimInput(c, o.inConsumed);
+        } else if (o.outProduced < c.held.end) {
+          // Held output the live state did not produce: a run its guest fault voided (the
+          // rollback message was lost with the link).
+          this.dropHeld(c, Math.max(o.outProduced, c.held.start));
         }
         if (o.outProduced > c.held.end) resend.push({ conn: c.id, offset: c.held.end });
         c.sentOpen = true;
@@ -840,7 +966,7 @@ export class ProxyCore {
         c.sentTo = c.log.end;
         c.sentClose = true;
         if (mode === 'promoted') {
-          for (const ch of c.held.takeTaggedUpTo(s.epoch)) this.write(c, ch.bytes);
+          for (const ch of c.held.takeTaggedUpTo(s.epoch)) this.write(c, ch.bytes, ch.tag);
           this.dropHeld(c, c.held.start);
           c.committedOut = Math.max(c.committedOut, c.held.start);
           finished.push(c);
@@ -913,7 +1039,7 @@ export class ProxyCore {
     if (listedLive + this.recent.length >= this.conns.size) return;
     for (const c of [...this.conns.values()]) {
       if (c.stamp === stamp || c.id > s.maxConnId) continue;
-      for (const ch of c.held.takeTaggedUpTo(s.epoch)) this.write(c, ch.bytes);
+      for (const ch of c.held.takeTaggedUpTo(s.epoch)) this.write(c, ch.bytes, ch.tag);
       c.committedOut = Math.max(c.committedOut, c.held.start);
       this.finish(c);
     }
@@ -925,13 +1051,26 @@ export class ProxyCore {
       throw new CoreProtocolError(CORE_ERR.STALE_IMAGE, `connection ${c.id}: committed output ${upTo} is behind released ${c.held.start}`);
     }
     c.committedOut = Math.max(c.committedOut, upTo);
-    for (const ch of c.held.takeUpTo(c.committedOut)) this.write(c, ch.bytes);
+    for (const ch of c.held.takeUpTo(c.committedOut)) this.write(c, ch.bytes, ch.tag);
     if (c.closing) this.finish(c);
   }
 
-  private write(c: ConnRec, bytes: Uint8Array): void {
+  private write(c: ConnRec, bytes: Uint8Array, epoch: number): void {
     this.heldBytes -= bytes.length;
-    this.actions.push({ type: 'writeClient', conn: c.id, bytes });
+    if (this.isUnacked(epoch)) {
+      this._releasedUnprotectedBytes += bytes.length;
+      this.actions.push({ type: 'writeClient', conn: c.id, bytes, unprotected: true });
+    } else this.actions.push({ type: 'writeClient', conn: c.id, bytes });
+  }
+
+  /** Whether `epoch` of the serving line was committed without an ack (no secondary held it). */
+  private isUnacked(epoch: number): boolean {
+    for (let i = this.unackedRanges.length - 1; i >= 0; i--) {
+      const [lo, hi] = this.unackedRanges[i]!;
+      if (epoch >= lo && epoch <= hi) return true;
+      if (epoch > hi) return false;
+    }
+    return false;
   }
 
   private dropHeld(c: ConnRec, from: number): void {

@@ -82,8 +82,8 @@ describe('PrimaryCore', () => {
     expect(c!.offsets.conns).toEqual([e3.conns[0], e2.conns[1]]);
   });
 
-  it('goes on unprotected when the secondary times out (continue): commits in-flight epochs unacked, loudly', () => {
-    const p = protectedPrimary({ secondaryTimeoutMs: 50 });
+  it('goes on unprotected when the secondary is stuck (continue): commits in-flight epochs unacked, loudly', () => {
+    const p = protectedPrimary({ secondaryTimeoutMs: 50, secondaryStallTimeoutMs: 50 });
     p.outputProduced({ epoch: 2, nowMs: 10 });
     // 0 bytes: no apply allowance on top of the 50 ms (see the size-scaled deadline test).
     p.epochCollected({ epoch: 2, nowMs: 10, bytes: 0, offsets: offs(2) });
@@ -104,7 +104,7 @@ describe('PrimaryCore', () => {
 
   it('gives a large checkpoint time to be applied before counting the secondary lost, but not a silent secondary', () => {
     // 1 MiB per ms: a 64 MiB epoch gets 64 ms on top of the 50 ms timeout.
-    const p = protectedPrimary({ secondaryTimeoutMs: 50, minApplyBytesPerMs: 1 << 20 });
+    const p = protectedPrimary({ secondaryTimeoutMs: 50, secondaryStallTimeoutMs: 50, minApplyBytesPerMs: 1 << 20 });
     p.outputProduced({ epoch: 2, nowMs: 10 });
     p.epochCollected({ epoch: 2, nowMs: 10, bytes: 64 << 20, offsets: offs(2) });
     p.checkpointSent({ epoch: 2, nowMs: 20 });
@@ -127,6 +127,30 @@ describe('PrimaryCore', () => {
     q.tick(70);
     expect(q.state).toBe('unprotected');
     expect(ofType(q.takeActions(), 'disconnectSecondary')[0]!.reason).toMatch(/no progress from the secondary for 50 ms/);
+  });
+
+  it('never counts a slow secondary lost while it heartbeats: the window fills and epochs wait', () => {
+    const p = protectedPrimary({ secondaryTimeoutMs: 50, maxInFlightEpochs: 2 });
+    let now = 10;
+    for (const e of [2, 3]) {
+      p.outputProduced({ epoch: e, nowMs: now });
+      p.epochCollected({ epoch: e, nowMs: now, bytes: 10, offsets: offs(e) });
+      p.checkpointSent({ epoch: e, nowMs: now });
+      now += 5;
+    }
+    p.takeActions();
+    // 5 s of heartbeats and no ack: slow, not dead. Output waits (no epoch ends: window full).
+    for (; now < 5000; now += 20) {
+      p.secondaryHeard(now);
+      p.outputProduced({ epoch: 4, nowMs: now });
+      p.tick(now);
+    }
+    const a = p.takeActions();
+    expect(ofType(a, 'disconnectSecondary')).toEqual([]);
+    expect(ofType(a, 'collect')).toEqual([]);
+    expect(p.isProtected).toBe(true);
+    p.ack({ term: 1, epoch: 3, nowMs: now });
+    expect(ofType(p.takeActions(), 'collect')).toEqual([{ type: 'collect', epoch: 4, full: false }]);
   });
 
   it('counts a secondary that stays silent as lost even with nothing in flight', () => {

@@ -5,7 +5,8 @@ import { Rng } from './sim/clock.js';
 /**
  * Harsher than random-failover: up to five faults per run, of every kind the simulated
  * network has (kills of either role, silent partitions, replication link cuts, lost and
- * corrupted replication messages), at random moments, under every policy. Safety must
+ * corrupted replication messages) and poison requests (the guest traps on them: a rollback
+ * on the primary, or in the replay of a promoted node), at random moments, under every policy. Safety must
  * hold on every seed; liveness whenever the proxy never had to refuse a failover.
  */
 const POLICIES = [
@@ -38,8 +39,16 @@ function chaos(seed: number) {
   const log: string[] = [];
   for (let f = 0; f < faults; f++) {
     const at = 30 + r.range(0, 600);
-    const kind = r.int(0, 6);
+    const kind = r.int(0, 7);
     c.clock.at(at, () => {
+      if (kind === 7) {
+        // A client of its own sends a poison request: its connection is closed, nobody else notices.
+        const name = `poison${f}`;
+        log.push(`${c.clock.now.toFixed(1)} poison request from ${name}`);
+        c.clientOpen(name);
+        c.clientSend(name, 'POISON\n');
+        return;
+      }
       const role = r.chance(0.6) ? c.primaryName() : c.secondaryName();
       if (role === undefined) return;
       log.push(`${c.clock.now.toFixed(1)} fault ${kind} on ${role}`);

@@ -1041,6 +1041,24 @@ function cmdInfo(): void {
   rBulkStr(s);
 }
 
+/**
+ * Fault-injection hooks, as in Redis: `DEBUG SEGFAULT` traps (wasm `unreachable`), `DEBUG SLEEP
+ * <ms>` spins for that many guest milliseconds in one event (past --event-timeout-ms it is a
+ * guest timeout). They let tests send a poison request through a real client.
+ */
+function cmdDebug(): void {
+  if (argc >= 2 && argIs(1, "SEGFAULT")) unreachable();
+  if (argc == 3 && argIs(1, "SLEEP")) {
+    let ms = parseI64(AP(2), AL(2));
+    if (!parseOk || ms < 0) { errNotInt(); return; }
+    let until = now() + ms * 1_000_000;
+    while (now() < until) {}
+    rOk();
+    return;
+  }
+  rErr("ERR DEBUG subcommand must be SEGFAULT or SLEEP <ms>");
+}
+
 /** Runs the parsed command (argc >= 1). */
 function dispatch(): void {
   let n = AL(0);
@@ -1077,6 +1095,7 @@ function dispatch(): void {
     if (argIs(0, "RPUSH")) { cmdPush(false); return; }
     if (argIs(0, "SCARD")) { cmdScard(); return; }
     if (argIs(0, "ZCARD")) { cmdZcard(); return; }
+    if (argIs(0, "DEBUG")) { cmdDebug(); return; }
   } else if (n == 6) {
     if (argIs(0, "EXISTS")) { cmdExists(); return; }
     if (argIs(0, "INCRBY")) { cmdIncrBy(false); return; }

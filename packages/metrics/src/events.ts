@@ -73,8 +73,11 @@ export interface FtvmEventMap {
   inFlight: { epochs: number; bytes: number };
   /** Proxy (or run): output currently held back waiting for a commit (level). */
   outputHeld: { bytes: number; conns: number };
-  /** Proxy (or run): `bytes` of output left for clients after being held `delayMs`. */
-  outputReleased: { bytes: number; delayMs: number };
+  /**
+   * Proxy (or run): `bytes` of output left for clients after being held `delayMs`.
+   * `unprotected` (proxy): its epoch was committed without an ack: no secondary held it.
+   */
+  outputReleased: { bytes: number; delayMs: number; unprotected?: boolean };
   /** Proxy: client input re-sent to a promoted node after a failover. */
   inputReplayed: { bytes: number };
   /** A failover finished: durationMs = failure detected -> new primary serving; `term` = new term. */
@@ -83,6 +86,8 @@ export interface FtvmEventMap {
   clockDrift: { driftNs: bigint | number; mode: ClockMode };
   /** The guest faulted; `code` is the FTVM_ERR_* code of the fault. */
   guestFault: { code: string };
+  /** Primary: the guest fault budget is spent and the guest is held faulted (level). */
+  guestContained: { contained: boolean };
   /** Progress of a long task (level): `done` of `total` `unit`s. total 0 = unknown/idle. */
   progress: { task: TaskName; done: number; total: number; unit: ProgressUnit };
   /** Background scrub compared `pagesChecked` pages with the secondary image; `mismatches` differed. */
@@ -101,7 +106,7 @@ export type FtvmEventName = keyof FtvmEventMap;
 export const EVENT_NAMES: readonly FtvmEventName[] = [
   'role', 'protection', 'ready', 'epochEnded', 'checkpointSent', 'checkpointAcked', 'checkpointRejected',
   'committed', 'inFlight', 'outputHeld', 'outputReleased', 'inputReplayed', 'failover', 'clockDrift',
-  'guestFault', 'progress', 'scrub', 'clients', 'link', 'throttle', 'diskCommitted',
+  'guestFault', 'guestContained', 'progress', 'scrub', 'clients', 'link', 'throttle', 'diskCommitted',
 ];
 
 export type FtvmListener<K extends FtvmEventName> = (payload: Readonly<FtvmEventMap[K]>) => void;

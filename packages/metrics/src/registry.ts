@@ -81,11 +81,12 @@ const VALID: { [K in FtvmEventName]: (p: FtvmEventMap[K]) => boolean } = {
   committed: (p) => isInt(p.epoch) && (p.source === undefined || p.source === 'primary' || p.source === 'secondary'),
   inFlight: (p) => isInt(p.epochs) && isCount(p.bytes),
   outputHeld: (p) => isCount(p.bytes) && isInt(p.conns),
-  outputReleased: (p) => isCount(p.bytes) && isCount(p.delayMs),
+  outputReleased: (p) => isCount(p.bytes) && isCount(p.delayMs) && (p.unprotected === undefined || typeof p.unprotected === 'boolean'),
   inputReplayed: (p) => isCount(p.bytes),
   failover: (p) => isCount(p.durationMs) && isInt(p.term),
   clockDrift: (p) => (typeof p.driftNs === 'bigint' || (typeof p.driftNs === 'number' && Number.isFinite(p.driftNs))) && oneOf(CLOCK_MODES, p.mode),
   guestFault: (p) => typeof p.code === 'string' && FAULT_CODE_RE.test(p.code),
+  guestContained: (p) => typeof p.contained === 'boolean',
   progress: (p) => oneOf(TASKS, p.task) && isCount(p.done) && isCount(p.total) && oneOf(PROGRESS_UNITS, p.unit),
   scrub: (p) => isInt(p.pagesChecked) && isInt(p.mismatches),
   clients: (p) => isInt(p.connected),
@@ -145,6 +146,8 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
   const heldBytes = new Gauge({ name: 'ftvm_output_held_bytes', help: 'Guest output held until its epoch commits, bytes.', registers: reg });
   const heldConns = new Gauge({ name: 'ftvm_output_held_connections', help: 'Client connections with output held.', registers: reg });
   const releasedBytes = new Counter({ name: 'ftvm_output_released_bytes_total', help: 'Guest output released to clients, bytes.', registers: reg });
+  const releasedUnprotected = new Counter({ name: 'ftvm_output_released_unprotected_bytes_total', help: 'Proxy: output released to clients while no secondary held it (epochs committed without an ack), bytes.', registers: reg });
+  const contained = new Gauge({ name: 'ftvm_guest_contained', help: 'Primary: 1 while the guest fault budget is spent and the guest is held faulted at its image.', registers: reg });
   const outputDelay = new Histogram({ name: 'ftvm_output_delay_seconds', help: 'Time output was held before release, seconds.', buckets: DELAY_BUCKETS, registers: reg });
   const replayed = new Counter({ name: 'ftvm_input_replayed_bytes_total', help: 'Client input replayed to a promoted node, bytes.', registers: reg });
   const commitsBySource = new Counter({
@@ -293,6 +296,7 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
     outputReleased: (p) => {
       state.outputReleasedBytesTotal += p.bytes;
       releasedBytes.inc(p.bytes);
+      if (p.unprotected === true) releasedUnprotected.inc(p.bytes);
       outputDelay.observe(p.delayMs / 1000);
       recorder.outputDelays.add(p.delayMs);
     },
@@ -323,6 +327,9 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
       }
       state.guestFaultsTotal++;
       faults.inc({ code });
+    },
+    guestContained: (p) => {
+      contained.set(p.contained ? 1 : 0);
     },
     progress: (p) => {
       const prevUnit = taskUnits.get(p.task);
@@ -397,9 +404,9 @@ export const METRIC_NAMES: readonly string[] = [
   'ftvm_checkpoints_sent_total', 'ftvm_checkpoints_acked_total', 'ftvm_checkpoints_rejected_total',
   'ftvm_replication_wire_bytes_total', 'ftvm_replication_raw_bytes_total', 'ftvm_replication_codec_bytes_total',
   'ftvm_replication_pages_total', 'ftvm_replication_compression_ratio', 'ftvm_inflight_epochs', 'ftvm_inflight_bytes',
-  'ftvm_output_held_bytes', 'ftvm_output_held_connections', 'ftvm_output_released_bytes_total', 'ftvm_output_delay_seconds',
+  'ftvm_output_held_bytes', 'ftvm_output_held_connections', 'ftvm_output_released_bytes_total', 'ftvm_output_released_unprotected_bytes_total', 'ftvm_output_delay_seconds',
   'ftvm_proxy_commits_total', 'ftvm_input_replayed_bytes_total', 'ftvm_failovers_total', 'ftvm_last_failover_duration_seconds',
-  'ftvm_last_failover_timestamp_seconds', 'ftvm_clock_drift_seconds', 'ftvm_guest_faults_total', 'ftvm_task_done',
+  'ftvm_last_failover_timestamp_seconds', 'ftvm_clock_drift_seconds', 'ftvm_guest_faults_total', 'ftvm_guest_contained', 'ftvm_task_done',
   'ftvm_task_total', 'ftvm_task_progress_ratio', 'ftvm_scrub_pages_total', 'ftvm_scrub_mismatches_total',
   'ftvm_client_connections', 'ftvm_link_up', 'ftvm_vcpu_throttle_ratio', 'ftvm_metrics_invalid_events_total',
   'ftvm_disk_blocks_replicated_total', 'ftvm_disk_replication_wire_bytes_total', 'ftvm_disk_commits_total', 'ftvm_disk_commit_seconds',

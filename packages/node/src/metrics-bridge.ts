@@ -136,6 +136,10 @@ export function bridgeNodeMetrics(node: NodeHost, bus: FtvmEvents, policy: Polic
       emitInflight();
     });
     rt.on('committed', (epoch) => bus.emit('committed', { epoch }));
+    rt.on('contained', (on, reason) => {
+      bus.emit('guestContained', { contained: on });
+      bus.emit('ready', { ready: !on, reason: on ? `guest contained: ${reason}` : 'serving the guest' });
+    });
     rt.on('scrub', (checked, bad) => bus.emit('scrub', { pagesChecked: checked, mismatches: bad.length }));
   });
   node.on('secondary', (rt) => {

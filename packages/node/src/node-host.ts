@@ -4,7 +4,7 @@ import { LOG_LEVEL_NAMES } from '@ftvm/guest-abi';
 import { connect, listen, type Hello, type Link, type Listener } from '@ftvm/protocol';
 import { PrimaryRuntime } from '@ftvm/primary';
 import { SecondaryRuntime, type RetainedOutput } from '@ftvm/secondary';
-import { Vmm, type DiskSpec, type GuestImage, type PreparedGuest } from '@ftvm/vmm';
+import { GuestImage, Vmm, type DiskSpec, type PreparedGuest, type VmmOptions } from '@ftvm/vmm';
 import { NodeError } from './errors.js';
 import { serveNodeControl, type MigrateHost } from './migrate.js';
 
@@ -104,8 +104,11 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
   async start(): Promise<number> {
     const o = this.opts;
     if (o.role === 'primary') {
-      const vmm = await Vmm.boot(o.guest, { eventTimeoutMs: o.eventTimeoutMs, syncEachOutput: o.policy === 'sync-io', disk: o.disk, earlyCopy: o.earlyCopy });
-      this.becomePrimary(vmm, 0, 0);
+      const vmm = await Vmm.boot(o.guest, this.vmmOptions());
+      // The first rollback point: every page (the data segments were written before the dirty log existed).
+      const image = new GuestImage();
+      image.apply(await vmm.collect(true));
+      this.becomePrimary(vmm, 0, image.epoch, image);
     } else {
       this.becomeSecondary(0);
     }
@@ -164,12 +167,19 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
     link.close(4099, `FTVM_ERR_ROLE: a ${this.role} does not take a replication link from a ${hello.role}`);
   }
 
-  private becomePrimary(vmm: Vmm, term: number, startEpoch: number, retained?: RetainedOutput): PrimaryRuntime {
+  /** The primary's VMM: a disk keeps an undo file so a guest fault rolls it back with memory. */
+  private vmmOptions(): VmmOptions {
+    const o = this.opts;
+    return { eventTimeoutMs: o.eventTimeoutMs, syncEachOutput: o.policy === 'sync-io', disk: o.disk, diskUndo: o.disk !== undefined, earlyCopy: o.earlyCopy };
+  }
+
+  private becomePrimary(vmm: Vmm, term: number, startEpoch: number, image: GuestImage, retained?: RetainedOutput): PrimaryRuntime {
     const o = this.opts;
     const rt = new PrimaryRuntime({
       vmm,
       term,
       startEpoch,
+      image,
       policy: createPolicy(o.policy, o.policyOptions ?? {}),
       policyName: o.policy,
       onSecondaryLost: o.onSecondaryLoss,
@@ -218,14 +228,15 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
     let vmm: Vmm;
     try {
       // The disk file holds the same committed epoch as the image (the journal commits both together).
-      vmm = await Vmm.restore(this.opts.guest, ckpt, { eventTimeoutMs: this.opts.eventTimeoutMs, syncEachOutput: this.opts.policy === 'sync-io', disk: this.opts.disk, earlyCopy: this.opts.earlyCopy });
+      vmm = await Vmm.restore(this.opts.guest, ckpt, this.vmmOptions());
     } catch (e) {
-      this.emit('log', 'error', 'promotion failed: the committed image did not restore', { message: (e as Error).message });
+      // The image is not given up for an empty secondary: the node keeps it (inert, its
+      // runtime stopped) and the proxy's promote times out; an operator restarts it.
+      this.emit('log', 'error', 'promotion failed: the committed image did not restore; the node keeps it and serves no role', { code: 'FTVM_ERR_PROMOTE_RESTORE', message: (e as Error).message });
       proxy?.close(4099, 'promotion failed');
-      this.becomeSecondary(term);
       return;
     }
-    const p = this.becomePrimary(vmm, term, image.epoch, retained);
+    const p = this.becomePrimary(vmm, term, image.epoch, image, retained);
     if (proxy) p.attachProxy(proxy, offsets);
     this.emit('log', 'warn', `PROMOTED to primary in term ${term} from epoch ${image.epoch}`, { restoreMs: Math.round(performance.now() - t0) });
   }

@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { PAGE_BYTES } from '@ftvm/guest-abi';
-import { ScrubPacer, StallWatch, PrimaryCore, type EpochPolicy, type PrimaryAction, type StateOffsets } from '@ftvm/core';
+import { ByteQueue, ScrubPacer, StallWatch, PrimaryCore, type EpochPolicy, type PrimaryAction, type StateOffsets } from '@ftvm/core';
 import { ImageDigest, MAX_BATCH_PAGES, PageEncoder, packConns, packOutput, pageHashInto, type Link, type Message, type Opaque } from '@ftvm/protocol';
-import type { Collected, OutputItem, Vmm } from '@ftvm/vmm';
+import type { Collected, GuestEvent, GuestImage, OutputItem, Vmm, VmmError } from '@ftvm/vmm';
 import { RetainedOutput, type WireDevices, type WireDisk } from '@ftvm/secondary';
 
 export interface PrimaryRuntimeOptions {
@@ -22,6 +22,15 @@ export interface PrimaryRuntimeOptions {
   retained?: RetainedOutput;
   /** Epochs in flight (collected, not acked) at most. Default 8. */
   maxInFlightEpochs?: number;
+  /**
+   * The guest's image at `startEpoch` (a boot's full capture, or the promoted image): the
+   * rollback point after a guest fault. Every collected epoch is applied to it (the runtime
+   * owns it from here on).
+   */
+  image: GuestImage;
+  /** Guest faults rolled back per window before the guest is contained (PrimaryCore). Defaults there. */
+  maxGuestFaults?: number;
+  guestFaultWindowMs?: number;
 }
 
 export interface EpochStats {
@@ -50,8 +59,12 @@ export interface PrimaryRuntimeEvents {
   sent: [stats: EpochStats];
   acked: [epoch: number, ackLatencyMs: number];
   committed: [epoch: number, acked: boolean];
-  /** The guest was stopped: fenced by a newer term, or faulted. */
+  /** The guest was stopped: fenced by a newer term. */
   stopped: [reason: string, term: number];
+  /** The guest faulted (`code`) and was rolled back to `epoch`, the connection `conn` closed. */
+  rolledBack: [code: string, epoch: number, conn: number | undefined];
+  /** Fault budget spent: the guest is held faulted (true) until its rollback (false). */
+  contained: [contained: boolean, reason: string];
   /** Handover: the vCPU is held and the secondary acked the last epoch `epoch` (committed to the proxy already). */
   handoverReady: [epoch: number];
   /** Handover: the secondary was lost or refused the last epoch before its ack; the guest runs again. */
@@ -65,6 +78,8 @@ interface Staged {
   c: Collected;
   full: boolean;
   collectedAt: number;
+  /** The rollback image took this epoch's pages (c.data must not be recycled before). */
+  applied: Promise<void>;
 }
 
 const now = () => performance.now();
@@ -96,6 +111,18 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
   private inRecv = new Map<number, number>();
   private outEnd = new Map<number, number>();
   private closedConns = new Set<number>();
+  /** The rollback point: the image at the last collected epoch (see PrimaryRuntimeOptions.image). */
+  private readonly image: GuestImage;
+  /** Input per connection since the rollback point's inConsumed: a rollback replays it. */
+  private inputLog = new Map<number, ByteQueue>();
+  /** Connections whose input made the guest fault: closed, anything more from them is dropped. */
+  private aborted = new Set<number>();
+  /** From a guest fault to the restored vCPU: output of the faulted run is void. */
+  private rollingBack = false;
+  /** The fault budget is spent: the guest is held faulted until its rollback. */
+  private contained = false;
+  /** Collected epochs being applied to `image`, in order. */
+  private imageChain: Promise<void> = Promise.resolve();
   private maxConn = 0;
   private timer: NodeJS.Timeout | null = null;
   private beat: NodeJS.Timeout;
@@ -124,7 +151,10 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
       onSecondaryLost: opts.onSecondaryLost,
       secondaryTimeoutMs: opts.secondaryTimeoutMs ?? 1000,
       maxInFlightEpochs: opts.maxInFlightEpochs ?? 8,
+      ...(opts.maxGuestFaults !== undefined ? { maxGuestFaults: opts.maxGuestFaults } : {}),
+      ...(opts.guestFaultWindowMs !== undefined ? { guestFaultWindowMs: opts.guestFaultWindowMs } : {}),
     });
+    this.image = opts.image;
     this.vmm.on('output', this.onOutput);
     this.vmm.on('fault', this.onFault);
     // A blocked loop past half the peers' default failure timeout (1 s) is logged.
@@ -139,6 +169,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
   }
 
   private onOutput = (it: OutputItem): void => {
+    // A message of the faulted vCPU still on its way: its run is void.
+    if (this.rollingBack) return;
     this.retained.add([{ conn: it.conn, epoch: it.epoch, offset: it.offset, data: it.data }]);
     this.outEnd.set(it.conn, it.offset + it.data.length);
     try {
@@ -153,13 +185,94 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     this.kick();
   };
 
-  private onFault = (err: { code: string; message: string }): void => {
-    // A guest fault on a replicated primary: the secondary holds the last committed state,
-    // so the safest recovery is a failover: stop serving and let the proxy promote it.
-    this.emit('log', 'error', 'guest fault on the primary: stopping so the secondary takes over', { code: err.code, message: err.message });
-    this.stop(`guest fault ${err.code}`);
-    this.emit('stopped', `guest fault ${err.code}`, this.core.term);
+  private onFault = (err: VmmError): void => {
+    // The application's fault, not the host's: replaying its input on the secondary would
+    // fault the same way. Roll back here, close the faulting connection, keep serving.
+    this.emit('log', 'error', 'guest fault on the primary: rolling back to the last collected epoch', { code: err.code, message: err.message, conn: err.conn });
+    this.rollingBack = true;
+    this.core.guestFaulted({ conn: err.conn, code: err.code, nowMs: now() });
+    this.kick();
   };
+
+  /**
+   * Restores the vCPU from the image of epoch `epoch` (see PrimaryAction 'rollback'): the
+   * proxy hears of it first (on the ordered net link, before any output of the restored
+   * guest), the faulting connection is closed, every other connection's input past the image
+   * is replayed in connection order.
+   */
+  private async rollback(epoch: number, bad: number | undefined, code: string): Promise<void> {
+    // Collected epochs still being applied to the image come first.
+    await this.imageChain;
+    if (this.stopped) return;
+    const img = this.image;
+    const devices = img.devices!;
+    if (img.epoch !== epoch) this.emit('log', 'error', 'rollback image and core disagree on the epoch', { image: img.epoch, core: epoch });
+    this.proxy?.trySend({ t: 'rollback', term: this.core.term, epoch: img.epoch, ...(bad !== undefined ? { conn: bad } : {}), code, maxConnId: devices.maxConnId, conns: devices.conns });
+    this.retained.dropAfter(img.epoch);
+    if (bad !== undefined) {
+      this.aborted.add(bad);
+      this.closedConns.add(bad);
+    }
+    try {
+      // Copied in slices (the I/O loop keeps heartbeating) and moved to the vCPU, not cloned.
+      const ckpt = await img.toCheckpointSliced(this.vmm.guest.digest);
+      if (this.stopped) return;
+      await this.vmm.rollback(ckpt, [], { transfer: true });
+    } catch (e) {
+      if (this.stopped) return;
+      this.emit('log', 'error', 'guest fault: the rollback image did not restore', { code: 'FTVM_ERR_GUEST_INIT', message: (e as Error).message });
+      this.core.guestFaulted({ conn: undefined, code: 'FTVM_ERR_GUEST_INIT', nowMs: now() });
+      this.kick();
+      return;
+    }
+    if (this.stopped) return;
+    // The replay is built now, from everything received until the vCPU runs again (input that
+    // came during the restore was only logged), and queued before any new input.
+    const listed = new Map(devices.conns.map((c) => [c.conn, c]));
+    const replay: GuestEvent[] = [];
+    const known = [...new Set([...this.inRecv.keys(), ...(bad !== undefined ? [bad] : [])])].sort((a, b) => a - b);
+    for (const conn of known) {
+      const o = listed.get(conn);
+      // Closed in the image and forgotten since: nothing to replay.
+      if (o === undefined && conn <= devices.maxConnId) {
+        this.inputLog.delete(conn);
+        continue;
+      }
+      this.outEnd.set(conn, o?.outProduced ?? 0);
+      if (o?.closed) continue;
+      // The guest must see every connection the proxy knows opened, or it never reports it closed.
+      if (conn > devices.maxConnId) replay.push({ k: 'open', conn });
+      if (conn === bad || this.aborted.has(conn)) {
+        this.inputLog.delete(conn);
+        replay.push({ k: 'close', conn });
+        continue;
+      }
+      const log = this.inputLog.get(conn);
+      if (log !== undefined) for (const ch of log.peekFrom(o?.inConsumed ?? 0)) replay.push({ k: 'data', conn, data: ch.bytes });
+      if (this.closedConns.has(conn)) replay.push({ k: 'close', conn });
+    }
+    for (const ev of replay) this.vmm.enqueue(ev);
+    this.rollingBack = false;
+    this.emit('log', 'warn', `guest rolled back to epoch ${img.epoch}${bad !== undefined ? `; connection ${bad} closed` : ''}`, { code, replayedEvents: replay.length });
+    this.emit('rolledBack', code, img.epoch, bad);
+    this.core.guestRestored(now());
+    this.kick();
+  }
+
+  /**
+   * The image at the collected epoch: the next rollback point (applied in slices, in epoch
+   * order, behind the ones still under way); input it consumed is no longer needed.
+   */
+  private advanceImage(c: Collected): Promise<void> {
+    this.imageChain = this.imageChain.then(() => this.image.applySliced(c));
+    const listed = new Map(c.devices.conns.map((x) => [x.conn, x]));
+    for (const [conn, log] of this.inputLog) {
+      const o = listed.get(conn);
+      if (o !== undefined) log.takeUpTo(o.inConsumed);
+      else if (conn <= c.devices.maxConnId) this.inputLog.delete(conn);
+    }
+    return this.imageChain;
+  }
 
   attachSecondary(link: Link): void {
     if (this.secondary && this.secondary !== link) this.secondary.close(4000, 'replaced');
@@ -233,9 +346,10 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
       case 'open':
         if (m.conn > this.maxConn) this.maxConn = m.conn;
         if (!this.inRecv.has(m.conn)) this.inRecv.set(m.conn, 0);
-        this.vmm.open(m.conn);
+        if (!this.rollingBack) this.vmm.open(m.conn);
         return;
       case 'input': {
+        if (this.aborted.has(m.conn)) return;
         const have = this.inRecv.get(m.conn) ?? 0;
         const end = m.offset + payload.length;
         if (end <= have) return;
@@ -245,12 +359,17 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
           return;
         }
         this.inRecv.set(m.conn, end);
-        this.vmm.input(m.conn, m.offset < have ? payload.subarray(have - m.offset) : payload);
+        const data = m.offset < have ? payload.subarray(have - m.offset) : payload;
+        let log = this.inputLog.get(m.conn);
+        if (log === undefined) this.inputLog.set(m.conn, (log = new ByteQueue(have)));
+        log.push(data);
+        if (!this.rollingBack) this.vmm.input(m.conn, data);
         return;
       }
       case 'close':
+        if (this.aborted.has(m.conn)) return;
         this.closedConns.add(m.conn);
-        this.vmm.close(m.conn);
+        if (!this.rollingBack) this.vmm.close(m.conn);
         return;
       case 'confirm':
         this.confirmed = Math.max(this.confirmed, m.epoch);
@@ -451,6 +570,14 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         this.stop(a.reason);
         this.emit('stopped', a.reason, this.core.term);
         return;
+      case 'rollback':
+        if (this.contained) this.emit('contained', (this.contained = false), `rolling back after ${a.code}`);
+        void this.rollback(a.epoch, a.conn, a.code);
+        return;
+      case 'guestContained':
+        this.emit('log', 'error', `guest fault budget spent: ${a.reason}`, { code: 'FTVM_ERR_GUEST_FAULT_BUDGET', faults: a.faults });
+        this.emit('contained', (this.contained = true), a.reason);
+        return;
     }
   }
 
@@ -462,13 +589,14 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     this.vmm.collect(full, !held, scrub, { background: full }).then(
       (c) => {
         if (this.stopped) return;
+        const applied = this.advanceImage(c);
         if (c.epoch !== epoch) this.emit('log', 'error', 'epoch numbering diverged between core and vCPU', { core: epoch, vcpu: c.epoch });
         const t = now();
         if (c.scrub) {
           const next = c.scrub.fromPage + c.scrub.count;
           this.scrubCursor = next * PAGE_BYTES >= c.memBytes ? 0 : next;
         }
-        this.staged.set(c.epoch, { c, full, collectedAt: t });
+        this.staged.set(c.epoch, { c, full, collectedAt: t, applied });
         this.emit('collected', c.epoch, c.pauseMs, c.pages.length, t - this.lastEpochEnd, c.earlyPages);
         this.lastEpochEnd = t;
         this.core.epochCollected({
@@ -480,7 +608,8 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
         this.kick();
       },
       (e: Error) => {
-        if (!this.stopped) this.emit('log', 'error', 'collect failed', { message: e.message });
+        // A guest fault voids the collect under way (the core knows).
+        if (!this.stopped && !this.rollingBack) this.emit('log', 'error', 'collect failed', { message: e.message });
       },
     );
   }
@@ -585,9 +714,10 @@ export class PrimaryRuntime extends EventEmitter<PrimaryRuntimeEvents> {
     }
     const t = now();
     this.sentAt.set(epoch, t);
-    // Pages are encoded: the staged copy is no longer needed (a nack triggers a full sync);
-    // its buffer goes back to the vCPU for a later epoch's copy.
-    this.vmm.recycle(c.data);
+    // Pages are encoded and in the rollback image: the staged copy is no longer needed (a nack
+    // triggers a full sync); its buffer goes back to the vCPU for a later epoch's copy.
+    const data = c.data;
+    void st.applied.then(() => this.vmm.recycle(data));
     st.c.data = new Uint8Array(0);
     this.emit('sent', { epoch, pauseMs: c.pauseMs, dirtyPages: c.pages.length, wireBytes: wire, rawBytes: raw, byCodec, diskBlocks, diskWireBytes: diskWire });
     this.core.checkpointSent({ epoch, nowMs: t });

@@ -74,7 +74,7 @@ const EMPTY = new Uint8Array(0);
 export function encodeFrame(msg: Message, payload: Uint8Array = EMPTY, limits?: Partial<FrameLimits>): Uint8Array {
   const lim = limits ? resolveLimits(limits) : DEFAULT_LIMITS;
   // Connection offsets travel as a packed table (packed.ts), which validation reads back.
-  const packed = (msg.t === 'commit' || msg.t === 'offsets') && Array.isArray(msg.conns) ? packConns(msg.conns) : undefined;
+  const packed = (msg.t === 'commit' || msg.t === 'offsets' || msg.t === 'rollback') && Array.isArray(msg.conns) ? packConns(msg.conns) : undefined;
   const clean = validateMessage(packed ? { ...msg, conns: packed } : msg);
   if (payload.length > 0 && !PAYLOAD_TYPES.has(clean.t)) throw malformed(`${clean.t} carries no payload, got ${payload.length} bytes`);
   if (payload.length > lim.maxPayloadBytes) throw tooLarge(`payload of ${payload.length} bytes exceeds maxPayloadBytes ${lim.maxPayloadBytes}`);

@@ -17,8 +17,9 @@
  * 3: connection offsets (`commit.conns`, `offsets.conns`, and in a checkpoint's devices) and
  * a checkpoint's retained output travel as packed tables (packed.ts), not msgpack maps; a
  * small checkpoint may come as one `ckpt` frame.
+ * 4: `rollback` (a primary's guest fault rolled back, node -> proxy on the net link).
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** Size of handshake nonces, HMAC proofs, image digests and guest digests, bytes. */
 export const NONCE_BYTES = 32;
@@ -199,13 +200,20 @@ export interface ConnOffsets {
  * (0: none); the proxy opens ids in increasing order, so higher ids are unknown to it.
  */
 export interface Offsets { t: 'offsets'; term: number; epoch: number; maxConnId: number; conns: ConnOffsets[] }
+/**
+ * Node -> proxy (net link), before any output of the restored guest: the active primary's
+ * guest faulted (`code`) and was rolled back to its collected epoch `epoch`, whose offsets
+ * these are. Held output past them is void; connection `conn` (the faulting one) is closed
+ * by the node and its input past them is dropped. Same term, same primary.
+ */
+export interface Rollback { t: 'rollback'; term: number; epoch: number; conn?: number; code: string; maxConnId: number; conns: ConnOffsets[] }
 /** A node's state, for the cli and the proxy. `state` is a short word ("active", "standby"). */
 export interface Status { t: 'status'; role: Role; term: number; epoch: number; state: string; detail?: Opaque }
 
 export type Message =
   | Challenge | Hello | Welcome | Reject
   | CkptBegin | CkptPages | CkptBlocks | CkptEnd | Ckpt | Ack | Nack | Heartbeat | ScrubReq | ScrubRes | ResyncReq | BlockReq | BlockMap
-  | Open | Input | Output | Close | Commit | Confirm | Resend | Promote | PromoteDeny | Fence | Handover | Offsets | Status;
+  | Open | Input | Output | Close | Commit | Confirm | Resend | Promote | PromoteDeny | Fence | Handover | Offsets | Rollback | Status;
 
 export type MessageType = Message['t'];
 export type MessageOf<T extends MessageType> = Extract<Message, { t: T }>;
@@ -225,6 +233,6 @@ const REPLICATION: MessageType[] = [
 export const LINK_MESSAGES: Readonly<Record<LinkKind, ReadonlySet<MessageType>>> = {
   replication: new Set([...COMMON, ...REPLICATION, 'ckpt']),
   migration: new Set([...COMMON, ...REPLICATION, 'block_req', 'block_map']),
-  net: new Set([...COMMON, ...CONTROL, 'open', 'input', 'output', 'close', 'handover']),
+  net: new Set([...COMMON, ...CONTROL, 'open', 'input', 'output', 'close', 'handover', 'rollback']),
   control: new Set([...COMMON, ...CONTROL]),
 };

@@ -137,6 +137,7 @@ export const SCHEMAS = {
   fence: { term },
   handover: { term, epoch, to: req(str(256)), ready: req(bool), heldMs: req(uint) },
   offsets: { term, epoch, maxConnId: req(uint), conns: req(conns) },
+  rollback: { term, epoch, conn: opt(uint), code: req(errCode), maxConnId: req(uint), conns: req(conns) },
   status: { role: req(oneOf(ROLES)), term, epoch, state: req(str(64)), detail: opt(opaque) },
 } satisfies Record<MessageType, Record<string, FieldSpec>>;
 

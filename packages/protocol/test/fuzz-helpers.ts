@@ -75,6 +75,7 @@ export function sampleMessages(): { msg: Message; payload?: Uint8Array }[] {
     { msg: { t: 'fence', term: 4 } },
     { msg: { t: 'handover', term: 3, epoch: 18, to: 'ws://127.0.0.1:7003', ready: true, heldMs: 12 } },
     { msg: { t: 'offsets', term: 4, epoch: 18, maxConnId: 6, conns: [{ conn: 5, inConsumed: 14, outProduced: 7, closed: false }] } },
+    { msg: { t: 'rollback', term: 4, epoch: 18, conn: 5, code: 'FTVM_ERR_GUEST_TRAP', maxConnId: 6, conns: [{ conn: 5, inConsumed: 14, outProduced: 7, closed: false }] } },
     { msg: { t: 'status', role: 'primary', term: 3, epoch: 18, state: 'active', detail: { lagMs: 3 } } },
   ];
 }

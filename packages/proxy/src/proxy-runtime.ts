@@ -439,6 +439,10 @@ export class ProxyRuntime {
         if (core.active === id && ev.ev.term === core.term) this.noteArrival(ev.ev.conn, ev.ev.offset + ev.ev.bytes.length, now);
         core.output(id, ev.ev, now);
         return;
+      case 'rolledBack':
+        this.log.warn(`node ${id}: guest fault ${ev.code} rolled back to epoch ${ev.epoch}${ev.conn !== undefined ? `; connection ${ev.conn} closed, its uncommitted input dropped` : ''}`, { code: ev.code, term: ev.term });
+        core.rolledBack(id, { term: ev.term, epoch: ev.epoch, conn: ev.conn, offsets: ev.offsets }, now);
+        return;
       case 'commit': {
         // From the active primary, or the secondary that committed the epoch (one hop sooner).
         const before = core.committedEpoch;
@@ -530,7 +534,7 @@ export class ProxyRuntime {
     }
     switch (a.type) {
       case 'writeClient':
-        this.writeClient(a.conn, a.bytes);
+        this.writeClient(a.conn, a.bytes, a.unprotected === true);
         return;
       case 'closeClient': {
         const rec = this.clients.get(a.conn);
@@ -646,7 +650,7 @@ export class ProxyRuntime {
     this.confirmTimer.unref();
   }
 
-  private writeClient(conn: number, bytes: Uint8Array): void {
+  private writeClient(conn: number, bytes: Uint8Array, unprotected: boolean): void {
     const rec = this.clients.get(conn);
     if (rec === undefined || rec.socket.destroyed || !rec.socket.writable) {
       this.counts.outputDroppedBytes += bytes.length;
@@ -664,7 +668,7 @@ export class ProxyRuntime {
     }
     if (rec.arrivedTo > from && rec.arrivedTo <= rec.written) this.holdingConns--;
     rec.arrivedTo = Math.max(rec.arrivedTo, rec.written);
-    this.events.emit('outputReleased', { bytes: bytes.length, delayMs: now - at });
+    this.events.emit('outputReleased', unprotected ? { bytes: bytes.length, delayMs: now - at, unprotected } : { bytes: bytes.length, delayMs: now - at });
     if (!rec.corked) {
       rec.corked = true;
       rec.socket.cork();

@@ -18,6 +18,8 @@ export type NodeEvent =
   | { kind: 'promoteRefused'; term: number; reason: string }
   /** The active primary asks for a planned switchover to the node at `to` (ready: false = dial it only). */
   | { kind: 'handover'; term: number; epoch: number; to: string; ready: boolean; heldMs: number }
+  /** The active primary's guest faulted and was rolled back to `offsets` (Rollback message). */
+  | { kind: 'rolledBack'; term: number; epoch: number; conn: number | undefined; code: string; offsets: StateOffsets }
   /** Understood, nothing for the core to do (`why` is for debug logs). */
   | { kind: 'ignore'; why: string };
 
@@ -85,6 +87,11 @@ export function translateNodeMessage(msg: Message, payload: Uint8Array): NodeEve
       const offsets = { epoch: msg.epoch, maxConnId: msg.maxConnId, conns: msg.conns };
       checkUnique(offsets, 'offsets.conns');
       return { kind: 'promoted', term: msg.term, offsets };
+    }
+    case 'rollback': {
+      const offsets = { epoch: msg.epoch, maxConnId: msg.maxConnId, conns: msg.conns };
+      checkUnique(offsets, 'rollback.conns');
+      return { kind: 'rolledBack', term: msg.term, epoch: msg.epoch, conn: msg.conn, code: msg.code, offsets };
     }
     case 'close':
       // The guest's close reaches the proxy through the committed offsets (closed: true).

@@ -53,6 +53,14 @@ export class RetainedOutput {
     return out;
   }
 
+  /** Drops output of epochs after `epoch` (a rolled-back run: void). */
+  dropAfter(epoch: number): void {
+    const keep = this.chunks.filter((c) => c.epoch <= epoch);
+    if (keep.length === this.chunks.length) return;
+    this.chunks = keep;
+    this.bytes = keep.reduce((n, c) => n + c.data.length, 0);
+  }
+
   /** Drops retained output past the committed offsets (it was never committed). */
   truncate(outProduced: Map<number, number>): void {
     this.chunks = this.chunks

@@ -122,7 +122,9 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     if (this.opts.onDiskFetch) this.vmm.on('diskFetch', this.opts.onDiskFetch);
     this.vmm.on('clock', (r) => this.emit('clock', r));
     this.vmm.on('fault', (err) => void this.recover(err));
-    await this.checkpoint();
+    // A booted guest's first rollback point is a full capture: the data segments were written
+    // before the dirty log existed, so an incremental collect onto an empty image lacks them.
+    await this.checkpoint(!restore);
     const interval = this.opts.checkpointIntervalMs ?? 200;
     this.tick = setInterval(() => void this.checkpoint(), interval);
     this.tick.unref();
@@ -180,13 +182,13 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     if (hold && this.checkpointing) await this.checkpointing;
   }
 
-  /** Takes a local rollback checkpoint: O(dirty pages). */
-  checkpoint(): Promise<void> {
+  /** Takes a local rollback checkpoint: O(dirty pages), or every page when `full`. */
+  checkpoint(full = false): Promise<void> {
     if (this.checkpointsHeld) return Promise.resolve();
     if (this.checkpointing || this.recovering || this.vmm.state !== 'running') return this.checkpointing ?? Promise.resolve();
     const logged = this.log.length;
     const p = this.vmm
-      .collect()
+      .collect(full)
       .then((c) => {
         this.image.apply(c);
         // Events posted before the collect were handled before it.

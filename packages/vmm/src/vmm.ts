@@ -21,8 +21,9 @@ export interface VmmOptions {
   disk?: DiskSpec;
   /**
    * Keep an undo file so rollback() also rolls the disk back to the checkpoint of the last
-   * collect (ftvm run's local rollback). Default false: a replicated primary never rolls
-   * back (a fault there is a failover), so it skips the extra read and write per block.
+   * collect (a guest fault's rollback: ftvm run's, and a replicated primary's, which
+   * rolls back to its last collected epoch). Default false: no disk rollback, and no extra
+   * read and write per block.
    */
   diskUndo?: boolean;
   /**
@@ -322,9 +323,9 @@ export class Vmm extends EventEmitter<VmmEvents> {
   }
 
   /** The worker's view of a checkpoint, and what moves to it (transferRestoreMemory). */
-  private restoreInit(ckpt: Checkpoint, rollingBack: boolean): { restore: NonNullable<WorkerInit['restore']>; transfer: ArrayBuffer[] } {
+  private restoreInit(ckpt: Checkpoint, rollingBack: boolean, giveUp = false): { restore: NonNullable<WorkerInit['restore']>; transfer: ArrayBuffer[] } {
     const buf = ckpt.memory.buffer;
-    const transfer = !rollingBack && this.transferRestoreMemory && buf instanceof ArrayBuffer && !(buf as { resizable?: boolean }).resizable;
+    const transfer = (giveUp || (!rollingBack && this.transferRestoreMemory)) && buf instanceof ArrayBuffer && !(buf as { resizable?: boolean }).resizable;
     return {
       restore: { memory: ckpt.memory, memBytes: ckpt.memBytes, globals: ckpt.globals, devices: ckpt.devices, epoch: ckpt.epoch },
       transfer: transfer ? [buf] : [],
@@ -335,11 +336,11 @@ export class Vmm extends EventEmitter<VmmEvents> {
     return this.disk && { path: this.disk.path, blocks: this.disk.blocks, undo: !this.diskUndo ? 'off' : rollingBack ? 'apply' : 'fresh', fds: this.openDisk(), pull: this.diskPull };
   }
 
-  private start(ckpt: Checkpoint | undefined, rollingBack = false, prestartBytes?: number): Promise<void> {
+  private start(ckpt: Checkpoint | undefined, rollingBack = false, prestartBytes?: number, giveUp = false): Promise<void> {
     if (ckpt && ckpt.moduleDigest !== this.guest.digest)
       throw new VmmError('FTVM_ERR_CHECKPOINT_INVALID', `checkpoint is of module ${ckpt.moduleDigest.slice(0, 12)}, guest is ${this.guest.digest.slice(0, 12)}`);
     const pre = prestartBytes !== undefined;
-    const r = ckpt && this.restoreInit(ckpt, rollingBack);
+    const r = ckpt && this.restoreInit(ckpt, rollingBack, giveUp);
     const sab = new SharedArrayBuffer(4 * 8);
     this.watch = new BigInt64Array(sab);
     const init: WorkerInit = {
@@ -761,9 +762,11 @@ export class Vmm extends EventEmitter<VmmEvents> {
 
   /**
    * Replaces the vCPU with one restored from `ckpt` (after a fault, or to roll back), then
-   * queues `replay` events. Listeners stay attached.
+   * queues `replay` events. Listeners stay attached. `transfer`: the caller gives
+   * `ckpt.memory` up (a plain ArrayBuffer moves to the worker instead of being cloned on this
+   * thread).
    */
-  async rollback(ckpt: Checkpoint, replay: GuestEvent[] = []): Promise<void> {
+  async rollback(ckpt: Checkpoint, replay: GuestEvent[] = [], opts: { transfer?: boolean } = {}): Promise<void> {
     this.stopTimers();
     for (const p of this.pending.values()) p.reject(new VmmError('FTVM_ERR_GUEST_STOPPED', 'rolled back'));
     this.pending.clear();
@@ -772,7 +775,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.state = 'stopped';
     await old.terminate();
     // With an undo file the disk returns to the checkpoint too (the new vCPU applies it before the guest runs).
-    await this.start(ckpt, true);
+    await this.start(ckpt, true, undefined, opts.transfer === true);
     for (const ev of replay) this.enqueue(ev);
   }
 

@@ -6,7 +6,8 @@
  * messages and back, so every decision under test is the cores'.
  *
  * The guest is a counter service: each "INCR\n" line increments a counter and answers
- * its new value; "QUIT\n" answers "BYE\n" and closes. Its whole state (counter, per-
+ * its new value; "QUIT\n" answers "BYE\n" and closes; "POISON\n" makes the guest fault
+ * (a trap: deterministic, so any node that runs it faults the same way). Its whole state (counter, per-
  * connection offsets, partial line, retained output) is one JSON value: a checkpoint is
  * that JSON, split into page batches.
  */
@@ -240,6 +241,16 @@ class SimNode {
   staging: string[] = [];
   lastPagesData = '';
   timerGen = 0;
+  /** The primary's rollback point: the guest JSON at the last collected epoch. */
+  rollbackImage: string | undefined;
+  /** Input received per connection since it opened on this node: [base, base + data.length). */
+  inputLog = new Map<number, { base: number; data: string }>();
+  /** The guest faulted: nothing runs until the rollback. */
+  faulted = false;
+  /** Counts guest faults: a collect asked for before one never reaches its boundary. */
+  guestRuns = 0;
+  /** Connections whose input faulted the guest: closed, their input dropped. */
+  aborted = new Set<number>();
 
   constructor(
     readonly id: NodeId,
@@ -254,6 +265,7 @@ class SimNode {
     this.reset();
     this.mode = 'primary';
     this.guest = { counter: 0, maxConnId: 0, conns: {}, retained: [] };
+    this.rollbackImage = JSON.stringify(this.guest);
     this.core = this.newCore(term, 0);
     this.drain();
   }
@@ -282,6 +294,12 @@ class SimNode {
     this.staged.clear();
     this.image = undefined;
     this.staging = [];
+    this.rollbackImage = undefined;
+    this.inputLog.clear();
+    this.faulted = false;
+    this.aborted.clear();
+    this.clientClosed.clear();
+    this.opened.clear();
     // A process that goes away closes all its links.
     this.cl.net.close(this.id, 'proxy');
     this.cl.net.close(this.id, this.peer);
@@ -295,6 +313,8 @@ class SimNode {
       policy: createPolicy(this.cl.opts.policy, this.cl.opts.policyOptions),
       onSecondaryLost: this.cl.opts.onSecondaryLost,
       secondaryTimeoutMs: this.cl.timeoutMs,
+      // A checkpoint the network lost (`drop`) leaves the secondary heartbeating and stuck.
+      secondaryStallTimeoutMs: this.cl.timeoutMs * 4,
     });
   }
 
@@ -364,10 +384,26 @@ class SimNode {
   }
 
   private netInput(m: Msg): void {
-    if (this.paused) {
-      this.pending.push(m);
+    if (this.aborted.has(m.conn)) return;
+    if (m.t === 'open') this.opened.add(m.conn);
+    if (m.t === 'close') this.clientClosed.add(m.conn);
+    if (m.t === 'input') {
+      // The runtime keeps what it received (a rollback replays it), running or not.
+      const l = this.inputLog.get(m.conn) ?? { base: m.offset, data: '' };
+      const end = l.base + l.data.length;
+      if (m.offset <= end && m.offset + m.data.length > end) l.data += (m.data as string).slice(end - m.offset);
+      this.inputLog.set(m.conn, l);
+    }
+    if (this.paused || this.faulted) {
+      if (!this.faulted) this.pending.push(m);
       return;
     }
+    this.run(m);
+  }
+
+  /** Runs one guest event (a trap stops it where it is: the faulted run is void). */
+  private run(m: Msg): void {
+    if (this.faulted) return;
     const g = this.guest!;
     if (m.t === 'open') {
       if (g.conns[m.conn] === undefined && m.conn > g.maxConnId) {
@@ -382,6 +418,7 @@ class SimNode {
       throw new Error(`${this.id}: ${m.t} for connection ${m.conn} it never saw opened`);
     }
     if (m.t === 'close') {
+      this.clientClosed.add(m.conn);
       c.closed = true;
       return;
     }
@@ -401,6 +438,12 @@ class SimNode {
       if (line === 'INCR') {
         g.counter += 1;
         this.emit(m.conn, `${g.counter}\n`);
+      } else if (line === 'POISON') {
+        this.faulted = true;
+        this.guestRuns++;
+        this.cl.event(`${this.id} guest fault on connection ${m.conn}`);
+        this.core!.guestFaulted({ conn: m.conn, code: 'FTVM_ERR_GUEST_TRAP', nowMs: this.cl.clock.now });
+        return;
       } else if (line === 'QUIT') {
         this.emit(m.conn, 'BYE\n');
         c.closed = true;
@@ -420,6 +463,58 @@ class SimNode {
     this.cl.net.send(this.id, 'proxy', { t: 'output', term: this.core!.term, epoch, conn, offset, data });
     this.core!.outputProduced({ epoch, nowMs: this.cl.clock.now });
   }
+
+  /**
+   * What packages/primary does on a `rollback`: the proxy hears first, the guest restarts from
+   * the image of the last collected epoch, the faulting connection is closed, the others'
+   * input past the image is replayed in connection order. Then the core hears the restore.
+   */
+  private rollback(epoch: number, bad: number | undefined): void {
+    const g = JSON.parse(this.rollbackImage!) as Guest;
+    const o = offsetsOf(g, epoch);
+    this.cl.event(`${this.id} rolled back to epoch ${epoch}${bad !== undefined ? `, connection ${bad} closed` : ''}`);
+    this.cl.net.send(this.id, 'proxy', { t: 'rollback', term: this.core!.term, epoch, conn: bad, offsets: o });
+    // The image's own device state: an epoch collected later may have forgotten closed connections.
+    this.guest = g;
+    g.retained = g.retained.filter((r) => r.epoch <= epoch);
+    this.faulted = false;
+    this.pending = [];
+    if (bad !== undefined) this.aborted.add(bad);
+    const replay: Msg[] = [];
+    for (const conn of [...new Set([...this.opened, ...this.inputLog.keys(), ...(bad !== undefined ? [bad] : [])])].sort((x, y) => x - y)) {
+      const c = g.conns[conn];
+      if (c === undefined && conn <= g.maxConnId) continue;
+      if (c === undefined) replay.push({ t: 'open', conn });
+      if (c?.closed) continue;
+      if (this.aborted.has(conn)) {
+        // Opened in the guest above if it never was, and closed: the commit that says so closes the client.
+        replay.push({ t: 'close', conn });
+        continue;
+      }
+      const l = this.inputLog.get(conn);
+      const from = c?.inConsumed ?? 0;
+      if (l !== undefined && l.base + l.data.length > from) replay.push({ t: 'input', conn, offset: from, data: l.data.slice(from - l.base) });
+    }
+    this.core!.guestRestored(this.cl.clock.now);
+    for (const m of replay) {
+      if (m.t !== 'input') this.run(m);
+      else {
+        // Replayed input goes through the guest from its consumed offset.
+        this.inReceived.set(m.conn, m.offset);
+        this.run(m);
+      }
+    }
+    const held = this.closedSinceImage(g);
+    for (const conn of held) this.run({ t: 'close', conn });
+  }
+
+  /** Connections the proxy closed after the image: closed again in the restored guest. */
+  private closedSinceImage(g: Guest): number[] {
+    return [...this.clientClosed].filter((c) => g.conns[c] !== undefined && !g.conns[c]!.closed);
+  }
+  /** Connections the proxy opened / closed on this node (a rollback opens / closes them again). */
+  clientClosed = new Set<number>();
+  opened = new Set<number>();
 
   private resend(conns: { conn: number; offset: number }[]): void {
     for (const { conn, offset } of conns) {
@@ -473,17 +568,22 @@ class SimNode {
           const json = JSON.stringify(this.guest);
           const offsets = offsetsOf(this.guest!, a.epoch);
           this.staged.set(a.epoch, json);
+          this.rollbackImage = json;
           forgetReported(this.guest!);
           core.epochCollected({ epoch: a.epoch, nowMs: this.cl.clock.now, bytes: json.length, offsets });
         };
+        // The guest faulted after the core asked (the VMM rejects the collect): void.
+        if (this.faulted) break;
         if (hi <= 0) {
           boundary();
           break;
         }
         // The next event boundary comes later; the guest keeps running epoch a.epoch until then.
         const inc = this.incarnation;
+        const run = this.guestRuns;
         this.cl.clock.after(this.cl.rng.range(lo, hi), () => {
-          if (this.incarnation !== inc || this.core !== core || core.state === 'stopped') return;
+          // A guest fault voids the collect under way (the VMM rejects it).
+          if (this.incarnation !== inc || this.core !== core || core.state === 'stopped' || this.guestRuns !== run) return;
           boundary();
           this.drain();
         });
@@ -519,9 +619,15 @@ class SimNode {
         this.paused = false;
         const p = this.pending;
         this.pending = [];
-        for (const m of p) this.netInput(m);
+        for (const m of p) this.run(m);
         break;
       }
+      case 'rollback':
+        this.rollback(a.epoch, a.conn);
+        break;
+      case 'guestContained':
+        this.cl.event(`${this.id} guest contained: ${a.reason}`);
+        break;
       case 'protectionChanged':
         this.cl.event(`${this.id} protected=${a.protected} (${a.reason})`);
         break;
@@ -579,6 +685,10 @@ class SimNode {
         this.mode = 'primary';
         this.guest = g;
         this.inReceived.clear();
+        this.rollbackImage = this.image;
+        this.inputLog.clear();
+        this.opened.clear();
+        this.clientClosed.clear();
         this.core = this.newCore(a.term, a.epoch);
         this.cl.net.close(this.id, this.peer);
         this.cl.net.send(this.id, 'proxy', { t: 'promoted', term: a.term, offsets: offsetsOf(g, a.epoch) });
@@ -596,7 +706,7 @@ export class Cluster {
   readonly rng: Rng;
   readonly net: Net;
   readonly opts: Required<ClusterOptions>;
-  readonly proxy: ProxyCore;
+  proxy: ProxyCore;
   readonly nodes: Record<'a' | 'b', SimNode>;
   readonly clients = new Map<string, SimClient>();
   private readonly byConn = new Map<number, SimClient>();
@@ -668,6 +778,21 @@ export class Cluster {
     this.event(`kill ${n.id}`);
     n.kill();
   }
+  /**
+   * The proxy dies and a new one starts with the same options: its clients' connections are
+   * reset (they were the old process's), it knows nothing of the old one's state.
+   */
+  restartProxy(): void {
+    this.event('restart proxy');
+    for (const c of this.clients.values()) c.closedByServer = true;
+    this.clients.clear();
+    this.byConn.clear();
+    this.proxyTimerGen++;
+    this.proxy = new ProxyCore({ nodes: ['a', 'b'], failoverTimeoutMs: this.opts.timeoutMs, maxConnInputLogBytes: this.opts.maxConnInputLogBytes });
+    this.net.close('a', 'proxy');
+    this.net.close('b', 'proxy');
+  }
+
   restart(name: string): void {
     const n = this.node(name);
     this.event(`restart ${n.id} as secondary`);
@@ -741,6 +866,9 @@ export class Cluster {
         break;
       case 'promoteRequest':
         p.promoteRequest(node, { term: m.term, committedEpoch: m.committedEpoch, imageTerm: m.imageTerm }, now);
+        break;
+      case 'rollback':
+        p.rolledBack(node, { term: m.term, epoch: m.epoch, conn: m.conn, offsets: m.offsets }, now);
         break;
     }
     this.drainProxy();
@@ -848,7 +976,8 @@ export class Cluster {
       c.outbox.push(text);
       return;
     }
-    c.requests += (text.match(/\n/g) ?? []).length;
+    // A poison request is answered by a closed connection, never a value.
+    c.requests += text.split('\n').slice(0, -1).filter((l) => l !== 'POISON').length;
     this.proxy.clientData(c.conn, te.encode(text), this.clock.now);
     this.drainProxy();
   }

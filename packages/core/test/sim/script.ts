@@ -10,6 +10,8 @@
  *   run <ms>                       advance the manual clock, delivering what is due
  *   deliver                        run until no message is in flight
  *   kill <node> | restart <node>   node = a | b | primary | secondary
+ *   restart proxy                  a new proxy (the old one's clients are reset)
+ *   client <c> send "POISON\n"     the guest faults on that line (a trap)
  *   partition <node> | heal <node> messages to/from the node are held (silently) until heal
  *   cut <x>-<y> | uncut <x>-<y>    close a link and keep it down / let it come back
  *   drop <x>-<y>                   lose the messages in flight on that link (both ways)
@@ -99,7 +101,8 @@ export function runScript(text: string): ScriptResult {
         need().kill(t[1]!);
         break;
       case 'restart':
-        need().restart(t[1]!);
+        if (t[1] === 'proxy') need().restartProxy();
+        else need().restart(t[1]!);
         break;
       case 'partition':
         need().net.partition(need().node(t[1]!).id);
