@@ -8,7 +8,7 @@ import { controlFlags, logGuestEvents, startControl } from './serve-guest.js';
 export const runCommand: CommandSpec = {
   name: 'run',
   summary: 'serve a guest unprotected on a TCP port (the baseline every benchmark compares against)',
-  usage: 'ftvm run --guest <kv|http|dirtier|clockprobe|path.wasm> --port <tcp> [options]',
+  usage: 'ftvm run --guest <kv|http|dirtier|clockprobe|memcached|kvrs|path.wasm> --port <tcp> [options]',
   flags: {
     guest: { type: 'string', default: 'kv', help: 'shipped guest name or path to a .wasm module' },
     port: { type: 'string', default: 6380, parse: int(0, 65535), help: 'TCP port clients connect to (0: any free port)' },
