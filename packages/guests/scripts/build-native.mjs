@@ -50,9 +50,12 @@ function build(name, outDir, tmp) {
   if (g.lang === 'c') {
     run('clang', [...C_FLAGS, '-o', out, g.src, ...C_SDK]);
   } else {
+    // rustc writes an upstream crate's source path absolute (panic locations): map the
+    // checkout's location away.
+    const remap = ['--remap-path-prefix', `${pkgDir}=packages/guests`];
     const sdk = join(tmp, 'libftvm.rlib');
-    run(RUSTC, [...RUST_FLAGS, '--crate-type', 'rlib', '--crate-name', 'ftvm', '-C', 'metadata=ftvm-sdk-1', '-o', sdk, '../guest-sdk-rust/src/lib.rs']);
-    run(RUSTC, [...RUST_FLAGS, ...RUST_LINK, '--crate-type', 'cdylib', '--crate-name', name, '--extern', `ftvm=${sdk}`, '-o', out, g.src]);
+    run(RUSTC, [...RUST_FLAGS, ...remap, '--crate-type', 'rlib', '--crate-name', 'ftvm', '-C', 'metadata=ftvm-sdk-1', '-o', sdk, '../guest-sdk-rust/src/lib.rs']);
+    run(RUSTC, [...RUST_FLAGS, ...remap, ...RUST_LINK, '--crate-type', 'cdylib', '--crate-name', name, '--extern', `ftvm=${sdk}`, '-o', out, g.src]);
   }
   writeFileSync(out, addAbiVersion(readFileSync(out)));
   return out;
