@@ -20,7 +20,7 @@ const RUSTC = '/usr/bin/rustc'; // Debian's (a rustup rustc on PATH would build 
 // bytemap and the VMM reports FTVM_ERR_GUEST_RESERVED_WRITE instead of the stack
 // silently overwriting data. Data and heap follow the stack.
 export const C_FLAGS = [
-  '--target=wasm32-wasi', '-O2', '-std=c11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-Werror',
+  '--target=wasm32-wasi', '-O2', '-mbulk-memory', '-std=c11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-Werror',
   '-nostartfiles', '-I', '../guest-sdk-c/include',
   '-Wl,--no-entry', '-Wl,--stack-first', '-Wl,-z,stack-size=1310720', '-Wl,--strip-debug',
 ];
