@@ -21,17 +21,26 @@ struct ciovec {
   uint32_t len;
 };
 
+/* One write may come as several iovecs (stdio's buffer, then the new data): they are
+ * joined, and each line becomes one log message. */
 int32_t WASI(fd_write)(int32_t fd, int32_t iovs, int32_t n, int32_t nwritten) {
   if (fd != 1 && fd != 2) return ERRNO_BADF;
   const struct ciovec *v = (const struct ciovec *)iovs;
-  uint32_t total = 0;
+  int level = fd == 1 ? FTVM_LOG_INFO : FTVM_LOG_ERROR;
+  char line[1024];
+  uint32_t len = 0, total = 0;
   for (int32_t i = 0; i < n; i++) {
-    uint32_t len = v[i].len;
-    total += len;
-    /* One log line per write, without its trailing newline. */
-    if (len && v[i].buf[len - 1] == '\n') len--;
-    if (len) ftvm_host_log(fd == 1 ? FTVM_LOG_INFO : FTVM_LOG_ERROR, v[i].buf, (int32_t)len);
+    for (uint32_t j = 0; j < v[i].len; j++) {
+      char c = (char)v[i].buf[j];
+      if (c != '\n') line[len++] = c;
+      if (c == '\n' || len == sizeof line) {
+        if (len) ftvm_host_log(level, line, (int32_t)len);
+        len = 0;
+      }
+    }
+    total += v[i].len;
   }
+  if (len) ftvm_host_log(level, line, (int32_t)len);
   *(uint32_t *)nwritten = total;
   return 0;
 }
@@ -39,7 +48,16 @@ int32_t WASI(fd_write)(int32_t fd, int32_t iovs, int32_t n, int32_t nwritten) {
 int32_t WASI(fd_read)(int32_t fd, int32_t iovs, int32_t n, int32_t nread) { return ERRNO_BADF; }
 int32_t WASI(fd_close)(int32_t fd) { return ERRNO_BADF; }
 int32_t WASI(fd_seek)(int32_t fd, int64_t off, int32_t whence, int32_t newoff) { return ERRNO_BADF; }
-int32_t WASI(fd_fdstat_get)(int32_t fd, int32_t stat) { return ERRNO_BADF; }
+/* stdout and stderr say they are a terminal (a character device that cannot seek), so
+ * stdio line-buffers them: each printf line reaches the log when it ends. */
+int32_t WASI(fd_fdstat_get)(int32_t fd, int32_t stat) {
+  if (fd != 1 && fd != 2) return ERRNO_BADF;
+  uint8_t *p = (uint8_t *)stat;
+  for (int i = 0; i < 24; i++) p[i] = 0;
+  p[0] = 2;                            /* filetype: character device */
+  *(uint64_t *)(p + 8) = 1ull << 6;    /* rights: fd_write */
+  return 0;
+}
 int32_t WASI(fd_prestat_get)(int32_t fd, int32_t buf) { return ERRNO_BADF; }
 int32_t WASI(fd_prestat_dir_name)(int32_t fd, int32_t path, int32_t len) { return ERRNO_BADF; }
 

@@ -3,6 +3,7 @@
 // CI runs `--check`: rebuild into a temporary directory and compare byte for byte.
 //
 // Usage: node scripts/build-native.mjs [--check] [--out <dir>] [name...]
+//        node scripts/build-native.mjs --add-abi-version <file.wasm>...   (a guest of your own)
 
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, rmSync, existsSync } from 'node:fs';
@@ -152,6 +153,11 @@ export function addAbiVersion(wasm, version = 1) {
 
 function main() {
   const args = process.argv.slice(2);
+  if (args[0] === '--add-abi-version') {
+    // For a guest built outside this script (docs/guest-c.md, docs/guest-rust.md).
+    for (const f of args.slice(1)) writeFileSync(f, addAbiVersion(readFileSync(f)));
+    return;
+  }
   const check = args.includes('--check');
   const oi = args.indexOf('--out');
   const names = args.filter((a, i) => !a.startsWith('--') && (oi < 0 || i !== oi + 1));
