@@ -7,7 +7,6 @@
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { useCluster } from '../helpers/cluster.js';
-import { mark, waitForLineAfter } from '../helpers/ftvm.js';
 import { redisBenchmark, redisCli } from '../helpers/redis.js';
 import { haveTool } from '../helpers/tools.js';
 
@@ -17,15 +16,7 @@ const N = 4000;
 describe.runIf(enabled)('kvrs (Rust guest): real clients through the proxy across a SIGKILL of the primary', () => {
   const cluster = useCluster({ guest: 'kvrs' });
 
-  async function killPrimaryAndRecover(): Promise<void> {
-    const dead = cluster.primaryKey();
-    const survivor = dead === 'a' ? 'b' : 'a';
-    const from = mark(cluster.nodes[survivor]);
-    cluster.nodes[dead].proc.kill('SIGKILL');
-    await waitForLineAfter(cluster.nodes[survivor], /PROMOTED to primary/, from, 30_000);
-    cluster.startNode(dead, 'secondary');
-    await waitForLineAfter(cluster.nodes[survivor], / PROTECTED:/, from, 90_000);
-  }
+  const killPrimaryAndRecover = () => cluster.killPrimaryAndRecover();
 
   it(`redis-cli -r ${N} INCR prints 1..${N} across the kill; a key set before it is served after`, async () => {
     expect(await redisCli(cluster.ports.proxy, 'SET', 'before-kill', 'rust')).toBe('OK');

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePorts, useCluster } from '../helpers/cluster.js';
-import { mark, spawnFtvm, waitForLineAfter, type Spawned } from '../helpers/ftvm.js';
+import { spawnFtvm, type Spawned } from '../helpers/ftvm.js';
 import { haveTool } from '../helpers/tools.js';
 import { McClient, mcCheck, mcFill, memccapable, MEMCCAPABLE_ASCII_TESTS } from '../helpers/memcache.js';
 
@@ -47,11 +47,7 @@ describe.runIf(enabled)('memcached guest: protected cluster, through the proxy, 
     const c = await McClient.connect(cluster.ports.proxy);
     expect(await c.request('set before-kill 7 0 5\r\nhello\r\n', (b) => b.endsWith('\r\n'))).toBe('STORED\r\n');
 
-    const dead = cluster.primaryKey();
-    const survivor = dead === 'a' ? 'b' : 'a';
-    const from = mark(cluster.nodes[survivor]);
-    cluster.nodes[dead].proc.kill('SIGKILL');
-    await waitForLineAfter(cluster.nodes[survivor], /PROMOTED to primary/, from, 30_000);
+    const killed = await cluster.killPrimary();
 
     // Same connection, after the failover.
     expect(await c.request('get before-kill\r\n', (b) => b.endsWith('END\r\n'))).toBe('VALUE before-kill 7 5\r\nhello\r\nEND\r\n');
@@ -59,8 +55,7 @@ describe.runIf(enabled)('memcached guest: protected cluster, through the proxy, 
     c.end();
     expect(await mcCheck(cluster.ports.proxy, 'pre:', 500, value)).toEqual([]);
 
-    cluster.startNode(dead, 'secondary');
-    await waitForLineAfter(cluster.nodes[survivor], / PROTECTED:/, from, 90_000);
+    await cluster.reprotect(killed);
     expectAllPassed(await memccapable(cluster.ports.proxy));
   }, 300_000);
 });
