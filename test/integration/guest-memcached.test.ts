@@ -40,17 +40,23 @@ describe.runIf(enabled)('memcached guest: memccapable -a against ftvm run', () =
 describe.runIf(enabled)('memcached guest: protected cluster, through the proxy, across a SIGKILL of the primary', () => {
   const cluster = useCluster({ guest: 'memcached' });
 
-  it('memccapable -a passes before the kill; a key set before it is served after; memccapable -a passes after', async () => {
+  it('memccapable -a passes before the kill; keys set before it are served after (a TTL still expiring on the guest clock); memccapable -a passes after', async () => {
     expectAllPassed(await memccapable(cluster.ports.proxy));
 
     expect(await mcFill(cluster.ports.proxy, 'pre:', 500, value)).toBe(500);
     const c = await McClient.connect(cluster.ports.proxy);
     expect(await c.request('set before-kill 7 0 5\r\nhello\r\n', (b) => b.endsWith('\r\n'))).toBe('STORED\r\n');
+    expect(await c.request('set ttl-key 0 60 1\r\nt\r\n', (b) => b.endsWith('\r\n'))).toBe('STORED\r\n');
 
     const killed = await cluster.killPrimary();
 
     // Same connection, after the failover.
     expect(await c.request('get before-kill\r\n', (b) => b.endsWith('END\r\n'))).toBe('VALUE before-kill 7 5\r\nhello\r\nEND\r\n');
+    // The TTL set before the kill holds on the new primary's guest clock, and expires on it.
+    expect(await c.request('get ttl-key\r\n', (b) => b.endsWith('END\r\n'))).toBe('VALUE ttl-key 0 1\r\nt\r\nEND\r\n');
+    expect(await c.request('touch ttl-key 1\r\n', (b) => b.endsWith('\r\n'))).toBe('TOUCHED\r\n');
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(await c.request('get ttl-key\r\n', (b) => b.endsWith('END\r\n'))).toBe('END\r\n');
     expect(c.closed).toBe(false);
     c.end();
     expect(await mcCheck(cluster.ports.proxy, 'pre:', 500, value)).toEqual([]);
