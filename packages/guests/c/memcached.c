@@ -412,13 +412,19 @@ static void cmd_delete(tok *t, int ntok) {
   }
 }
 
-static void cmd_arith(tok *t, int ntok, int incr) {
-  uint64_t delta;
+/* `<cmd> <key> <arg> [noreply]`: 1 with noreply, 0 without, -1 (ERROR sent) when malformed. */
+static int key_arg_noreply(tok *t, int ntok) {
   if (ntok < 3 || ntok > 4 || t[1].n > KEY_MAX || (ntok == 4 && !is(t[3], "noreply"))) {
     OUT("ERROR\r\n");
-    return;
+    return -1;
   }
-  int nr = ntok == 4;
+  return ntok == 4;
+}
+
+static void cmd_arith(tok *t, int ntok, int incr) {
+  uint64_t delta;
+  int nr = key_arg_noreply(t, ntok);
+  if (nr < 0) return;
   if (!parse_u64(t[2], &delta)) {
     OUT("CLIENT_ERROR invalid numeric delta argument\r\n");
     return;
@@ -476,11 +482,8 @@ static void cmd_arith(tok *t, int ntok, int incr) {
 
 static void cmd_touch(tok *t, int ntok) {
   int64_t exptime;
-  if (ntok < 3 || ntok > 4 || t[1].n > KEY_MAX || (ntok == 4 && !is(t[3], "noreply"))) {
-    OUT("ERROR\r\n");
-    return;
-  }
-  int nr = ntok == 4;
+  int nr = key_arg_noreply(t, ntok);
+  if (nr < 0) return;
   if (!parse_i64(t[2], &exptime)) {
     OUT("CLIENT_ERROR invalid exptime argument\r\n");
     return;
