@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
-import { spawnFtvm, type Spawned } from './ftvm.js';
+import { mark, spawnFtvm, waitForLineAfter, type Spawned } from './ftvm.js';
 
 // Each vitest worker gets its own range (VITEST_POOL_ID is 1..workers), so test files
 // running in parallel never pick the same port; a random offset keeps two runs apart.
@@ -115,6 +115,27 @@ export class Cluster {
       if (s && s.proc.exitCode === null && s.proc.signalCode === null && /role primary/.test(last(s) ?? '')) return k;
     }
     throw new Error('no live primary');
+  }
+
+  /** SIGKILLs the primary and waits until the survivor says it was promoted. */
+  async killPrimary(timeoutMs = 30_000): Promise<{ dead: 'a' | 'b'; survivor: 'a' | 'b'; from: { out: number; err: number } }> {
+    const dead = this.primaryKey();
+    const survivor = dead === 'a' ? 'b' : 'a';
+    const from = mark(this.nodes[survivor]);
+    this.nodes[dead].proc.kill('SIGKILL');
+    await waitForLineAfter(this.nodes[survivor], /PROMOTED to primary/, from, timeoutMs);
+    return { dead, survivor, from };
+  }
+
+  /** Restarts the killed node as a secondary and waits until the survivor is protected again. */
+  async reprotect(k: { dead: 'a' | 'b'; survivor: 'a' | 'b'; from: { out: number; err: number } }, timeoutMs = 90_000): Promise<void> {
+    this.startNode(k.dead, 'secondary');
+    await waitForLineAfter(this.nodes[k.survivor], / PROTECTED:/, k.from, timeoutMs);
+  }
+
+  /** Kills the primary, restarts it as a secondary and waits until the survivor is protected again. */
+  async killPrimaryAndRecover(): Promise<void> {
+    await this.reprotect(await this.killPrimary(20_000), 60_000);
   }
 
   /** The last lines of every process, for a failing test's message. */

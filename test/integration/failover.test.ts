@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { useCluster } from '../helpers/cluster.js';
-import { mark, waitForLineAfter } from '../helpers/ftvm.js';
 import { RespClient } from '../helpers/resp.js';
 
 const ROUNDS = Number(process.env.FTVM_FAILOVER_ROUNDS ?? (process.env.CI ? 20 : 3));
@@ -11,16 +10,7 @@ const WINDOW = 32;
 describe('failover through the proxy, connections kept', () => {
   const cluster = useCluster();
 
-  /** Kills the primary, restarts it as a secondary and waits until the survivor is protected again. */
-  async function killPrimaryAndRecover(): Promise<void> {
-    const dead = cluster.primaryKey();
-    const survivor = dead === 'a' ? 'b' : 'a';
-    const from = mark(cluster.nodes[survivor]);
-    cluster.nodes[dead].proc.kill('SIGKILL');
-    await waitForLineAfter(cluster.nodes[survivor], /PROMOTED to primary/, from, 20_000);
-    cluster.startNode(dead, 'secondary');
-    await waitForLineAfter(cluster.nodes[survivor], / PROTECTED:/, from, 60_000);
-  }
+  const killPrimaryAndRecover = () => cluster.killPrimaryAndRecover();
 
   it('GET on the same connection after kill -9 of the primary returns what SET stored', async () => {
     const c = await RespClient.connect(cluster.ports.proxy);

@@ -113,6 +113,8 @@ export const PVCLOCK = {
   FLAG_GUEST_STOPPED: 1 << 1,
 } as const;
 
-/** Shipped guest names. */
-export const SHIPPED_GUESTS = ['kv', 'http', 'dirtier', 'clockprobe'] as const;
+/** Shipped guest names: AssemblyScript (built on install), then C and Rust (prebuilt, committed). */
+export const SHIPPED_GUESTS = ['kv', 'http', 'dirtier', 'clockprobe', 'memcached', 'kvrs'] as const;
+/** The shipped guests built with clang / rustc: their .wasm is committed in packages/guests/prebuilt/. */
+export const PREBUILT_GUESTS: readonly ShippedGuest[] = ['memcached', 'kvrs'];
 export type ShippedGuest = (typeof SHIPPED_GUESTS)[number];

@@ -8,7 +8,8 @@ import { randomFillSync } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 
 function boot(name) {
-  const wasm = readFileSync(fileURLToPath(new URL(`../build/${name}.wasm`, import.meta.url)));
+  const dir = ['memcached', 'kvrs'].includes(name) ? 'prebuilt' : 'build';
+  const wasm = readFileSync(fileURLToPath(new URL(`../${dir}/${name}.wasm`, import.meta.url)));
   let tsc = 0n;
   let memory;
   const out = { bytes: 0, sends: 0 };
@@ -67,6 +68,14 @@ function run(label, ops, fn) {
   const single = Buffer.from(resp('SET', 'k', 'v'));
   run('kv SET, one command per delivery', 100000, () => { for (let i = 0; i < 100000; i++) g.deliver(single); });
   console.log(`kv memory after 100k keys: ${(g.mem().length / 2 ** 20).toFixed(1)} MiB`);
+}
+{
+  const g = boot('memcached');
+  const v = 'x'.repeat(100);
+  const sets = Array.from({ length: 1000 }, (_, i) => Buffer.from(`set key:${i} 0 0 100\r\n${v}\r\n`));
+  const gets = Array.from({ length: 1000 }, (_, i) => Buffer.from(`get key:${i}\r\n`));
+  run('memcached set 100 B, one command per delivery', 200000, () => { for (let i = 0; i < 200000; i++) g.deliver(sets[i % 1000]); });
+  run('memcached get 100 B, one command per delivery', 200000, () => { for (let i = 0; i < 200000; i++) g.deliver(gets[i % 1000]); });
 }
 {
   const g = boot('http');

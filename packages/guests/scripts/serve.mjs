@@ -3,7 +3,7 @@
 // It provides the `ftvm` imports directly: pvclock from process.hrtime (1 GHz TSC),
 // the one-shot timer from setTimeout, no disk.
 //
-// Usage: node scripts/serve.mjs <guest> [port]     (default port 6379 for kv, 8080 otherwise)
+// Usage: node scripts/serve.mjs <guest> [port]     (default port 6379 for kv and kvrs, 11211 for memcached, 8080 otherwise)
 
 import { createServer } from 'node:net';
 import { readFileSync } from 'node:fs';
@@ -11,13 +11,14 @@ import { randomFillSync } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 
 const name = process.argv[2];
-const GUESTS = ['kv', 'http', 'dirtier', 'clockprobe'];
+const GUESTS = ['kv', 'http', 'dirtier', 'clockprobe', 'memcached', 'kvrs'];
+const PREBUILT = ['memcached', 'kvrs']; // C and Rust: committed in prebuilt/
 if (!GUESTS.includes(name)) {
   console.error(`usage: node scripts/serve.mjs <${GUESTS.join('|')}> [port]`);
   process.exit(2);
 }
-const port = Number(process.argv[3] ?? (name === 'kv' ? 6379 : 8080));
-const wasm = readFileSync(fileURLToPath(new URL(`../build/${name}.wasm`, import.meta.url)));
+const port = Number(process.argv[3] ?? (name === 'kv' || name === 'kvrs' ? 6379 : name === 'memcached' ? 11211 : 8080));
+const wasm = readFileSync(fileURLToPath(new URL(`../${PREBUILT.includes(name) ? 'prebuilt' : 'build'}/${name}.wasm`, import.meta.url)));
 
 const origin = process.hrtime.bigint();
 const tsc = () => process.hrtime.bigint() - origin;

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { SHIPPED_GUESTS, type ShippedGuest } from '@ftvm/guest-abi';
+import { PREBUILT_GUESTS, SHIPPED_GUESTS, type ShippedGuest } from '@ftvm/guest-abi';
 import { GuestError } from './errors.js';
 
 export { GuestError } from './errors.js';
@@ -16,13 +16,15 @@ export function isGuestName(name: string): name is GuestName {
 
 /**
  * Absolute path of a shipped guest's .wasm. Resolved from this module, which lives in
- * src/ (tests) or dist/ (built): both are siblings of build/.
+ * src/ (tests) or dist/ (built): both are siblings of build/ (AssemblyScript, built on
+ * install) and prebuilt/ (C and Rust, committed; scripts/build-native.mjs).
  */
 export function guestWasmPath(name: string): string {
   if (!isGuestName(name)) {
     throw new GuestError('FTVM_ERR_GUEST_UNKNOWN', `unknown guest '${name}' (known: ${GUEST_NAMES.join(', ')})`);
   }
-  return fileURLToPath(new URL(`../build/${name}.wasm`, import.meta.url));
+  const dir = PREBUILT_GUESTS.includes(name) ? 'prebuilt' : 'build';
+  return fileURLToPath(new URL(`../${dir}/${name}.wasm`, import.meta.url));
 }
 
 /** The bytes of a shipped guest's .wasm (not instrumented: the VMM does that). */

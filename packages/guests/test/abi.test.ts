@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import {
   ABI_VERSION, IMPORT_MODULE, IMPORT_SIGNATURES, EXPORT_SIGNATURES, REQUIRED_EXPORTS, EXPORT_ABI_VERSION,
-  RESERVED_BYTES, PAGE_BYTES, PAGE_SHIFT, WASM_PAGE_BYTES, PVCLOCK, LogLevel,
+  RESERVED_BYTES, PAGE_BYTES, PAGE_SHIFT, WASM_PAGE_BYTES, PVCLOCK, LogLevel, PREBUILT_GUESTS,
 } from '@ftvm/guest-abi';
 import { GUEST_NAMES, guestWasmPath, loadGuestWasm, isGuestName } from '../src/index.js';
 import { GuestHarness } from './harness.js';
@@ -62,7 +62,7 @@ describe.each(GUEST_NAMES.map((n) => [n]))('guest %s satisfies ABI v1', (name) =
 describe('guest package', () => {
   it('resolves and loads every shipped guest', () => {
     for (const n of GUEST_NAMES) {
-      expect(guestWasmPath(n)).toMatch(new RegExp(`/build/${n}\\.wasm$`));
+      expect(guestWasmPath(n)).toMatch(new RegExp(`/${PREBUILT_GUESTS.includes(n) ? 'prebuilt' : 'build'}/${n}\\.wasm$`));
       expect(WebAssembly.validate(loadGuestWasm(n))).toBe(true);
     }
     expect(isGuestName('kv')).toBe(true);

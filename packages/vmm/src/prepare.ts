@@ -16,7 +16,7 @@ export interface PreparedGuest {
   warnings: string[];
 }
 
-/** Reads a guest by shipped name (kv, http, dirtier, clockprobe) or .wasm path. */
+/** Reads a guest by shipped name (kv, http, dirtier, clockprobe, memcached, kvrs) or .wasm path. */
 export function readGuest(guest: string): { name: string; wasm: Uint8Array } {
   if ((SHIPPED_GUESTS as readonly string[]).includes(guest)) {
     const path = guestWasmPath(guest as ShippedGuest);

@@ -1,4 +1,5 @@
 import { loadToken } from '@ftvm/protocol';
+import { SHIPPED_GUESTS } from '@ftvm/guest-abi';
 import { NodeHost, bridgeNodeMetrics, type NodeRole } from '@ftvm/node';
 import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, type PolicyName } from '@ftvm/metrics';
 import { CLOCK_DEFAULTS, CLOCK_MODES, type ClockMode } from '@ftvm/clock';
@@ -58,7 +59,7 @@ export function diskFromFlags(f: Record<string, unknown>): DiskSpec | undefined 
 /** Flags every node command takes (ftvm primary, ftvm secondary). */
 export const nodeFlags: FlagTable = {
   listen: { type: 'string', required: true, parse: hostPort, help: 'host:port this node listens on for every link (proxy, replication)' },
-  guest: { type: 'string', default: 'kv', help: 'shipped guest name or path to a .wasm module (both nodes run the same one)' },
+  guest: { type: 'string', default: 'kv', help: `shipped guest (${SHIPPED_GUESTS.join(', ')}) or path to a .wasm module (both nodes run the same one)` },
   'node-id': { type: 'string', help: 'name of this node in logs and handshakes (default: the listen address)' },
   'token-file': { type: 'string', help: 'file holding the shared secret (else $FTVM_TOKEN; none: unauthenticated, with a warning)' },
   policy: { type: 'string', default: 'adaptive', parse: oneOf('adaptive', 'periodic', 'sync-io'), help: 'epoch policy' },

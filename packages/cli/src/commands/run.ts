@@ -1,3 +1,4 @@
+import { SHIPPED_GUESTS } from '@ftvm/guest-abi';
 import { prepareGuest, readGuest, RunServer } from '@ftvm/vmm';
 import { int, oneOf, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
@@ -7,9 +8,9 @@ import { GuestMetrics, controlFlags, guestMetricsFlags, logGuestEvents, startCon
 export const runCommand: CommandSpec = {
   name: 'run',
   summary: 'serve a guest unprotected on a TCP port (the baseline every benchmark compares against)',
-  usage: 'ftvm run --guest <kv|http|dirtier|clockprobe|path.wasm> --port <tcp> [options]',
+  usage: 'ftvm run --guest <kv|http|dirtier|clockprobe|memcached|kvrs|path.wasm> --port <tcp> [options]',
   flags: {
-    guest: { type: 'string', default: 'kv', help: 'shipped guest name or path to a .wasm module' },
+    guest: { type: 'string', default: 'kv', help: `shipped guest (${SHIPPED_GUESTS.join(', ')}) or path to a .wasm module` },
     port: { type: 'string', default: 6380, parse: int(0, 65535), help: 'TCP port clients connect to (0: any free port)' },
     host: { type: 'string', default: '127.0.0.1', help: 'address to listen on' },
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },

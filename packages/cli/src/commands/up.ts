@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { SHIPPED_GUESTS } from '@ftvm/guest-abi';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -39,7 +40,7 @@ export const upCommand: CommandSpec = {
   summary: 'run primary, secondary and proxy on this machine (the embedded default)',
   usage: 'ftvm up [--guest kv] [--port 6380] [--policy adaptive|periodic|sync-io] [options]',
   flags: {
-    guest: { type: 'string', default: 'kv', help: 'shipped guest name or path to a .wasm module' },
+    guest: { type: 'string', default: 'kv', help: `shipped guest (${SHIPPED_GUESTS.join(', ')}) or path to a .wasm module` },
     port: { type: 'string', default: 6380, parse: int(1, 65535), help: 'client TCP port of the proxy' },
     host: { type: 'string', default: '127.0.0.1', help: 'address every role listens on' },
     'node-ports': { type: 'string', default: '7001,7002', help: 'listen ports of node A (primary first) and node B' },
