@@ -39,6 +39,7 @@ const UNTESTED_CODES: Record<string, string> = {
   FTVM_ERR_MIGRATION_RESTORE: "fallback for an uncoded failure to start the received guest; the VMM's start failures carry their own codes",
   FTVM_ERR_PRECOPY_FAILED: 'fallback for an uncoded exception in a pre-copy; coded failures keep their code',
   FTVM_ERR_PRECOPY_RANGE: "the vCPU refusing a page list outside memory; the engine asks only for pages the dirty log gave it",
+  FTVM_ERR_PROMOTE_RESTORE: 'a committed image that passed its digest failing to instantiate on promotion: a bug or a host out of memory, no input reaches it',
 };
 
 describe('docs are true to the code', () => {

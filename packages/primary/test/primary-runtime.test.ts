@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createPolicy } from '@ftvm/core';
 import { connect, listen, type Link, type Listener, type Message } from '@ftvm/protocol';
-import { prepareGuest, readGuest, Vmm } from '@ftvm/vmm';
+import { GuestImage, prepareGuest, readGuest, Vmm } from '@ftvm/vmm';
 import { PrimaryRuntime } from '@ftvm/primary';
 import { resp } from '../../../test/helpers/resp.js';
 
@@ -31,7 +31,10 @@ afterEach(async () => {
 /** A runtime on a booted kv guest, and a listener whose links the test attaches to it. */
 async function setup(onSecondaryLost: 'continue' | 'block' = 'continue') {
   const vmm = await Vmm.boot(guest, { eventTimeoutMs: 2000 });
-  const rt = new PrimaryRuntime({ vmm, term: 1, startEpoch: 0, policy: createPolicy('adaptive'), policyName: 'adaptive', onSecondaryLost, heartbeatMs: 50 });
+  // The first rollback point, as NodeHost makes it: every page of the booted guest.
+  const image = new GuestImage();
+  image.apply(await vmm.collect(true));
+  const rt = new PrimaryRuntime({ vmm, term: 1, startEpoch: image.epoch, image, policy: createPolicy('adaptive'), policyName: 'adaptive', onSecondaryLost, heartbeatMs: 50 });
   const logs: Array<{ level: string; msg: string; fields?: Record<string, unknown> }> = [];
   rt.on('log', (level, msg, fields) => logs.push({ level, msg, fields }));
   const serverSide: Link[] = [];
