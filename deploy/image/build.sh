@@ -47,6 +47,8 @@ APP="$ROOT/app"
 node -e 'const p=require("./package.json");require("fs").writeFileSync(process.argv[1],JSON.stringify({name:p.name,version:p.version,private:true,type:"module"},null,2))' "$APP/package.json"
 mkdir -p "$APP/node_modules/@ftvm"
 for dir in packages/*/; do
+  # Only npm workspaces (the C and Rust SDKs are sources for guest authors, not runtime packages).
+  [ -f "$dir/package.json" ] || continue
   pkg="$(basename "$dir")"
   mkdir -p "$APP/packages/$pkg"
   cp "$dir/package.json" "$APP/packages/$pkg/"
@@ -54,8 +56,9 @@ for dir in packages/*/; do
   ln -s "../../packages/$pkg" "$APP/node_modules/@ftvm/$pkg"
 done
 find "$APP/packages" \( -name '*.map' -o -name '*.d.ts' -o -name '*.tsbuildinfo' \) -delete
-mkdir -p "$APP/packages/guests/build"
+mkdir -p "$APP/packages/guests/build" "$APP/packages/guests/prebuilt"
 cp packages/guests/build/*.wasm "$APP/packages/guests/build/"
+cp packages/guests/prebuilt/*.wasm "$APP/packages/guests/prebuilt/"
 
 # Production dependencies as npm resolved them, without the guest compiler (guests ship built)
 # and without binaryen's CLI binaries (the runtime uses its JS/wasm library only).
