@@ -172,6 +172,12 @@ export class GuestHarness {
     return fires;
   }
 
+  /** Delivers `input` (latin1) to conn in one chunk and returns (and clears) its reply as latin1 text. */
+  ask(conn: number, input: string): string {
+    this.data(conn, Buffer.from(input, 'latin1'));
+    return Buffer.from(this.out(conn)).toString('latin1');
+  }
+
   /** All output on conn so far, concatenated; `take` also clears it. */
   out(conn: number, take = true): Uint8Array {
     const list = this.output.get(conn) ?? [];

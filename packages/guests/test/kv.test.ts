@@ -12,10 +12,7 @@ beforeEach(() => {
 });
 
 /** Sends the commands in one chunk and returns the reply bytes as latin1 text. */
-function q(...cmds: string[]): string {
-  h.data(C, Buffer.from(cmds.join(''), 'latin1'));
-  return Buffer.from(h.out(C)).toString('latin1');
-}
+const q = (...cmds: string[]): string => h.ask(C, cmds.join(''));
 
 describe('kv: connection and strings', () => {
   it('answers PING typed by hand and as a multibulk', () => {

@@ -11,10 +11,7 @@ beforeEach(() => {
   h.open(C);
 });
 
-function q(...cmds: string[]): string {
-  h.data(C, Buffer.from(cmds.join(''), 'latin1'));
-  return Buffer.from(h.out(C)).toString('latin1');
-}
+const q = (...cmds: string[]): string => h.ask(C, cmds.join(''));
 
 describe('kvrs guest (Rust)', () => {
   it('answers inline and multibulk commands, pipelined, in one send per delivery', () => {

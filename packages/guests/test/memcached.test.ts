@@ -10,10 +10,7 @@ beforeEach(() => {
   h.open(C);
 });
 
-function q(input: string): string {
-  h.data(C, Buffer.from(input, 'latin1'));
-  return Buffer.from(h.out(C)).toString('latin1');
-}
+const q = (input: string): string => h.ask(C, input);
 
 function stat(name: string): number {
   const m = new RegExp(`STAT ${name} (\\d+)\\r\\n`).exec(q('stats\r\n'));
