@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { createPolicy } from '@ftvm/core';
-import { connect, listen, type Hello, type Link, type Listener } from '@ftvm/protocol';
+import { connect, listen, type Hello, type Link, type Listener, type ListenerStats, type TlsOptions } from '@ftvm/protocol';
 import { PrimaryRuntime } from '@ftvm/primary';
 import { SecondaryRuntime, type RetainedOutput } from '@ftvm/secondary';
 import { Vmm, type DiskSpec, type GuestImage, type PreparedGuest } from '@ftvm/vmm';
@@ -15,6 +15,12 @@ export interface NodeOptions {
   host: string;
   port: number;
   token: Uint8Array;
+  /** The operator's --insecure: an empty token is accepted (anyone can connect). */
+  insecure?: boolean;
+  /** wss:// links: this node's certificate and key, and the CA that signs its peers' (mutual TLS). */
+  tls?: TlsOptions;
+  /** Established links this node's listener serves at once (proxy, replication, control). Default 16. */
+  maxLinks?: number;
   guest: PreparedGuest;
   /** Role at start: a primary boots the guest; a secondary waits for checkpoints. */
   role: NodeRole;
@@ -82,6 +88,8 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
   replicationConnectOptions(term: number): Parameters<typeof connect>[1] {
     return {
       token: this.opts.token,
+      insecure: this.opts.insecure,
+      tls: this.opts.tls,
       role: this.role,
       link: 'replication',
       nodeId: this.opts.nodeId,
@@ -100,6 +108,16 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
     return this.listener?.url ?? '';
   }
 
+  /** What the listener refused so far (metrics). */
+  get listenerStats(): Readonly<ListenerStats> | undefined {
+    return this.listener?.stats;
+  }
+
+  /** Links open on the listener now. */
+  get linkCount(): number {
+    return this.listener?.links.size ?? 0;
+  }
+
   async start(): Promise<number> {
     const o = this.opts;
     if (o.role === 'primary') {
@@ -112,6 +130,9 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
       host: o.host,
       port: o.port,
       token: o.token,
+      insecure: o.insecure,
+      tls: o.tls,
+      maxLinks: o.maxLinks ?? 16,
       limits: LINK_LIMITS,
       identity: () => ({ nodeId: o.nodeId, role: this.role, term: this.term, epoch: this.primary?.core.committedEpoch ?? this.secondary?.committedEpoch ?? 0 }),
       accept: (hello) => this.accept(hello),
@@ -254,6 +275,8 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
         try {
           const link = await connect(target!, {
             token: this.opts.token,
+            insecure: this.opts.insecure,
+            tls: this.opts.tls,
             role: asPrimary ? 'primary' : 'secondary',
             link: 'replication',
             nodeId: this.opts.nodeId,

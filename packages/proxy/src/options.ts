@@ -1,5 +1,5 @@
 import type { FtvmEvents, StatusPeer } from '@ftvm/metrics';
-import type { FrameLimits } from '@ftvm/protocol';
+import type { FrameLimits, TlsOptions } from '@ftvm/protocol';
 import { PROXY_ERR, ProxyError } from './errors.js';
 
 /** Where the runtime's log lines go; the CLI passes its Logger. */
@@ -21,6 +21,10 @@ export interface ProxyRuntimeOptions {
   nodeIds?: string[];
   /** Shared link secret (see @ftvm/protocol loadToken). */
   token: Uint8Array;
+  /** The operator's --insecure: an empty token is accepted. */
+  insecure?: boolean;
+  /** wss:// node links: the CA that signs the nodes' certificates, and this proxy's certificate and key (mutual TLS). */
+  tls?: TlsOptions;
   /** Our nodeId in the link hello. Default "proxy". */
   proxyId?: string;
 
@@ -69,11 +73,11 @@ export interface ProxyRuntimeOptions {
   log?: ProxyLog;
 }
 
-export type ResolvedOptions = Required<Omit<ProxyRuntimeOptions, 'events' | 'metricsPort' | 'metricsHost' | 'statusPeers' | 'limits' | 'log'>> &
-  Pick<ProxyRuntimeOptions, 'events' | 'metricsPort' | 'metricsHost' | 'statusPeers' | 'limits' | 'log'>;
+export type ResolvedOptions = Required<Omit<ProxyRuntimeOptions, 'events' | 'metricsPort' | 'metricsHost' | 'statusPeers' | 'limits' | 'log' | 'tls'>> &
+  Pick<ProxyRuntimeOptions, 'events' | 'metricsPort' | 'metricsHost' | 'statusPeers' | 'limits' | 'log' | 'tls'>;
 
 const KNOWN = new Set<string>([
-  'port', 'host', 'nodes', 'nodeIds', 'token', 'proxyId', 'failoverTimeoutMs', 'promoteTimeoutMs', 'maxInputLogBytes',
+  'port', 'host', 'nodes', 'nodeIds', 'token', 'insecure', 'tls', 'proxyId', 'failoverTimeoutMs', 'promoteTimeoutMs', 'maxInputLogBytes',
   'maxConnInputLogBytes', 'maxHeldOutputBytes', 'heartbeatIntervalMs', 'reconnectMinMs', 'reconnectMaxMs', 'connectTimeoutMs',
   'maxClients', 'maxClientWriteBufferBytes', 'maxLinkBufferedBytes', 'clientLingerMs', 'limits', 'events', 'metricsPort',
   'metricsHost', 'statusPeers', 'log',
@@ -138,6 +142,8 @@ export function resolveOptions(opts: ProxyRuntimeOptions): ResolvedOptions {
     nodes: [...opts.nodes],
     nodeIds: [...nodeIds],
     token: opts.token,
+    insecure: opts.insecure === true,
+    tls: opts.tls,
     proxyId,
     failoverTimeoutMs: int(o, 'failoverTimeoutMs', 1000, 1),
     promoteTimeoutMs: int(o, 'promoteTimeoutMs', 10_000, 1),

@@ -158,6 +158,8 @@ export class ProxyRuntime {
       maxPauseMs: Math.max(1, Math.floor(o.failoverTimeoutMs / 2)),
       connectOptions: () => ({
         token: o.token,
+        insecure: o.insecure,
+        tls: o.tls,
         role: 'proxy',
         link: 'net',
         nodeId: o.proxyId,
@@ -204,7 +206,7 @@ export class ProxyRuntime {
     if (this.phase !== 'new') throw new ProxyError(PROXY_ERR.STATE, `start() called while ${this.phase}`);
     this.phase = 'starting';
     const o = this.options;
-    if (o.metricsPort !== undefined) this.metrics = await startProxyMetrics(this.events, o.metricsPort, o.metricsHost ?? o.host, o.statusPeers);
+    if (o.metricsPort !== undefined) this.metrics = await startProxyMetrics(this.events, o.metricsPort, o.metricsHost ?? '127.0.0.1', o.statusPeers, o.insecure);
     this.events.emit('role', { role: 'proxy', term: this.core.term });
     this.events.emit('ready', { ready: false, reason: 'no active node yet' });
     this.events.emit('clients', { connected: 0 });

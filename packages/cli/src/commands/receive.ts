@@ -2,7 +2,8 @@ import { MigrationReceiver } from '@ftvm/precopy';
 import { prepareGuest, readGuest, RunServer, type Vmm } from '@ftvm/vmm';
 import { hostPort, int, oneOf, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
-import { absolute, precopyFlags, token } from './precopy-common.js';
+import { absolute } from './precopy-common.js';
+import { credentialFlags, credentials } from '../credentials.js';
 import { applyClockFlags, applyVcpuFlags, clockFlags, vcpuFlags } from './node-common.js';
 import { controlFlags, serveUntilStopped, startControl } from './serve-guest.js';
 
@@ -17,7 +18,7 @@ export const receiveCommand: CommandSpec = {
     host: { type: 'string', default: '127.0.0.1', help: 'address clients connect to' },
     disk: { type: 'string', help: 'file for the guest\'s virtual disk, if it has one: a new file (copy: created at the source\'s size) or, with ftvm migrate --disk-migration shared, the source\'s own file' },
     ...controlFlags,
-    'token-file': precopyFlags['token-file']!,
+    ...credentialFlags,
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
     ...clockFlags,
@@ -48,7 +49,7 @@ export const receiveCommand: CommandSpec = {
     const receiver = new MigrationReceiver({
       host: listen.host,
       port: listen.port,
-      token: token(f, log),
+      ...credentials(f, log),
       moduleDigest: guest.digest,
       disk: f.disk === undefined ? undefined : absolute(f.disk as string),
       onRound: (round, pages, wireBytes) => log.debug('round received', { round, pages, wireBytes }),

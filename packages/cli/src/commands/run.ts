@@ -4,6 +4,7 @@ import { int, oneOf, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
 import { applyClockFlags, applyVcpuFlags, clockFlags, diskFlags, diskFromFlags, vcpuFlags } from './node-common.js';
 import { controlFlags, logGuestEvents, startControl } from './serve-guest.js';
+import { credentialFlags, credentials } from '../credentials.js';
 
 export const runCommand: CommandSpec = {
   name: 'run',
@@ -22,10 +23,13 @@ export const runCommand: CommandSpec = {
     ...vcpuFlags,
     ...diskFlags,
     ...controlFlags,
-    'token-file': { type: 'string', help: 'file holding the shared secret of --control (else $FTVM_TOKEN)' },
+    ...credentialFlags,
+    'metrics-host': { type: 'string', default: '127.0.0.1', help: 'address the metrics server listens on' },
   },
   async run(f) {
     const log = new Logger('run', f['log-level'] as Level);
+    // --control takes operator requests over the network: no credentials, no listener.
+    if (f.control !== undefined) credentials(f, log);
     const clock = applyClockFlags(f);
     applyVcpuFlags(f);
     const { name, wasm } = readGuest(f.guest as string);
@@ -53,7 +57,7 @@ export const runCommand: CommandSpec = {
     if (f['metrics-port'] !== undefined) {
       // Registered before the first event so level metrics start right.
       roleMetrics = createRoleMetrics('run', bus);
-      metrics = await startMetricsServer({ port: f['metrics-port'] as number, host: f.host as string, metrics: roleMetrics });
+      metrics = await startMetricsServer({ port: f['metrics-port'] as number, host: f['metrics-host'] as string, metrics: roleMetrics });
       bus.emit('role', { role: 'run', term: 0 });
       bus.emit('protection', { protected: false, reason: 'ftvm run: one process, no secondary (local rollback on guest faults only)' });
       bus.emit('ready', { ready: false, reason: 'booting the guest' });

@@ -4,11 +4,12 @@ import { serveControl, type PrecopyProgress } from '@ftvm/precopy';
 import type { PreparedGuest, RunServer } from '@ftvm/vmm';
 import { hostPort, type FlagTable } from '../flags.js';
 import { GUEST_LOG_LEVELS, type Logger } from '../logger.js';
-import { token } from './precopy-common.js';
+import { credentials } from '../credentials.js';
 
 /** --control for every command that serves a guest (run, restore, receive). */
 export const controlFlags: FlagTable = {
   control: { type: 'string', parse: hostPort, help: 'host:port of a control listener for ftvm snapshot --from / ftvm migrate --from (authenticated with the token)' },
+  'snapshot-dir': { type: 'string', help: 'directory ftvm snapshot writes into (files mode 0600, never over an existing file); without it snapshots are refused' },
 };
 
 /**
@@ -28,7 +29,8 @@ export async function startControl(
   const listener = await serveControl(server, {
     host: at.host,
     port: at.port,
-    token: token(f, log),
+    ...credentials(f, log),
+    snapshotDir: f['snapshot-dir'] as string | undefined,
     guest: g.name,
     moduleWasm: g.wasm,
     moduleDigest: g.guest.digest,
