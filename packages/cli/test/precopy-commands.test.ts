@@ -59,7 +59,7 @@ describe('ftvm snapshot / restore / migrate / receive', () => {
 
   it('takes a live snapshot under load and a stop-the-world one; ftvm restore serves the same data; a corrupt file is refused', async () => {
     const [port, ctl, rport] = freePorts(3);
-    const src = spawnFtvm(['run', '--guest', 'kv', '--port', String(port), '--control', `127.0.0.1:${ctl}`], env);
+    const src = spawnFtvm(['run', '--guest', 'kv', '--port', String(port), '--control', `127.0.0.1:${ctl}`, '--snapshot-dir', dir], env);
     procs.push(src);
     await src.waitFor(/ftvm control: listening on/);
     await fill(port, 3000);

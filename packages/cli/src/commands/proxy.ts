@@ -48,11 +48,11 @@ export const proxyCommand: CommandSpec = {
   },
   async run(f) {
     const log = new Logger('proxy', f['log-level'] as Level);
-    const creds = credentials(f, log);
     const host = f.host as string;
     if (f['status-peers'] !== undefined && f['metrics-port'] === undefined) {
       throw new CliError('FTVM_ERR_CLI_BAD_VALUE', '--status-peers needs --metrics-port (the peers are charted on its status page)');
     }
+    const creds = credentials(f, log);
     const proxy = new ProxyRuntime({
       port: f.port as number,
       host,
