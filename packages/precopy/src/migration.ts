@@ -564,7 +564,8 @@ export class MigrationReceiver {
         switch (m.t) {
           case 'ckpt_begin': {
             if (begin) throw new PrecopyError('FTVM_ERR_MIGRATION_PROTOCOL', `ckpt_begin ${m.epoch} inside round ${begin.epoch}`);
-            if (m.memBytes % 65536 !== 0 || m.memBytes > (o.maxMemBytes ?? 2 ** 32)) throw new PrecopyError('FTVM_ERR_MIGRATION_PROTOCOL', `memBytes ${m.memBytes} is not a wasm memory size within the limit`);
+            if (m.memBytes % 65536 !== 0 || m.memBytes > (o.maxMemBytes ?? 2 ** 32) || m.pageCount > m.memBytes / 4096)
+              throw new PrecopyError('FTVM_ERR_MIGRATION_PROTOCOL', `memBytes ${m.memBytes} (${m.pageCount} pages) is not a wasm memory size within the limit ${o.maxMemBytes ?? 2 ** 32}`);
             const d = parseRoundDisk(m.disk);
             if (d) {
               if (!o.disk) throw new PrecopyError('FTVM_ERR_DISK_MISMATCH', 'the guest has a virtual disk: start ftvm receive with --disk <file>');

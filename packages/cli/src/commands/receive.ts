@@ -1,6 +1,6 @@
 import { MigrationReceiver } from '@ftvm/precopy';
 import { prepareGuest, readGuest, RunServer, type Vmm } from '@ftvm/vmm';
-import { hostPort, int, oneOf, type CommandSpec } from '../flags.js';
+import { hostPort, int, oneOf, size, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
 import { absolute } from './precopy-common.js';
 import { credentialFlags, credentials } from '../credentials.js';
@@ -14,6 +14,7 @@ export const receiveCommand: CommandSpec = {
   flags: {
     listen: { type: 'string', required: true, parse: hostPort, help: 'host:port of the migration listener' },
     guest: { type: 'string', default: 'kv', help: 'the guest module the source runs (shipped name or .wasm path); another module is refused' },
+    'max-memory': { type: 'string', default: 1024 ** 3, parse: size(65536, 2 ** 32, 65536), help: 'largest guest memory accepted (checked on the announced size before anything is allocated)' },
     port: { type: 'string', default: 6380, parse: int(0, 65535), help: 'TCP port clients connect to once the guest arrived (0: any free port)' },
     host: { type: 'string', default: '127.0.0.1', help: 'address clients connect to' },
     disk: { type: 'string', help: 'file for the guest\'s virtual disk, if it has one: a new file (copy: created at the source\'s size) or, with ftvm migrate --disk-migration shared, the source\'s own file' },
@@ -51,6 +52,7 @@ export const receiveCommand: CommandSpec = {
       port: listen.port,
       ...credentials(f, log),
       moduleDigest: guest.digest,
+      maxMemBytes: f['max-memory'] as number,
       disk: f.disk === undefined ? undefined : absolute(f.disk as string),
       onRound: (round, pages, wireBytes) => log.debug('round received', { round, pages, wireBytes }),
       onBegin: (memBytes, disk) => {
