@@ -279,7 +279,12 @@ export function serveNodeControl(link: Link, host: MigrateHost & { role: string;
   };
   const fail = (code: string, message: string): void => send('failed', { ok: false, reason: message, error: { code, message } });
   link.on('message', (m: Message) => {
-    if (m.t !== 'status') return;
+    if (m.t === 'heartbeat') return;
+    // A control link asks for a migration and nothing else: a fence, promote or commit on it is refused.
+    if (m.t !== 'status') {
+      link.fail(new NodeError('FTVM_ERR_UNEXPECTED_MESSAGE', `${m.t} is not a control request (a control link asks for migrate only)`));
+      return;
+    }
     if (m.state !== 'migrate') {
       fail('FTVM_ERR_CONTROL_UNSUPPORTED', `a replication node serves migrate requests only, not ${m.state} (snapshots: ftvm run --control)`);
       return;

@@ -145,6 +145,10 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
     if (hello.link === 'replication' && hello.guestDigest && Buffer.from(hello.guestDigest).toString('hex') !== this.opts.guest.digest)
       throw new NodeError('FTVM_ERR_GUEST_MISMATCH', `peer ${hello.nodeId} runs guest ${Buffer.from(hello.guestDigest).toString('hex').slice(0, 12)}, this node ${this.opts.guest.digest.slice(0, 12)}`);
     if (hello.link === 'control' && hello.role !== 'cli') throw new NodeError('FTVM_ERR_ROLE', `a node takes control links from the cli only, not from a ${hello.role}`);
+    // promote and fence come on the net link: only from a peer that authenticated as the proxy.
+    if (hello.link === 'net' && hello.role !== 'proxy') throw new NodeError('FTVM_ERR_ROLE', `a node takes net links from the proxy only, not from a ${hello.role}`);
+    if (hello.link === 'replication' && hello.role !== 'primary' && hello.role !== 'secondary')
+      throw new NodeError('FTVM_ERR_ROLE', `a node takes replication links from a primary or secondary only, not from a ${hello.role}`);
     if (hello.link !== 'replication' && hello.link !== 'net' && hello.link !== 'control') throw new NodeError('FTVM_ERR_ROLE', `a node does not serve '${hello.link}' links`);
   }
 
