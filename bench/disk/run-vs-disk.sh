@@ -16,7 +16,7 @@ for mode in none disk; do
 done
 for mode in none disk; do
   args=""; [ $mode = disk ] && args="--disk-size 64M"
-  $CLI up --guest kv --port $port --node-ports $((port + 1000)),$((port + 1001)) --metrics-base-port $((port + 3000)) $args --log-level error > "$D/log" 2>&1 & pid=$!
+  $CLI up --guest kv --port $port --node-ports $((port + 1000)),$((port + 1001)) --metrics-port $((port + 3000)) $args --log-level error > "$D/log" 2>&1 & pid=$!
   sleep 10; echo "ftvm up (adaptive), $mode:"; bench $port || tail -3 "$D/log"; kill $pid; wait $pid 2>/dev/null
   port=$((port + 1))
 done

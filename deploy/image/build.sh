@@ -74,7 +74,7 @@ tar -C "$ROOT" --numeric-owner -cf - . | docker import \
   --change 'WORKDIR /app' \
   --change 'ENV FTVM_CACHE_DIR=/app/cache' \
   --change 'ENV NODE_ENV=production' \
-  --change 'ENV FTVM_LOG_FORMAT=human' \
+  --change 'ENV FTVM_LOG_FORMAT=json' \
   --change 'EXPOSE 6380 7000 7001 9100' \
   --change 'ENTRYPOINT ["/usr/local/bin/node", "--min-semi-space-size=16", "/app/packages/cli/dist/main.js"]' \
   --change 'CMD ["--help"]' \

@@ -16,7 +16,7 @@ describe('ftvm up --disk-size', () => {
     const [client, na, nb] = freePorts(3) as [number, number, number];
     const mb = freePorts(3)[0]!;
     const dir = join(mkdtempSync(join(tmpdir(), 'ftvm-upd-')), 'disks');
-    up = spawnFtvm(['up', '--port', String(client), '--node-ports', `${na},${nb}`, '--metrics-base-port', String(mb), '--disk-size', '2M', '--disk-dir', dir]);
+    up = spawnFtvm(['up', '--port', String(client), '--node-ports', `${na},${nb}`, '--metrics-port', String(mb), '--disk-size', '2M', '--disk-dir', dir]);
     await up.waitFor(/watch a failover/, 90_000);
     expect(up.out.join('\n')).toContain(join(dir, 'node-a.img'));
     for (const k of ['a', 'b']) expect(statSync(join(dir, `node-${k}.img`)).size).toBe(2 << 20);

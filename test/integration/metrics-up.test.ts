@@ -17,7 +17,7 @@ describe('ftvm up prints where the metrics and the status page are', () => {
     const [client, na, nb] = freePorts(3) as [number, number, number];
     // Three consecutive ports for the metrics: take a fresh block.
     const mb = freePorts(3)[0]!;
-    up = spawnFtvm(['up', '--port', String(client), '--node-ports', `${na},${nb}`, '--metrics-base-port', String(mb)]);
+    up = spawnFtvm(['up', '--port', String(client), '--node-ports', `${na},${nb}`, '--metrics-port', String(mb)]);
     await up.waitFor(/watch a failover/, 90_000);
     const text = up.out.join('\n');
     const metricsOf = (label: RegExp): string => {

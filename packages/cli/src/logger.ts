@@ -1,5 +1,6 @@
 import { pino, type DestinationStream, type Logger as PinoLogger } from 'pino';
 import { ProgressReporter } from '@ftvm/metrics';
+import { LOG_LEVEL_NAMES } from '@ftvm/guest-abi';
 
 /**
  * The CLI's logger: pino underneath, one line per record on stderr (stdout carries only the
@@ -8,8 +9,8 @@ import { ProgressReporter } from '@ftvm/metrics';
  * Formats (FTVM_LOG_FORMAT):
  * - `json`: one JSON object per line: `{"level":"info","time":"<ISO 8601>","pid":…,"role":…,"msg":…,<fields>}`.
  * - `human`: `HH:MM:SS.mmm LEVEL [role] msg key=value …`, levels coloured on a TTY (unless NO_COLOR).
- * - unset or `auto`: human. JSON is opt-in (containers set FTVM_LOG_FORMAT=json): scripts and
- *   tests read stderr lines such as ` PROTECTED:` and `metrics url=…` that the human format keeps.
+ * - unset (or anything else): human. JSON is opt-in (the container images set FTVM_LOG_FORMAT=json):
+ *   scripts and tests read stderr lines such as ` PROTECTED:` and `metrics url=…`.
  *
  * Messages and field values are the same in both formats, so a word a test or an operator
  * greps for (`PROMOTED to primary`, `FTVM_ERR_GUEST_TRAP`, `UNPROTECTED`) is in both.
@@ -19,16 +20,12 @@ export type LogFormat = 'json' | 'human';
 export const LOG_LEVELS: readonly Level[] = ['error', 'warn', 'info', 'debug'];
 export const LOG_FORMATS: readonly LogFormat[] = ['json', 'human'];
 
-/** The format FTVM_LOG_FORMAT asks for; unknown values fall back to human (a log line must never fail). */
 /**
- * FTVM_LOG_FORMAT=json|human wins; otherwise JSON lines when stderr is not a terminal (log
- * collectors, containers, systemd) and the human format on a TTY.
+ * FTVM_LOG_FORMAT=json|human wins; otherwise human lines, on a terminal or not (an operator
+ * reading `npm start > file` reads the same lines). JSON is opt-in; the container images set it.
  */
-export function logFormatFromEnv(env: NodeJS.ProcessEnv = process.env, isTTY = Boolean(process.stderr.isTTY)): LogFormat {
-  const v = (env.FTVM_LOG_FORMAT ?? '').trim().toLowerCase();
-  if (v === 'json') return 'json';
-  if (v === 'human') return 'human';
-  return isTTY ? 'human' : 'json';
+export function logFormatFromEnv(env: NodeJS.ProcessEnv = process.env): LogFormat {
+  return (env.FTVM_LOG_FORMAT ?? '').trim().toLowerCase() === 'json' ? 'json' : 'human';
 }
 
 /** Where log lines go; process.stderr by default. */
@@ -104,27 +101,30 @@ function jsonDestination(sink: LogSink): DestinationStream {
 
 export class Logger {
   readonly format: LogFormat;
-  private readonly pino: PinoLogger;
+  /** The root logger; `pino` is its child carrying the current role. */
+  private readonly root: PinoLogger;
+  private pino: PinoLogger;
   private progress: ProgressReporter | null = null;
   private unsubscribeProgress: (() => void) | null = null;
 
   constructor(
-    readonly role: string,
+    private currentRole: string,
     level: Level = 'info',
     opts: LoggerOptions = {},
   ) {
     const sink = opts.sink ?? process.stderr;
-    this.format = opts.format ?? logFormatFromEnv(process.env, Boolean(sink.isTTY));
+    this.format = opts.format ?? logFormatFromEnv(process.env);
     const color = opts.color ?? (Boolean(sink.isTTY) && process.env.NO_COLOR === undefined);
-    this.pino = pino(
+    this.root = pino(
       {
         level: LOG_LEVELS.includes(level) ? level : 'info',
-        base: { pid: process.pid, role },
+        base: { pid: process.pid },
         timestamp: pino.stdTimeFunctions.isoTime,
         formatters: { level: (label) => ({ level: label }) },
       },
       this.format === 'json' ? jsonDestination(sink) : humanDestination(sink, color, () => this.progress),
     );
+    this.pino = this.root.child({ role: currentRole });
     if (opts.progress ?? true) {
       const tty = this.format === 'human' && Boolean(sink.isTTY);
       // Off a TTY, progress goes through the logger so JSON consumers get records, not bars.
@@ -145,8 +145,21 @@ export class Logger {
     this.progress = null;
   }
 
+  get role(): string {
+    return this.currentRole;
+  }
+
+  /** Records from now on carry this role (a node promoted or demoted in place). */
+  setRole(role: string): void {
+    if (role === this.currentRole) return;
+    this.currentRole = role;
+    this.pino = this.root.child({ role });
+  }
+
   setLevel(l: Level): void {
-    if (LOG_LEVELS.includes(l)) this.pino.level = l;
+    if (!LOG_LEVELS.includes(l)) return;
+    this.root.level = l;
+    this.pino.level = l;
   }
 
   get level(): Level {
@@ -184,4 +197,4 @@ export class Logger {
   }
 }
 
-export const GUEST_LOG_LEVELS: Level[] = ['error', 'warn', 'info', 'debug'];
+export const GUEST_LOG_LEVELS: readonly Level[] = LOG_LEVEL_NAMES;

@@ -48,7 +48,10 @@ export type SecondaryAction =
   /** The sender's term is older than ours: tell it (it has been fenced). */
   | { type: 'reject'; term: number; reason: string }
   /** `imageTerm`: term of the primary whose checkpoints built the image (the proxy promotes only the serving line). */
-  | { type: 'promoteRequest'; term: number; committedEpoch: number; imageTerm: number; reason: string }
+  /** `repeat`: the same loss was asked about before (the runtime logs only the first request). */
+  | { type: 'promoteRequest'; term: number; committedEpoch: number; imageTerm: number; reason: string; repeat: boolean }
+  /** The proxy refused a promotion; the next request waits `retryMs`. */
+  | { type: 'promoteDenied'; term: number; reason: string; retryMs: number }
   | { type: 'reportCommitted'; term: number; epoch: number; imageTerm: number }
   | { type: 'restore'; term: number; epoch: number }
   | { type: 'refusePromote'; term: number; reason: string };
@@ -63,6 +66,8 @@ interface Staging {
 }
 
 const GiB = 1024 * 1024 * 1024;
+/** Longest wait between two promotion requests after refusals, ms. */
+export const MAX_REQUEST_INTERVAL_MS = 30_000;
 
 export class SecondaryCore {
   readonly options: Readonly<Required<Omit<SecondaryOptions, 'nowMs' | 'term'>>>;
@@ -77,6 +82,10 @@ export class SecondaryCore {
   private primaryUp = false;
   private lastHeardMs: number;
   private lastRequestMs = -Infinity;
+  /** Spacing of promotion requests: primaryTimeoutMs, doubled by each refusal up to MAX_REQUEST_INTERVAL_MS. */
+  private requestIntervalMs: number;
+  /** Requests since the primary was last heard (0: the next one is the first of this loss). */
+  private requests = 0;
   private lastReportMs = -Infinity;
   private reportedEpoch = 0;
   private actions: SecondaryAction[] = [];
@@ -93,6 +102,7 @@ export class SecondaryCore {
       reportIntervalMs: optNumber('secondary', o, 'reportIntervalMs', 100, { min: 0 }),
     };
     this.lastHeardMs = nowMs;
+    this.requestIntervalMs = this.options.primaryTimeoutMs;
   }
 
   get state(): SecondaryState {
@@ -130,7 +140,7 @@ export class SecondaryCore {
     if (this.reportedEpoch < this._committedEpoch) d = this.lastReportMs + this.options.reportIntervalMs;
     // Promotion is (re)requested once the primary is silent, at most once per timeout.
     const silentAt = this.primaryUp ? this.lastHeardMs + this.options.primaryTimeoutMs : -Infinity;
-    const lostAt = Math.max(silentAt, this.lastRequestMs + this.options.primaryTimeoutMs);
+    const lostAt = Math.max(silentAt, this.lastRequestMs + this.requestIntervalMs);
     return d === undefined ? lostAt : Math.min(d, lostAt);
   }
 
@@ -139,6 +149,20 @@ export class SecondaryCore {
   primaryConnected(nowMs: number): void {
     this.primaryUp = true;
     this.lastHeardMs = nowMs;
+    this.requestIntervalMs = this.options.primaryTimeoutMs;
+    this.requests = 0;
+  }
+
+  /**
+   * The proxy refused to promote this node (`term`: the proxy's). Its term is adopted, and
+   * each refusal doubles the wait before the next request (a node the proxy will not promote,
+   * e.g. one a migration left behind, must not ask once a second forever).
+   */
+  promoteDenied(ev: { term: number; reason: string }): void {
+    this.fence({ term: ev.term });
+    if (this._state !== 'standby') return;
+    this.requestIntervalMs = Math.min(MAX_REQUEST_INTERVAL_MS, this.requestIntervalMs * 2);
+    this.actions.push({ type: 'promoteDenied', term: this._term, reason: ev.reason, retryMs: this.requestIntervalMs });
   }
 
   primaryDisconnected(nowMs: number): void {
@@ -292,9 +316,9 @@ export class SecondaryCore {
 
   private maybeRequestPromotion(nowMs: number, reason: string): void {
     if (this._state !== 'standby') return;
-    if (nowMs < this.lastRequestMs + this.options.primaryTimeoutMs) return;
+    if (nowMs < this.lastRequestMs + this.requestIntervalMs) return;
     this.lastRequestMs = nowMs;
     this.report(nowMs, true);
-    this.actions.push({ type: 'promoteRequest', term: this._term, committedEpoch: this._committedEpoch, imageTerm: this._imageTerm, reason });
+    this.actions.push({ type: 'promoteRequest', term: this._term, committedEpoch: this._committedEpoch, imageTerm: this._imageTerm, reason, repeat: this.requests++ > 0 });
   }
 }

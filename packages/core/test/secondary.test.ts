@@ -95,6 +95,33 @@ describe('SecondaryCore', () => {
     expect(types(s.takeActions())).toContain('promoteRequest');
   });
 
+  it('asks less often each time the proxy refuses, up to 30 s, marks repeats, and starts over when a primary connects', () => {
+    const s = withImage();
+    const asks: number[] = [];
+    for (let t = 100; t <= 200_000; t += 50) {
+      for (const a of s.takeActions()) if (a.type === 'promoteRequest') {
+        expect(a.repeat).toBe(asks.length > 0);
+        asks.push(t - 50);
+        // Every request is refused (a node a migration left behind: another node serves a newer term).
+        s.promoteDenied({ term: 2, reason: 'the proxy still hears c' });
+      }
+      s.tick(t);
+    }
+    const gaps = asks.slice(1).map((t, i) => t - asks[i]!);
+    expect(gaps.slice(0, 5)).toEqual([200, 400, 800, 1600, 3200]);
+    expect(Math.max(...gaps)).toBe(30_000);
+    expect(s.term).toBe(2);
+    expect(s.takeActions().filter((a) => a.type === 'promoteDenied').length).toBeLessThanOrEqual(1);
+    s.primaryConnected(200_000);
+    s.primaryDisconnected(200_000);
+    s.tick(200_000);
+    expect(s.takeActions()).toContainEqual(expect.objectContaining({ type: 'promoteRequest', repeat: false }));
+    s.promoteDenied({ term: 2, reason: 'x' });
+    s.tick(200_100);
+    s.tick(200_200);
+    expect(types(s.takeActions())).toEqual(expect.arrayContaining(['promoteDenied', 'promoteRequest']));
+  });
+
   it('restores its committed image when promoted, discarding a partial checkpoint, and takes no more checkpoints', () => {
     const s = withImage(4);
     s.begin({ term: 1, epoch: 5, full: false, nowMs: 1 });

@@ -92,6 +92,8 @@ export const GLOBAL_EXPORT_PREFIX = 'ftvm_g';
 
 /** log() levels. */
 export const LogLevel = { error: 0, warn: 1, info: 2, debug: 3 } as const;
+/** The names of the log() levels, by number. */
+export const LOG_LEVEL_NAMES = ['error', 'warn', 'info', 'debug'] as const;
 
 /**
  * pvclock_vcpu_time_info, 32 bytes (Linux/KVM layout):

@@ -17,7 +17,7 @@ export { startMetricsServer, DEFAULT_METRICS_PORTS } from './server.js';
 export type { MetricsServer, MetricsServerOptions } from './server.js';
 export { STATUS_PAGE_HTML } from './status-page.js';
 export { Ring, Reservoir } from './window.js';
-export { ProgressReporter } from './progress.js';
+export { ProgressReporter, formatBytes } from './progress.js';
 export type { ProgressReporterOptions, ProgressUpdate } from './progress.js';
 export { ClusterStatus, MAX_STATUS_PEERS } from './cluster.js';
 export type { StatusPeer, ClusterStatusOptions, ClusterSnapshot, PeerSnapshot } from './cluster.js';

@@ -25,7 +25,11 @@ interface TaskState {
 
 const KiB = 1024;
 function amount(v: number, unit: ProgressUpdate['unit']): string {
-  if (unit !== 'bytes') return `${Math.round(v)}`;
+  return unit === 'bytes' ? formatBytes(v) : `${Math.round(v)}`;
+}
+
+/** Bytes in the largest binary unit that keeps the number at least 1 (`512 B`, `3.4 KiB`, `1.2 MiB`). */
+export function formatBytes(v: number): string {
   if (v >= KiB * KiB * KiB) return `${(v / (KiB * KiB * KiB)).toFixed(2)} GiB`;
   if (v >= KiB * KiB) return `${(v / (KiB * KiB)).toFixed(1)} MiB`;
   if (v >= KiB) return `${(v / KiB).toFixed(1)} KiB`;

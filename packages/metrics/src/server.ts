@@ -4,7 +4,7 @@ import type { Registry } from 'prom-client';
 import { ClusterStatus, type ClusterStatusOptions, type StatusPeer } from './cluster.js';
 import { MetricsError } from './errors.js';
 import type { Readiness, RoleMetrics } from './registry.js';
-import { STATUS_PAGE_HTML } from './status-page.js';
+import { statusPageHtml } from './status-page.js';
 
 /**
  * Conventional --metrics-port of each role (deploy/prometheus/prometheus.yml scrapes the first
@@ -143,7 +143,7 @@ export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsS
       }
       case '/':
       case '/index.html':
-        sendText(res, 200, 'text/html; charset=utf-8', STATUS_PAGE_HTML, head, {
+        sendText(res, 200, 'text/html; charset=utf-8', statusPageHtml(await firstPaint()), head, {
           'content-security-policy': CSP,
           'x-content-type-options': 'nosniff',
         });
@@ -152,6 +152,17 @@ export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsS
         break;
     }
     sendJson(res, 404, { error: 'not found', paths: ['/', '/metrics', '/healthz', '/readyz', '/api/status', '/api/cluster'] }, head);
+  };
+
+  /** The status and cluster JSON written into the page (a failing status leaves it to the polls). */
+  const firstPaint = async (): Promise<{ status: unknown; cluster: unknown }> => {
+    let s: unknown = null;
+    try {
+      s = status?.(new URLSearchParams()) ?? null;
+    } catch {
+      s = null;
+    }
+    return { status: s, cluster: cluster ? await cluster.snapshot() : null };
   };
 
   const server = http.createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {

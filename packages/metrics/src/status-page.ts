@@ -4,6 +4,15 @@
  * every second. It is for the one-machine default where no Grafana runs. Data strings are
  * written with textContent only; SVG markup is built from numbers and fixed names.
  */
+/** Where the server writes the status and cluster JSON the first paint renders (see statusPageHtml). */
+const STATUS_PAGE_INITIAL = '/*FTVM_INITIAL*/null';
+
+/** The page with `initial` ({ status, cluster }) written in, `<` escaped so it cannot end the script. */
+export function statusPageHtml(initial: unknown): string {
+  const json = JSON.stringify(initial, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v)) ?? 'null';
+  return STATUS_PAGE_HTML.replace(STATUS_PAGE_INITIAL, () => json.replace(/</g, '\\u003c'));
+}
+
 export const STATUS_PAGE_HTML = `<!doctype html>
 <html lang="en">
 <head>
@@ -70,6 +79,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   <section class="chart"><h2>clock drift (ms)</h2><div id="c-drift"></div></section>
   <section class="chart progress" id="progress" hidden><h2>tasks</h2><div id="tasks"></div></section>
 </main>
+<script id="ftvm-initial" type="application/json">${STATUS_PAGE_INITIAL}</script>
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
@@ -244,7 +254,12 @@ function render(s) {
   renderNodes();
   $("role").textContent = (anchor === null || anchor === self.role ? self.role : anchor + " (" + self.role + ")") + (peers.size ? " · cluster of " + peers.size : "");
   $("term").textContent = String(peers.size && prim ? Math.max(self.term, prim.current.term) : self.term);
-  if (peers.size) {
+  if (peers.size && prim === null && self.role === "proxy" && self.ready) {
+    // The proxy serves from a node this page has no metrics URL for (e.g. the target of a
+    // migration): it cannot say whether that node is protected, and never claims it is not.
+    setBadge($("protection"), "warn", "PROTECTION: SEE NODES");
+    $("reason").textContent = self.readyReason + " (not charted: no metrics URL for it)";
+  } else if (peers.size) {
     // The guest is protected when the serving primary says so.
     const on = prim !== null && prim.current.protected;
     setBadge($("protection"), on ? "ok" : "bad", on ? "PROTECTED" : "UNPROTECTED");
@@ -321,7 +336,10 @@ async function pollCluster() {
     return;
   }
   if (!r.ok) return;
-  const cl = await r.json();
+  applyCluster(await r.json());
+}
+
+function applyCluster(cl) {
   for (const p of cl.peers || []) {
     let mine = peers.get(p.name);
     // A restarted peer keeps its history unless its clock is behind (the server applies the same rule).
@@ -342,6 +360,25 @@ async function pollCluster() {
   clusterNewest = lasts.length ? Math.min(...lasts) : null;
 }
 
+function applyStatus(s) {
+  // A restarted process has a fresh ring (and maybe a clock behind ours): start over.
+  if (startedAt !== null && s.startedAt !== startedAt) { samples = []; newest = null; }
+  startedAt = s.startedAt;
+  samples = samples.concat(s.samples);
+  if (samples.length > s.capacity) samples = samples.slice(samples.length - s.capacity);
+  if (samples.length) newest = samples[samples.length - 1].t;
+}
+
+/** What to render: this process's status, or (a process without one) the proxy's or any live peer's. */
+function pick(s) {
+  if (s !== null) return s;
+  const live = [...peers].filter(([, p]) => p.current);
+  const p = live.find(([, q]) => q.current.role === "proxy") || live[0];
+  if (!p) throw new Error("no status of its own and no peer answered");
+  anchor = p[0];
+  return { current: p[1].current, now: Date.now() };
+}
+
 async function poll() {
   try {
     const r = await fetch(newest === null ? "api/status" : "api/status?since=" + newest, { cache: "no-store" });
@@ -349,22 +386,10 @@ async function poll() {
     let s = null;
     if (r.ok) {
       s = await r.json();
-      // A restarted process has a fresh ring (and maybe a clock behind ours): start over.
-      if (startedAt !== null && s.startedAt !== startedAt) { samples = []; newest = null; }
-      startedAt = s.startedAt;
-      samples = samples.concat(s.samples);
-      if (samples.length > s.capacity) samples = samples.slice(samples.length - s.capacity);
-      if (samples.length) newest = samples[samples.length - 1].t;
+      applyStatus(s);
     }
     await pollCluster();
-    if (s === null) {
-      const live = [...peers].filter(([, p]) => p.current);
-      const pick = live.find(([, p]) => p.current.role === "proxy") || live[0];
-      if (!pick) throw new Error("no status of its own and no peer answered");
-      anchor = pick[0];
-      s = { current: pick[1].current, now: Date.now() };
-    }
-    render(s);
+    render(pick(s));
     $("conn").textContent = "live";
   } catch (e) {
     $("conn").textContent = "disconnected";
@@ -372,7 +397,20 @@ async function poll() {
     setTimeout(poll, 1000);
   }
 }
-poll();
+
+// The server writes its status and the cluster's into the page: the first paint has data.
+try {
+  const init = JSON.parse($("ftvm-initial").textContent);
+  if (init && (init.status || init.cluster)) {
+    if (init.status) applyStatus(init.status);
+    if (init.cluster) applyCluster(init.cluster);
+    render(pick(init.status || null));
+    $("conn").textContent = "live";
+  }
+} catch (e) {
+  // Nothing usable: the first poll fills the page.
+}
+setTimeout(poll, 1000);
 </script>
 </body>
 </html>

@@ -49,6 +49,19 @@ describe('status page in headless chromium', () => {
     expect(textOf(proxyDom, 'role')).toBe('proxy');
   });
 
+  it('shows role and protection on its first paint, before any poll (the server writes them in)', async (ctx) => {
+    requireBinary(ctx, ['chromium', 'chromium-browser'], 'chromium');
+    const run = await startTestRole('run', { status: { intervalMs: 100, autoStart: true } });
+    run.bus.emit('protection', { protected: false, reason: 'ftvm run: no secondary' });
+    await new Promise((r) => setTimeout(r, 300));
+    // A 1 ms budget: the page's first poll is 1 s after load, so only the written-in data can show.
+    const dom = await dumpDom(run.server.url + '/', { virtualTimeBudgetMs: 1 });
+    expect(textOf(dom, 'role')).toBe('run');
+    expect(textOf(dom, 'protection')).toBe('UNPROTECTED');
+    expect(textOf(dom, 'reason')).toBe('ftvm run: no secondary');
+    expect(textOf(dom, 'updated')).not.toBe('never');
+  });
+
   it('says disconnected when /api/status fails', async (ctx) => {
     requireBinary(ctx, ['chromium', 'chromium-browser'], 'chromium');
     const role = await startTestRole('run');

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { createPolicy } from '@ftvm/core';
+import { LOG_LEVEL_NAMES } from '@ftvm/guest-abi';
 import { connect, listen, type Hello, type Link, type Listener, type ListenerStats, type TlsOptions } from '@ftvm/protocol';
 import { PrimaryRuntime } from '@ftvm/primary';
 import { SecondaryRuntime, type RetainedOutput } from '@ftvm/secondary';
@@ -205,6 +206,8 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
     this.secondary = null;
     this.role = 'primary';
     rt.on('log', (l, m, f) => this.emit('log', l, m, f));
+    // The guest's own log() lines, at the level it gave (unknown levels as info).
+    rt.vmm.on('log', (l, m) => this.emit('log', LOG_LEVEL_NAMES[l] ?? 'info', `guest: ${m}`));
     rt.on('protection', (p, reason) =>
       this.emit('log', p ? 'info' : 'warn', p ? 'PROTECTED: the secondary holds every committed epoch' : 'UNPROTECTED: running without a secondary', { reason }),
     );

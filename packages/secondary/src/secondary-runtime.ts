@@ -188,6 +188,8 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   }
 
   private readonly stalls: StallWatch;
+  /** The last reason the proxy gave for refusing a promotion (logged when it changes). */
+  private lastDenial = '';
   private heartbeat(): void {
     if (this.stopped) return;
     const blocked = this.stalls.tick(performance.now());
@@ -206,6 +208,9 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         break;
       case 'fence':
         this.core.fence({ term: m.term });
+        break;
+      case 'promote_deny':
+        this.core.promoteDenied({ term: m.term, reason: m.reason });
         break;
       default:
         return;
@@ -554,11 +559,16 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         this.primary?.trySend({ t: 'fence', term: a.term });
         return;
       case 'promoteRequest':
-        this.emit('log', 'warn', 'primary lost: asking the proxy to promote this node', { reason: a.reason, committedEpoch: a.committedEpoch });
+        this.emit('log', a.repeat ? 'debug' : 'warn', 'primary lost: asking the proxy to promote this node', { reason: a.reason, committedEpoch: a.committedEpoch });
         this.proxy?.trySend({ t: 'promote', term: a.term, fromEpoch: a.committedEpoch, reason: a.reason.slice(0, 200) });
         return;
       case 'reportCommitted':
         this.proxy?.trySend({ t: 'heartbeat', term: a.term, epoch: a.epoch, sentAtMs: Date.now() });
+        return;
+      case 'promoteDenied':
+        // Said once per reason: a node left behind would otherwise log every request.
+        if (a.reason !== this.lastDenial) this.emit('log', 'warn', 'the proxy will not promote this node; asking again less often', { reason: a.reason, term: a.term, retryMs: a.retryMs });
+        this.lastDenial = a.reason;
         return;
       case 'refusePromote':
         this.proxy?.trySend({ t: 'promote_deny', term: a.term, reason: a.reason.slice(0, 200) });

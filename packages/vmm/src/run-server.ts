@@ -162,6 +162,11 @@ export class RunServer extends EventEmitter<RunServerEvents> {
   }
 
   /** The running guest (for a pre-copy: dirty tracking, page reads, the final hold). */
+  /** Open client connections. */
+  get clientCount(): number {
+    return this.clients.size;
+  }
+
   get guestVmm(): Vmm {
     return this.vmm;
   }

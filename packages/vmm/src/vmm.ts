@@ -209,7 +209,12 @@ type State = 'starting' | 'prestarted' | 'running' | 'faulted' | 'stopped';
  * thread's I/O loop. Events are queued in order; commands (collect, pause) take effect
  * at the next event boundary.
  */
+/** Guest log lines kept while nobody listens (the boot's), at most. */
+const MAX_EARLY_LOGS = 256;
+
 export class Vmm extends EventEmitter<VmmEvents> {
+  /** Guest log lines that arrived with no 'log' listener, oldest first. */
+  private earlyLogs: [number, string][] = [];
   readonly guest: PreparedGuest;
   readonly eventTimeoutMs: number;
   readonly disk: DiskSpec | undefined;
@@ -246,6 +251,14 @@ export class Vmm extends EventEmitter<VmmEvents> {
 
   private constructor(guest: PreparedGuest, opts: VmmOptions) {
     super();
+    (this as EventEmitter).on('newListener', (event: string | symbol) => {
+      if (event !== 'log' || this.earlyLogs.length === 0) return;
+      // After the listener is added (newListener fires before): hand it what was kept.
+      queueMicrotask(() => {
+        const kept = this.earlyLogs.splice(0);
+        for (const [level, msg] of kept) this.emit('log', level, msg);
+      });
+    });
     this.guest = guest;
     this.eventTimeoutMs = opts.eventTimeoutMs ?? 2000;
     this.disk = opts.disk;
@@ -475,7 +488,9 @@ export class Vmm extends EventEmitter<VmmEvents> {
         this.settle(m.id, m.data);
         return;
       case 'log':
-        this.emit('log', m.level, m.msg);
+        // A guest logs from ftvm_init, before the caller of boot() can listen: keep those lines.
+        if (this.listenerCount('log') > 0) this.emit('log', m.level, m.msg);
+        else if (this.earlyLogs.length < MAX_EARLY_LOGS) this.earlyLogs.push([m.level, m.msg]);
         return;
       case 'clock':
         this.lastClock = m.r;

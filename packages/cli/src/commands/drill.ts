@@ -25,7 +25,7 @@ const DRILLS: Record<string, Drill> = {
       'curl -s localhost:9101/metrics | grep "^ftvm_role{role=\\"primary\\"}"',
       'docker kill {pri}',
       '# clients pause (~1 s), then go on; ftvm_failovers_total on the proxy grows by 1',
-      'curl -s localhost:9103/metrics | grep "^ftvm_failovers_total"',
+      'curl -s localhost:9100/metrics | grep "^ftvm_failovers_total"',
       '# restore protection: a fresh secondary under the dead node\'s name joins the survivor',
       'docker rm {pri} && docker run -d --name {pri} --network {net} --network-alias {pri-alias} -e FTVM_TOKEN ftvm:local secondary --listen 0.0.0.0:7000 --node-id {pri-alias} --join ws://{sec-alias}:7000 --peer ws://{sec-alias}:7000 --metrics-port 9100',
       'curl -s localhost:<survivor metrics port>/metrics | grep "^ftvm_protected"   # 1 again',

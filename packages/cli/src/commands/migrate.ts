@@ -36,7 +36,12 @@ export const migrateCommand: CommandSpec = {
       process.stdout.write(`ftvm migrate: done in ${r.totalMs.toFixed(0)} ms (full sync ${(h.syncMs ?? 0).toFixed(0)} ms), downtime ${r.downtimeMs.toFixed(1)} ms, ${r.wireBytes} bytes (${r.reason})\n`);
       return 0;
     }
-    process.stdout.write(`ftvm migrate: done in ${r.totalMs.toFixed(0)} ms, downtime ${r.downtimeMs.toFixed(1)} ms, ${r.rounds} rounds, ${r.wireBytes} bytes (${r.reason})\n`);
+    process.stdout.write(`ftvm migrate: done in ${r.totalMs.toFixed(0)} ms, downtime ${r.downtimeMs.toFixed(1)} ms, ${roundsText(r.rounds)}, ${r.wireBytes} bytes (${r.reason})\n`);
     return 0;
   },
 };
+
+/** The rounds a migration ran, as `ftvm receive` counts them too: the live ones, then the stop-and-copy. */
+export function roundsText(live: number): string {
+  return `${live} live round${live === 1 ? '' : 's'} + stop-and-copy`;
+}

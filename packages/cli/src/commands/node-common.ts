@@ -128,6 +128,7 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
     log.info('metrics', { url: `${metrics.url}/metrics`, status: `${metrics.url}/` });
   }
   node.on('role', (r, term) => {
+    log.setRole(r);
     log.info(`role: ${r}`, { term });
     process.stdout.write(`ftvm ${role}: role ${r} term ${term}\n`);
   });

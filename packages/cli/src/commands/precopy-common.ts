@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { formatBytes } from '@ftvm/metrics';
 import { STOP_RULES, THROTTLE_MODES, type PrecopyProgress, type PrecopyRequestOptions, type PrecopyResult, type StopRuleName, type ThrottleMode } from '@ftvm/precopy';
 import { CliError } from '../errors.js';
 import { int, oneOf, type FlagTable } from '../flags.js';
@@ -35,11 +36,10 @@ export function requestOptions(f: Record<string, unknown>): PrecopyRequestOption
 
 export const absolute = (p: string): string => resolve(p);
 
-const mib = (b: number) => `${(b / (1024 * 1024)).toFixed(1)} MiB`;
 
 export function progressLine(p: PrecopyProgress): string {
   const eta = p.etaMs === null || !Number.isFinite(p.etaMs) ? '?' : `${(p.etaMs / 1000).toFixed(1)} s`;
-  return `${p.phase} ${p.round}: ${p.pagesLeft}/${p.roundPages} ${p.phase === 'pull' ? 'blocks' : 'pages'} left, dirty ${Math.round(p.dirtyPagesPerSec)} pages/s, throttle ${p.throttleMs} ms, sent ${mib(p.wireBytes)}, ETA ${eta}`;
+  return `${p.phase} ${p.round}: ${p.pagesLeft}/${p.roundPages} ${p.phase === 'pull' ? 'blocks' : 'pages'} left, dirty ${Math.round(p.dirtyPagesPerSec)} pages/s, throttle ${p.throttleMs} ms, sent ${formatBytes(p.wireBytes)}, ETA ${eta}`;
 }
 
 /** Progress: one line redrawn on a TTY; off a TTY, one line per round and phase. */

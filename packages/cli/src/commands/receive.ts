@@ -2,10 +2,11 @@ import { MigrationReceiver } from '@ftvm/precopy';
 import { prepareGuest, readGuest, RunServer, type Vmm } from '@ftvm/vmm';
 import { hostPort, int, oneOf, size, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
+import { roundsText } from './migrate.js';
 import { absolute } from './precopy-common.js';
 import { credentialFlags, credentials } from '../credentials.js';
 import { applyClockFlags, applyVcpuFlags, clockFlags, vcpuFlags } from './node-common.js';
-import { controlFlags, serveUntilStopped, startControl } from './serve-guest.js';
+import { GuestMetrics, controlFlags, guestMetricsFlags, logGuestEvents, serveUntilStopped, startControl } from './serve-guest.js';
 
 export const receiveCommand: CommandSpec = {
   name: 'receive',
@@ -20,6 +21,7 @@ export const receiveCommand: CommandSpec = {
     disk: { type: 'string', help: 'file for the guest\'s virtual disk, if it has one: a new file (copy: created at the source\'s size) or, with ftvm migrate --disk-migration shared, the source\'s own file' },
     ...controlFlags,
     ...credentialFlags,
+    ...guestMetricsFlags,
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
     ...clockFlags,
@@ -32,6 +34,7 @@ export const receiveCommand: CommandSpec = {
     const { name, wasm } = readGuest(f.guest as string);
     const guest = prepareGuest(name, wasm);
     const listen = f.listen as { host: string; port: number };
+    const metrics = await GuestMetrics.start(f, log, 'waiting for a migration');
     let server: RunServer | null = null;
     let pullFailed!: (e: Error) => void;
     const failedPull = new Promise<Error>((r) => (pullFailed = r));
@@ -88,6 +91,8 @@ export const receiveCommand: CommandSpec = {
           prestarted: pre ?? undefined,
           ...(disk ? { diskPull: disk.pull, onDiskFetch: disk.fetch } : {}),
         });
+        logGuestEvents(server, log);
+        metrics.attach(server);
         let port: number;
         try {
           port = await server.start();
@@ -96,9 +101,10 @@ export const receiveCommand: CommandSpec = {
           throw e;
         }
         log.info(`guest arrived: serving ${name}`, {
-          listen: `${f.host as string}:${port}`, rounds: stats.rounds, pages: stats.pages, wireBytes: stats.wireBytes, startMs: Math.round(performance.now() - t0), prestarted: pre !== null,
+          listen: `${f.host as string}:${port}`, rounds: roundsText(stats.rounds - 1), pages: stats.pages, wireBytes: stats.wireBytes, startMs: Math.round(performance.now() - t0), prestarted: pre !== null,
           ...(disk ? { disk: disk.path, diskMode: disk.mode, diskBlocksPushed: stats.diskBlocks, blocksToPull: stats.missingBlocks } : {}),
         });
+        metrics.ready(server, `serving ${name} received by migration`);
         process.stdout.write(`ftvm receive: listening on ${f.host as string}:${port}\n`);
         arrived();
       },
@@ -119,13 +125,14 @@ export const receiveCommand: CommandSpec = {
     // closing it now could cut the link before the ack reaches the source.
     if (first === 'signal' || !server) {
       await receiver.close();
+      await metrics.close();
       return 0;
     }
     let migrated!: () => void;
     const gone = new Promise<void>((r) => (migrated = r));
-    const control = await startControl(server, f, { name, wasm, guest }, log, () => migrated());
+    const control = await startControl(server, f, { name, wasm, guest }, log, () => migrated(), metrics.bus);
     let pullError: Error | null = null;
-    const code = await serveUntilStopped(server, control, log, Promise.race([gone, stopped.then(() => undefined), failedPull.then((e) => void (pullError = e))]));
+    const code = await serveUntilStopped(server, control, log, Promise.race([gone, stopped.then(() => undefined), failedPull.then((e) => void (pullError = e))]), metrics);
     await receiver.close();
     if (pullError) {
       const e = pullError as Error & { code?: string };

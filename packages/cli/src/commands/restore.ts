@@ -5,7 +5,7 @@ import { CliError } from '../errors.js';
 import { Logger, type Level } from '../logger.js';
 import { credentialFlags, credentials } from '../credentials.js';
 import { applyClockFlags, applyVcpuFlags, clockFlags, vcpuFlags } from './node-common.js';
-import { controlFlags, serveUntilStopped, startControl } from './serve-guest.js';
+import { GuestMetrics, controlFlags, guestMetricsFlags, logGuestEvents, serveUntilStopped, startControl } from './serve-guest.js';
 
 export const restoreCommand: CommandSpec = {
   name: 'restore',
@@ -17,6 +17,7 @@ export const restoreCommand: CommandSpec = {
     host: { type: 'string', default: '127.0.0.1', help: 'address to listen on' },
     ...controlFlags,
     ...credentialFlags,
+    ...guestMetricsFlags,
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
     ...clockFlags,
@@ -33,12 +34,16 @@ export const restoreCommand: CommandSpec = {
     const guest = prepareGuest(snap.info.guest, snap.wasm);
     log.info('snapshot verified', { guest: snap.info.guest, mode: snap.info.mode, memBytes: snap.checkpoint.memBytes, bytes: snap.bytes });
     const server = new RunServer(guest, { host: f.host as string, port: f.port as number, eventTimeoutMs: f['event-timeout-ms'] as number, restore: snap.checkpoint, transferRestoreMemory: true });
+    logGuestEvents(server, log);
+    const metrics = await GuestMetrics.start(f, log, 'restoring the guest');
+    metrics.attach(server);
     const port = await server.start();
+    metrics.ready(server, `serving ${snap.info.guest} restored from ${pos[0]}`);
     let migrated!: () => void;
     const gone = new Promise<void>((r) => (migrated = r));
-    const control = await startControl(server, f, { name: snap.info.guest, wasm: snap.wasm, guest }, log, () => migrated());
+    const control = await startControl(server, f, { name: snap.info.guest, wasm: snap.wasm, guest }, log, () => migrated(), metrics.bus);
     log.info(`serving ${snap.info.guest} restored from ${pos[0]}`, { listen: `${f.host as string}:${port}` });
     process.stdout.write(`ftvm restore: listening on ${f.host as string}:${port}\n`);
-    return serveUntilStopped(server, control, log, gone);
+    return serveUntilStopped(server, control, log, gone, metrics);
   },
 };

@@ -1,9 +1,8 @@
-import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, type RoleMetrics } from '@ftvm/metrics';
 import { prepareGuest, readGuest, RunServer } from '@ftvm/vmm';
 import { int, oneOf, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
 import { applyClockFlags, applyVcpuFlags, clockFlags, diskFlags, diskFromFlags, vcpuFlags } from './node-common.js';
-import { controlFlags, logGuestEvents, startControl } from './serve-guest.js';
+import { GuestMetrics, controlFlags, guestMetricsFlags, logGuestEvents, startControl } from './serve-guest.js';
 import { credentialFlags, credentials } from '../credentials.js';
 
 export const runCommand: CommandSpec = {
@@ -17,14 +16,13 @@ export const runCommand: CommandSpec = {
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
     'early-copy': { type: 'string', default: 'on', parse: oneOf('on', 'off'), help: 'copy dirty pages between events so the checkpoint hold copies only the rest' },
     'checkpoint-interval-ms': { type: 'string', default: 200, parse: int(1, 60_000), help: 'interval of local rollback checkpoints' },
-    'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page (default 9103 in docs; off unless given)' },
+    ...guestMetricsFlags,
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
     ...clockFlags,
     ...vcpuFlags,
     ...diskFlags,
     ...controlFlags,
     ...credentialFlags,
-    'metrics-host': { type: 'string', default: '127.0.0.1', help: 'address the metrics server listens on' },
   },
   async run(f) {
     const log = new Logger('run', f['log-level'] as Level);
@@ -47,37 +45,11 @@ export const runCommand: CommandSpec = {
       checkpointIntervalMs: f['checkpoint-interval-ms'] as number,
     });
     logGuestEvents(server, log);
-    const bus = new FtvmEvents({ name: 'run' });
-    // The guest's clock: drift = guest time minus reference, after every vCPU resume and slew tick.
-    server.on('clock', (r) => bus.emit('clockDrift', { driftNs: r.driftNs, mode: r.mode }));
-    let roleMetrics: RoleMetrics | null = null;
-    let metrics: MetricsServer | null = null;
-    let clientPoll: NodeJS.Timeout | null = null;
+    const metrics = await GuestMetrics.start(f, log, 'booting the guest');
+    metrics.attach(server);
     let control = null as Awaited<ReturnType<typeof startControl>>;
-    if (f['metrics-port'] !== undefined) {
-      // Registered before the first event so level metrics start right.
-      roleMetrics = createRoleMetrics('run', bus);
-      metrics = await startMetricsServer({ port: f['metrics-port'] as number, host: f['metrics-host'] as string, metrics: roleMetrics });
-      bus.emit('role', { role: 'run', term: 0 });
-      bus.emit('protection', { protected: false, reason: 'ftvm run: one process, no secondary (local rollback on guest faults only)' });
-      bus.emit('ready', { ready: false, reason: 'booting the guest' });
-      server.on('fault', (err, recovered) => {
-        bus.emit('guestFault', { code: err.code });
-        if (!recovered) bus.emit('ready', { ready: false, reason: `guest stopped after ${err.code}` });
-      });
-      log.info('metrics', { url: `${metrics.url}/metrics`, status: `${metrics.url}/` });
-    }
     const port = await server.start();
-    if (metrics) {
-      bus.emit('ready', { ready: true, reason: `serving ${name} unprotected` });
-      // RunServer publishes no connection events: sample its client table (a level) once a second.
-      let lastClients = -1;
-      clientPoll = setInterval(() => {
-        const n = clientCount(server);
-        if (n !== undefined && n !== lastClients) bus.emit('clients', { connected: (lastClients = n) });
-      }, 1000);
-      clientPoll.unref();
-    }
+    metrics.ready(server, `serving ${name} unprotected`);
     log.info(`serving ${name} unprotected`, { listen: `${f.host as string}:${port}`, clock: clock.mode });
     // Machine-readable line for scripts and tests.
     process.stdout.write(`ftvm run: listening on ${f.host as string}:${port}\n`);
@@ -86,20 +58,12 @@ export const runCommand: CommandSpec = {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       // A migration that completed moved the guest away: exit like on a signal.
-      void startControl(server, f, { name, wasm, guest }, log, stop, bus).then((c) => (control = c));
+      void startControl(server, f, { name, wasm, guest }, log, stop, metrics.bus).then((c) => (control = c));
     });
     await control?.close();
     log.info('shutting down');
-    if (clientPoll) clearInterval(clientPoll);
     await server.close();
-    await metrics?.close();
-    roleMetrics?.close();
+    await metrics.close();
     return 0;
   },
 };
-
-/** Open client connections of a RunServer, read from its private table (undefined if its shape changed). */
-function clientCount(server: RunServer): number | undefined {
-  const clients = (server as unknown as { clients?: unknown }).clients;
-  return clients instanceof Map ? clients.size : undefined;
-}

@@ -1,8 +1,8 @@
 import type { Listener } from '@ftvm/protocol';
-import type { FtvmEvents } from '@ftvm/metrics';
+import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, type RoleMetrics } from '@ftvm/metrics';
 import { serveControl, type PrecopyProgress } from '@ftvm/precopy';
 import type { PreparedGuest, RunServer } from '@ftvm/vmm';
-import { hostPort, type FlagTable } from '../flags.js';
+import { hostPort, int, type FlagTable } from '../flags.js';
 import { GUEST_LOG_LEVELS, type Logger } from '../logger.js';
 import { credentials } from '../credentials.js';
 
@@ -64,8 +64,7 @@ export function logGuestEvents(server: RunServer, log: Logger): void {
 }
 
 /** Serves until SIGINT/SIGTERM or a completed migration. */
-export async function serveUntilStopped(server: RunServer, control: Listener | null, log: Logger, migrated: Promise<void>): Promise<number> {
-  logGuestEvents(server, log);
+export async function serveUntilStopped(server: RunServer, control: Listener | null, log: Logger, migrated: Promise<void>, metrics: GuestMetrics): Promise<number> {
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);
@@ -75,5 +74,65 @@ export async function serveUntilStopped(server: RunServer, control: Listener | n
   log.info('shutting down');
   await control?.close();
   await server.close();
+  await metrics.close();
   return 0;
+}
+
+/** --metrics-port for every command that serves a guest unprotected (run, restore, receive). */
+export const guestMetricsFlags: FlagTable = {
+  'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page (off unless given)' },
+  'metrics-host': { type: 'string', default: '127.0.0.1', help: 'address the metrics server listens on (metrics are unauthenticated)' },
+};
+
+/**
+ * The metrics of an unprotected guest server (role `run`): a bus that is always there (the
+ * clock drift goes on it), and an HTTP server when --metrics-port is given. `attach` before
+ * the server starts (faults during boot count), `ready` once it serves.
+ */
+export class GuestMetrics {
+  readonly bus = new FtvmEvents({ name: 'run' });
+  private roleMetrics: RoleMetrics | null = null;
+  private server: MetricsServer | null = null;
+  private clientPoll: NodeJS.Timeout | null = null;
+
+  static async start(f: Record<string, unknown>, log: Logger, waiting: string): Promise<GuestMetrics> {
+    const m = new GuestMetrics();
+    if (f['metrics-port'] === undefined) return m;
+    // Registered before the first event so level metrics start right.
+    m.roleMetrics = createRoleMetrics('run', m.bus);
+    m.server = await startMetricsServer({ port: f['metrics-port'] as number, host: f['metrics-host'] as string, metrics: m.roleMetrics });
+    m.bus.emit('role', { role: 'run', term: 0 });
+    m.bus.emit('protection', { protected: false, reason: 'one process, no secondary (local rollback on guest faults only)' });
+    m.bus.emit('ready', { ready: false, reason: waiting });
+    log.info('metrics', { url: `${m.server.url}/metrics`, status: `${m.server.url}/` });
+    return m;
+  }
+
+  attach(server: RunServer): void {
+    // The guest's clock: drift = guest time minus reference, after every vCPU resume and slew tick.
+    server.on('clock', (r) => this.bus.emit('clockDrift', { driftNs: r.driftNs, mode: r.mode }));
+    if (!this.server) return;
+    server.on('fault', (err, recovered) => {
+      this.bus.emit('guestFault', { code: err.code });
+      if (!recovered) this.bus.emit('ready', { ready: false, reason: `guest stopped after ${err.code}` });
+    });
+  }
+
+  ready(server: RunServer, reason: string): void {
+    if (!this.server) return;
+    this.bus.emit('ready', { ready: true, reason });
+    // RunServer publishes no connection events: sample its client count (a level) once a second.
+    let last = -1;
+    this.clientPoll = setInterval(() => {
+      const n = server.clientCount;
+      if (n !== last) this.bus.emit('clients', { connected: (last = n) });
+    }, 1000);
+    this.clientPoll.unref();
+  }
+
+  async close(): Promise<void> {
+    if (this.clientPoll) clearInterval(this.clientPoll);
+    await this.server?.close();
+    this.roleMetrics?.close();
+  }
 }
