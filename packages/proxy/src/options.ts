@@ -53,6 +53,8 @@ export interface ProxyRuntimeOptions {
   maxClients?: number;
   /** Bytes queued towards one client beyond which it is a slow reader and is dropped. Default 16 MiB. */
   maxClientWriteBufferBytes?: number;
+  /** Bytes queued towards all clients together beyond which the slowest reader is dropped first. Default 256 MiB. */
+  maxTotalClientWriteBufferBytes?: number;
   /** Bytes queued on one node link beyond which the link fails (4009) and reconnects. Default 256 MiB. */
   maxLinkBufferedBytes?: number;
   /** A client whose connection the guest closed gets this long to close its side, ms. Default 30000. */
@@ -79,7 +81,7 @@ export type ResolvedOptions = Required<Omit<ProxyRuntimeOptions, 'events' | 'met
 const KNOWN = new Set<string>([
   'port', 'host', 'nodes', 'nodeIds', 'token', 'insecure', 'tls', 'proxyId', 'failoverTimeoutMs', 'promoteTimeoutMs', 'maxInputLogBytes',
   'maxConnInputLogBytes', 'maxHeldOutputBytes', 'heartbeatIntervalMs', 'reconnectMinMs', 'reconnectMaxMs', 'connectTimeoutMs',
-  'maxClients', 'maxClientWriteBufferBytes', 'maxLinkBufferedBytes', 'clientLingerMs', 'limits', 'events', 'metricsPort',
+  'maxClients', 'maxClientWriteBufferBytes', 'maxTotalClientWriteBufferBytes', 'maxLinkBufferedBytes', 'clientLingerMs', 'limits', 'events', 'metricsPort',
   'metricsHost', 'statusPeers', 'log',
 ]);
 
@@ -156,6 +158,7 @@ export function resolveOptions(opts: ProxyRuntimeOptions): ResolvedOptions {
     connectTimeoutMs: int(o, 'connectTimeoutMs', 2000, 1, 600_000),
     maxClients: int(o, 'maxClients', 10_000, 1, 1_000_000),
     maxClientWriteBufferBytes: int(o, 'maxClientWriteBufferBytes', 16 * MiB, 1),
+    maxTotalClientWriteBufferBytes: int(o, 'maxTotalClientWriteBufferBytes', 256 * MiB, 1),
     maxLinkBufferedBytes: int(o, 'maxLinkBufferedBytes', 256 * MiB, 1),
     clientLingerMs: int(o, 'clientLingerMs', 30_000, 1),
     limits: opts.limits,
