@@ -373,6 +373,24 @@ describe('attacks on an unprotected guest (ftvm run --control)', () => {
     await serves(port, 'after-rogue-receiver');
   });
 
+  it('a client that asks for much more output than it reads is disconnected past maxPendingOutputBytes', { timeout: 60_000 }, async () => {
+    const w = await RespClient.connect(port);
+    w.send('SET', 'wide', 'w'.repeat(1 << 20));
+    expect(await w.waitReplies(1)).toEqual(['OK']);
+    w.end();
+    const from = run.err.length;
+    // 64 pipelined GETs of 1 MiB each, never read: 64 MiB of output for 1 KiB of input.
+    const greedy = tcpConnect(port, '127.0.0.1');
+    greedy.pause();
+    greedy.on('error', () => undefined);
+    greedy.write(Array.from({ length: 64 }, () => '*2\r\n$3\r\nGET\r\n$4\r\nwide\r\n').join(''));
+    // The client never reads, so it would not see the close: the server's log says it.
+    await run.waitFor(/client dropped.*maxPendingOutputBytes/, 20_000);
+    expect(run.err.slice(from).some((l) => /client dropped/.test(l))).toBe(true);
+    greedy.destroy();
+    await serves(port, 'after-greedy-reader');
+  });
+
   it('four clients each sending a 48 MiB partial bulk to kv: refused past the input budget, RSS bounded, memory returned', { timeout: 120_000 }, async () => {
     const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${run.proc.pid}/status`, 'utf8'))?.[1] ?? NaN) * 1024;
     await serves(port, 'before-bulk');

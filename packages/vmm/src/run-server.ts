@@ -14,7 +14,11 @@ export interface RunServerOptions extends VmmOptions {
   checkpointIntervalMs?: number;
   /** Bound on input logged for replay since the last local checkpoint, bytes; past it a checkpoint is taken at once. Default 16 MiB. */
   maxReplayBytes?: number;
-  /** Per-connection socket write buffer above which input from that client is paused, bytes. Default 4 MiB. */
+  /**
+   * Unread output one client may have queued, bytes; past it the client is disconnected (input
+   * from it already pauses while its socket's write buffer is over the high-water mark, but one
+   * request may produce much more output than it took). Default 16 MiB.
+   */
   maxPendingOutputBytes?: number;
   /**
    * Serve this checkpoint (a snapshot restore, a migration's target) instead of booting.
@@ -33,6 +37,8 @@ export interface RunServerOptions extends VmmOptions {
 export interface RunServerEvents {
   fault: [err: VmmError, recovered: boolean];
   log: [level: number, msg: string];
+  /** A client was disconnected by the server (not by the guest): why. */
+  clientDropped: [conn: number, reason: string];
   listening: [port: number];
   /** The clock device updated the guest's clock (see VmmEvents.clock). */
   clock: [r: ClockReport];
@@ -110,6 +116,11 @@ export class RunServer extends EventEmitter<RunServerEvents> {
       const data = it.offset < c.emitted ? it.data.subarray(c.emitted - it.offset) : it.data;
       c.emitted = end;
       if (!c.socket.write(data)) c.socket.pause();
+      if (c.socket.writableLength > (this.opts.maxPendingOutputBytes ?? 16 << 20) && !c.closing) {
+        this.emit('clientDropped', it.conn, `${c.socket.writableLength} bytes of output unread (maxPendingOutputBytes)`);
+        c.closing = true;
+        c.socket.destroy();
+      }
     });
     this.vmm.on('close', (conn) => {
       const c = this.clients.get(conn);

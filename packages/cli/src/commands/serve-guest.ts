@@ -58,6 +58,7 @@ export async function startControl(
 /** The guest's own log lines and its faults (each rolled back, or the guest stopped), logged. */
 export function logGuestEvents(server: RunServer, log: Logger): void {
   server.on('log', (l, m) => log.log(GUEST_LOG_LEVELS[l] ?? 'info', `guest: ${m}`));
+  server.on('clientDropped', (conn, reason) => log.warn('client dropped', { conn, reason }));
   server.on('fault', (err, recovered) =>
     log.error(recovered ? 'guest fault: rolled back to the last checkpoint' : 'guest fault: guest stopped', { code: err.code, conn: err.conn, message: err.message }),
   );
