@@ -92,11 +92,13 @@ describe('attacks on a replicated cluster', () => {
   });
 
   it('migrating to a rogue receiver: the target fails to prove the token (MIGRATE_TARGET), the guest stays', { timeout: 90_000 }, async () => {
-    const [rogue] = freePorts(1) as [number];
-    const fake = spawnFtvm(['secondary', '--listen', `127.0.0.1:${rogue}`, '--node-id', 'rogue', '--insecure']);
+    const [rogue, rogueMetrics] = freePorts(2) as [number, number];
+    const fake = spawnFtvm(['secondary', '--listen', `127.0.0.1:${rogue}`, '--node-id', 'rogue', '--insecure', '--metrics-port', String(rogueMetrics)]);
     try {
       await fake.waitFor(/listening on/, 60_000);
       expect(fake.err.some((l) => /WARNING: running with --insecure/.test(l))).toBe(true);
+      expect(metric(await scrape(`http://127.0.0.1:${rogueMetrics}`), 'ftvm_insecure')).toBe(1);
+      expect(metric(await scrape(cluster.metricsUrl('a')), 'ftvm_insecure')).toBe(0);
       const m = spawnFtvm(['migrate', '--from', cluster.url('a'), '--to', `ws://127.0.0.1:${rogue}`, '--token-file', cluster.tokenFile, '--sync-timeout-ms', '5000']);
       const r = await exitError(m);
       expect(r.code).toBe(1);
