@@ -3,7 +3,7 @@
  * with a coded error and the cluster (or guest) keeps serving its clients.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect as tcpConnect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { connect, encodeFrame, type ConnectOptions } from '@ftvm/protocol';
@@ -115,38 +115,34 @@ describe('attacks on a replicated cluster', () => {
   });
 
   it('10,000 idle connections to a node listener: dropped past the bound, the node keeps serving', { timeout: 120_000 }, async () => {
+    // The node's own open files: what the idle connections cost it.
+    const fds = (): number => readdirSync(`/proc/${cluster.nodes.a.proc.pid}/fd`).length;
+    const before = fds();
     const sockets: Socket[] = [];
-    let errors = 0;
-    let closedEarly = 0;
+    let peakFds = before;
     for (let batch = 0; batch < 20; batch++) {
       await Promise.all(Array.from({ length: 500 }, () => new Promise<void>((resolve) => {
         const s = tcpConnect(cluster.ports.a, '127.0.0.1');
         sockets.push(s);
         s.once('connect', () => resolve());
-        s.once('error', () => {
-          errors++;
-          resolve();
-        });
-        s.once('close', () => closedEarly++);
+        s.once('error', () => resolve());
+        s.once('close', () => resolve());
       })));
+      peakFds = Math.max(peakFds, fds());
     }
     expect(sockets.length).toBe(10_000);
     // Meanwhile: clients are served through the proxy, whose link to this node is already up.
     await serves(cluster.ports.proxy, 'during-idle-flood');
-    const counts: number[] = [];
-    for (let i = 0; i < 8; i++) {
+    for (let i = 0; i < 4; i++) {
       await new Promise((r) => setTimeout(r, 500));
-      counts.push(sockets.filter((s) => !s.destroyed && s.readyState === 'open').length);
+      peakFds = Math.max(peakFds, fds());
     }
-    console.log('open idle sockets every 500 ms:', counts.join(' '));
-    const open = counts[counts.length - 1]!;
-    const text = await scrape(cluster.metricsUrl('a'));
-    const dropped = metric(text, 'ftvm_listener_refused_connections', '{reason="dropped"}');
+    const dropped = metric(await scrape(cluster.metricsUrl('a')), 'ftvm_listener_refused_connections', '{reason="dropped"}');
+    console.log(`idle flood: node a fds ${before} before, peak ${peakFds}; dropped at accept ${dropped}`);
     for (const s of sockets) s.destroy();
-    // At most maxLinks (16) + pending handshakes (64) sockets stay; the rest are closed at accept.
-    expect(open).toBeLessThanOrEqual(80);
+    // The node holds at most maxLinks (16) + pending handshakes (64) sockets however many arrive.
+    expect(peakFds - before).toBeLessThanOrEqual(80);
     expect(dropped).toBeGreaterThan(9000);
-    expect(closedEarly + errors).toBeGreaterThan(9000);
     await serves(cluster.ports.proxy, 'after-idle-flood');
   });
 });

@@ -72,6 +72,8 @@ export class RunServer extends EventEmitter<RunServerEvents> {
   private image = new GuestImage();
   private log: GuestEvent[] = [];
   private logBytes = 0;
+  /** Client sockets paused until a checkpoint empties the replay log (see accept). */
+  private readonly pausedForLog = new Set<Socket>();
   private tick: NodeJS.Timeout | null = null;
   private checkpointing: Promise<void> | null = null;
   private recovering = false;
@@ -163,10 +165,19 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     const c: Client = { socket, emitted: 0, closing: false };
     this.clients.set(conn, c);
     this.record({ k: 'open', conn });
-    socket.on('data', (d) => this.record({ k: 'data', conn, data: new Uint8Array(d.buffer, d.byteOffset, d.length) }));
+    socket.on('data', (d) => {
+      this.record({ k: 'data', conn, data: new Uint8Array(d.buffer, d.byteOffset, d.length) });
+      // Input the guest has not caught up with stays bounded: past maxReplayBytes the sender waits
+      // for the checkpoint (queued behind that input) that empties the log.
+      if (this.logBytes > (this.opts.maxReplayBytes ?? 16 << 20)) {
+        socket.pause();
+        this.pausedForLog.add(socket);
+      }
+    });
     socket.on('drain', () => socket.resume());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
+      this.pausedForLog.delete(socket);
       this.clients.delete(conn);
       this.record({ k: 'close', conn });
     });
@@ -203,6 +214,11 @@ export class RunServer extends EventEmitter<RunServerEvents> {
         // Events posted before the collect were handled before it.
         this.log.splice(0, logged);
         this.logBytes = this.log.reduce((n, e) => n + (e.k === 'data' ? e.data.length : 0), 0);
+        if (this.logBytes <= (this.opts.maxReplayBytes ?? 16 << 20)) {
+          // A socket also paused for unread output resumes on its 'drain'.
+          for (const s of this.pausedForLog) if (!s.writableNeedDrain) s.resume();
+          this.pausedForLog.clear();
+        }
       })
       .catch(() => undefined)
       .finally(() => {
