@@ -56,6 +56,17 @@ function rawClose(url: string, send?: Uint8Array | string): Promise<number> {
   });
 }
 
+/** A net link to a fresh server: the client's side, the server's, and the codes the server's side reports. */
+async function established(): Promise<{ c: Link; s: Link; errors: string[] }> {
+  const { l, links } = await server();
+  const c = await connect(l.url, { ...client(), link: 'net' });
+  await new Promise((r) => setTimeout(r, 10));
+  const s = links[0]!.link;
+  const errors: string[] = [];
+  s.on('error', (e) => errors.push(e.code));
+  return { c, s, errors };
+}
+
 describe('links', () => {
   it('carries messages and payloads both ways after the handshake', async () => {
     const { l, links } = await server();
@@ -147,12 +158,8 @@ describe('links', () => {
   });
 
   it('closes an established link on a bad frame and reports the code to both sides', async () => {
-    const { l, links } = await server();
-    const c = await connect(l.url, { ...client(), link: 'net' });
-    await new Promise((r) => setTimeout(r, 10));
-    const s = links[0]!.link;
-    const errors: string[] = [];
-    s.on('error', (e) => errors.push(e.code));
+    const { c, errors } = await established();
+    const url = listeners[listeners.length - 1]!.url;
     const closed = nextClose(c);
     // A message of the replication link on a net link.
     c.sendFrameBytes(encodeFrame({ t: 'ack', term: 5, epoch: 1, digest: new Uint8Array(32) }));
@@ -162,7 +169,7 @@ describe('links', () => {
     expect(errors).toEqual(['FTVM_ERR_UNEXPECTED_MESSAGE']);
     // The sender learns why from the close frame.
     const peerErrors: string[] = [];
-    const c2 = await connect(l.url, { ...client(), link: 'net' });
+    const c2 = await connect(url, { ...client(), link: 'net' });
     c2.on('error', (e) => peerErrors.push(e.code));
     const closed2 = nextClose(c2);
     c2.sendFrameBytes(new Uint8Array([9, 9]));
@@ -256,12 +263,7 @@ describe('loadToken', () => {
 
 describe('frame authentication (links without TLS)', () => {
   it('closes a link with FRAME_AUTH (4011) when a frame without a valid MAC is injected', async () => {
-    const { l, links } = await server();
-    const c = await connect(l.url, { ...client(), link: 'net' });
-    await new Promise((r) => setTimeout(r, 10));
-    const s = links[0]!.link;
-    const errors: string[] = [];
-    s.on('error', (e) => errors.push(e.code));
+    const { c, errors } = await established();
     // A well-formed frame written straight onto the socket, as an on-path attacker would.
     const closed = nextClose(c);
     (c as unknown as { ws: WebSocket }).ws.send(encodeFrame({ t: 'input', term: 5, conn: 1, offset: 0 }, new Uint8Array([1])));
@@ -270,10 +272,7 @@ describe('frame authentication (links without TLS)', () => {
   });
 
   it('refuses a replayed frame (the MAC covers a per-direction sequence number)', async () => {
-    const { l, links } = await server();
-    const c = await connect(l.url, { ...client(), link: 'net' });
-    await new Promise((r) => setTimeout(r, 10));
-    const s = links[0]!.link;
+    const { c, s } = await established();
     const seen: Uint8Array[] = [];
     const ws = (c as unknown as { ws: WebSocket }).ws;
     const origSend = ws.send.bind(ws);
