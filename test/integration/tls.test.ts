@@ -2,19 +2,21 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 
 import { connect } from '@ftvm/protocol';
-import { makeTestCerts } from '../../packages/protocol/test/certs.js';
+import { makeTestCerts, type TestCerts } from '../../packages/protocol/test/certs.js';
 import { freePorts } from '../helpers/cluster.js';
 import { spawnFtvm, type Spawned } from '../helpers/ftvm.js';
 import { RespClient } from '../helpers/resp.js';
+import { haveTool } from '../helpers/tools.js';
 
 /** A replicated kv cluster whose every link is wss:// with mutual TLS (certificates made with openssl here). */
-describe('a cluster on TLS links', () => {
-  const certs = makeTestCerts();
+describe.runIf(haveTool('openssl'))('a cluster on TLS links', () => {
+  let certs!: TestCerts;
   const [pa, pb, pp] = freePorts(3) as [number, number, number];
   const env = { FTVM_TOKEN: 'tls-cluster-token' };
-  const tls = ['--tls-cert', certs.serverCert, '--tls-key', certs.serverKey, '--tls-ca', certs.ca];
   const procs: Spawned[] = [];
   beforeAll(async () => {
+    certs = makeTestCerts();
+    const tls = ['--tls-cert', certs.serverCert, '--tls-key', certs.serverKey, '--tls-ca', certs.ca];
     const b = spawnFtvm(['secondary', '--listen', `127.0.0.1:${pb}`, '--node-id', 'b', '--peer', `wss://127.0.0.1:${pa}`, ...tls], env);
     procs.push(b);
     await b.waitFor(/listening on/, 60_000);

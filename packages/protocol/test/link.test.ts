@@ -1,12 +1,14 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import {
   PROTOCOL_VERSION, ProtocolError, connect, encodeFrame, listen, loadToken,
-  type ConnectOptions, type Hello, type Link, type Listener, type ListenOptions, type Message,
+  type ConnectOptions, type Hello, type Link, type Listener, type ListenOptions, type Message, type TlsOptions,
 } from '../src/index.js';
+import { haveTool } from '../../../test/helpers/tools.js';
+import { makeTestCerts, type TestCerts } from './certs.js';
 
 const token = new TextEncoder().encode('link-test-token');
 const listeners: Listener[] = [];
@@ -289,11 +291,15 @@ describe('frame authentication (links without TLS)', () => {
   });
 });
 
-describe('TLS links', async () => {
-  const { makeTestCerts } = await import('./certs.js');
-  const certs = makeTestCerts();
-  const serverTls = { cert: certs.read(certs.serverCert), key: certs.read(certs.serverKey), ca: certs.read(certs.ca) };
-  const clientTls = { cert: certs.read(certs.clientCert), key: certs.read(certs.clientKey), ca: certs.read(certs.ca) };
+describe.runIf(haveTool('openssl'))('TLS links', () => {
+  let certs!: TestCerts;
+  let serverTls!: TlsOptions;
+  let clientTls!: TlsOptions;
+  beforeAll(() => {
+    certs = makeTestCerts();
+    serverTls = { cert: certs.read(certs.serverCert), key: certs.read(certs.serverKey), ca: certs.read(certs.ca) };
+    clientTls = { cert: certs.read(certs.clientCert), key: certs.read(certs.clientKey), ca: certs.read(certs.ca) };
+  });
 
   it('carries messages over wss:// with mutual TLS; frames carry no MAC then', async () => {
     const { l, links } = await server({ tls: serverTls });
