@@ -135,7 +135,7 @@ async function snapshotSweep(guest) {
         const path = join(dir, `${mode}-${rate}.snap`);
         const r = await takeSnapshot(new VmmSource(vmm), path, {
           live: mode === 'live', stopRule: 'mp', throttle: 'auto', downtimeLimitMs: 50, maxRounds: 30,
-          guest: 'dirtier', moduleWasm: g.wasm, moduleDigest: guest.digest,
+          guest: 'dirtier', moduleWasm: g.wasm, moduleDigest: guest.digest, macKey: token,
         });
         await vmm.stop();
         rows.push({ rate, mode, ...r, fileBytes: r.ok ? statSync(path).size : 0 });

@@ -167,7 +167,7 @@ describe('migration of a guest with a virtual disk (PUSH / stop-and-copy / PULL)
 
   it('refuses what it cannot do right: no --disk on the target, a non-empty target disk, a snapshot of a guest with a disk', async () => {
     const [port, ctl, mig, mig2, tport] = freePorts(5) as [number, number, number, number, number];
-    const src = spawn(['run', '--guest', 'kv', '--port', String(port), '--control', `127.0.0.1:${ctl}`, '--disk', join(dir, 'refuse-src.disk'), '--disk-size', '4M']);
+    const src = spawn(['run', '--guest', 'kv', '--port', String(port), '--control', `127.0.0.1:${ctl}`, '--snapshot-dir', dir, '--disk', join(dir, 'refuse-src.disk'), '--disk-size', '4M']);
     await src.waitFor(/ftvm control: listening on/);
     const r = await RespClient.connect(port);
     r.send('SET', 'a', '1');

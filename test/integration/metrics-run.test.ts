@@ -61,7 +61,7 @@ describe('metrics of ftvm run', () => {
   it('reports a live snapshot\'s progress in ftvm_task_* while it runs, and idle after', { timeout: 60_000 }, async () => {
     const [port, mport, ctl] = freePorts(3) as [number, number, number];
     const env = { FTVM_TOKEN: 'metrics-run-test' };
-    const run = spawnFtvm(['run', '--guest', 'dirtier', '--port', String(port), '--metrics-port', String(mport), '--control', `127.0.0.1:${ctl}`], env);
+    const run = spawnFtvm(['run', '--guest', 'dirtier', '--port', String(port), '--metrics-port', String(mport), '--control', `127.0.0.1:${ctl}`, '--snapshot-dir', '/tmp'], env);
     try {
       await run.waitFor(/ftvm control: listening/, 30_000);
       const c = await LineClient.connect(port);

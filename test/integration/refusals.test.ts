@@ -108,9 +108,9 @@ describe('a pair turns away wrong peers and requests, and keeps serving', () => 
     const snap = await run(['snapshot', '--from', cluster.url('a'), '--live', '-o', join(cluster.dir, 'x.snap'), ...tf]);
     expect(snap.code).toBe(1);
     expect(snap.err).toMatch(/FTVM_ERR_CONTROL_UNSUPPORTED/);
-    // A request the CLI would not send (its flags refuse wss://), straight on a control link.
+    // A request the CLI would not send (its flags take only ws:// and wss://), straight on a control link.
     const token = new Uint8Array(Buffer.from(readFileSync(cluster.tokenFile, 'utf8').trim()));
-    const bad = await controlRequest(cluster.url('a'), token, { op: 'migrate', to: 'wss://127.0.0.1:1' } as Parameters<typeof controlRequest>[2]);
+    const bad = await controlRequest(cluster.url('a'), token, { op: 'migrate', to: 'http://127.0.0.1:1' } as Parameters<typeof controlRequest>[2]);
     expect(bad.error?.code).toBe('FTVM_ERR_MIGRATE_BAD_REQUEST');
     await stillServingProtected('after-bad-migrations');
   }, 120_000);

@@ -35,7 +35,7 @@ describe('a restored or migrated guest rolls a fault back onto its arrived state
   /** A source with counter 3 saved ('S') in its far page; returns its client and control ports. */
   async function source(): Promise<{ port: number; ctl: number }> {
     const [port, ctl] = freePorts(2) as [number, number];
-    const src = spawn(['run', '--guest', wasm, '--port', String(port), '--control', `127.0.0.1:${ctl}`]);
+    const src = spawn(['run', '--guest', wasm, '--port', String(port), '--control', `127.0.0.1:${ctl}`, '--snapshot-dir', dir]);
     await src.waitFor(/ftvm control: listening/, 30_000);
     const c = await LineClient.connect(port);
     for (const x of ['a', 'b', 'c', 'S']) c.send(x);

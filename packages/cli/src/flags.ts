@@ -117,10 +117,6 @@ export const wsUrl = (raw: string, name: string): string => {
   } catch {
     throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--${name} must be a ws:// URL (e.g. ws://127.0.0.1:7002), got '${raw}'`);
   }
-  if (u.protocol === 'wss:') throw new CliError('FTVM_ERR_CLI_BAD_VALUE', WSS_REFUSED(name, raw));
-  if (u.protocol !== 'ws:') throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--${name} must be a ws:// URL, got '${raw}'`);
+  if (u.protocol !== 'ws:' && u.protocol !== 'wss:') throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--${name} must be a ws:// or wss:// URL, got '${raw}'`);
   return raw;
 };
-
-/** No role serves TLS yet: a wss:// URL would only fail later, at connect time, uncoded. */
-export const WSS_REFUSED = (name: string, raw: string): string => `--${name}: wss:// (TLS) is not supported yet; use ws:// (got '${raw}')`;

@@ -26,17 +26,17 @@ describe('coded errors of the ftvm command line', () => {
     expect(flag.err).toMatch(/ftvm: error FTVM_ERR_CLI_UNKNOWN_FLAG: .*colour.* for 'ftvm run'/);
   });
 
-  it('refuses wss:// (no role serves TLS yet) in every URL flag, before starting anything', async () => {
+  it('refuses a URL flag that is neither ws:// nor wss://, before starting anything', async () => {
     const cases = [
-      ['primary', '--listen', '127.0.0.1:0', '--secondary', 'wss://127.0.0.1:7002'],
-      ['secondary', '--listen', '127.0.0.1:0', '--join', 'wss://127.0.0.1:7001'],
-      ['proxy', '--port', '0', '--nodes', 'ws://127.0.0.1:7001,wss://127.0.0.1:7002'],
-      ['migrate', '--from', 'wss://127.0.0.1:7300', '--to', 'ws://127.0.0.1:7400'],
+      ['primary', '--listen', '127.0.0.1:0', '--secondary', 'http://127.0.0.1:7002'],
+      ['secondary', '--listen', '127.0.0.1:0', '--join', 'tcp://127.0.0.1:7001'],
+      ['proxy', '--port', '0', '--nodes', 'ws://127.0.0.1:7001,https://127.0.0.1:7002'],
+      ['migrate', '--from', 'ws://127.0.0.1:7300', '--to', 'ftp://127.0.0.1:7400'],
     ];
     const results = await Promise.all(cases.map((args) => ftvm(args)));
     results.forEach((r, i) => {
       expect(r.code, cases[i]!.join(' ')).toBe(2);
-      expect(r.err).toMatch(/FTVM_ERR_CLI_BAD_VALUE: --\w+: wss:\/\/ \(TLS\) is not supported yet; use ws:\/\//);
+      expect(r.err).toMatch(/FTVM_ERR_CLI_BAD_VALUE: --\w+ must be (a |comma-separated )ws:\/\/ or wss:\/\/ URL/);
     });
   });
 

@@ -2,6 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { crc32 } from 'node:zlib';
+import { createHmac } from 'node:crypto';
 import { Section, SNAPSHOT_VERSION } from '@ftvm/precopy';
 import { connect } from '@ftvm/protocol';
 import { join } from 'node:path';
@@ -110,9 +111,9 @@ describe('ftvm snapshot / restore / migrate / receive', () => {
     expect(await checkLoad(tport!, l.acked)).toEqual([]);
   });
 
-  it('takes a live snapshot under client load and a stop-the-world one; ftvm restore serves the same data from each; an unwritable path and damaged files are refused with their codes', async () => {
+  it('takes a live snapshot under client load and a stop-the-world one; ftvm restore serves the same data from each; bad paths, an unwritable directory and damaged files are refused with their codes', async () => {
     const [port, ctl, rport, sport] = freePorts(4);
-    const src = spawnFtvm(['run', '--guest', 'kv', '--port', String(port), '--control', `127.0.0.1:${ctl}`], env);
+    const src = spawnFtvm(['run', '--guest', 'kv', '--port', String(port), '--control', `127.0.0.1:${ctl}`, '--snapshot-dir', dir], env);
     procs.push(src);
     await src.waitFor(/ftvm control: listening on/);
     await fill(port, 3000);
@@ -147,17 +148,33 @@ describe('ftvm snapshot / restore / migrate / receive', () => {
     expect(await check(sport!, 3000)).toEqual([]);
     expect(await checkLoad(sport!, l.acked)).toEqual([]);
     await rs.stop();
-    // A snapshot written where it cannot be: the CLI fails with the code, the guest runs on.
-    const unwritable = spawnFtvm(['snapshot', '--from', `ws://127.0.0.1:${ctl}`, '--stop-the-world', '-o', join(dir, 'no', 'such', 'dir', 'x.snap')], env);
+    // A path outside the snapshot directory, and an existing file: refused, the guest runs on.
+    const outside = spawnFtvm(['snapshot', '--from', `ws://127.0.0.1:${ctl}`, '--stop-the-world', '-o', join(dir, 'no', 'such', 'dir', 'x.snap')], env);
+    procs.push(outside);
+    expect(await outside.exited).toBe(1);
+    expect(outside.err.join('\n')).toMatch(/snapshot failed.*FTVM_ERR_SNAPSHOT_PATH/);
+    const again = spawnFtvm(['snapshot', '--from', `ws://127.0.0.1:${ctl}`, '--stop-the-world', '-o', stw], env);
+    procs.push(again);
+    expect(await again.exited).toBe(1);
+    expect(again.err.join('\n')).toMatch(/snapshot failed.*FTVM_ERR_SNAPSHOT_EXISTS/);
+    expect(await check(port!, 10)).toEqual([]);
+    // A snapshot directory no file can be created in (procfs refuses even root): the write fails with its code.
+    const [port2, ctl2] = freePorts(2);
+    const ro = spawnFtvm(['run', '--guest', 'kv', '--port', String(port2), '--control', `127.0.0.1:${ctl2}`, '--snapshot-dir', '/proc'], env);
+    procs.push(ro);
+    await ro.waitFor(/ftvm control: listening on/);
+    const unwritable = spawnFtvm(['snapshot', '--from', `ws://127.0.0.1:${ctl2}`, '--stop-the-world', '-o', 'x.snap'], env);
     procs.push(unwritable);
     expect(await unwritable.exited).toBe(1);
     expect(unwritable.err.join('\n')).toMatch(/snapshot failed.*FTVM_ERR_SNAPSHOT_WRITE/);
-    expect(await check(port!, 10)).toEqual([]);
+    await ro.stop();
     // Damaged files: each defect is refused by ftvm restore with its own code.
     const file = readFileSync(stw);
-    const damaged = async (name: string, edit: (b: Buffer) => void): Promise<string> => {
+    // Each edit is re-MACed under the token (as a token holder could) so the check behind the MAC is reached.
+    const damaged = async (name: string, edit: (b: Buffer) => void, remac = true): Promise<string> => {
       const b = Buffer.from(file);
       edit(b);
+      if (remac) createHmac('sha256', Buffer.from(env.FTVM_TOKEN)).update(b.subarray(0, b.length - 44)).digest().copy(b, b.length - 32);
       const path = join(dir, name);
       writeFileSync(path, b);
       const r2 = spawnFtvm(['restore', path, '--port', '0'], env);
@@ -171,12 +188,15 @@ describe('ftvm snapshot / restore / migrate / receive', () => {
     const pages = sections.find((x) => x.type === Section.PAGES)!;
     const end = sections.find((x) => x.type === Section.END)!;
     expect(pages && end).toBeTruthy();
-    const [version, flipped, digest] = await Promise.all([
+    const [forged, version, flipped, digest] = await Promise.all([
+      // Without the token, any change fails the MAC over the whole file before a section is parsed.
+      damaged('forged.snap', (b) => (b[pages.body + (pages.len >> 1)]! ^= 0x10), false),
       damaged('version.snap', (b) => (b.writeUInt32LE(SNAPSHOT_VERSION + 1, 8), b.writeUInt32LE(crc32(b.subarray(0, 12)), 12))),
       damaged('flipped.snap', (b) => (b[pages.body + (pages.len >> 1)]! ^= 0x10)),
       // A checksummed END whose image digest is not the pages': only the digest can tell.
       damaged('digest.snap', (b) => (b[end.body + 8]! ^= 0x01, b.writeUInt32LE(crc32(b.subarray(end.body, end.body + end.len)), end.body - 4))),
     ]);
+    expect(forged).toMatch(/FTVM_ERR_SNAPSHOT_AUTH/);
     expect(version).toMatch(/FTVM_ERR_SNAPSHOT_VERSION/);
     expect(flipped).toMatch(/FTVM_ERR_SNAPSHOT_CORRUPT: .*checksum mismatch/);
     expect(digest).toMatch(/FTVM_ERR_SNAPSHOT_DIGEST/);

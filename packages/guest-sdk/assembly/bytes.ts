@@ -74,6 +74,19 @@ export function parseI64(ptr: usize, len: i32): i64 {
   return acc;
 }
 
+/** Bytes held by every InputBuffer's storage together (their capacities). */
+let inputHeld: i64 = 0;
+/** The most all InputBuffers together may hold; a growth past it fails like the per-buffer limit. */
+let inputBudget: i64 = i64.MAX_VALUE;
+
+/**
+ * Caps the memory of all pending input together (a guest calls it once at start): a hostile
+ * client sending partial requests on many connections cannot grow memory past it.
+ */
+export function setInputBudget(bytes: i64): void { inputBudget = bytes; }
+/** Bytes of storage every InputBuffer holds now. */
+export function inputHeldBytes(): i64 { return inputHeld; }
+
 /**
  * A bounded, growable input buffer for one connection: take() (or append) what
  * arrives, parse from data(), consume() what was used, settle() before returning
@@ -112,6 +125,10 @@ export class InputBuffer {
       } else {
         let want = max(max(this.cap * 2, pending + len), 4096);
         if (want > this.limit) want = max(this.limit, pending + len);
+        // Within the budget of all buffers: the exact size if doubling would not fit.
+        if (inputHeld - <i64>this.cap + <i64>want > inputBudget) want = pending + len;
+        if (inputHeld - <i64>this.cap + <i64>want > inputBudget) return false;
+        inputHeld += <i64>want - <i64>this.cap;
         let np = heap.alloc(<usize>want);
         if (pending > 0) memory.copy(np, this.ptr + <usize>this.start, <usize>pending);
         if (this.ptr != 0) heap.free(this.ptr);
@@ -171,6 +188,7 @@ export class InputBuffer {
   free(): void {
     this.lent = 0;
     if (this.ptr != 0) heap.free(this.ptr);
+    inputHeld -= <i64>this.cap;
     this.ptr = 0;
     this.cap = 0;
     this.start = 0;

@@ -13,7 +13,7 @@ export {
 } from "./io";
 export { setTimer, after, afterNs, cancelTimer, timerCount, nextDeadline, MAX_TIMERS } from "./timers";
 export {
-  bytesEqual, bytesEqualAscii, hashBytes, copyBytes, parseI64, parseOk, indexOfByte, indexOfBytes,
+  setInputBudget, inputHeldBytes, bytesEqual, bytesEqualAscii, hashBytes, copyBytes, parseI64, parseOk, indexOfByte, indexOfBytes,
   InputBuffer, ByteWriter, BytesEntry, BytesMap,
 } from "./bytes";
 export { DiskLog, LOG_FRESH, LOG_OPENED, LOG_NO_DISK, LOG_FOREIGN, LOG_IO, RECORD_HEADER_BYTES } from "./disklog";

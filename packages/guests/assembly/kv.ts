@@ -10,7 +10,7 @@
 
 import {
   Guest, setGuest, now, after, randomU64,
-  InputBuffer, ByteWriter, BytesMap, BytesEntry, bytesEqualAscii, copyBytes, parseI64, parseOk,
+  InputBuffer, ByteWriter, BytesMap, setInputBudget, BytesEntry, bytesEqualAscii, copyBytes, parseI64, parseOk,
   sendBytes, close, hashBytes, logInfo, logError,
 } from "@ftvm/guest-sdk/assembly";
 import { DiskLog, LOG_FRESH, LOG_OPENED, LOG_NO_DISK } from "@ftvm/guest-sdk/assembly/disklog";
@@ -20,6 +20,13 @@ export * from "@ftvm/guest-sdk/assembly/exports";
 
 /** Pending (unparsed) input per connection, bytes. One request may not exceed it. */
 const MAX_REQUEST_BYTES: i32 = 64 << 20;
+/**
+ * Pending input of all connections together, bytes: one request of the largest size and
+ * then some. Clients each sending a partial 48 MiB bulk are refused once their sum passes
+ * it (the connection that would pass it gets an error and is closed), not held in memory.
+ */
+const MAX_TOTAL_INPUT_BYTES: i64 = 80 << 20;
+setInputBudget(MAX_TOTAL_INPUT_BYTES);
 /** An inline command line or a `*`/`$` header line, bytes (Redis: 64 KiB). */
 const MAX_LINE_BYTES: i32 = 64 << 10;
 /** Arguments of one command (Redis: 1024*1024). */
@@ -1337,7 +1344,7 @@ class Kv extends Guest {
 
 /** More pending input than a request may have: an error, and the connection closed. */
 function tooLarge(c: Conn, conn: i32): void {
-  rErr("ERR Protocol error: request exceeds " + MAX_REQUEST_BYTES.toString() + " bytes");
+  rErr("ERR Protocol error: request exceeds " + MAX_REQUEST_BYTES.toString() + " bytes, or pending input of all clients exceeds " + MAX_TOTAL_INPUT_BYTES.toString());
   hangUp(c, conn);
 }
 

@@ -21,3 +21,5 @@ export { ProgressReporter, formatBytes } from './progress.js';
 export type { ProgressReporterOptions, ProgressUpdate } from './progress.js';
 export { ClusterStatus, MAX_STATUS_PEERS } from './cluster.js';
 export type { StatusPeer, ClusterStatusOptions, ClusterSnapshot, PeerSnapshot } from './cluster.js';
+export { registerSecurityMetrics } from './security.js';
+export type { ListenerCounts, SecurityMetricsSource } from './security.js';

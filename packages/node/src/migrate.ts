@@ -70,14 +70,14 @@ export interface MigrateHost {
   log(level: 'error' | 'warn' | 'info' | 'debug', msg: string, fields?: Record<string, unknown>): void;
 }
 
-/** ws:// only: no role serves TLS (wss://) yet. */
-const WS_URL = /^ws:\/\/[^/\s]+(\/\S*)?$/;
+/** A node link URL: ws://, or wss:// with TLS. */
+const WS_URL = /^wss?:\/\/[^/\s]+(\/\S*)?$/;
 
 /** Validates a control request's detail; throws FTVM_ERR_MIGRATE_BAD_REQUEST. */
 export function parseMigrateRequest(detail: Opaque | undefined): MigrateRequest {
   const d = (detail ?? {}) as Record<string, Opaque>;
   if (typeof d !== 'object' || Array.isArray(d) || d instanceof Uint8Array) throw new NodeError('FTVM_ERR_MIGRATE_BAD_REQUEST', 'a migrate request is a map');
-  if (typeof d.to !== 'string' || !WS_URL.test(d.to)) throw new NodeError('FTVM_ERR_MIGRATE_BAD_REQUEST', `to must be a ws:// URL, got ${JSON.stringify(d.to)}`);
+  if (typeof d.to !== 'string' || !WS_URL.test(d.to)) throw new NodeError('FTVM_ERR_MIGRATE_BAD_REQUEST', `to must be a ws:// or wss:// URL, got ${JSON.stringify(d.to)}`);
   const ms = (k: string): number | undefined => {
     const v = d[k];
     if (v === undefined || v === null) return undefined;
@@ -280,7 +280,12 @@ export function serveNodeControl(link: Link, host: MigrateHost & { role: string;
   };
   const fail = (code: string, message: string): void => send('failed', { ok: false, reason: message, error: { code, message } });
   link.on('message', (m: Message) => {
-    if (m.t !== 'status') return;
+    if (m.t === 'heartbeat') return;
+    // A control link asks for a migration and nothing else: a fence, promote or commit on it is refused.
+    if (m.t !== 'status') {
+      link.fail(new NodeError('FTVM_ERR_UNEXPECTED_MESSAGE', `${m.t} is not a control request (a control link asks for migrate only)`));
+      return;
+    }
     if (m.state !== 'migrate') {
       fail('FTVM_ERR_CONTROL_UNSUPPORTED', `a replication node serves migrate requests only, not ${m.state} (snapshots: ftvm run --control)`);
       return;

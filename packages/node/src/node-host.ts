@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { createPolicy } from '@ftvm/core';
 import { LOG_LEVEL_NAMES } from '@ftvm/guest-abi';
-import { connect, listen, type Hello, type Link, type Listener } from '@ftvm/protocol';
+import { connect, listen, type Hello, type Link, type Listener, type ListenerStats, type TlsOptions } from '@ftvm/protocol';
 import { PrimaryRuntime } from '@ftvm/primary';
 import { SecondaryRuntime, type RetainedOutput } from '@ftvm/secondary';
 import { GuestImage, Vmm, type DiskSpec, type PreparedGuest, type VmmOptions } from '@ftvm/vmm';
@@ -16,6 +16,12 @@ export interface NodeOptions {
   host: string;
   port: number;
   token: Uint8Array;
+  /** The operator's --insecure: an empty token is accepted (anyone can connect). */
+  insecure?: boolean;
+  /** wss:// links: this node's certificate and key, and the CA that signs its peers' (mutual TLS). */
+  tls?: TlsOptions;
+  /** Established links this node's listener serves at once (proxy, replication, control). Default 16. */
+  maxLinks?: number;
   guest: PreparedGuest;
   /** Role at start: a primary boots the guest; a secondary waits for checkpoints. */
   role: NodeRole;
@@ -83,6 +89,8 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
   replicationConnectOptions(term: number): Parameters<typeof connect>[1] {
     return {
       token: this.opts.token,
+      insecure: this.opts.insecure,
+      tls: this.opts.tls,
       role: this.role,
       link: 'replication',
       nodeId: this.opts.nodeId,
@@ -101,6 +109,16 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
     return this.listener?.url ?? '';
   }
 
+  /** What the listener refused so far (metrics). */
+  get listenerStats(): Readonly<ListenerStats> | undefined {
+    return this.listener?.stats;
+  }
+
+  /** Links open on the listener now. */
+  get linkCount(): number {
+    return this.listener?.links.size ?? 0;
+  }
+
   async start(): Promise<number> {
     const o = this.opts;
     if (o.role === 'primary') {
@@ -116,6 +134,9 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
       host: o.host,
       port: o.port,
       token: o.token,
+      insecure: o.insecure,
+      tls: o.tls,
+      maxLinks: o.maxLinks ?? 16,
       limits: LINK_LIMITS,
       identity: () => ({ nodeId: o.nodeId, role: this.role, term: this.term, epoch: this.primary?.core.committedEpoch ?? this.secondary?.committedEpoch ?? 0 }),
       accept: (hello) => this.accept(hello),
@@ -128,6 +149,10 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
     if (hello.link === 'replication' && hello.guestDigest && Buffer.from(hello.guestDigest).toString('hex') !== this.opts.guest.digest)
       throw new NodeError('FTVM_ERR_GUEST_MISMATCH', `peer ${hello.nodeId} runs guest ${Buffer.from(hello.guestDigest).toString('hex').slice(0, 12)}, this node ${this.opts.guest.digest.slice(0, 12)}`);
     if (hello.link === 'control' && hello.role !== 'cli') throw new NodeError('FTVM_ERR_ROLE', `a node takes control links from the cli only, not from a ${hello.role}`);
+    // promote and fence come on the net link: only from a peer that authenticated as the proxy.
+    if (hello.link === 'net' && hello.role !== 'proxy') throw new NodeError('FTVM_ERR_ROLE', `a node takes net links from the proxy only, not from a ${hello.role}`);
+    if (hello.link === 'replication' && hello.role !== 'primary' && hello.role !== 'secondary')
+      throw new NodeError('FTVM_ERR_ROLE', `a node takes replication links from a primary or secondary only, not from a ${hello.role}`);
     if (hello.link !== 'replication' && hello.link !== 'net' && hello.link !== 'control') throw new NodeError('FTVM_ERR_ROLE', `a node does not serve '${hello.link}' links`);
   }
 
@@ -270,6 +295,8 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
         try {
           const link = await connect(target!, {
             token: this.opts.token,
+            insecure: this.opts.insecure,
+            tls: this.opts.tls,
             role: asPrimary ? 'primary' : 'secondary',
             link: 'replication',
             nodeId: this.opts.nodeId,

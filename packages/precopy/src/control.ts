@@ -8,9 +8,11 @@
  *   guest -> cli:  status { state: 'progress', detail: PrecopyProgress } ...
  *                  status { state: 'done' | 'failed', detail: result }
  */
-import { connect, listen, type Link, type Listener, type Opaque } from '@ftvm/protocol';
+import { connect, listen, type Link, type Listener, type Opaque, type TlsOptions } from '@ftvm/protocol';
 import type { RunServer } from '@ftvm/vmm';
-import { PrecopyError } from './errors.js';
+import { realpathSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { PrecopyError, SnapshotError } from './errors.js';
 import { runPrecopy, type DiskMode, type PrecopyOptions, type PrecopyProgress, type PrecopyResult } from './engine.js';
 import { MigrationSender } from './migration.js';
 import { takeSnapshot } from './snapshot.js';
@@ -37,7 +39,11 @@ export interface ControlServerOptions {
   host?: string;
   port: number;
   token: Uint8Array;
+  insecure?: boolean;
+  tls?: TlsOptions;
   nodeId?: string;
+  /** Snapshots are written here only (a request names a file in it); absent: snapshots are refused. */
+  snapshotDir?: string;
   guest: string;
   /** The original module (stored in snapshots). */
   moduleWasm: Uint8Array;
@@ -67,6 +73,28 @@ function plain(v: unknown): Opaque {
   return JSON.parse(JSON.stringify(v, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? null : typeof x === 'bigint' ? x.toString() : x))) as Opaque;
 }
 
+/**
+ * Where a snapshot request may write: a plain file name in the serving process's snapshot
+ * directory (or a path whose directory is exactly it), never anywhere else.
+ */
+export function snapshotPath(dir: string | undefined, requested: unknown): string {
+  if (dir === undefined) throw new SnapshotError('FTVM_ERR_SNAPSHOT_PATH', 'this guest takes no snapshots: start it with --snapshot-dir <dir>');
+  if (typeof requested !== 'string' || requested === '') throw new SnapshotError('FTVM_ERR_SNAPSHOT_PATH', 'a snapshot request names a file');
+  const root = realpathSync(dir);
+  const full = isAbsolute(requested) ? resolve(requested) : resolve(root, requested);
+  const name = basename(full);
+  const parent = (() => {
+    try {
+      return realpathSync(dirname(full));
+    } catch {
+      return dirname(full);
+    }
+  })();
+  if (parent !== root || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/.test(name))
+    throw new SnapshotError('FTVM_ERR_SNAPSHOT_PATH', `${requested} is not a file name in the snapshot directory ${root}`);
+  return join(root, name);
+}
+
 /** Serves control requests for the guest of `server`. One operation at a time. */
 export async function serveControl(server: RunServer, o: ControlServerOptions): Promise<Listener> {
   let busy = false;
@@ -84,13 +112,14 @@ export async function serveControl(server: RunServer, o: ControlServerOptions): 
     const source: VmmSource = runServerSource(server);
     let result: PrecopyResult;
     if (req.op === 'snapshot') {
-      result = await takeSnapshot(source, req.path, {
-        ...engineOptions(req), live: req.live, onProgress, guest: o.guest, moduleWasm: o.moduleWasm, moduleDigest: o.moduleDigest,
+      const path = snapshotPath(o.snapshotDir, req.path);
+      result = await takeSnapshot(source, path, {
+        ...engineOptions(req), live: req.live, onProgress, guest: o.guest, moduleWasm: o.moduleWasm, moduleDigest: o.moduleDigest, macKey: o.token,
       });
     } else {
       let sender: MigrationSender;
       try {
-        sender = await MigrationSender.connect(req.to, { token: o.token, moduleDigest: o.moduleDigest, nodeId: o.nodeId });
+        sender = await MigrationSender.connect(req.to, { token: o.token, insecure: o.insecure, tls: o.tls, moduleDigest: o.moduleDigest, nodeId: o.nodeId });
       } catch (e) {
         const err = e as Error & { code?: string };
         send('failed', { ok: false, reason: `cannot reach ${req.to}: ${err.message}`, error: { code: err.code ?? 'FTVM_ERR_CONNECT_FAILED', message: err.message } });
@@ -118,6 +147,9 @@ export async function serveControl(server: RunServer, o: ControlServerOptions): 
     host: o.host,
     port: o.port,
     token: o.token,
+    insecure: o.insecure,
+    tls: o.tls,
+    maxLinks: 8,
     identity: () => ({ nodeId: o.nodeId ?? `guest-${process.pid}`, role: 'primary', term: 0, epoch: 0 }),
     accept: (hello) => {
       if (hello.link !== 'control') throw new PrecopyError('FTVM_ERR_UNEXPECTED_LINK', `the control listener takes control links only, not ${hello.link}`);
@@ -146,11 +178,11 @@ export async function serveControl(server: RunServer, o: ControlServerOptions): 
 /** The cli's side: sends one request, reports progress, resolves with the result detail. */
 export async function controlRequest(
   url: string,
-  token: Uint8Array,
+  auth: { token: Uint8Array; insecure?: boolean; tls?: TlsOptions },
   req: ControlRequest,
   onProgress?: (p: PrecopyProgress) => void,
 ): Promise<PrecopyResult & { path?: string; fileBytes?: number }> {
-  const link = await connect(url, { token, role: 'cli', link: 'control', nodeId: `cli-${process.pid}`, term: 0 });
+  const link = await connect(url, { ...auth, role: 'cli', link: 'control', nodeId: `cli-${process.pid}`, term: 0 });
   try {
     return await new Promise((resolve, reject) => {
       link.on('message', (m) => {

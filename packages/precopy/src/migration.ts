@@ -9,7 +9,7 @@
  * ack; the source guest then stops.
  */
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, statSync, writeSync } from 'node:fs';
-import { digestEquals, connect, listen, type Link, type Listener, type Message, type Opaque } from '@ftvm/protocol';
+import { digestEquals, connect, listen, type Link, type Listener, type Message, type Opaque, type TlsOptions } from '@ftvm/protocol';
 import { PAGE_BYTES } from '@ftvm/guest-abi';
 import { ImageDigest, PageDecoder, PageEncoder } from '@ftvm/protocol';
 import { PullState, type Checkpoint, type DeviceState } from '@ftvm/vmm';
@@ -44,6 +44,8 @@ export function blockBitmap(blocks: Uint32Array, totalBlocks: number): Uint8Arra
 
 export interface MigrationSenderOptions {
   token: Uint8Array;
+  insecure?: boolean;
+  tls?: TlsOptions;
   nodeId?: string;
   /** sha256 (hex) of the guest module; the receiver refuses another module. */
   moduleDigest: string;
@@ -82,6 +84,8 @@ export class MigrationSender implements PrecopySink {
   static async connect(url: string, opts: MigrationSenderOptions): Promise<MigrationSender> {
     const link = await connect(url, {
       token: opts.token,
+      insecure: opts.insecure,
+      tls: opts.tls,
       role: 'primary',
       link: 'migration',
       nodeId: opts.nodeId ?? `migrate-${process.pid}`,
@@ -289,6 +293,8 @@ export interface MigrationReceiverOptions {
   host?: string;
   port: number;
   token: Uint8Array;
+  insecure?: boolean;
+  tls?: TlsOptions;
   nodeId?: string;
   /** sha256 (hex) of the guest module this receiver runs; a sender with another module is refused. */
   moduleDigest: string;
@@ -470,6 +476,9 @@ export class MigrationReceiver {
       host: o.host,
       port: o.port,
       token: o.token,
+      insecure: o.insecure,
+      tls: o.tls,
+      maxLinks: 4,
       identity: () => ({ nodeId: o.nodeId ?? `receiver-${process.pid}`, role: 'receiver', term: 0, epoch: 0 }),
       accept: (hello) => {
         if (hello.link !== 'migration') throw new PrecopyError('FTVM_ERR_UNEXPECTED_LINK', `this receiver takes migration links only, not ${hello.link}`);
@@ -555,7 +564,8 @@ export class MigrationReceiver {
         switch (m.t) {
           case 'ckpt_begin': {
             if (begin) throw new PrecopyError('FTVM_ERR_MIGRATION_PROTOCOL', `ckpt_begin ${m.epoch} inside round ${begin.epoch}`);
-            if (m.memBytes % 65536 !== 0 || m.memBytes > (o.maxMemBytes ?? 2 ** 32)) throw new PrecopyError('FTVM_ERR_MIGRATION_PROTOCOL', `memBytes ${m.memBytes} is not a wasm memory size within the limit`);
+            if (m.memBytes % 65536 !== 0 || m.memBytes > (o.maxMemBytes ?? 2 ** 32) || m.pageCount > m.memBytes / 4096)
+              throw new PrecopyError('FTVM_ERR_MIGRATION_PROTOCOL', `memBytes ${m.memBytes} (${m.pageCount} pages) is not a wasm memory size within the limit ${o.maxMemBytes ?? 2 ** 32}`);
             const d = parseRoundDisk(m.disk);
             if (d) {
               if (!o.disk) throw new PrecopyError('FTVM_ERR_DISK_MISMATCH', 'the guest has a virtual disk: start ftvm receive with --disk <file>');

@@ -11,14 +11,18 @@
  * (the original wasm, so a snapshot restores on its own), PAGES* (one page batch each, the
  * protocol's codec layout; later copies of a page replace earlier ones, XOR deltas apply
  * onto the copy before), STATE (msgpack: epoch, memBytes, globals, device state), END
- * (u32 sections before it | u32 memBytes | 32-byte image digest), which must end the file.
+ * (u32 sections before it | u32 memBytes | 32-byte image digest), then MAC: HMAC-SHA256 under
+ * the cluster token of every byte before it, which must end the file.
  *
- * Written to `<path>.tmp-<pid>-<n>`, fsynced, then renamed over `<path>` and the directory
- * fsynced: a crash leaves the old file or the new one, never a partial one under `path`.
- * The reader checks every checksum, the section order and the image digest, and refuses
- * anything else with a coded error, before a byte of it reaches a VMM.
+ * Written (mode 0600) to `<path>.tmp-<pid>-<n>`, fsynced, then linked to `<path>` (which
+ * must not exist: a snapshot never replaces a file) and the directory fsynced: a crash
+ * leaves no partial file under `path`. The reader first checks the MAC over the whole file
+ * (a file nobody holding the token wrote is refused before it is parsed), then every
+ * checksum, the section order and the image digest, and refuses anything else with a coded
+ * error, before a byte of it reaches a VMM.
  */
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { link, open, unlink, type FileHandle } from 'node:fs/promises';
+import { createHmac, timingSafeEqual, type Hmac } from 'node:crypto';
 import { openSync, fsyncSync, closeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -31,11 +35,14 @@ import type { FinalState, PrecopySink } from './engine.js';
 import { PageStream } from './page-stream.js';
 
 export const SNAPSHOT_MAGIC = 'FTVMSNAP';
-export const SNAPSHOT_VERSION = 1;
+export const SNAPSHOT_VERSION = 2;
 const HEADER_BYTES = 16;
 const SECTION_HEADER_BYTES = 12;
-export const Section = { INFO: 1, MODULE: 2, PAGES: 3, STATE: 4, END: 5 } as const;
-const SECTION_NAMES = ['?', 'INFO', 'MODULE', 'PAGES', 'STATE', 'END'];
+export const Section = { INFO: 1, MODULE: 2, PAGES: 3, STATE: 4, END: 5, MAC: 6 } as const;
+const SECTION_NAMES = ['?', 'INFO', 'MODULE', 'PAGES', 'STATE', 'END', 'MAC'];
+const MAC_BYTES = 32;
+/** The MAC section with its header: the file's last bytes. */
+const MAC_SECTION_BYTES = SECTION_HEADER_BYTES + MAC_BYTES;
 /** Largest section body accepted, bytes: a full RAW batch (8192 pages) with entry headers, or a 64 MiB module. */
 const MAX_SECTION_BYTES = 4 + MAX_BATCH_PAGES * (9 + PAGE_BYTES) + 1024;
 const END_BYTES = 8 + DIGEST_BYTES;
@@ -69,16 +76,20 @@ export class SnapshotWriter implements PrecopySink {
   /** Bytes written to the file so far. */
   bytes = 0;
   private done = false;
+  private readonly mac: Hmac;
+  /** The MAC section itself is not covered by the MAC. */
+  private macDone = false;
 
-  private constructor(readonly path: string) {
+  private constructor(readonly path: string, key: Uint8Array) {
     this.tmpPath = `${path}.tmp-${process.pid}-${tmpSeq++}`;
+    this.mac = createHmac('sha256', key);
   }
 
   /** Creates the temporary file and writes the header, INFO and MODULE. */
-  static async create(path: string, info: SnapshotInfo, moduleWasm: Uint8Array): Promise<SnapshotWriter> {
-    const w = new SnapshotWriter(path);
+  static async create(path: string, info: SnapshotInfo, moduleWasm: Uint8Array, key: Uint8Array): Promise<SnapshotWriter> {
+    const w = new SnapshotWriter(path, key);
     try {
-      w.fh = await open(w.tmpPath, 'wx');
+      w.fh = await open(w.tmpPath, 'wx', 0o600);
     } catch (e) {
       throw new SnapshotError('FTVM_ERR_SNAPSHOT_WRITE', `cannot create ${w.tmpPath}: ${(e as Error).message}`, { cause: e });
     }
@@ -99,6 +110,7 @@ export class SnapshotWriter implements PrecopySink {
       const { bytesWritten } = await this.fh.write(b, off, b.length - off);
       off += bytesWritten;
     }
+    if (!this.macDone) this.mac.update(b);
     this.bytes += b.length;
   }
 
@@ -126,15 +138,25 @@ export class SnapshotWriter implements PrecopySink {
     end.writeUInt32LE(state.memBytes / PAGE_BYTES, 4);
     end.set(this.stream.digest.value(), 8);
     await this.section(Section.END, end);
+    this.macDone = true;
+    await this.section(Section.MAC, this.mac.digest());
   }
 
-  /** fsync, rename over `path`, fsync the directory. */
+  /** fsync, link to `path` (FTVM_ERR_SNAPSHOT_EXISTS if it exists), fsync the directory. */
   async finish(): Promise<void> {
     if (!this.fh) throw new SnapshotError('FTVM_ERR_SNAPSHOT_WRITE', `${this.tmpPath} is closed`);
     await this.fh.sync();
     await this.fh.close();
     this.fh = null;
-    await rename(this.tmpPath, this.path);
+    try {
+      await link(this.tmpPath, this.path);
+    } catch (e) {
+      await unlink(this.tmpPath).catch(() => undefined);
+      const err = e as NodeJS.ErrnoException;
+      if (err.code === 'EEXIST') throw new SnapshotError('FTVM_ERR_SNAPSHOT_EXISTS', `${this.path} exists: a snapshot never replaces a file`);
+      throw new SnapshotError('FTVM_ERR_SNAPSHOT_WRITE', `cannot create ${this.path}: ${err.message}`, { cause: e });
+    }
+    await unlink(this.tmpPath).catch(() => undefined);
     this.done = true;
     try {
       const d = openSync(dirname(this.path), 'r');
@@ -169,8 +191,32 @@ function corrupt(msg: string): SnapshotError {
   return new SnapshotError('FTVM_ERR_SNAPSHOT_CORRUPT', msg);
 }
 
-/** Reads and verifies a snapshot file; any defect is a coded SnapshotError. */
-export async function readSnapshot(path: string): Promise<ReadSnapshot> {
+/** Checks the MAC ending the file under `key` (FTVM_ERR_SNAPSHOT_AUTH). */
+async function verifyMac(fh: FileHandle, path: string, size: number, key: Uint8Array): Promise<void> {
+  if (size < HEADER_BYTES + MAC_SECTION_BYTES) throw new SnapshotError('FTVM_ERR_SNAPSHOT_TRUNCATED', `${path} is ${size} bytes: shorter than a snapshot`);
+  const h = createHmac('sha256', key);
+  const buf = Buffer.allocUnsafe(1 << 20);
+  const end = size - MAC_SECTION_BYTES;
+  for (let at = 0; at < end; ) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - at), at);
+    if (bytesRead === 0) throw new SnapshotError('FTVM_ERR_SNAPSHOT_TRUNCATED', `${path} ended while reading`);
+    h.update(buf.subarray(0, bytesRead));
+    at += bytesRead;
+  }
+  const tail = Buffer.alloc(MAC_SECTION_BYTES);
+  await fh.read(tail, 0, MAC_SECTION_BYTES, end);
+  const mac = tail.subarray(SECTION_HEADER_BYTES);
+  if (tail[0] !== Section.MAC || tail.readUInt32LE(4) !== MAC_BYTES)
+    throw new SnapshotError('FTVM_ERR_SNAPSHOT_TRUNCATED', `${path} does not end with its MAC section: an incomplete snapshot`);
+  if (!timingSafeEqual(h.digest(), mac))
+    throw new SnapshotError('FTVM_ERR_SNAPSHOT_AUTH', `${path} does not carry a valid MAC under this token: not written by a node holding it, or altered since`);
+}
+
+/**
+ * Reads and verifies a snapshot file; any defect is a coded SnapshotError. `key` is the
+ * cluster token the file's MAC was made under.
+ */
+export async function readSnapshot(path: string, key: Uint8Array): Promise<ReadSnapshot> {
   let fh: FileHandle;
   try {
     fh = await open(path, 'r');
@@ -178,7 +224,15 @@ export async function readSnapshot(path: string): Promise<ReadSnapshot> {
     throw new SnapshotError('FTVM_ERR_SNAPSHOT_READ', `cannot open ${path}: ${(e as Error).message}`, { cause: e });
   }
   try {
-    const size = (await fh.stat()).size;
+    const fileSize = (await fh.stat()).size;
+    // Parsed below only once the MAC holds; everything up to END, without the MAC section.
+    const head0 = Buffer.alloc(Math.min(HEADER_BYTES, fileSize));
+    await fh.read(head0, 0, head0.length, 0);
+    if (head0.length >= 8 && head0.toString('latin1', 0, 8) !== SNAPSHOT_MAGIC) throw new SnapshotError('FTVM_ERR_SNAPSHOT_FORMAT', `${path} is not an ftvm snapshot (bad magic)`);
+    if (head0.length === HEADER_BYTES && head0.readUInt32LE(12) === crc32(head0.subarray(0, 12)) && head0.readUInt32LE(8) !== SNAPSHOT_VERSION)
+      throw new SnapshotError('FTVM_ERR_SNAPSHOT_VERSION', `${path} is snapshot format version ${head0.readUInt32LE(8)}; this ftvm reads version ${SNAPSHOT_VERSION}`);
+    await verifyMac(fh, path, fileSize, key);
+    const size = fileSize - MAC_SECTION_BYTES;
     let at = 0;
     const readExact = async (n: number, what: string): Promise<Buffer> => {
       if (at + n > size) throw new SnapshotError('FTVM_ERR_SNAPSHOT_TRUNCATED', `${path} ends inside ${what} (at byte ${at} of ${size}): an incomplete snapshot`);

@@ -6,6 +6,8 @@ export interface SnapshotOptions extends PrecopyOptions {
   moduleWasm: Uint8Array;
   guest: string;
   moduleDigest: string;
+  /** The cluster token: the file carries an HMAC under it, which restore checks. */
+  macKey: Uint8Array;
 }
 
 export interface SnapshotResult extends PrecopyResult {
@@ -23,7 +25,7 @@ export interface SnapshotResult extends PrecopyResult {
  */
 export async function takeSnapshot(source: PrecopySource, path: string, opts: SnapshotOptions): Promise<SnapshotResult> {
   const info: SnapshotInfo = { guest: opts.guest, moduleDigest: opts.moduleDigest, mode: opts.live === false ? 'stop-the-world' : 'live', createdAtMs: Date.now() };
-  const writer = await SnapshotWriter.create(path, info, opts.moduleWasm);
+  const writer = await SnapshotWriter.create(path, info, opts.moduleWasm, opts.macKey);
   const r = await runPrecopy(source, writer, opts);
   if (!r.ok) return { ...r, path, fileBytes: 0 };
   // The image is captured: release the guest, then make the file durable.
@@ -32,7 +34,8 @@ export async function takeSnapshot(source: PrecopySource, path: string, opts: Sn
     await writer.finish();
   } catch (e) {
     await writer.abort();
-    return { ...r, ok: false, reason: `writing ${path} failed: ${(e as Error).message}`, error: { code: 'FTVM_ERR_SNAPSHOT_WRITE', message: (e as Error).message }, path, fileBytes: 0 };
+    const code = (e as { code?: string }).code === 'FTVM_ERR_SNAPSHOT_EXISTS' ? 'FTVM_ERR_SNAPSHOT_EXISTS' : 'FTVM_ERR_SNAPSHOT_WRITE';
+    return { ...r, ok: false, reason: `writing ${path} failed: ${(e as Error).message}`, error: { code, message: (e as Error).message }, path, fileBytes: 0 };
   }
   return { ...r, path, fileBytes: writer.bytes };
 }

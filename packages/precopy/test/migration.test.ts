@@ -53,7 +53,7 @@ describe('live migration of the kv guest over WebSocket', () => {
       }
     })();
     await new Promise((r) => setTimeout(r, 150));
-    const res = await controlRequest(control.url, token, { op: 'migrate', to: rl.url, stopRule: 'mp', downtimeLimitMs: 300 });
+    const res = await controlRequest(control.url, { token }, { op: 'migrate', to: rl.url, stopRule: 'mp', downtimeLimitMs: 300 });
     stop = true;
     await writer;
     expect(res.ok, res.reason).toBe(true);

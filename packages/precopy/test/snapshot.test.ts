@@ -44,6 +44,9 @@ async function get(vmm: Vmm, conn: number, key: string): Promise<string> {
   });
 }
 
+/** The cluster token snapshots are MACed under in these tests. */
+const KEY = new TextEncoder().encode('snapshot-test-token');
+
 describe('snapshots of the kv guest', () => {
   let guest: PreparedGuest;
   let wasm: Uint8Array;
@@ -68,12 +71,12 @@ describe('snapshots of the kv guest', () => {
       const source = new Recording(vmm);
       const l = load(vmm);
       await new Promise((r) => setTimeout(r, 30));
-      const r = await takeSnapshot(source, path, { live, guest: 'kv', moduleWasm: wasm, moduleDigest: guest.digest, stopRule: 'mp', throttle: 'auto' });
+      const r = await takeSnapshot(source, path, { live, guest: 'kv', moduleWasm: wasm, moduleDigest: guest.digest, stopRule: 'mp', throttle: 'auto', macKey: KEY });
       const sent = l.stop();
       expect(r.ok, r.reason).toBe(true);
       expect(sent).toBeGreaterThan(0);
       expect(r.fileBytes).toBe(statSync(path).size);
-      const snap = await readSnapshot(path);
+      const snap = await readSnapshot(path, KEY);
       expect(snap.info.mode).toBe(live ? 'live' : 'stop-the-world');
       expect(checkpointDigest(snap.checkpoint)).toBe(source.truth);
       const restored = await Vmm.restore(prepareGuest('kv', snap.wasm), snap.checkpoint);
@@ -95,7 +98,7 @@ describe('snapshots of the kv guest', () => {
     for (const cut of cuts) {
       const p = join(dir, `cut-${cut}.snap`);
       writeFileSync(p, full.subarray(0, cut));
-      await expect(readSnapshot(p), `cut at ${cut}`).rejects.toMatchObject({ code: 'FTVM_ERR_SNAPSHOT_TRUNCATED' });
+      await expect(readSnapshot(p, KEY), `cut at ${cut}`).rejects.toMatchObject({ code: 'FTVM_ERR_SNAPSHOT_TRUNCATED' });
     }
   });
 
@@ -109,9 +112,9 @@ describe('snapshots of the kv guest', () => {
       bad[pos]! ^= 1 << (pos % 8);
       const p = join(dir, `flip.snap`);
       writeFileSync(p, bad);
-      const err = await readSnapshot(p).then(() => null, (e: { code?: string }) => e);
+      const err = await readSnapshot(p, KEY).then(() => null, (e: { code?: string }) => e);
       expect(err, `flip at ${pos}`).not.toBeNull();
-      expect(err!.code, `flip at ${pos}`).toMatch(/^FTVM_ERR_SNAPSHOT_(CORRUPT|TRUNCATED|FORMAT|VERSION|DIGEST)$/);
+      expect(err!.code, `flip at ${pos}`).toMatch(/^FTVM_ERR_SNAPSHOT_(CORRUPT|TRUNCATED|FORMAT|VERSION|DIGEST|AUTH)$/);
     }
   });
 
@@ -120,7 +123,7 @@ describe('snapshots of the kv guest', () => {
     const withDisk = await Vmm.boot(guest, { disk });
     try {
       const path = join(dir, 'disk.snap');
-      const r = await takeSnapshot(new VmmSource(withDisk), path, { guest: 'kv', moduleWasm: wasm, moduleDigest: guest.digest });
+      const r = await takeSnapshot(new VmmSource(withDisk), path, { guest: 'kv', moduleWasm: wasm, moduleDigest: guest.digest, macKey: KEY });
       expect(r.ok).toBe(false);
       expect(r.error?.code).toBe('FTVM_ERR_PRECOPY_DISK');
       expect(readdirSync(dir).filter((f) => f.startsWith('disk.snap'))).toEqual([]);
@@ -129,11 +132,23 @@ describe('snapshots of the kv guest', () => {
     }
   });
 
+  it('writes mode 0600, never over an existing file (SNAPSHOT_EXISTS), and restore refuses a file under another token (SNAPSHOT_AUTH)', async () => {
+    const path = join(dir, 'kv-true.snap');
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    const before = readFileSync(path);
+    const r = await takeSnapshot(new VmmSource(vmm), path, { guest: 'kv', moduleWasm: wasm, moduleDigest: guest.digest, macKey: KEY });
+    expect(r.ok).toBe(false);
+    expect(r.error?.code).toBe('FTVM_ERR_SNAPSHOT_EXISTS');
+    expect(readFileSync(path).equals(before)).toBe(true);
+    expect(readdirSync(dir).filter((f) => f.includes('.tmp-'))).toEqual([]);
+    await expect(readSnapshot(path, new TextEncoder().encode('another-token'))).rejects.toMatchObject({ code: 'FTVM_ERR_SNAPSHOT_AUTH' });
+  });
+
   it('refuses a file that is not a snapshot, and a missing one', async () => {
     const p = join(dir, 'not.snap');
     writeFileSync(p, 'hello world, this is not a snapshot at all');
-    await expect(readSnapshot(p)).rejects.toMatchObject({ code: 'FTVM_ERR_SNAPSHOT_FORMAT' });
-    await expect(readSnapshot(join(dir, 'missing.snap'))).rejects.toMatchObject({ code: 'FTVM_ERR_SNAPSHOT_READ' });
+    await expect(readSnapshot(p, KEY)).rejects.toMatchObject({ code: 'FTVM_ERR_SNAPSHOT_FORMAT' });
+    await expect(readSnapshot(join(dir, 'missing.snap'), KEY)).rejects.toMatchObject({ code: 'FTVM_ERR_SNAPSHOT_READ' });
     expect(existsSync(join(dir, 'missing.snap'))).toBe(false);
   });
 });

@@ -21,6 +21,7 @@ export const CLOSE_CODES = {
   FTVM_ERR_STALE_TERM: 4008,
   FTVM_ERR_SEND_BUFFER_FULL: 4009,
   FTVM_ERR_BUSY: 4010,
+  FTVM_ERR_FRAME_AUTH: 4011,
 } as const;
 
 export type ProtocolErrorCode = keyof typeof CLOSE_CODES;
@@ -28,7 +29,7 @@ export type ProtocolErrorCode = keyof typeof CLOSE_CODES;
 export const CLOSE_NORMAL = 4000;
 export const CLOSE_OTHER_ERROR = 4099;
 
-/** Close code for an error code (4001..4009, 4099 for any other FtvmError code). */
+/** Close code for an error code (4001..4011, 4099 for any other FtvmError code). */
 export function closeCodeFor(code: string): number {
   return (CLOSE_CODES as Record<string, number>)[code] ?? CLOSE_OTHER_ERROR;
 }

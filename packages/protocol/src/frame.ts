@@ -71,7 +71,8 @@ const unpackr = new Unpackr({ useRecords: false, moreTypes: false, bundleStrings
 const EMPTY = new Uint8Array(0);
 
 /** Encodes one frame. The message is validated like an incoming one. */
-export function encodeFrame(msg: Message, payload: Uint8Array = EMPTY, limits?: Partial<FrameLimits>): Uint8Array {
+/** `tailBytes`: zero bytes left at the end for the caller (a link's frame MAC), so the frame is not copied again. */
+export function encodeFrame(msg: Message, payload: Uint8Array = EMPTY, limits?: Partial<FrameLimits>, tailBytes = 0): Uint8Array {
   const lim = limits ? resolveLimits(limits) : DEFAULT_LIMITS;
   // Connection offsets travel as a packed table (packed.ts), which validation reads back.
   const packed = (msg.t === 'commit' || msg.t === 'offsets' || msg.t === 'rollback') && Array.isArray(msg.conns) ? packConns(msg.conns) : undefined;
@@ -80,7 +81,7 @@ export function encodeFrame(msg: Message, payload: Uint8Array = EMPTY, limits?: 
   if (payload.length > lim.maxPayloadBytes) throw tooLarge(`payload of ${payload.length} bytes exceeds maxPayloadBytes ${lim.maxPayloadBytes}`);
   const header = packr.pack(packed ? { ...clean, conns: packed } : clean);
   if (header.length > lim.maxHeaderBytes) throw tooLarge(`${clean.t} header of ${header.length} bytes exceeds maxHeaderBytes ${lim.maxHeaderBytes}`);
-  const out = new Uint8Array(PREFIX_BYTES + header.length + payload.length);
+  const out = new Uint8Array(PREFIX_BYTES + header.length + payload.length + tailBytes);
   new DataView(out.buffer).setUint32(0, header.length, true);
   out.set(header, PREFIX_BYTES);
   out.set(payload, PREFIX_BYTES + header.length);

@@ -23,6 +23,29 @@ import {
 
 const CLIENT_LABEL = 'ftvm/1 client';
 const SERVER_LABEL = 'ftvm/1 server';
+const SESSION_C2S = 'ftvm/1 session client->server';
+const SESSION_S2C = 'ftvm/1 session server->client';
+
+/**
+ * Per-direction frame keys of one link, derived from the token and both nonces (and the
+ * client's proof): every frame after the handshake carries a MAC under them (link.ts).
+ */
+export interface SessionKeys { send: Uint8Array; recv: Uint8Array }
+
+function sessionKeys(token: Uint8Array, serverNonce: Uint8Array, hello: Hello, side: 'client' | 'server'): SessionKeys {
+  const c2s = mac(token, SESSION_C2S, [serverNonce, hello.nonce, hello.proof]);
+  const s2c = mac(token, SESSION_S2C, [serverNonce, hello.nonce, hello.proof]);
+  return side === 'client' ? { send: c2s, recv: s2c } : { send: s2c, recv: c2s };
+}
+
+/**
+ * An empty token would let anyone pass the challenge: refused unless the operator chose
+ * --insecure (then the handshake still runs, under an empty key).
+ */
+function checkToken(token: Uint8Array, insecure: boolean | undefined): void {
+  if (token.length === 0 && !insecure)
+    throw new ProtocolError('FTVM_ERR_NO_TOKEN', 'no shared token: make one with `ftvm token <file>` and pass --token-file (or set FTVM_TOKEN), or run with --insecure');
+}
 
 function mac(token: Uint8Array, label: string, parts: (Uint8Array | string)[]): Uint8Array {
   const h = createHmac('sha256', token);
@@ -40,14 +63,17 @@ function mac(token: Uint8Array, label: string, parts: (Uint8Array | string)[]): 
 
 const hex = (b: Uint8Array | undefined): string => (b ? Buffer.from(b).toString('hex') : '');
 
-function clientProof(token: Uint8Array, serverNonce: Uint8Array, h: Omit<Hello, 't' | 'proof'>): Uint8Array {
+const NO_BINDING = new Uint8Array(0);
+
+// `binding`: the TLS session's exported keying material (empty without TLS), so a proof made inside one TLS session fails in another.
+function clientProof(token: Uint8Array, serverNonce: Uint8Array, h: Omit<Hello, 't' | 'proof'>, binding: Uint8Array): Uint8Array {
   return mac(token, CLIENT_LABEL, [
-    serverNonce, h.nonce, String(h.version), h.role, h.link, h.nodeId, String(h.term), h.epoch === undefined ? '' : String(h.epoch), hex(h.guestDigest),
+    binding, serverNonce, h.nonce, String(h.version), h.role, h.link, h.nodeId, String(h.term), h.epoch === undefined ? '' : String(h.epoch), hex(h.guestDigest),
   ]);
 }
 
-function serverProof(token: Uint8Array, serverNonce: Uint8Array, hello: Hello, w: Omit<Welcome, 't' | 'proof'>): Uint8Array {
-  return mac(token, SERVER_LABEL, [serverNonce, hello.nonce, w.nodeId, w.role, String(w.term), String(w.epoch), hello.proof]);
+function serverProof(token: Uint8Array, serverNonce: Uint8Array, hello: Hello, w: Omit<Welcome, 't' | 'proof'>, binding: Uint8Array): Uint8Array {
+  return mac(token, SERVER_LABEL, [binding, serverNonce, hello.nonce, w.nodeId, w.role, String(w.term), String(w.epoch), hello.proof]);
 }
 
 function proofMatches(a: Uint8Array, b: Uint8Array): boolean {
@@ -65,6 +91,10 @@ export interface ServerHandshakeOptions {
   identity: () => ServerIdentity;
   /** Refuses a peer by throwing an FtvmError (e.g. FTVM_ERR_STALE_TERM, a role not served here). */
   accept?: (hello: Hello) => void;
+  /** Allows an empty token (the operator's --insecure). */
+  insecure?: boolean;
+  /** TLS keying material of the session carrying the handshake. */
+  binding?: Uint8Array;
   /** For tests only: a fixed nonce. */
   nonce?: Uint8Array;
 }
@@ -74,8 +104,11 @@ export type HandshakeStep<Done> = { reply?: Message; done?: Done };
 export class ServerHandshake {
   private state: 'new' | 'challenged' | 'done' = 'new';
   private readonly nonce: Uint8Array;
+  /** Set once the handshake succeeded. */
+  keys: SessionKeys | undefined;
 
   constructor(private readonly opts: ServerHandshakeOptions) {
+    checkToken(opts.token, opts.insecure);
     this.nonce = opts.nonce ?? new Uint8Array(randomBytes(NONCE_BYTES));
   }
 
@@ -91,14 +124,15 @@ export class ServerHandshake {
     if (msg.version !== PROTOCOL_VERSION) {
       throw new ProtocolError('FTVM_ERR_PROTO_VERSION', `peer speaks protocol version ${msg.version}, this node ${PROTOCOL_VERSION}`);
     }
-    if (!proofMatches(msg.proof, clientProof(this.opts.token, this.nonce, msg))) {
+    if (!proofMatches(msg.proof, clientProof(this.opts.token, this.nonce, msg, this.opts.binding ?? NO_BINDING))) {
       throw new ProtocolError('FTVM_ERR_AUTH_FAILED', `peer ${JSON.stringify(msg.nodeId)} failed to prove the shared token`);
     }
     this.opts.accept?.(msg);
     const me = this.opts.identity();
     this.state = 'done';
     const welcome: Welcome = { t: 'welcome', nodeId: me.nodeId, role: me.role, term: me.term, epoch: me.epoch, proof: new Uint8Array(0) };
-    welcome.proof = serverProof(this.opts.token, this.nonce, msg, welcome);
+    welcome.proof = serverProof(this.opts.token, this.nonce, msg, welcome, this.opts.binding ?? NO_BINDING);
+    this.keys = sessionKeys(this.opts.token, this.nonce, msg, 'server');
     return { reply: welcome, done: msg };
   }
 }
@@ -117,6 +151,10 @@ export interface ClientHandshakeOptions {
   hello: ClientHello;
   /** Protocol version to claim (tests of the mismatch path). Default PROTOCOL_VERSION. */
   version?: number;
+  /** Allows an empty token (the operator's --insecure). */
+  insecure?: boolean;
+  /** TLS keying material of the session carrying the handshake (set once the socket is open). */
+  binding?: Uint8Array;
   nonce?: Uint8Array;
 }
 
@@ -124,8 +162,20 @@ export class ClientHandshake {
   private state: 'new' | 'hello-sent' | 'done' = 'new';
   private sent: Hello | undefined;
   private serverNonce: Uint8Array | undefined;
+  /** Set once the handshake succeeded. */
+  keys: SessionKeys | undefined;
 
-  constructor(private readonly opts: ClientHandshakeOptions) {}
+  private binding: Uint8Array;
+
+  constructor(private readonly opts: ClientHandshakeOptions) {
+    checkToken(opts.token, opts.insecure);
+    this.binding = opts.binding ?? NO_BINDING;
+  }
+
+  /** The TLS session's keying material, known once the socket is open (before the challenge). */
+  bind(binding: Uint8Array | undefined): void {
+    this.binding = binding ?? NO_BINDING;
+  }
 
   /** Handles challenge, welcome or reject. Throws a coded error (a reject becomes its code). */
   receive(msg: Message): HandshakeStep<Welcome> {
@@ -140,7 +190,7 @@ export class ClientHandshake {
         ...this.opts.hello,
         nonce: this.opts.nonce ?? new Uint8Array(randomBytes(NONCE_BYTES)),
       };
-      const hello: Hello = { t: 'hello', ...body, proof: clientProof(this.opts.token, msg.nonce, body) };
+      const hello: Hello = { t: 'hello', ...body, proof: clientProof(this.opts.token, msg.nonce, body, this.binding) };
       if (hello.epoch === undefined) delete hello.epoch;
       if (hello.guestDigest === undefined) delete hello.guestDigest;
       this.sent = hello;
@@ -148,11 +198,12 @@ export class ClientHandshake {
       return { reply: hello };
     }
     if (this.state === 'hello-sent' && msg.t === 'welcome') {
-      const expect = serverProof(this.opts.token, this.serverNonce!, this.sent!, msg);
+      const expect = serverProof(this.opts.token, this.serverNonce!, this.sent!, msg, this.binding);
       if (!proofMatches(msg.proof, expect)) {
         throw new ProtocolError('FTVM_ERR_AUTH_FAILED', `server ${JSON.stringify(msg.nodeId)} failed to prove the shared token`);
       }
       this.state = 'done';
+      this.keys = sessionKeys(this.opts.token, this.serverNonce!, this.sent!, 'client');
       return { done: msg };
     }
     throw unexpected(msg.t, `handshaking (${this.state})`);

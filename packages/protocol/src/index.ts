@@ -16,8 +16,11 @@ export { CONN_ENTRY_BYTES, MAX_OUTPUT_CHUNKS, packConns, packOutput, unpackConns
 export { ImageDigest, digestEquals, digestImage, pageHash, pageHashInto } from './digest.js';
 export {
   ClientHandshake, ServerHandshake,
-  type ClientHandshakeOptions, type ClientHello, type HandshakeStep, type ServerHandshakeOptions, type ServerIdentity,
+  type ClientHandshakeOptions, type ClientHello, type HandshakeStep, type ServerHandshakeOptions, type ServerIdentity, type SessionKeys,
 } from './handshake.js';
-export { loadToken, type LoadedToken } from './token.js';
-export { Link, PREAUTH_MAX_MESSAGE_BYTES, connect, listen, type ConnectOptions, type LinkEvents, type LinkOptions, type ListenOptions, type Listener } from './link.js';
+export { NO_TOKEN_HELP, loadTls, loadToken, writeTokenFile, type LoadedToken } from './token.js';
+export {
+  FRAME_TAG_BYTES, Link, frameTag, PREAUTH_MAX_MESSAGE_BYTES, connect, listen,
+  type ConnectOptions, type LinkEvents, type LinkOptions, type ListenOptions, type Listener, type ListenerStats, type TlsOptions,
+} from './link.js';
 export { requireNative } from './native.js';

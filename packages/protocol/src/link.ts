@@ -9,16 +9,31 @@
  * maxPayloadBytes) are refused by ws itself, before buffering, with close code 1009.
  */
 import { EventEmitter } from 'node:events';
-import type { AddressInfo } from 'node:net';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { FtvmError } from '@ftvm/guest-abi';
 import { CLOSE_NORMAL, PeerRefusedError, ProtocolError, closeCodeFor, closeReason, errorFromClose, malformed } from './errors.js';
 import { decodeFrame, encodeFrame, maxFrameBytes, resolveLimits, type FrameLimits } from './frame.js';
-import { ClientHandshake, ServerHandshake, asCoded, type ClientHello, type ServerIdentity } from './handshake.js';
+import { ClientHandshake, ServerHandshake, asCoded, type ClientHello, type ServerIdentity, type SessionKeys } from './handshake.js';
 import { LINK_MESSAGES, type Hello, type LinkKind, type Message, type Welcome } from './messages.js';
+
+/** TLS material, PEM. A listener needs cert and key; with ca it asks for and verifies a client certificate (mutual TLS). */
+export interface TlsOptions {
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  ca?: string | Buffer;
+}
 
 export interface LinkOptions {
   limits?: Partial<FrameLimits>;
+  /** Allows an empty token (the operator's --insecure: anyone can connect). */
+  insecure?: boolean;
+  /** wss:// with these (listen: required cert+key; connect: ca to verify the server, cert+key for mutual TLS). */
+  tls?: TlsOptions;
   /** Bytes queued for sending beyond which `send` fails with FTVM_ERR_SEND_BUFFER_FULL. Default 256 MiB. */
   maxSendBufferedBytes?: number;
 }
@@ -54,6 +69,26 @@ function setMessageCeiling(ws: WebSocket, bytes: number): void {
   if (receiver && typeof receiver._maxPayload === 'number') receiver._maxPayload = bytes;
 }
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
+/** Bytes of the MAC ending every frame after the handshake on a link without TLS. */
+export const FRAME_TAG_BYTES = 16;
+
+/**
+ * MAC of one frame: HMAC-SHA256(key, seq | frame)[:16]. The per-direction sequence
+ * number makes a replayed, dropped or reordered frame fail too.
+ */
+export function frameTag(key: Uint8Array, seq: number, frame: Uint8Array): Buffer {
+  const n = Buffer.allocUnsafe(8);
+  n.writeUIntLE(seq, 0, 6);
+  n.writeUInt16LE(0, 6);
+  return createHmac('sha256', key).update(n).update(frame).digest().subarray(0, FRAME_TAG_BYTES);
+}
+
+/** Keying material both ends of one TLS session derive: binds the handshake to that session. */
+function tlsBinding(socket: Socket | undefined): Uint8Array | undefined {
+  const tls = socket as TLSSocket | undefined;
+  if (!tls || typeof tls.exportKeyingMaterial !== 'function' || !tls.encrypted) return undefined;
+  return new Uint8Array(tls.exportKeyingMaterial(32, 'EXPORTER-ftvm/1 link', Buffer.alloc(0)));
+}
 
 function toBytes(data: RawData): Uint8Array {
   if (Array.isArray(data)) return Buffer.concat(data);
@@ -69,6 +104,10 @@ export class Link extends EventEmitter<LinkEvents> {
   readonly limits: FrameLimits;
   private readonly maxSendBuffered: number;
   private readonly allowed: ReadonlySet<string>;
+  /** Frame MAC keys (links without TLS); undefined: frames travel without one (TLS protects them). */
+  private readonly keys: SessionKeys | undefined;
+  private sendSeq = 0;
+  private recvSeq = 0;
   private ended = false;
   private minTerm = 0;
   private waiters: { threshold: number; resolve: () => void }[] = [];
@@ -80,8 +119,9 @@ export class Link extends EventEmitter<LinkEvents> {
   private held: Array<[Message, Uint8Array]> | null = [];
 
   /** @internal: built by listen() and connect() once the handshake succeeded. */
-  constructor(private readonly ws: WebSocket, kind: LinkKind, peer: Hello | Welcome, opts: LinkOptions) {
+  constructor(private readonly ws: WebSocket, kind: LinkKind, peer: Hello | Welcome, opts: LinkOptions, keys?: SessionKeys) {
     super();
+    this.keys = keys;
     (this as unknown as EventEmitter).on('newListener', (event: string | symbol) => {
       if (event === 'message' && this.held) queueMicrotask(() => this.releaseHeld());
     });
@@ -126,12 +166,29 @@ export class Link extends EventEmitter<LinkEvents> {
   send(msg: Message, payload?: Uint8Array): void {
     if (this.closed) throw new ProtocolError('FTVM_ERR_LINK_CLOSED', `cannot send ${msg.t}: the ${this.kind} link is closed`);
     if (!this.allowed.has(msg.t)) throw new ProtocolError('FTVM_ERR_UNEXPECTED_MESSAGE', `${msg.t} is not allowed on a ${this.kind} link`);
-    const frame = encodeFrame(msg, payload, this.limits);
+    const tail = this.keys ? FRAME_TAG_BYTES : 0;
+    const frame = encodeFrame(msg, payload, this.limits, tail);
+    if (this.keys) frame.set(frameTag(this.keys.send, this.sendSeq++, frame.subarray(0, frame.length - tail)), frame.length - tail);
     if (this.ws.bufferedAmount + frame.length > this.maxSendBuffered) {
       throw new ProtocolError('FTVM_ERR_SEND_BUFFER_FULL', `${this.ws.bufferedAmount} bytes already queued on the ${this.kind} link (limit ${this.maxSendBuffered}); wait for drained()`);
     }
     this.corkUntilNextTick();
     this.ws.send(frame, { binary: true }, () => this.checkWaiters());
+  }
+
+  /**
+   * @internal Tests of the receiver's checks: sends already-encoded frame bytes as they are,
+   * with this link's frame MAC (so the peer's decoder, not its MAC check, judges them).
+   */
+  sendFrameBytes(frame: Uint8Array): void {
+    if (!this.keys) {
+      this.ws.send(frame, { binary: true });
+      return;
+    }
+    const out = new Uint8Array(frame.length + FRAME_TAG_BYTES);
+    out.set(frame);
+    out.set(frameTag(this.keys.send, this.sendSeq++, frame), frame.length);
+    this.ws.send(out, { binary: true });
   }
 
   private corked = false;
@@ -218,7 +275,14 @@ export class Link extends EventEmitter<LinkEvents> {
     let decoded;
     try {
       if (!isBinary) throw malformed('text messages are not part of the protocol');
-      decoded = decodeFrame(toBytes(data), this.limits);
+      let bytes = toBytes(data);
+      if (this.keys) {
+        const end = bytes.length - FRAME_TAG_BYTES;
+        const ok = end >= 0 && timingSafeEqual(frameTag(this.keys.recv, this.recvSeq++, bytes.subarray(0, end)), bytes.subarray(end));
+        if (!ok) throw new ProtocolError('FTVM_ERR_FRAME_AUTH', `a frame on the ${this.kind} link failed its MAC (injected, replayed or altered)`);
+        bytes = bytes.subarray(0, end);
+      }
+      decoded = decodeFrame(bytes, this.limits);
       if (!this.allowed.has(decoded.msg.t)) {
         throw new ProtocolError('FTVM_ERR_UNEXPECTED_MESSAGE', `${decoded.msg.t} is not allowed on a ${this.kind} link`);
       }
@@ -259,10 +323,22 @@ export interface ListenOptions extends LinkOptions {
   /** Refuses a peer by throwing an FtvmError (FTVM_ERR_STALE_TERM, a link this role does not serve, ...). */
   accept?: (hello: Hello) => void;
   onLink: (link: Link, hello: Hello) => void;
-  /** Default 5000 ms. */
+  /** Default 5000 ms; also how long a TCP connection may stay before its WebSocket upgrade. */
   handshakeTimeoutMs?: number;
   /** Connections still handshaking beyond which new ones are refused at once. Default 64. */
   maxPendingHandshakes?: number;
+  /** Established links beyond which a new one is refused (FTVM_ERR_BUSY). Default 64. */
+  maxLinks?: number;
+}
+
+/** What a listener refused, by reason (a metric's source). */
+export interface ListenerStats {
+  /** TCP connections dropped at accept: the listener already held maxLinks + maxPendingHandshakes sockets. */
+  droppedConnections: number;
+  /** WebSocket connections refused before the handshake (too many handshaking or established). */
+  refusedBusy: number;
+  /** Handshakes that failed (bad proof, timeout, bad frame, refused by accept). */
+  failedHandshakes: number;
 }
 
 export interface Listener {
@@ -270,11 +346,12 @@ export interface Listener {
   readonly url: string;
   /** Links established and still open. */
   readonly links: ReadonlySet<Link>;
+  readonly stats: Readonly<ListenerStats>;
   close(): Promise<void>;
 }
 
-function validateCommon(opts: { handshakeTimeoutMs?: number; maxSendBufferedBytes?: number; maxPendingHandshakes?: number }): void {
-  for (const key of ['handshakeTimeoutMs', 'maxSendBufferedBytes', 'maxPendingHandshakes'] as const) {
+function validateCommon(opts: { handshakeTimeoutMs?: number; maxSendBufferedBytes?: number; maxPendingHandshakes?: number; maxLinks?: number }): void {
+  for (const key of ['handshakeTimeoutMs', 'maxSendBufferedBytes', 'maxPendingHandshakes', 'maxLinks'] as const) {
     const v = opts[key];
     if (v !== undefined && (!Number.isSafeInteger(v) || v <= 0)) {
       throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `${key} must be a positive integer, got ${String(v)}`);
@@ -293,17 +370,39 @@ function refuse(ws: WebSocket, err: FtvmError, limits: FrameLimits): void {
   ws.close(closeCodeFor(err.code), closeReason(err));
 }
 
+/** The HTTP(S) server under a listener: TLS when configured, idle sockets bounded in number and time. */
+function linkServer(opts: ListenOptions, timeoutMs: number): HttpServer {
+  const timeouts = { headersTimeout: timeoutMs, requestTimeout: timeoutMs, connectionsCheckingInterval: Math.min(1000, timeoutMs) };
+  if (!opts.tls) return createHttpServer(timeouts);
+  if (!opts.tls.cert || !opts.tls.key) throw new ProtocolError('FTVM_ERR_TLS_CONFIG', 'a TLS listener needs a certificate and its key (--tls-cert, --tls-key)');
+  const mutual = opts.tls.ca !== undefined;
+  return createHttpsServer({ ...timeouts, cert: opts.tls.cert, key: opts.tls.key, ca: opts.tls.ca, requestCert: mutual, rejectUnauthorized: mutual, minVersion: 'TLSv1.2' });
+}
+
 export async function listen(opts: ListenOptions): Promise<Listener> {
   validateCommon(opts);
   const limits = resolveLimits(opts.limits);
   const timeoutMs = opts.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const maxPending = opts.maxPendingHandshakes ?? 64;
+  const maxLinks = opts.maxLinks ?? 64;
+  // Fails here (FTVM_ERR_NO_TOKEN) rather than at the first peer.
+  new ServerHandshake({ token: opts.token, identity: opts.identity, insecure: opts.insecure });
   const links = new Set<Link>();
+  const stats: ListenerStats = { droppedConnections: 0, refusedBusy: 0, failedHandshakes: 0 };
   let pending = 0;
-  const wss = new WebSocketServer({ host: opts.host, port: opts.port, maxPayload: maxFrameBytes(limits), perMessageDeflate: false });
-  wss.on('connection', (ws) => {
-    if (pending >= maxPending) {
-      ws.close(closeCodeFor('FTVM_ERR_BUSY'), `FTVM_ERR_BUSY: ${maxPending} handshakes already in progress`);
+  const tail = opts.tls ? 0 : FRAME_TAG_BYTES;
+  const server = linkServer(opts, timeoutMs);
+  // Sockets beyond every link and handshake allowed are closed at accept (10,000 idle connections cost nothing).
+  server.maxConnections = maxLinks + maxPending;
+  server.on('drop', () => stats.droppedConnections++);
+  // TLS handshake failures (no or a bad client certificate) are logged by nobody: the socket closes.
+  server.on('tlsClientError', () => stats.failedHandshakes++);
+  const wss = new WebSocketServer({ server, maxPayload: maxFrameBytes(limits) + tail, perMessageDeflate: false });
+  wss.on('connection', (ws, req: IncomingMessage) => {
+    if (pending >= maxPending || links.size >= maxLinks) {
+      stats.refusedBusy++;
+      const why = pending >= maxPending ? `${maxPending} handshakes already in progress` : `${maxLinks} links already open`;
+      ws.close(closeCodeFor('FTVM_ERR_BUSY'), `FTVM_ERR_BUSY: ${why}`);
       return;
     }
     pending++;
@@ -316,9 +415,10 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
       clearTimeout(timer);
       ws.off('message', onMessage);
     };
-    const hs = new ServerHandshake({ token: opts.token, identity: opts.identity, accept: opts.accept });
+    const hs = new ServerHandshake({ token: opts.token, identity: opts.identity, accept: opts.accept, insecure: opts.insecure, binding: tlsBinding(req.socket) });
     const timer = setTimeout(() => {
       settle();
+      stats.failedHandshakes++;
       refuse(ws, new ProtocolError('FTVM_ERR_HANDSHAKE_TIMEOUT', `no valid hello within ${timeoutMs} ms`), limits);
     }, timeoutMs);
     timer.unref();
@@ -334,13 +434,14 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
         welcome = step.reply;
       } catch (e) {
         settle();
+        stats.failedHandshakes++;
         refuse(ws, asCoded(e), limits);
         return;
       }
       settle();
-      setMessageCeiling(ws, maxFrameBytes(limits));
+      setMessageCeiling(ws, maxFrameBytes(limits) + tail);
       ws.send(encodeFrame(welcome, undefined, limits));
-      const link = new Link(ws, hello.link, hello, opts);
+      const link = new Link(ws, hello.link, hello, opts, opts.tls ? undefined : hs.keys);
       links.add(link);
       link.on('close', () => links.delete(link));
       try {
@@ -357,19 +458,24 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
   });
   wss.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
-    wss.once('listening', resolve);
-    wss.once('error', (e) => reject(new ProtocolError('FTVM_ERR_LISTEN_FAILED', `cannot listen on ${opts.host ?? '*'}:${opts.port}: ${(e as Error).message}`)));
+    server.once('listening', resolve);
+    server.once('error', (e) => reject(new ProtocolError('FTVM_ERR_LISTEN_FAILED', `cannot listen on ${opts.host ?? '*'}:${opts.port}: ${(e as Error).message}`)));
+    server.listen(opts.port, opts.host);
   });
-  const port = (wss.address() as AddressInfo).port;
+  server.on('error', () => {});
+  const port = (server.address() as AddressInfo).port;
   const host = opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? opts.host : '127.0.0.1';
   return {
     port,
-    url: `ws://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url: `${opts.tls ? 'wss' : 'ws'}://${host.includes(':') ? `[${host}]` : host}:${port}`,
     links,
+    stats,
     close: () =>
       new Promise<void>((resolve) => {
         for (const c of wss.clients) c.terminate();
-        wss.close(() => resolve());
+        wss.close();
+        server.closeAllConnections();
+        server.close(() => resolve());
       }),
   };
 }
@@ -388,9 +494,20 @@ export function connect(url: string, opts: ConnectOptions): Promise<Link> {
   const limits = resolveLimits(opts.limits);
   const timeoutMs = opts.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const { role, link, nodeId, term, epoch, guestDigest } = opts;
-  const hs = new ClientHandshake({ token: opts.token, hello: { role, link, nodeId, term, epoch, guestDigest }, version: opts.version });
+  const secure = url.startsWith('wss:');
+  if (secure !== (opts.tls !== undefined)) {
+    return Promise.reject(new ProtocolError('FTVM_ERR_TLS_CONFIG', secure ? `${url} is wss:// but no TLS options are configured (--tls-ca)` : `${url} is ws:// but TLS is configured: use wss://`));
+  }
+  let hs: ClientHandshake;
+  try {
+    hs = new ClientHandshake({ token: opts.token, hello: { role, link, nodeId, term, epoch, guestDigest }, version: opts.version, insecure: opts.insecure });
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  const tail = secure ? 0 : FRAME_TAG_BYTES;
   return new Promise<Link>((resolve, reject) => {
-    const ws = new WebSocket(url, { maxPayload: maxFrameBytes(limits), perMessageDeflate: false });
+    const t = opts.tls;
+    const ws = new WebSocket(url, { maxPayload: maxFrameBytes(limits) + tail, perMessageDeflate: false, ...(t ? { ca: t.ca, cert: t.cert, key: t.key } : {}) });
     let done = false;
     const finish = (err: FtvmError | undefined, linkObj?: Link): void => {
       if (done) return;
@@ -414,8 +531,8 @@ export function connect(url: string, opts: ConnectOptions): Promise<Link> {
         const step = hs.receive(msg);
         if (step.reply) ws.send(encodeFrame(step.reply, undefined, limits));
         if (step.done) {
-          setMessageCeiling(ws, maxFrameBytes(limits));
-          finish(undefined, new Link(ws, link, step.done, opts));
+          setMessageCeiling(ws, maxFrameBytes(limits) + tail);
+          finish(undefined, new Link(ws, link, step.done, opts, secure ? undefined : hs.keys));
         }
       } catch (e) {
         if (e instanceof PeerRefusedError) {
@@ -430,7 +547,12 @@ export function connect(url: string, opts: ConnectOptions): Promise<Link> {
         finish(asCoded(e));
       }
     };
-    ws.on('open', () => setMessageCeiling(ws, Math.min(PREAUTH_MAX_MESSAGE_BYTES, maxFrameBytes(limits))));
+    ws.on('open', () => {
+      setMessageCeiling(ws, Math.min(PREAUTH_MAX_MESSAGE_BYTES, maxFrameBytes(limits)));
+      const binding = tlsBinding((ws as unknown as { _socket?: Socket })._socket);
+      if (secure && !binding) finish(new ProtocolError('FTVM_ERR_TLS_CONFIG', `${url}: the TLS session exports no keying material`));
+      hs.bind(binding);
+    });
     ws.on('message', onMessage);
     ws.on('error', (e) => finish(new ProtocolError('FTVM_ERR_CONNECT_FAILED', `cannot connect to ${url}: ${e.message}`)));
     ws.on('close', (code, reason) => {

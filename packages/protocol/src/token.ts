@@ -1,22 +1,27 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { ProtocolError } from './errors.js';
+import type { TlsOptions } from './link.js';
 
 export interface LoadedToken {
   /** The shared secret (UTF-8 bytes, surrounding whitespace trimmed); empty when none is configured. */
   token: Uint8Array;
-  /** Where it came from; 'none' means links are unauthenticated in effect: the runtime should warn. */
+  /** Where it came from; 'none' only with `insecure`: links are then unauthenticated in effect. */
   source: 'file' | 'env' | 'none';
 }
 
 /** Largest token file read, bytes: a token is a short secret, not a data file. */
 const MAX_TOKEN_FILE_BYTES = 4096;
 
+export const NO_TOKEN_HELP = 'make one with `ftvm token <file>` and pass --token-file <file> (or set FTVM_TOKEN) on every role';
+
 /**
  * The shared link secret: `tokenFile` (--token-file) wins over `env` (FTVM_TOKEN).
- * With neither, both sides use an empty secret; the handshake still runs, so a peer
- * with a token configured cannot talk to one without.
+ * With neither: FTVM_ERR_NO_TOKEN, unless `insecure` (the operator's --insecure), when
+ * both sides use an empty secret (the handshake still runs, so a peer with a token
+ * configured cannot talk to one without).
  */
-export function loadToken({ tokenFile, env = process.env.FTVM_TOKEN }: { tokenFile?: string; env?: string } = {}): LoadedToken {
+export function loadToken({ tokenFile, env = process.env.FTVM_TOKEN, insecure = false }: { tokenFile?: string; env?: string; insecure?: boolean } = {}): LoadedToken {
   const opts = { tokenFile, env };
   if (opts.tokenFile !== undefined) {
     let text: Buffer;
@@ -32,5 +37,32 @@ export function loadToken({ tokenFile, env = process.env.FTVM_TOKEN }: { tokenFi
   }
   const fromEnv = opts.env?.trim();
   if (fromEnv) return { token: new Uint8Array(Buffer.from(fromEnv, 'utf8')), source: 'env' };
+  if (!insecure) throw new ProtocolError('FTVM_ERR_NO_TOKEN', `no shared token: ${NO_TOKEN_HELP}; or pass --insecure to run unauthenticated`);
   return { token: new Uint8Array(0), source: 'none' };
+}
+
+/** Writes a new random token (32 bytes, hex) to `path`, mode 0600; never over an existing file. */
+export function writeTokenFile(path: string): void {
+  try {
+    writeFileSync(path, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new ProtocolError('FTVM_ERR_TOKEN_FILE', err.code === 'EEXIST' ? `${path} exists: a token file is never overwritten (remove it first)` : `cannot write token file ${path}: ${err.message}`);
+  }
+}
+
+/** Reads --tls-cert, --tls-key, --tls-ca (PEM files); undefined when none is given. */
+export function loadTls(files: { cert?: string; key?: string; ca?: string }): TlsOptions | undefined {
+  if (files.cert === undefined && files.key === undefined && files.ca === undefined) return undefined;
+  if ((files.cert === undefined) !== (files.key === undefined))
+    throw new ProtocolError('FTVM_ERR_TLS_CONFIG', '--tls-cert and --tls-key go together (a certificate and its private key)');
+  const read = (what: string, path: string | undefined): Buffer | undefined => {
+    if (path === undefined) return undefined;
+    try {
+      return readFileSync(path);
+    } catch (e) {
+      throw new ProtocolError('FTVM_ERR_TLS_CONFIG', `cannot read ${what} ${path}: ${(e as Error).message}`);
+    }
+  };
+  return { cert: read('--tls-cert', files.cert), key: read('--tls-key', files.key), ca: read('--tls-ca', files.ca) };
 }

@@ -6,7 +6,7 @@
  */
 import { WebSocket } from 'ws';
 import {
-  ClientHandshake, CLOSE_CODES, LINK_MESSAGES, PREAUTH_MAX_MESSAGE_BYTES, PageEncoder, closeCodeFor, decodeFrame, encodeFrame, maxFrameBytes, resolveLimits,
+  ClientHandshake, CLOSE_CODES, LINK_MESSAGES, PREAUTH_MAX_MESSAGE_BYTES, PageEncoder, closeCodeFor, decodeFrame, encodeFrame, frameTag, maxFrameBytes, resolveLimits,
   type FrameLimits, type LinkKind, type Message, type Role,
 } from '../src/index.js';
 
@@ -249,7 +249,7 @@ function fuzzOne(url: string, frame: Uint8Array, limits: FrameLimits, opts: Fuzz
   const exp = expectation(frame, limits, opts.link);
   if (exp.valid) report.valid++;
   return new Promise((resolve) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: maxFrameBytes(limits) });
+    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: maxFrameBytes(limits) + 16 });
     let phase: 'handshake' | 'fuzzed' | 'followup' = opts.link === undefined ? 'fuzzed' : 'handshake';
     const hs = new ClientHandshake({ token: opts.token, hello: { role: opts.role ?? 'proxy', link: opts.link ?? 'net', nodeId: 'fuzzer', term: 0 } });
     let settled = false;
@@ -261,15 +261,18 @@ function fuzzOne(url: string, frame: Uint8Array, limits: FrameLimits, opts: Fuzz
       resolve(failure);
     };
     const timer = setTimeout(() => end(`no close within ${opts.timeoutMs ?? 5000} ms (phase ${phase})`), opts.timeoutMs ?? 5000);
+    // After the handshake every frame carries the link's MAC: fuzzed frames get a valid one, so the decoder judges them.
+    let seq = 0;
+    const withTag = (f: Uint8Array): Uint8Array => (hs.keys ? Buffer.concat([f, frameTag(hs.keys.send, seq++, f)]) : f);
     const sendFuzz = (): void => {
       phase = 'fuzzed';
-      ws.send(frame, { binary: true });
+      ws.send(withTag(frame), { binary: true });
       if (exp.codes === 'any4xxx' && opts.link !== undefined) {
         // A valid frame may be accepted silently; a truncated frame must then close the link.
         setTimeout(() => {
           if (!settled && phase === 'fuzzed') {
             phase = 'followup';
-            ws.send(new Uint8Array([1, 0, 0]), { binary: true });
+            ws.send(withTag(new Uint8Array([1, 0, 0])), { binary: true });
           }
         }, 20);
       }

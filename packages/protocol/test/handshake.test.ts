@@ -18,9 +18,9 @@ function codeOf(f: () => unknown): string {
   return 'no error';
 }
 
-function run(clientToken: Uint8Array, serverToken: Uint8Array, accept?: (h: Hello) => void, version?: number) {
-  const server = new ServerHandshake({ token: serverToken, identity, accept });
-  const client = new ClientHandshake({ token: clientToken, hello: { role: 'primary', link: 'replication', nodeId: 'pri-1', term: 3, epoch: 40 }, version });
+function run(clientToken: Uint8Array, serverToken: Uint8Array, accept?: (h: Hello) => void, version?: number, insecure?: boolean) {
+  const server = new ServerHandshake({ token: serverToken, identity, accept, insecure });
+  const client = new ClientHandshake({ token: clientToken, hello: { role: 'primary', link: 'replication', nodeId: 'pri-1', term: 3, epoch: 40 }, version, insecure });
   const hello = client.receive(wire(server.start())).reply!;
   const step = server.receive(wire(hello));
   const done = client.receive(wire(step.reply)).done!;
@@ -34,13 +34,39 @@ describe('handshake', () => {
     expect(welcome).toMatchObject({ nodeId: 'sec-1', role: 'secondary', term: 3, epoch: 41 });
   });
 
-  it('works with no token configured on either side', () => {
-    expect(run(new Uint8Array(0), new Uint8Array(0)).welcome.nodeId).toBe('sec-1');
+  it('refuses an empty token (NO_TOKEN) unless both sides chose --insecure', () => {
+    expect(codeOf(() => run(new Uint8Array(0), new Uint8Array(0)))).toBe('FTVM_ERR_NO_TOKEN');
+    expect(codeOf(() => new ServerHandshake({ token: new Uint8Array(0), identity }))).toBe('FTVM_ERR_NO_TOKEN');
+    expect(run(new Uint8Array(0), new Uint8Array(0), undefined, undefined, true).welcome.nodeId).toBe('sec-1');
   });
 
   it('refuses a client with the wrong token as AUTH_FAILED', () => {
     expect(codeOf(() => run(new TextEncoder().encode('guess'), token))).toBe('FTVM_ERR_AUTH_FAILED');
-    expect(codeOf(() => run(new Uint8Array(0), token))).toBe('FTVM_ERR_AUTH_FAILED');
+    // An insecure client (empty key) cannot talk to a node that has a token.
+    expect(codeOf(() => run(new Uint8Array(0), token, undefined, undefined, true))).toBe('FTVM_ERR_AUTH_FAILED');
+  });
+
+  it('gives both ends the same per-direction frame keys, different per session', () => {
+    const mk = () => {
+      const server = new ServerHandshake({ token, identity });
+      const client = new ClientHandshake({ token, hello: { role: 'proxy', link: 'net', nodeId: 'px', term: 1 } });
+      const hello = client.receive(wire(server.start())).reply!;
+      client.receive(wire(server.receive(wire(hello)).reply));
+      return { c: client.keys!, s: server.keys! };
+    };
+    const a = mk();
+    expect(Buffer.from(a.c.send).equals(Buffer.from(a.s.recv))).toBe(true);
+    expect(Buffer.from(a.c.recv).equals(Buffer.from(a.s.send))).toBe(true);
+    expect(Buffer.from(a.c.send).equals(Buffer.from(a.c.recv))).toBe(false);
+    expect(Buffer.from(mk().c.send).equals(Buffer.from(a.c.send))).toBe(false);
+  });
+
+  it('binds the proofs to the TLS session: a different binding fails', () => {
+    const server = new ServerHandshake({ token, identity, binding: new Uint8Array(32).fill(1) });
+    const client = new ClientHandshake({ token, hello: { role: 'proxy', link: 'net', nodeId: 'px', term: 1 } });
+    client.bind(new Uint8Array(32).fill(2));
+    const hello = client.receive(wire(server.start())).reply!;
+    expect(codeOf(() => server.receive(wire(hello)))).toBe('FTVM_ERR_AUTH_FAILED');
   });
 
   it('refuses a hello whose fields were changed after signing', () => {

@@ -1,12 +1,14 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import {
   PROTOCOL_VERSION, ProtocolError, connect, encodeFrame, listen, loadToken,
-  type ConnectOptions, type Hello, type Link, type Listener, type ListenOptions, type Message,
+  type ConnectOptions, type Hello, type Link, type Listener, type ListenOptions, type Message, type TlsOptions,
 } from '../src/index.js';
+import { haveTool } from '../../../test/helpers/tools.js';
+import { makeTestCerts, type TestCerts } from './certs.js';
 
 const token = new TextEncoder().encode('link-test-token');
 const listeners: Listener[] = [];
@@ -54,6 +56,17 @@ function rawClose(url: string, send?: Uint8Array | string): Promise<number> {
     });
     ws.on('close', (code) => resolve(code));
   });
+}
+
+/** A net link to a fresh server: the client's side, the server's, and the codes the server's side reports. */
+async function established(): Promise<{ c: Link; s: Link; errors: string[] }> {
+  const { l, links } = await server();
+  const c = await connect(l.url, { ...client(), link: 'net' });
+  await new Promise((r) => setTimeout(r, 10));
+  const s = links[0]!.link;
+  const errors: string[] = [];
+  s.on('error', (e) => errors.push(e.code));
+  return { c, s, errors };
 }
 
 describe('links', () => {
@@ -147,25 +160,21 @@ describe('links', () => {
   });
 
   it('closes an established link on a bad frame and reports the code to both sides', async () => {
-    const { l, links } = await server();
-    const c = await connect(l.url, { ...client(), link: 'net' });
-    await new Promise((r) => setTimeout(r, 10));
-    const s = links[0]!.link;
-    const errors: string[] = [];
-    s.on('error', (e) => errors.push(e.code));
+    const { c, errors } = await established();
+    const url = listeners[listeners.length - 1]!.url;
     const closed = nextClose(c);
     // A message of the replication link on a net link.
-    (c as unknown as { ws: WebSocket }).ws.send(encodeFrame({ t: 'ack', term: 5, epoch: 1, digest: new Uint8Array(32) }));
+    c.sendFrameBytes(encodeFrame({ t: 'ack', term: 5, epoch: 1, digest: new Uint8Array(32) }));
     const { code, reason } = await closed;
     expect(code).toBe(4006);
     expect(reason).toMatch(/^FTVM_ERR_UNEXPECTED_MESSAGE/);
     expect(errors).toEqual(['FTVM_ERR_UNEXPECTED_MESSAGE']);
     // The sender learns why from the close frame.
     const peerErrors: string[] = [];
-    const c2 = await connect(l.url, { ...client(), link: 'net' });
+    const c2 = await connect(url, { ...client(), link: 'net' });
     c2.on('error', (e) => peerErrors.push(e.code));
     const closed2 = nextClose(c2);
-    (c2 as unknown as { ws: WebSocket }).ws.send(new Uint8Array([9, 9]));
+    c2.sendFrameBytes(new Uint8Array([9, 9]));
     expect((await closed2).code).toBe(4003);
     expect(peerErrors).toEqual(['FTVM_ERR_FRAME_TRUNCATED']);
   });
@@ -187,11 +196,11 @@ describe('links', () => {
     const c1 = await connect(l.url, { ...client(), link: 'net', limits });
     const closed1 = nextClose(c1);
     const frame = encodeFrame({ t: 'input', term: 5, conn: 1, offset: 0 }, new Uint8Array(4097));
-    (c1 as unknown as { ws: WebSocket }).ws.send(frame);
+    c1.sendFrameBytes(frame);
     expect((await closed1).code).toBe(4002);
     const c2 = await connect(l.url, { ...client(), link: 'net', limits });
     const closed2 = nextClose(c2);
-    (c2 as unknown as { ws: WebSocket }).ws.send(new Uint8Array(4 + 1024 + 4096 + 1));
+    c2.sendFrameBytes(new Uint8Array(4 + 1024 + 4096 + 1));
     expect((await closed2).code).toBe(1009);
   });
 
@@ -233,8 +242,9 @@ describe('loadToken', () => {
     writeFileSync(join(dir, 't'), '  abc\n');
     expect(loadToken({ tokenFile: join(dir, 't'), env: 'envtoken' })).toEqual({ token: new TextEncoder().encode('abc'), source: 'file' });
     expect(loadToken({ env: 'envtoken' }).source).toBe('env');
-    expect(loadToken({ env: '' }).source).toBe('none');
-    expect(loadToken({ env: '' }).token.length).toBe(0);
+    expect(() => loadToken({ env: '' })).toThrow(expect.objectContaining({ code: 'FTVM_ERR_NO_TOKEN', message: expect.stringMatching(/ftvm token/) }));
+    expect(loadToken({ env: '', insecure: true }).source).toBe('none');
+    expect(loadToken({ env: '', insecure: true }).token.length).toBe(0);
     const saved = process.env.FTVM_TOKEN;
     process.env.FTVM_TOKEN = 'from-env';
     try {
@@ -250,5 +260,81 @@ describe('loadToken', () => {
     writeFileSync(join(dir, 'empty'), '\n');
     expect(() => loadToken({ tokenFile: join(dir, 'empty') })).toThrow(expect.objectContaining({ code: 'FTVM_ERR_TOKEN_FILE' }));
     expect(() => loadToken({ tokenFile: join(dir, 'absent') })).toThrow(expect.objectContaining({ code: 'FTVM_ERR_TOKEN_FILE' }));
+  });
+});
+
+describe('frame authentication (links without TLS)', () => {
+  it('closes a link with FRAME_AUTH (4011) when a frame without a valid MAC is injected', async () => {
+    const { c, errors } = await established();
+    // A well-formed frame written straight onto the socket, as an on-path attacker would.
+    const closed = nextClose(c);
+    (c as unknown as { ws: WebSocket }).ws.send(encodeFrame({ t: 'input', term: 5, conn: 1, offset: 0 }, new Uint8Array([1])));
+    expect((await closed).code).toBe(4011);
+    expect(errors).toEqual(['FTVM_ERR_FRAME_AUTH']);
+  });
+
+  it('refuses a replayed frame (the MAC covers a per-direction sequence number)', async () => {
+    const { c, s } = await established();
+    const seen: Uint8Array[] = [];
+    const ws = (c as unknown as { ws: WebSocket }).ws;
+    const origSend = ws.send.bind(ws);
+    (ws as unknown as { send: (d: Uint8Array, o: unknown, cb?: () => void) => void }).send = (d, o, cb) => {
+      seen.push(new Uint8Array(d));
+      origSend(d, o as never, cb);
+    };
+    const got = nextMessage(s);
+    c.send({ t: 'input', term: 5, conn: 1, offset: 0 }, new Uint8Array([7]));
+    await got;
+    const closed = nextClose(c);
+    origSend(seen[0]!);
+    expect((await closed).code).toBe(4011);
+  });
+});
+
+describe.runIf(haveTool('openssl'))('TLS links', () => {
+  let certs!: TestCerts;
+  let serverTls!: TlsOptions;
+  let clientTls!: TlsOptions;
+  beforeAll(() => {
+    certs = makeTestCerts();
+    serverTls = { cert: certs.read(certs.serverCert), key: certs.read(certs.serverKey), ca: certs.read(certs.ca) };
+    clientTls = { cert: certs.read(certs.clientCert), key: certs.read(certs.clientKey), ca: certs.read(certs.ca) };
+  });
+
+  it('carries messages over wss:// with mutual TLS; frames carry no MAC then', async () => {
+    const { l, links } = await server({ tls: serverTls });
+    expect(l.url).toMatch(/^wss:\/\//);
+    const c = await connect(l.url, { ...client(), link: 'net', tls: clientTls });
+    await new Promise((r) => setTimeout(r, 10));
+    const got = nextMessage(links[0]!.link);
+    c.send({ t: 'input', term: 5, conn: 1, offset: 0 }, new TextEncoder().encode('over tls'));
+    expect(new TextDecoder().decode((await got).payload)).toBe('over tls');
+    c.close();
+  });
+
+  it('refuses a client without a certificate from the CA, and a client that does not trust the server', async () => {
+    const { l } = await server({ tls: serverTls });
+    const rogue = { cert: certs.read(certs.rogueCert), key: certs.read(certs.rogueKey), ca: certs.read(certs.ca) };
+    expect(await rejection(connect(l.url, { ...client(), link: 'net', tls: rogue, timeoutMs: 3000 }))).toMatch(/FTVM_ERR_(CONNECT_FAILED|LINK_CLOSED)/);
+    expect(await rejection(connect(l.url, { ...client(), link: 'net', tls: { ca: certs.read(certs.ca) }, timeoutMs: 3000 }))).toMatch(/FTVM_ERR_(CONNECT_FAILED|LINK_CLOSED)/);
+    expect(await rejection(connect(l.url, { ...client(), link: 'net', tls: { ...clientTls, ca: certs.read(certs.rogueCert) }, timeoutMs: 3000 }))).toBe('FTVM_ERR_CONNECT_FAILED');
+    // ws:// to a wss:// listener and the reverse are configuration errors.
+    expect(await rejection(connect(l.url.replace('wss:', 'ws:'), { ...client(), link: 'net', tls: clientTls }))).toBe('FTVM_ERR_TLS_CONFIG');
+    expect(await rejection(connect(l.url, { ...client(), link: 'net' }))).toBe('FTVM_ERR_TLS_CONFIG');
+    await expect(listen({ port: 0, token, identity: () => ({ nodeId: 'x', role: 'primary', term: 0, epoch: 0 }), onLink: () => {}, tls: { ca: serverTls.ca } })).rejects.toMatchObject({ code: 'FTVM_ERR_TLS_CONFIG' });
+  });
+});
+
+describe('listener bounds', () => {
+  it('refuses links beyond maxLinks with BUSY and serves again once one closes', async () => {
+    const { l } = await server({ maxLinks: 2 });
+    const a = await connect(l.url, { ...client(), link: 'net' });
+    await connect(l.url, { ...client(), link: 'net' });
+    expect(await rejection(connect(l.url, { ...client(), link: 'net' }))).toMatch(/FTVM_ERR_(BUSY|CONNECT_FAILED)/);
+    expect(l.stats.refusedBusy + l.stats.droppedConnections).toBeGreaterThan(0);
+    a.close();
+    await new Promise((r) => setTimeout(r, 100));
+    const again = await connect(l.url, { ...client(), link: 'net' });
+    expect(again.closed).toBe(false);
   });
 });

@@ -1,4 +1,4 @@
-import { createRoleMetrics, startMetricsServer, type FtvmEvents, type StatusPeer } from '@ftvm/metrics';
+import { createRoleMetrics, registerSecurityMetrics, startMetricsServer, type FtvmEvents, type StatusPeer } from '@ftvm/metrics';
 
 export interface ProxyMetricsServer {
   readonly port: number;
@@ -10,8 +10,9 @@ export interface ProxyMetricsServer {
  * /metrics, /healthz, /readyz and the status page for the proxy, fed by its event bus.
  * Must start before the runtime emits its first event so level metrics start right.
  */
-export async function startProxyMetrics(events: FtvmEvents, port: number, host: string, peers?: readonly StatusPeer[]): Promise<ProxyMetricsServer> {
+export async function startProxyMetrics(events: FtvmEvents, port: number, host: string, peers?: readonly StatusPeer[], insecure = false): Promise<ProxyMetricsServer> {
   const metrics = createRoleMetrics('proxy', events);
+  registerSecurityMetrics(metrics.registry, { insecure });
   try {
     const server = await startMetricsServer({ port, host, metrics, peers });
     return {

@@ -1,5 +1,5 @@
 import type { FtvmEvents, StatusPeer } from '@ftvm/metrics';
-import type { FrameLimits } from '@ftvm/protocol';
+import type { FrameLimits, TlsOptions } from '@ftvm/protocol';
 import { PROXY_ERR, ProxyError } from './errors.js';
 
 /** Where the runtime's log lines go; the CLI passes its Logger. */
@@ -21,6 +21,10 @@ export interface ProxyRuntimeOptions {
   nodeIds?: string[];
   /** Shared link secret (see @ftvm/protocol loadToken). */
   token: Uint8Array;
+  /** The operator's --insecure: an empty token is accepted. */
+  insecure?: boolean;
+  /** wss:// node links: the CA that signs the nodes' certificates, and this proxy's certificate and key (mutual TLS). */
+  tls?: TlsOptions;
   /** Our nodeId in the link hello. Default "proxy". */
   proxyId?: string;
 
@@ -49,6 +53,8 @@ export interface ProxyRuntimeOptions {
   maxClients?: number;
   /** Bytes queued towards one client beyond which it is a slow reader and is dropped. Default 16 MiB. */
   maxClientWriteBufferBytes?: number;
+  /** Bytes queued towards all clients together beyond which the slowest reader is dropped first. Default 256 MiB. */
+  maxTotalClientWriteBufferBytes?: number;
   /** Bytes queued on one node link beyond which the link fails (4009) and reconnects. Default 256 MiB. */
   maxLinkBufferedBytes?: number;
   /** A client whose connection the guest closed gets this long to close its side, ms. Default 30000. */
@@ -69,13 +75,13 @@ export interface ProxyRuntimeOptions {
   log?: ProxyLog;
 }
 
-export type ResolvedOptions = Required<Omit<ProxyRuntimeOptions, 'events' | 'metricsPort' | 'metricsHost' | 'statusPeers' | 'limits' | 'log'>> &
-  Pick<ProxyRuntimeOptions, 'events' | 'metricsPort' | 'metricsHost' | 'statusPeers' | 'limits' | 'log'>;
+export type ResolvedOptions = Required<Omit<ProxyRuntimeOptions, 'events' | 'metricsPort' | 'metricsHost' | 'statusPeers' | 'limits' | 'log' | 'tls'>> &
+  Pick<ProxyRuntimeOptions, 'events' | 'metricsPort' | 'metricsHost' | 'statusPeers' | 'limits' | 'log' | 'tls'>;
 
 const KNOWN = new Set<string>([
-  'port', 'host', 'nodes', 'nodeIds', 'token', 'proxyId', 'failoverTimeoutMs', 'promoteTimeoutMs', 'maxInputLogBytes',
+  'port', 'host', 'nodes', 'nodeIds', 'token', 'insecure', 'tls', 'proxyId', 'failoverTimeoutMs', 'promoteTimeoutMs', 'maxInputLogBytes',
   'maxConnInputLogBytes', 'maxHeldOutputBytes', 'heartbeatIntervalMs', 'reconnectMinMs', 'reconnectMaxMs', 'connectTimeoutMs',
-  'maxClients', 'maxClientWriteBufferBytes', 'maxLinkBufferedBytes', 'clientLingerMs', 'limits', 'events', 'metricsPort',
+  'maxClients', 'maxClientWriteBufferBytes', 'maxTotalClientWriteBufferBytes', 'maxLinkBufferedBytes', 'clientLingerMs', 'limits', 'events', 'metricsPort',
   'metricsHost', 'statusPeers', 'log',
 ]);
 
@@ -138,6 +144,8 @@ export function resolveOptions(opts: ProxyRuntimeOptions): ResolvedOptions {
     nodes: [...opts.nodes],
     nodeIds: [...nodeIds],
     token: opts.token,
+    insecure: opts.insecure === true,
+    tls: opts.tls,
     proxyId,
     failoverTimeoutMs: int(o, 'failoverTimeoutMs', 1000, 1),
     promoteTimeoutMs: int(o, 'promoteTimeoutMs', 10_000, 1),
@@ -150,6 +158,7 @@ export function resolveOptions(opts: ProxyRuntimeOptions): ResolvedOptions {
     connectTimeoutMs: int(o, 'connectTimeoutMs', 2000, 1, 600_000),
     maxClients: int(o, 'maxClients', 10_000, 1, 1_000_000),
     maxClientWriteBufferBytes: int(o, 'maxClientWriteBufferBytes', 16 * MiB, 1),
+    maxTotalClientWriteBufferBytes: int(o, 'maxTotalClientWriteBufferBytes', 256 * MiB, 1),
     maxLinkBufferedBytes: int(o, 'maxLinkBufferedBytes', 256 * MiB, 1),
     clientLingerMs: int(o, 'clientLingerMs', 30_000, 1),
     limits: opts.limits,

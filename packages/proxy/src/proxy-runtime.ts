@@ -158,6 +158,8 @@ export class ProxyRuntime {
       maxPauseMs: Math.max(1, Math.floor(o.failoverTimeoutMs / 2)),
       connectOptions: () => ({
         token: o.token,
+        insecure: o.insecure,
+        tls: o.tls,
         role: 'proxy',
         link: 'net',
         nodeId: o.proxyId,
@@ -204,7 +206,7 @@ export class ProxyRuntime {
     if (this.phase !== 'new') throw new ProxyError(PROXY_ERR.STATE, `start() called while ${this.phase}`);
     this.phase = 'starting';
     const o = this.options;
-    if (o.metricsPort !== undefined) this.metrics = await startProxyMetrics(this.events, o.metricsPort, o.metricsHost ?? o.host, o.statusPeers);
+    if (o.metricsPort !== undefined) this.metrics = await startProxyMetrics(this.events, o.metricsPort, o.metricsHost ?? '127.0.0.1', o.statusPeers, o.insecure);
     this.events.emit('role', { role: 'proxy', term: this.core.term });
     this.events.emit('ready', { ready: false, reason: 'no active node yet' });
     this.events.emit('clients', { connected: 0 });
@@ -681,6 +683,28 @@ export class ProxyRuntime {
     if (rec.socket.writableLength > this.options.maxClientWriteBufferBytes) {
       this.warnLimited(`dropping client ${conn}: ${rec.socket.writableLength} bytes unread (maxClientWriteBufferBytes ${this.options.maxClientWriteBufferBytes})`);
       this.dropClient(rec);
+    } else if (rec.socket.writableLength > 1024 * 1024) this.boundUnreadOutput(now);
+  }
+
+  private lastUnreadScan = 0;
+
+  /**
+   * Unread output of all clients together stays within maxTotalClientWriteBufferBytes: past it the
+   * client with the most unread bytes (the slowest reader) is dropped first. Scanned only while
+   * some client has over 1 MiB unread, at most every 50 ms.
+   */
+  private boundUnreadOutput(now: number): void {
+    if (now - this.lastUnreadScan < 50) return;
+    this.lastUnreadScan = now;
+    let total = 0;
+    for (const c of this.clients.values()) total += c.socket.writableLength;
+    while (total > this.options.maxTotalClientWriteBufferBytes) {
+      let slowest: ClientRec | undefined;
+      for (const c of this.clients.values()) if (!slowest || c.socket.writableLength > slowest.socket.writableLength) slowest = c;
+      if (!slowest || slowest.socket.writableLength === 0) return;
+      total -= slowest.socket.writableLength;
+      this.warnLimited(`dropping the slowest client: ${slowest.socket.writableLength} bytes unread, ${total} more across all clients (maxTotalClientWriteBufferBytes ${this.options.maxTotalClientWriteBufferBytes})`);
+      this.dropClient(slowest);
     }
   }
 

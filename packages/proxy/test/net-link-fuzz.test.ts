@@ -6,7 +6,7 @@
  */
 import { WebSocketServer, type WebSocket } from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLOSE_CODES, LINK_MESSAGES, ServerHandshake, closeCodeFor, decodeFrame, encodeFrame, maxFrameBytes, resolveLimits } from '@ftvm/protocol';
+import { CLOSE_CODES, FRAME_TAG_BYTES, LINK_MESSAGES, ServerHandshake, closeCodeFor, decodeFrame, encodeFrame, frameTag, maxFrameBytes, resolveLimits } from '@ftvm/protocol';
 import { mutateFrame, rng, sampleFrames } from '../../protocol/test/fuzz-helpers.js';
 import { ProxyRuntime } from '../src/index.js';
 import { Client, FakeNode, sleep, until, type Replica } from './fake-node.js';
@@ -37,7 +37,7 @@ interface FuzzStats {
 
 /** A node that handshakes properly, then sends `n` fuzzed frames over as many links as it takes. */
 async function fuzzNode(n: number, seed: number): Promise<{ url: string; stats: FuzzStats; done: Promise<void>; close(): Promise<void> }> {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: maxFrameBytes(limits) });
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: maxFrameBytes(limits) + FRAME_TAG_BYTES });
   await new Promise<void>((r) => wss.once('listening', () => r()));
   const r = rng(seed);
   const frames = sampleFrames();
@@ -56,12 +56,14 @@ async function fuzzNode(n: number, seed: number): Promise<{ url: string; stats: 
     let want: number[] | undefined;
     let sawValid = false;
     let closed = false;
+    let seq = 0;
     const pump = async (): Promise<void> => {
       while (!closed && stats.sent < n) {
         const frame = r() < 0.1 ? frames[Math.floor(r() * frames.length)]! : mutateFrame(r, frames[Math.floor(r() * frames.length)]!, limits);
         const exp = expectation(frame);
         stats.sent++;
-        ws.send(frame, { binary: true });
+        // With a valid frame MAC (the link's session key): the proxy's decoder, not its MAC check, judges the frame.
+        ws.send(Buffer.concat([frame, frameTag(hs.keys!.send, seq++, frame)]), { binary: true });
         if (exp.close === 'maybe') {
           sawValid = true;
           await sleep(0);

@@ -250,6 +250,23 @@ describe('ProxyRuntime', () => {
     expect(proxy.stats().failoverBlocked).toBeGreaterThan(0);
   });
 
+  it('keeps unread output of all clients within maxTotalClientWriteBufferBytes by dropping the slowest reader first', async () => {
+    const { port, logs } = await cluster({ proxy: { maxClientWriteBufferBytes: 256 * 1024 * 1024, maxTotalClientWriteBufferBytes: 6 * 1024 * 1024 } });
+    const readers = [await client(port), await client(port), await client(port)];
+    // Two clients stop reading; their echoed output piles up in the proxy. The third reads.
+    readers[0]!.socket.pause();
+    readers[1]!.socket.pause();
+    const chunk = 'x'.repeat(64 * 1024) + '\n';
+    for (let i = 0; i < 160; i++) {
+      readers[0]!.send(chunk);
+      if (i < 100) readers[1]!.send(chunk);
+      await sleep(2);
+    }
+    await until(() => logs.some((l) => /dropping the slowest client/.test(l)), 'a slow reader dropped', 20_000);
+    readers[2]!.send('still here\n');
+    await until(() => readers[2]!.data.endsWith('still here\n'), 'the reading client served');
+  });
+
   it('serves /healthz and /readyz on the metrics port', async () => {
     const { proxy } = await cluster({ proxy: { metricsPort: 0 } });
     const base = `http://127.0.0.1:${proxy.metricsPort}`;

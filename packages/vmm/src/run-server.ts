@@ -14,7 +14,11 @@ export interface RunServerOptions extends VmmOptions {
   checkpointIntervalMs?: number;
   /** Bound on input logged for replay since the last local checkpoint, bytes; past it a checkpoint is taken at once. Default 16 MiB. */
   maxReplayBytes?: number;
-  /** Per-connection socket write buffer above which input from that client is paused, bytes. Default 4 MiB. */
+  /**
+   * Unread output one client may have queued, bytes; past it the client is disconnected (input
+   * from it already pauses while its socket's write buffer is over the high-water mark, but one
+   * request may produce much more output than it took). Default 16 MiB.
+   */
   maxPendingOutputBytes?: number;
   /**
    * Serve this checkpoint (a snapshot restore, a migration's target) instead of booting.
@@ -33,6 +37,8 @@ export interface RunServerOptions extends VmmOptions {
 export interface RunServerEvents {
   fault: [err: VmmError, recovered: boolean];
   log: [level: number, msg: string];
+  /** A client was disconnected by the server (not by the guest): why. */
+  clientDropped: [conn: number, reason: string];
   listening: [port: number];
   /** The clock device updated the guest's clock (see VmmEvents.clock). */
   clock: [r: ClockReport];
@@ -66,6 +72,8 @@ export class RunServer extends EventEmitter<RunServerEvents> {
   private image = new GuestImage();
   private log: GuestEvent[] = [];
   private logBytes = 0;
+  /** Client sockets paused until a checkpoint empties the replay log (see accept). */
+  private readonly pausedForLog = new Set<Socket>();
   private tick: NodeJS.Timeout | null = null;
   private checkpointing: Promise<void> | null = null;
   private recovering = false;
@@ -110,6 +118,11 @@ export class RunServer extends EventEmitter<RunServerEvents> {
       const data = it.offset < c.emitted ? it.data.subarray(c.emitted - it.offset) : it.data;
       c.emitted = end;
       if (!c.socket.write(data)) c.socket.pause();
+      if (c.socket.writableLength > (this.opts.maxPendingOutputBytes ?? 16 << 20) && !c.closing) {
+        this.emit('clientDropped', it.conn, `${c.socket.writableLength} bytes of output unread (maxPendingOutputBytes)`);
+        c.closing = true;
+        c.socket.destroy();
+      }
     });
     this.vmm.on('close', (conn) => {
       const c = this.clients.get(conn);
@@ -154,10 +167,19 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     const c: Client = { socket, emitted: 0, closing: false };
     this.clients.set(conn, c);
     this.record({ k: 'open', conn });
-    socket.on('data', (d) => this.record({ k: 'data', conn, data: new Uint8Array(d.buffer, d.byteOffset, d.length) }));
+    socket.on('data', (d) => {
+      this.record({ k: 'data', conn, data: new Uint8Array(d.buffer, d.byteOffset, d.length) });
+      // Input the guest has not caught up with stays bounded: past maxReplayBytes the sender waits
+      // for the checkpoint (queued behind that input) that empties the log.
+      if (this.logBytes > (this.opts.maxReplayBytes ?? 16 << 20)) {
+        socket.pause();
+        this.pausedForLog.add(socket);
+      }
+    });
     socket.on('drain', () => socket.resume());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
+      this.pausedForLog.delete(socket);
       this.clients.delete(conn);
       this.record({ k: 'close', conn });
     });
@@ -194,6 +216,11 @@ export class RunServer extends EventEmitter<RunServerEvents> {
         // Events posted before the collect were handled before it.
         this.log.splice(0, logged);
         this.logBytes = this.log.reduce((n, e) => n + (e.k === 'data' ? e.data.length : 0), 0);
+        if (this.logBytes <= (this.opts.maxReplayBytes ?? 16 << 20)) {
+          // A socket also paused for unread output resumes on its 'drain'.
+          for (const s of this.pausedForLog) if (!s.writableNeedDrain) s.resume();
+          this.pausedForLog.clear();
+        }
       })
       .catch(() => undefined)
       .finally(() => {

@@ -78,7 +78,7 @@ export class DrillCluster {
     const c = await this.container()
       .withNetworkAliases(name)
       .withExposedPorts(METRICS_PORT)
-      .withCommand([role, '--listen', `0.0.0.0:${NODE_PORT}`, '--node-id', name, '--guest', 'kv', '--metrics-port', String(METRICS_PORT), ...(this.opts.nodeArgs ?? []), ...args])
+      .withCommand([role, '--listen', `0.0.0.0:${NODE_PORT}`, '--node-id', name, '--guest', 'kv', '--metrics-port', String(METRICS_PORT), '--metrics-host', '0.0.0.0', ...(this.opts.nodeArgs ?? []), ...args])
       .withWaitStrategy(Wait.forLogMessage(/listening on/))
       .start();
     this.nodes.set(name, c);
@@ -91,7 +91,7 @@ export class DrillCluster {
     this.proxy = await this.container()
       .withNetworkAliases('proxy')
       .withExposedPorts(port, METRICS_PORT)
-      .withCommand(['proxy', '--host', '0.0.0.0', '--port', String(CLIENT_PORT), '--nodes', `ws://a:${NODE_PORT},ws://b:${NODE_PORT}`, '--metrics-port', String(METRICS_PORT), ...(this.opts.proxyArgs ?? [])])
+      .withCommand(['proxy', '--host', '0.0.0.0', '--port', String(CLIENT_PORT), '--nodes', `ws://a:${NODE_PORT},ws://b:${NODE_PORT}`, '--metrics-port', String(METRICS_PORT), '--metrics-host', '0.0.0.0', ...(this.opts.proxyArgs ?? [])])
       .withWaitStrategy(Wait.forLogMessage(/listening on/))
       .start();
     this.note(`proxy started (container ${this.proxy.getId().slice(0, 12)})`);

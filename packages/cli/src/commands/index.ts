@@ -10,5 +10,6 @@ import { restoreCommand } from './restore.js';
 import { migrateCommand } from './migrate.js';
 import { receiveCommand } from './receive.js';
 import { drillCommand } from './drill.js';
+import { tokenCommand } from './token.js';
 
-export const commands: CommandSpec[] = [upCommand, runCommand, primaryCommand, secondaryCommand, proxyCommand, inspectCommand, snapshotCommand, restoreCommand, migrateCommand, receiveCommand, drillCommand];
+export const commands: CommandSpec[] = [upCommand, runCommand, primaryCommand, secondaryCommand, proxyCommand, inspectCommand, snapshotCommand, restoreCommand, migrateCommand, receiveCommand, tokenCommand, drillCommand];

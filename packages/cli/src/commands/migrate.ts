@@ -1,7 +1,8 @@
 import { controlRequest } from '@ftvm/precopy';
 import { int, oneOf, wsUrl, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
-import { precopyFlags, progressPrinter, requestOptions, summary, token } from './precopy-common.js';
+import { precopyFlags, progressPrinter, requestOptions, summary } from './precopy-common.js';
+import { credentials } from '../credentials.js';
 
 export const migrateCommand: CommandSpec = {
   name: 'migrate',
@@ -19,7 +20,7 @@ export const migrateCommand: CommandSpec = {
   async run(f) {
     const log = new Logger('migrate', f['log-level'] as Level);
     const p = progressPrinter();
-    const r = await controlRequest(f.from as string, token(f, log), {
+    const r = await controlRequest(f.from as string, credentials(f, log), {
       op: 'migrate', to: f.to as string, ...requestOptions(f), diskMode: f['disk-migration'] as 'copy' | 'shared',
       syncTimeoutMs: f['sync-timeout-ms'] as number, handoverTimeoutMs: f['handover-timeout-ms'] as number,
     }, p.update);

@@ -1,12 +1,12 @@
-import { loadToken } from '@ftvm/protocol';
 import { SHIPPED_GUESTS } from '@ftvm/guest-abi';
 import { NodeHost, bridgeNodeMetrics, type NodeRole } from '@ftvm/node';
-import { FtvmEvents, createRoleMetrics, startMetricsServer, type MetricsServer, type PolicyName } from '@ftvm/metrics';
+import { FtvmEvents, createRoleMetrics, registerSecurityMetrics, startMetricsServer, type MetricsServer, type PolicyName } from '@ftvm/metrics';
 import { CLOCK_DEFAULTS, CLOCK_MODES, type ClockMode } from '@ftvm/clock';
 import { DISK_BLOCK_BYTES, MAX_DISK_BYTES, VCPU_SCHEDS, prepareDisk, prepareGuest, readGuest, setDefaultClockOptions, setDefaultVcpuSched, type DiskSpec, type ResolvedClockOptions, type VcpuSched } from '@ftvm/vmm';
 import { hostPort, int, oneOf, size, type FlagTable } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
 import { CliError } from '../errors.js';
+import { credentialFlags, credentials } from '../credentials.js';
 
 /**
  * The clock device's flags (ftvm run, primary, secondary; up passes the first three on).
@@ -61,7 +61,8 @@ export const nodeFlags: FlagTable = {
   listen: { type: 'string', required: true, parse: hostPort, help: 'host:port this node listens on for every link (proxy, replication)' },
   guest: { type: 'string', default: 'kv', help: `shipped guest (${SHIPPED_GUESTS.join(', ')}) or path to a .wasm module (both nodes run the same one)` },
   'node-id': { type: 'string', help: 'name of this node in logs and handshakes (default: the listen address)' },
-  'token-file': { type: 'string', help: 'file holding the shared secret (else $FTVM_TOKEN; none: unauthenticated, with a warning)' },
+  ...credentialFlags,
+  'max-links': { type: 'string', default: 16, parse: int(1, 4096), help: 'links this node\'s listener serves at once (proxy, replication, control); more are refused' },
   policy: { type: 'string', default: 'adaptive', parse: oneOf('adaptive', 'periodic', 'sync-io'), help: 'epoch policy' },
   'interval-ms': { type: 'string', parse: int(1, 60_000), help: 'epoch interval for --policy periodic (default 25), max interval for adaptive (default 50)' },
   'min-gap-ms': { type: 'string', parse: int(0, 1000), help: 'adaptive: least time between two epoch ends; output sooner joins the next epoch (default 1)' },
@@ -71,6 +72,7 @@ export const nodeFlags: FlagTable = {
   'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'a guest event running longer is a fault' },
   'early-copy': { type: 'string', default: 'on', parse: oneOf('on', 'off'), help: 'copy dirty pages between events so the epoch hold copies only the rest' },
   'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page' },
+  'metrics-host': { type: 'string', default: '127.0.0.1', help: 'address the metrics server listens on (not the --listen host: metrics are unauthenticated)' },
   'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
   ...clockFlags,
   ...vcpuFlags,
@@ -80,8 +82,7 @@ export const nodeFlags: FlagTable = {
 export async function runNode(role: NodeRole, f: Record<string, unknown>, extra: { peer?: string; join?: string }): Promise<number> {
   const log = new Logger(role, f['log-level'] as Level);
   const listen = f.listen as { host: string; port: number };
-  const { token, source } = loadToken({ tokenFile: f['token-file'] as string | undefined });
-  if (source === 'none') log.warn('no token configured (--token-file or FTVM_TOKEN): links are not authenticated');
+  const creds = credentials(f, log);
   const { name, wasm } = readGuest(f.guest as string);
   const guest = prepareGuest(name, wasm);
   for (const w of guest.warnings) log.warn(w);
@@ -101,7 +102,8 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
     nodeId: (f['node-id'] as string | undefined) ?? `${listen.host}:${listen.port}`,
     host: listen.host,
     port: listen.port,
-    token,
+    ...creds,
+    maxLinks: f['max-links'] as number,
     guest,
     role,
     peer: extra.peer,
@@ -122,7 +124,8 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
     // Registered before start so the first role and protection events are counted.
     const roleMetrics = createRoleMetrics(role, bus);
     bridgeNodeMetrics(node, bus, policy as PolicyName);
-    metrics = await startMetricsServer({ port: f['metrics-port'] as number, host: listen.host, metrics: roleMetrics });
+    registerSecurityMetrics(roleMetrics.registry, { insecure: creds.insecure, listener: () => node.listenerStats && { links: node.linkCount, ...node.listenerStats } });
+    metrics = await startMetricsServer({ port: f['metrics-port'] as number, host: f['metrics-host'] as string, metrics: roleMetrics });
     log.info('metrics', { url: `${metrics.url}/metrics`, status: `${metrics.url}/` });
   }
   node.on('role', (r, term) => {

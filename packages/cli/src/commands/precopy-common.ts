@@ -1,10 +1,9 @@
 import { resolve } from 'node:path';
-import { loadToken } from '@ftvm/protocol';
 import { formatBytes } from '@ftvm/metrics';
 import { STOP_RULES, THROTTLE_MODES, type PrecopyProgress, type PrecopyRequestOptions, type PrecopyResult, type StopRuleName, type ThrottleMode } from '@ftvm/precopy';
 import { CliError } from '../errors.js';
 import { int, oneOf, type FlagTable } from '../flags.js';
-import type { Logger } from '../logger.js';
+import { credentialFlags } from '../credentials.js';
 
 /** Bytes per second: a number with an optional k/M/G suffix (powers of 1000, bytes), 0 = unlimited. */
 export const rate = (raw: string, name: string): number => {
@@ -21,7 +20,7 @@ export const precopyFlags: FlagTable = {
   'max-rounds': { type: 'string', default: 30, parse: int(1, 10_000), help: 'most pre-copy rounds (round 0 included)' },
   'bandwidth-limit': { type: 'string', default: 0, parse: rate, help: 'cap on bytes/s sent (k/M/G suffix; 0: unlimited)' },
   throttle: { type: 'string', default: 'off', parse: oneOf(...THROTTLE_MODES), help: 'auto: delay the guest\'s event dispatch in steps while it dirties memory faster than rounds send it' },
-  'token-file': { type: 'string', help: 'file holding the shared secret (else $FTVM_TOKEN)' },
+  ...credentialFlags,
 };
 
 export function requestOptions(f: Record<string, unknown>): PrecopyRequestOptions {
@@ -34,11 +33,6 @@ export function requestOptions(f: Record<string, unknown>): PrecopyRequestOption
   };
 }
 
-export function token(f: Record<string, unknown>, log: Logger): Uint8Array {
-  const t = loadToken({ tokenFile: f['token-file'] as string | undefined });
-  if (t.source === 'none') log.warn('no token configured (--token-file or FTVM_TOKEN): links are not authenticated');
-  return t.token;
-}
 
 export const absolute = (p: string): string => resolve(p);
 

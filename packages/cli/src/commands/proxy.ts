@@ -1,18 +1,16 @@
 import type { StatusPeer } from '@ftvm/metrics';
-import { loadToken } from '@ftvm/protocol';
 import { ProxyRuntime } from '@ftvm/proxy';
 import { CliError } from '../errors.js';
-import { int, oneOf, WSS_REFUSED, type CommandSpec } from '../flags.js';
+import { int, oneOf, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
+import { credentialFlags, credentials } from '../credentials.js';
 
 /** `ws://host:port,ws://host:port` -> URLs (at least one, no repeats). */
 const wsUrls = (raw: string, name: string): string[] => {
   const urls = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  const tls = urls.find((u) => u.startsWith('wss://'));
-  if (tls !== undefined) throw new CliError('FTVM_ERR_CLI_BAD_VALUE', WSS_REFUSED(name, tls));
-  const bad = urls.find((u) => !/^ws:\/\/[^/\s]+(\/\S*)?$/.test(u));
+  const bad = urls.find((u) => !/^wss?:\/\/[^/\s]+(\/\S*)?$/.test(u));
   if (urls.length === 0 || bad !== undefined)
-    throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--${name} must be comma-separated ws:// URLs (e.g. ws://127.0.0.1:7001,ws://127.0.0.1:7002), got '${bad ?? raw}'`);
+    throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--${name} must be comma-separated ws:// or wss:// URLs (e.g. ws://127.0.0.1:7001,ws://127.0.0.1:7002), got '${bad ?? raw}'`);
   if (new Set(urls).size !== urls.length) throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--${name} lists a node twice: '${raw}'`);
   return urls;
 };
@@ -38,8 +36,9 @@ export const proxyCommand: CommandSpec = {
     nodes: { type: 'string', required: true, parse: wsUrls, help: 'the nodes, comma-separated ws:// URLs; named a, b, ... in this order' },
     'failover-timeout-ms': { type: 'string', default: 1000, parse: int(1, 600_000), help: 'silence of the active primary after which it is lost' },
     'promote-timeout-ms': { type: 'string', default: 10_000, parse: int(1, 3_600_000), help: 'a promoted node must answer within this' },
-    'token-file': { type: 'string', help: 'file holding the shared secret (else $FTVM_TOKEN; none: unauthenticated, with a warning)' },
+    ...credentialFlags,
     'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page' },
+    'metrics-host': { type: 'string', default: '127.0.0.1', help: 'address the metrics server listens on' },
     'status-peers': {
       type: 'string',
       parse: statusPeers,
@@ -49,25 +48,25 @@ export const proxyCommand: CommandSpec = {
   },
   async run(f) {
     const log = new Logger('proxy', f['log-level'] as Level);
-    const { token, source } = loadToken({ tokenFile: f['token-file'] as string | undefined });
-    if (source === 'none') log.warn('no token configured (--token-file or FTVM_TOKEN): links are not authenticated');
     const host = f.host as string;
     if (f['status-peers'] !== undefined && f['metrics-port'] === undefined) {
       throw new CliError('FTVM_ERR_CLI_BAD_VALUE', '--status-peers needs --metrics-port (the peers are charted on its status page)');
     }
+    const creds = credentials(f, log);
     const proxy = new ProxyRuntime({
       port: f.port as number,
       host,
       nodes: f.nodes as string[],
-      token,
+      ...creds,
       failoverTimeoutMs: f['failover-timeout-ms'] as number,
       promoteTimeoutMs: f['promote-timeout-ms'] as number,
       metricsPort: f['metrics-port'] as number | undefined,
+      metricsHost: f['metrics-host'] as string,
       statusPeers: f['status-peers'] as StatusPeer[] | undefined,
       log,
     });
     const port = await proxy.start();
-    if (proxy.metricsPort !== undefined) log.info('metrics', { url: `http://${host}:${proxy.metricsPort}/metrics` });
+    if (proxy.metricsPort !== undefined) log.info('metrics', { url: `http://${f['metrics-host'] as string}:${proxy.metricsPort}/metrics` });
     // Machine-readable line for scripts and tests.
     process.stdout.write(`ftvm proxy: listening on ${host}:${port}\n`);
     await new Promise<void>((resolve) => {

@@ -1,9 +1,10 @@
 import { MigrationReceiver } from '@ftvm/precopy';
 import { prepareGuest, readGuest, RunServer, type Vmm } from '@ftvm/vmm';
-import { hostPort, int, oneOf, type CommandSpec } from '../flags.js';
+import { hostPort, int, oneOf, size, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
 import { roundsText } from './migrate.js';
-import { absolute, precopyFlags, token } from './precopy-common.js';
+import { absolute } from './precopy-common.js';
+import { credentialFlags, credentials } from '../credentials.js';
 import { applyClockFlags, applyVcpuFlags, clockFlags, vcpuFlags } from './node-common.js';
 import { GuestMetrics, controlFlags, guestMetricsFlags, logGuestEvents, serveUntilStopped, startControl } from './serve-guest.js';
 
@@ -14,11 +15,12 @@ export const receiveCommand: CommandSpec = {
   flags: {
     listen: { type: 'string', required: true, parse: hostPort, help: 'host:port of the migration listener' },
     guest: { type: 'string', default: 'kv', help: 'the guest module the source runs (shipped name or .wasm path); another module is refused' },
+    'max-memory': { type: 'string', default: 1024 ** 3, parse: size(65536, 2 ** 32, 65536), help: 'largest guest memory accepted (checked on the announced size before anything is allocated)' },
     port: { type: 'string', default: 6380, parse: int(0, 65535), help: 'TCP port clients connect to once the guest arrived (0: any free port)' },
     host: { type: 'string', default: '127.0.0.1', help: 'address clients connect to' },
     disk: { type: 'string', help: 'file for the guest\'s virtual disk, if it has one: a new file (copy: created at the source\'s size) or, with ftvm migrate --disk-migration shared, the source\'s own file' },
     ...controlFlags,
-    'token-file': precopyFlags['token-file']!,
+    ...credentialFlags,
     ...guestMetricsFlags,
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
@@ -51,8 +53,9 @@ export const receiveCommand: CommandSpec = {
     const receiver = new MigrationReceiver({
       host: listen.host,
       port: listen.port,
-      token: token(f, log),
+      ...credentials(f, log),
       moduleDigest: guest.digest,
+      maxMemBytes: f['max-memory'] as number,
       disk: f.disk === undefined ? undefined : absolute(f.disk as string),
       onRound: (round, pages, wireBytes) => log.debug('round received', { round, pages, wireBytes }),
       onBegin: (memBytes, disk) => {

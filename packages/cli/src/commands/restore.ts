@@ -3,7 +3,7 @@ import { prepareGuest, RunServer } from '@ftvm/vmm';
 import { int, oneOf, type CommandSpec } from '../flags.js';
 import { CliError } from '../errors.js';
 import { Logger, type Level } from '../logger.js';
-import { precopyFlags } from './precopy-common.js';
+import { credentialFlags, credentials } from '../credentials.js';
 import { applyClockFlags, applyVcpuFlags, clockFlags, vcpuFlags } from './node-common.js';
 import { GuestMetrics, controlFlags, guestMetricsFlags, logGuestEvents, serveUntilStopped, startControl } from './serve-guest.js';
 
@@ -16,7 +16,7 @@ export const restoreCommand: CommandSpec = {
     port: { type: 'string', default: 6380, parse: int(0, 65535), help: 'TCP port clients connect to (0: any free port)' },
     host: { type: 'string', default: '127.0.0.1', help: 'address to listen on' },
     ...controlFlags,
-    'token-file': precopyFlags['token-file']!,
+    ...credentialFlags,
     ...guestMetricsFlags,
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
@@ -28,7 +28,9 @@ export const restoreCommand: CommandSpec = {
     if (!pos[0]) throw new CliError('FTVM_ERR_CLI_MISSING', "'ftvm restore' needs the snapshot file");
     applyClockFlags(f);
     applyVcpuFlags(f);
-    const snap = await readSnapshot(pos[0]);
+    // The snapshot's MAC is checked under the token: a file nobody with the token wrote is refused.
+    const creds = credentials(f, log);
+    const snap = await readSnapshot(pos[0], creds.token);
     const guest = prepareGuest(snap.info.guest, snap.wasm);
     log.info('snapshot verified', { guest: snap.info.guest, mode: snap.info.mode, memBytes: snap.checkpoint.memBytes, bytes: snap.bytes });
     const server = new RunServer(guest, { host: f.host as string, port: f.port as number, eventTimeoutMs: f['event-timeout-ms'] as number, restore: snap.checkpoint, transferRestoreMemory: true });

@@ -4,6 +4,7 @@ import { int, oneOf, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
 import { applyClockFlags, applyVcpuFlags, clockFlags, diskFlags, diskFromFlags, vcpuFlags } from './node-common.js';
 import { GuestMetrics, controlFlags, guestMetricsFlags, logGuestEvents, startControl } from './serve-guest.js';
+import { credentialFlags, credentials } from '../credentials.js';
 
 export const runCommand: CommandSpec = {
   name: 'run',
@@ -22,10 +23,12 @@ export const runCommand: CommandSpec = {
     ...vcpuFlags,
     ...diskFlags,
     ...controlFlags,
-    'token-file': { type: 'string', help: 'file holding the shared secret of --control (else $FTVM_TOKEN)' },
+    ...credentialFlags,
   },
   async run(f) {
     const log = new Logger('run', f['log-level'] as Level);
+    // --control takes operator requests over the network: no credentials, no listener.
+    if (f.control !== undefined) credentials(f, log);
     const clock = applyClockFlags(f);
     applyVcpuFlags(f);
     const { name, wasm } = readGuest(f.guest as string);

@@ -4,11 +4,12 @@ import { serveControl, type PrecopyProgress } from '@ftvm/precopy';
 import type { PreparedGuest, RunServer } from '@ftvm/vmm';
 import { hostPort, int, type FlagTable } from '../flags.js';
 import { GUEST_LOG_LEVELS, type Logger } from '../logger.js';
-import { token } from './precopy-common.js';
+import { credentials } from '../credentials.js';
 
 /** --control for every command that serves a guest (run, restore, receive). */
 export const controlFlags: FlagTable = {
   control: { type: 'string', parse: hostPort, help: 'host:port of a control listener for ftvm snapshot --from / ftvm migrate --from (authenticated with the token)' },
+  'snapshot-dir': { type: 'string', help: 'directory ftvm snapshot writes into (files mode 0600, never over an existing file); without it snapshots are refused' },
 };
 
 /**
@@ -28,7 +29,8 @@ export async function startControl(
   const listener = await serveControl(server, {
     host: at.host,
     port: at.port,
-    token: token(f, log),
+    ...credentials(f, log),
+    snapshotDir: f['snapshot-dir'] as string | undefined,
     guest: g.name,
     moduleWasm: g.wasm,
     moduleDigest: g.guest.digest,
@@ -56,6 +58,7 @@ export async function startControl(
 /** The guest's own log lines and its faults (each rolled back, or the guest stopped), logged. */
 export function logGuestEvents(server: RunServer, log: Logger): void {
   server.on('log', (l, m) => log.log(GUEST_LOG_LEVELS[l] ?? 'info', `guest: ${m}`));
+  server.on('clientDropped', (conn, reason) => log.warn('client dropped', { conn, reason }));
   server.on('fault', (err, recovered) =>
     log.error(recovered ? 'guest fault: rolled back to the last checkpoint' : 'guest fault: guest stopped', { code: err.code, conn: err.conn, message: err.message }),
   );
@@ -79,6 +82,7 @@ export async function serveUntilStopped(server: RunServer, control: Listener | n
 /** --metrics-port for every command that serves a guest unprotected (run, restore, receive). */
 export const guestMetricsFlags: FlagTable = {
   'metrics-port': { type: 'string', parse: int(0, 65535), help: 'port for /metrics, /healthz, /readyz and the status page (off unless given)' },
+  'metrics-host': { type: 'string', default: '127.0.0.1', help: 'address the metrics server listens on (metrics are unauthenticated)' },
 };
 
 /**
@@ -97,7 +101,7 @@ export class GuestMetrics {
     if (f['metrics-port'] === undefined) return m;
     // Registered before the first event so level metrics start right.
     m.roleMetrics = createRoleMetrics('run', m.bus);
-    m.server = await startMetricsServer({ port: f['metrics-port'] as number, host: f.host as string, metrics: m.roleMetrics });
+    m.server = await startMetricsServer({ port: f['metrics-port'] as number, host: f['metrics-host'] as string, metrics: m.roleMetrics });
     m.bus.emit('role', { role: 'run', term: 0 });
     m.bus.emit('protection', { protected: false, reason: 'one process, no secondary (local rollback on guest faults only)' });
     m.bus.emit('ready', { ready: false, reason: waiting });

@@ -99,14 +99,15 @@ async function runUp(f: Record<string, unknown>, log: Logger, host: string, pa: 
   const diskDir = (f['disk-dir'] as string | undefined) ?? dir;
   if (f['disk-dir'] !== undefined) mkdirSync(diskDir, { recursive: true });
   const disk = (k: string): string[] => (f['disk-size'] === undefined ? [] : ['--disk', join(diskDir, `node-${k}.img`), '--disk-size', String(f['disk-size'])]);
-  const nodeA = ['--listen', `${host}:${pa}`, '--node-id', 'a', '--metrics-port', String(mb + 1), ...common, ...disk('a')];
-  const nodeB = ['--listen', `${host}:${pb}`, '--node-id', 'b', '--metrics-port', String(mb + 2), ...common, ...disk('b')];
+  // One machine: every role's metrics on --host too (the proxy's status page reads the nodes' there).
+  const nodeA = ['--listen', `${host}:${pa}`, '--node-id', 'a', '--metrics-port', String(mb + 1), '--metrics-host', host, ...common, ...disk('a')];
+  const nodeB = ['--listen', `${host}:${pb}`, '--node-id', 'b', '--metrics-port', String(mb + 2), '--metrics-host', host, ...common, ...disk('b')];
   const roles: Record<string, Role> = {
     b: { name: 'secondary', args: ['secondary', ...nodeB, '--peer', urlA] },
     a: { name: 'primary', args: ['primary', ...nodeA, '--secondary', urlB] },
     proxy: {
       name: 'proxy',
-      args: ['proxy', '--port', String(f.port), '--host', host, '--nodes', `${urlA},${urlB}`, '--token-file', tokenFile, '--metrics-port', String(mb),
+      args: ['proxy', '--port', String(f.port), '--host', host, '--nodes', `${urlA},${urlB}`, '--token-file', tokenFile, '--metrics-port', String(mb), '--metrics-host', host,
         '--status-peers', `a=http://${host}:${mb + 1},b=http://${host}:${mb + 2}`, '--log-level', f['log-level'] as string],
     },
   };
