@@ -16,7 +16,8 @@ const opt = (k, d) => (args.includes(k) ? args[args.indexOf(k) + 1] : d);
 const mibs = opt('--mib', '256').split(',').map(Number);
 const reps = Number(opt('--reps', '3'));
 const out = opt('--out', null);
-const chunkPages = Number(opt('--chunk', '256'));
+const only = opt('--only', null);
+const chunkPages = Number(opt('--chunk', '1024'));
 const token = new Uint8Array(Buffer.from('bench-state-transfer'));
 const { name, wasm } = readGuest('dirtier');
 const guest = prepareGuest(name, wasm);
@@ -35,10 +36,13 @@ async function stages(vmm) {
   const img = dec.image;
   const sink = { base: (p) => img.subarray(p * 4096, (p + 1) * 4096), put: (p, page) => { img.set(page, p * 4096); rx.update(p, page); } };
   let wire = 0;
+  let spare;
   for (let i = 0; i < n; i += chunkPages) {
     const pages = all.subarray(i, Math.min(n, i + chunkPages));
     let a = now();
-    const data = await vmm.readPageList(pages);
+    // As VmmSource does: the buffer of the previous read is filled again (warm pages).
+    const data = await vmm.readPageList(pages, spare);
+    spare = undefined;
     let b = now(); t.read += b - a; a = b;
     const e = enc.encodeBatch(pages, data);
     b = now(); t.encode += b - a; a = b;
@@ -50,24 +54,25 @@ async function stages(vmm) {
     for (let k = 0; k < pages.length; k++) rx.update(pages[k], img, pages[k] * 4096);
     b = now(); t.rxDigest += b - a;
     wire += e.wireBytes;
+    if (data.byteOffset === 0) spare = data.buffer;
   }
   return { ...t, wire };
 }
 
 async function migrate(vmm) {
-  let pre = null, restoreMs = 0;
+  let pre = null, restoreMs = 0, prestartMs = 0, waitMs = 0;
   const receiver = new MigrationReceiver({
     port: 0, token, moduleDigest: guest.digest,
-    onBegin: (memBytes) => { pre = Vmm.prestart(guest, memBytes, { transferRestoreMemory: true }); },
+    onBegin: (memBytes) => { const a = now(); pre = Vmm.prestart(guest, memBytes, { transferRestoreMemory: true }); pre.then(() => { prestartMs = now() - a; }); },
     onAbandoned: () => void pre?.then((v) => v.stop()),
-    onComplete: async (ckpt) => { const v = await pre; const a = now(); await v.restoreInto(ckpt); restoreMs = now() - a; await v.stop(); },
+    onComplete: async (ckpt) => { const w = now(); const v = await pre; const a = now(); waitMs = a - w; await v.restoreInto(ckpt); restoreMs = now() - a; await v.stop(); },
   });
   const l = await receiver.start();
   const sender = await MigrationSender.connect(l.url, { token, moduleDigest: guest.digest });
   const r = await runPrecopy(new VmmSource(vmm), sender, { stopRule: 'mp', downtimeLimitMs: 50, maxRounds: 15 });
   sender.close();
   await receiver.close();
-  return { totalMs: r.totalMs, downtimeMs: r.downtimeMs, round0Ms: r.roundStats[0]?.ms, restoreMs, wire: r.wireBytes, ok: r.ok };
+  return { totalMs: r.totalMs, downtimeMs: r.downtimeMs, round0Ms: r.roundStats[0]?.ms, rounds: r.rounds, prestartMs, waitPrestartMs: waitMs, restoreMs, wire: r.wireBytes, ok: r.ok, parts: r.downtimeParts };
 }
 
 async function snapshot(vmm, dir, i) {
@@ -84,11 +89,11 @@ try {
   for (const mib of mibs) {
     const vmm = await bootFilledDirtier(guest, mib);
     for (let r = 0; r < reps; r++) {
-      const s = await stages(vmm);
-      const m = await migrate(vmm);
+      const s = !only || only === 'stages' ? await stages(vmm) : null;
+      const m = !only || only === 'migration' ? await migrate(vmm) : null;
       // A migration's stop-and-copy leaves the source held: resume it for the next run.
-      vmm.resume();
-      const sn = await snapshot(vmm, dir, r);
+      if (m) vmm.resume();
+      const sn = !only || only === 'snapshot' ? await snapshot(vmm, dir, r) : null;
       const row = { mib, rep: r, stages: s, migration: m, snapshot: sn };
       res.runs.push(row);
       console.error(JSON.stringify(row));
