@@ -260,10 +260,17 @@ export class PageEncoder {
       const stats = byCodec[CODEC_NAMES[codec]!];
       stats.pages++;
       stats.bytes += body.length;
-      if (this.keepPrevious) this.remember(pageNo, page);
+      // A SPARSE page is cheap to send again as it is: no cached copy (a 4 KiB copy per page, and
+      // the cache's memory). A cached copy is kept for every other codec (XOR needs it).
+      if (codec === Codec.SPARSE || codec === Codec.ZERO) this.forgetPage(pageNo);
+      else if (this.keepPrevious) this.remember(pageNo, page);
     }
     const payload = new Uint8Array(out.subarray(0, at));
     return { payload, wireBytes: payload.length, rawBytes: count * PAGE_BYTES, byCodec };
+  }
+
+  private forgetPage(pageNo: number): void {
+    if (pageNo < this.known.length) this.known[pageNo] = 0;
   }
 
   private isKnown(pageNo: number): boolean {
