@@ -97,6 +97,12 @@ export interface PrecopySink {
    * destination holds every block. A rejection is a failed migration (the source resumes).
    */
   pull?(missing: Uint32Array, read: (blocks: Uint32Array) => Promise<Uint8Array>, bandwidthLimit: number): Promise<PullStats>;
+  /**
+   * pull() runs while the source is still held and counts as downtime (a snapshot file: the
+   * remaining blocks are read from the held guest), which also lets a stop-the-world transfer
+   * carry a disk (every block in pull()).
+   */
+  readonly pullHeld?: boolean;
   endRound(round: number): Promise<void>;
   /** The state after the final round; resolves once the destination holds a complete image. */
   commit(state: FinalState): Promise<void>;
@@ -307,7 +313,7 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
   try {
     if (hasDisk && (!sink.blocks || !sink.pull || !source.readBlocks || !source.dirtyBlocks))
       throw new PrecopyError('FTVM_ERR_PRECOPY_DISK', 'the guest has a virtual disk and this destination cannot carry one (a snapshot file holds memory only); migrate it, or use shared storage');
-    if (hasDisk && !o.live) throw new PrecopyError('FTVM_ERR_PRECOPY_DISK', 'a stop-the-world transfer of a guest with a virtual disk is not supported');
+    if (hasDisk && !o.live && !(copyDisk && sink.pullHeld)) throw new PrecopyError('FTVM_ERR_PRECOPY_DISK', 'a stop-the-world migration of a guest with a virtual disk is not supported (a stop-the-world snapshot is)');
     let pages: Uint32Array = new Uint32Array(0);
     let blocks: Uint32Array = NONE;
     if (o.live) {
@@ -380,7 +386,8 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
     progress({ phase: 'stop-and-copy', round: res.rounds, pagesLeft: finalPages.length, roundPages: finalPages.length, etaMs: NaN });
     const finalState = { ...final, pages: finalPages };
     // The disk's remainder is not sent now: its bitmap goes with the state, the destination pulls.
-    const missing = copyDisk ? unionSorted(blocks, final.blocks ?? NONE) : NONE;
+    // Stop-the-world: no block was sent, all of them remain.
+    const missing = !copyDisk ? NONE : o.live ? unionSorted(blocks, final.blocks ?? NONE) : Uint32Array.from({ length: totalBlocks }, (_, i) => i);
     if (diskRes) diskRes.missingBlocks = missing.length;
     if (hasDisk && o.diskMode === 'shared') await source.flushDisk?.();
     const flushed = clock.now();
@@ -393,6 +400,11 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
       progress({ phase: 'pull', round: res.rounds, pagesLeft: missing.length, roundPages: missing.length, etaMs: NaN });
       diskRes!.pull = await sink.pull!(missing, (b) => source.readBlocks!(b), o.bandwidthLimit);
       res.wireBytes += diskRes!.pull.wireBytes;
+      // Still held: the blocks are part of the downtime (and of the send).
+      if (sink.pullHeld) {
+        res.downtimeMs = clock.now() - hold0;
+        res.downtimeParts.sendMs += diskRes!.pull.ms;
+      }
     }
     res.ok = true;
     res.totalMs = clock.now() - t0;
