@@ -152,6 +152,10 @@ describe('snapshots of the kv guest', () => {
         expect(await get(v, 4, 'd:7')).toBe(`$${'disk-7-yyyyyyy'.length}\r\ndisk-7-yyyyyyy\r\n`);
         expect(readFileSync(spec.path).equals(onDisk)).toBe(true);
       }
+      // Shared-storage disk mode means no block in the file: refused, no file left.
+      const shared = await takeSnapshot(new VmmSource(withDisk), join(dir, 'shared.snap'), { diskMode: 'shared', guest: 'kv', moduleWasm: wasm, moduleDigest: guest.digest, macKey: KEY });
+      expect(shared.error?.code).toBe('FTVM_ERR_PRECOPY_DISK');
+      expect(readdirSync(dir).filter((f) => f.startsWith('shared.snap'))).toEqual([]);
       // A disk block moved to another block number (checksums and MAC made again, as a writer
       // bug would) decodes fine and fails the disk digest; nothing is restored from it.
       const file = Buffer.from(readFileSync(join(dir, 'disk-false.snap')));
