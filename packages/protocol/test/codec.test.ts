@@ -361,6 +361,28 @@ describe('SPARSE codecs', () => {
     expect(codecsOf(b.payload)).toEqual([Codec.RAW, Codec.LZ4]);
   });
 
+  it('round-trips pages with random runs of words anywhere, the last page of a buffer included', () => {
+    let seed = 11;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+    const count = 64;
+    const data = new Uint8Array(count * PAGE_BYTES);
+    const w = new Int32Array(data.buffer);
+    for (let p = 0; p < count; p++) {
+      for (let r = rand(6); r > 0; r--) {
+        const at = rand(1024);
+        for (let k = 0, len = 1 + rand(9); k < len && at + k < 1024; k++) w[p * 1024 + at + k] = rand(3) === 0 ? -1 : 1 + rand(1000);
+      }
+      if (p % 7 === 0) w[p * 1024 + 1023] = 5; // a run ending at the page end
+      if (p % 5 === 0) w[p * 1024] = 9; // and one starting at its first word
+    }
+    const pages = Array.from({ length: count }, (_, i) => i);
+    const b = new PageEncoder({ keepPrevious: false }).encodeBatch(pages, data);
+    expect(b.byCodec.SPARSE.pages + b.byCodec.ZERO.pages).toBe(count);
+    const dec = new PageDecoder();
+    dec.apply(b.payload, count);
+    expect(dec.image.subarray(0, data.length)).toEqual(data);
+  });
+
   it('refuses malformed SPARSE bodies with FTVM_ERR_FRAME_MALFORMED', () => {
     const dec = new PageDecoder();
     const words = (...w: number[]) => new Uint8Array(new Int32Array(w).buffer);
