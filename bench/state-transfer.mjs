@@ -69,10 +69,16 @@ async function migrate(vmm) {
   });
   const l = await receiver.start();
   const sender = await MigrationSender.connect(l.url, { token, moduleDigest: guest.digest });
-  const r = await runPrecopy(new VmmSource(vmm), sender, { stopRule: 'mp', downtimeLimitMs: 50, maxRounds: 15 });
+  const t0 = now();
+  const marks = {};
+  const r = await runPrecopy(new VmmSource(vmm), sender, {
+    stopRule: 'mp', downtimeLimitMs: 50, maxRounds: 15,
+    // When each phase first reported progress, ms after the start.
+    onProgress: (p) => { const k = `${p.phase}${p.round}`; marks[k] ??= Math.round(now() - t0); marks[`${k}end`] = Math.round(now() - t0); },
+  });
   sender.close();
   await receiver.close();
-  return { totalMs: r.totalMs, downtimeMs: r.downtimeMs, round0Ms: r.roundStats[0]?.ms, rounds: r.rounds, prestartMs, waitPrestartMs: waitMs, restoreMs, wire: r.wireBytes, ok: r.ok, parts: r.downtimeParts };
+  return { totalMs: r.totalMs, downtimeMs: r.downtimeMs, round0Ms: r.roundStats[0]?.ms, rounds: r.rounds, prestartMs, waitPrestartMs: waitMs, restoreMs, wire: r.wireBytes, ok: r.ok, parts: r.downtimeParts, marks };
 }
 
 async function snapshot(vmm, dir, i) {

@@ -57,6 +57,8 @@ export interface MigrationSenderOptions {
 export class MigrationSender implements PrecopySink {
   private stream: PageStream;
   private epoch = 0;
+  /** The current round is the stop-and-copy (acked only once the destination runs the guest). */
+  private finalRound = false;
   private seq = 0;
   private pagesThisRound = 0;
   private wireThisRound = 0;
@@ -129,6 +131,7 @@ export class MigrationSender implements PrecopySink {
   async beginRound(round: number, memBytes: number, pageCount: number, final: FinalState | null, disk?: RoundDisk): Promise<void> {
     this.check();
     this.epoch = round + 1;
+    this.finalRound = final !== null;
     this.seq = 0;
     this.blockSeq = 0;
     this.pagesThisRound = pageCount;
@@ -251,12 +254,18 @@ export class MigrationSender implements PrecopySink {
     return e;
   }
 
+  /**
+   * Ends the round; a pre-copy round resolves when the receiver has decoded it and checked its
+   * digest (its ack): the round's time is then the whole path's, which the stop rule's bandwidth
+   * estimate needs, and the stop-and-copy never starts behind a receiver still decoding.
+   */
   async endRound(): Promise<void> {
     this.check();
     this.link.send({
       t: 'ckpt_end', term: 0, epoch: this.epoch, pageCount: this.pagesThisRound, digest: this.stream.digest.value(),
       wireBytes: this.wireThisRound, rawBytes: this.pagesThisRound * PAGE_BYTES,
     });
+    if (!this.finalRound) await this.awaitAck(this.epoch, this.stream.digest.value(), `round ${this.epoch - 1}`);
   }
 
   async commit(): Promise<void> {
@@ -623,7 +632,11 @@ export class MigrationReceiver {
             o.onRound?.(begin.epoch - 1, got, wire);
             const b = begin;
             begin = null;
-            if (b.devices === null) return;
+            // A pre-copy round: acked once decoded and checked (the sender paces its rounds on it).
+            if (b.devices === null) {
+              link.trySend({ t: 'ack', term: 0, epoch: b.epoch, digest: digest.value() });
+              return;
+            }
             finishing = true;
             const ckpt: Checkpoint = {
               format: 1,
