@@ -63,7 +63,7 @@ async function migrate(vmm) {
   let pre = null, restoreMs = 0, prestartMs = 0, waitMs = 0;
   const receiver = new MigrationReceiver({
     port: 0, token, moduleDigest: guest.digest,
-    onBegin: (memBytes) => { const a = now(); pre = Vmm.prestart(guest, memBytes, { transferRestoreMemory: true }); pre.then(() => { prestartMs = now() - a; }); },
+    onBegin: (memBytes) => { const a = now(); pre = Vmm.prestart(guest, memBytes, { transferRestoreMemory: true }); pre.then(() => { prestartMs = now() - a; }); return pre; },
     onAbandoned: () => void pre?.then((v) => v.stop()),
     onComplete: async (ckpt) => { const w = now(); const v = await pre; const a = now(); waitMs = a - w; await v.restoreInto(ckpt); restoreMs = now() - a; await v.stop(); },
   });

@@ -325,9 +325,11 @@ export interface MigrationReceiverOptions {
   /**
    * A migration's first round began: the source's memory is `memBytes` now (it only grows),
    * its disk (if any) is `disk`. A target can boot its vCPU meanwhile (Vmm.prestart), so the
-   * guest's start inside the downtime is only the copy of the image.
+   * guest's start inside the downtime is only the copy of the image. A returned promise
+   * (the prestart) holds back the acks of pre-copy rounds until it settles: the source does
+   * not stop the guest before this target is ready to take it.
    */
-  onBegin?: (memBytes: number, disk?: { path: string; blocks: number }) => void;
+  onBegin?: (memBytes: number, disk?: { path: string; blocks: number }) => void | Promise<unknown>;
   /** A migration that began ended before its guest was handed to onComplete: drop what onBegin prepared. */
   onAbandoned?: () => void;
   /** PULL ended: every block arrived and the disk's digest is the source's. */
@@ -521,6 +523,8 @@ export class MigrationReceiver {
     let pullOver = false;
     /** onBegin was called for this session (and onAbandoned is owed if it never completes). */
     let begun = false;
+    /** Settles when what onBegin prepared is ready (round acks wait for it). */
+    let targetReady: Promise<void> = Promise.resolve();
     const pullFailed = (e: Error): void => {
       if (pullEpoch === 0 || pullOver) return;
       pullOver = true;
@@ -590,7 +594,8 @@ export class MigrationReceiver {
             decoder.ensure(m.memBytes);
             if (!begun) {
               begun = true;
-              o.onBegin?.(m.memBytes, disk ? { path: disk.path, blocks: disk.totalBlocks } : undefined);
+              const prep = o.onBegin?.(m.memBytes, disk ? { path: disk.path, blocks: disk.totalBlocks } : undefined);
+              if (prep) targetReady = Promise.resolve(prep).then(() => undefined, () => undefined);
             }
             return;
           }
@@ -634,7 +639,8 @@ export class MigrationReceiver {
             begin = null;
             // A pre-copy round: acked once decoded and checked (the sender paces its rounds on it).
             if (b.devices === null) {
-              link.trySend({ t: 'ack', term: 0, epoch: b.epoch, digest: digest.value() });
+              const ack = { t: 'ack', term: 0, epoch: b.epoch, digest: digest.value() } as const;
+              void targetReady.then(() => link.trySend(ack));
               return;
             }
             finishing = true;
