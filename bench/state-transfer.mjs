@@ -8,8 +8,8 @@ import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { Vmm, prepareGuest, readGuest } from '../packages/vmm/dist/index.js';
 import { PageEncoder, PageDecoder, ImageDigest, MAX_BATCH_PAGES } from '../packages/protocol/dist/index.js';
-import { MigrationReceiver, MigrationSender, VmmSource, runPrecopy, takeSnapshot } from '../packages/precopy/dist/index.js';
-import { bootFilledDirtier } from './lib/dirtier.mjs';
+import { MigrationReceiver, MigrationSender, VmmSource, readSnapshot, runPrecopy, takeSnapshot } from '../packages/precopy/dist/index.js';
+import { bootFilledDirtier, dirtierLine } from './lib/dirtier.mjs';
 
 const args = process.argv.slice(2);
 const opt = (k, d) => (args.includes(k) ? args[args.indexOf(k) + 1] : d);
@@ -85,8 +85,18 @@ async function snapshot(vmm, dir, i) {
   const path = join(dir, `s${i}.snap`);
   const r = await takeSnapshot(new VmmSource(vmm), path, { live: false, guest: 'dirtier', moduleWasm: wasm, moduleDigest: guest.digest, macKey: token });
   const size = statSync(path).size;
+  // A promotion's lower bound in this process: a verified image to a vCPU that answers (as
+  // NodeHost.promote does: Vmm.restore of the committed image), decision -> first reply.
+  const snap = await readSnapshot(path, token);
   rmSync(path);
-  return { downtimeMs: r.downtimeMs, totalMs: r.totalMs, fileBytes: size, ok: r.ok };
+  const a = now();
+  const v = await Vmm.restore(guest, snap.checkpoint, { eventTimeoutMs: 30_000 });
+  const restoredMs = now() - a;
+  v.open(1000);
+  await dirtierLine(v, 1000, 'STATS');
+  const firstReplyMs = now() - a;
+  await v.stop();
+  return { downtimeMs: r.downtimeMs, totalMs: r.totalMs, fileBytes: size, ok: r.ok, promotion: { restoredMs, firstReplyMs } };
 }
 
 const res = { machine: `${cpus().length} x ${cpus()[0].model}, node ${process.version}`, chunkPages, runs: [] };

@@ -312,7 +312,7 @@ export async function runPrecopy(source: PrecopySource, sink: PrecopySink, opts:
 
   try {
     if (hasDisk && (!sink.blocks || !sink.pull || !source.readBlocks || !source.dirtyBlocks))
-      throw new PrecopyError('FTVM_ERR_PRECOPY_DISK', 'the guest has a virtual disk and this destination cannot carry one (a snapshot file holds memory only); migrate it, or use shared storage');
+      throw new PrecopyError('FTVM_ERR_PRECOPY_DISK', 'the guest has a virtual disk and this destination cannot carry its blocks');
     if (hasDisk && !o.live && !(copyDisk && sink.pullHeld)) throw new PrecopyError('FTVM_ERR_PRECOPY_DISK', 'a stop-the-world migration of a guest with a virtual disk is not supported (a stop-the-world snapshot is)');
     let pages: Uint32Array = new Uint32Array(0);
     let blocks: Uint32Array = NONE;
