@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Where the time goes when a whole guest moves (issue 26): each stage of the pre-copy path
 // timed on its own over a filled dirtier image, then the end-to-end runs it adds up to.
-// Usage: node bench/state-transfer.mjs [--mib 256] [--reps 3] [--out bench/results/state-transfer.json]
+// Usage: node bench/state-transfer.mjs [--mib 256,1024] [--reps 3] [--only stages,migration,snapshot] [--chunk 1024] [--out file.json]
 // (after npm run build).
 import { writeFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
@@ -16,7 +16,7 @@ const opt = (k, d) => (args.includes(k) ? args[args.indexOf(k) + 1] : d);
 const mibs = opt('--mib', '256').split(',').map(Number);
 const reps = Number(opt('--reps', '3'));
 const out = opt('--out', null);
-const only = opt('--only', null);
+const only = opt('--only', null)?.split(',') ?? null;
 const chunkPages = Number(opt('--chunk', '1024'));
 const token = new Uint8Array(Buffer.from('bench-state-transfer'));
 const { name, wasm } = readGuest('dirtier');
@@ -105,11 +105,11 @@ try {
   for (const mib of mibs) {
     const vmm = await bootFilledDirtier(guest, mib);
     for (let r = 0; r < reps; r++) {
-      const s = !only || only === 'stages' ? await stages(vmm) : null;
-      const m = !only || only === 'migration' ? await migrate(vmm) : null;
+      const s = !only || only.includes('stages') ? await stages(vmm) : null;
+      const m = !only || only.includes('migration') ? await migrate(vmm) : null;
       // A migration's stop-and-copy leaves the source held: resume it for the next run.
       if (m) vmm.resume();
-      const sn = !only || only === 'snapshot' ? await snapshot(vmm, dir, r) : null;
+      const sn = !only || only.includes('snapshot') ? await snapshot(vmm, dir, r) : null;
       const row = { mib, rep: r, stages: s, migration: m, snapshot: sn };
       res.runs.push(row);
       console.error(JSON.stringify(row));
