@@ -20,8 +20,8 @@ export type PolicyName = 'periodic' | 'sync-io' | 'adaptive';
 export const POLICIES: readonly PolicyName[] = ['periodic', 'sync-io', 'adaptive'];
 
 /** Same names as @ftvm/protocol's CodecName. */
-export type CodecName = 'ZERO' | 'RAW' | 'LZ4' | 'XOR_LZ4';
-export const CODECS: readonly CodecName[] = ['ZERO', 'RAW', 'LZ4', 'XOR_LZ4'];
+export type CodecName = 'ZERO' | 'RAW' | 'LZ4' | 'XOR_LZ4' | 'SPARSE' | 'XOR_SPARSE';
+export const CODECS: readonly CodecName[] = ['ZERO', 'RAW', 'LZ4', 'XOR_LZ4', 'SPARSE', 'XOR_SPARSE'];
 
 export type ClockMode = 'freeze' | 'step' | 'slew';
 export const CLOCK_MODES: readonly ClockMode[] = ['freeze', 'step', 'slew'];
