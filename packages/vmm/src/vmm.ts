@@ -10,6 +10,7 @@ import { poolable } from './epoch-copy.js';
 import { VmmError } from './errors.js';
 import type { PreparedGuest } from './prepare.js';
 import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, PrecopyFinal, ToWorker, WorkerClockInit, WorkerInit } from './worker-messages.js';
+import { OUT_META, packEvents } from './worker-messages.js';
 
 export interface VmmOptions {
   /** An event running longer than this is stopped and reported as FTVM_ERR_GUEST_TIMEOUT, ms. Default 2000. */
@@ -343,6 +344,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
     const r = ckpt && this.restoreInit(ckpt, rollingBack, giveUp);
     const sab = new SharedArrayBuffer(4 * 8);
     this.watch = new BigInt64Array(sab);
+
     const init: WorkerInit = {
       wasm: this.guest.wasm,
       dirtyMode: this.guest.dirtyMode,
@@ -471,7 +473,12 @@ export class Vmm extends EventEmitter<VmmEvents> {
       case 'out':
         // Before the outputs: their listeners see the vCPU held (syncEachOutput).
         if (m.held) this.held = true;
-        for (const it of m.items) this.emit('output', it);
+        for (let j = 0, at = 0; j < m.meta.length; j += OUT_META) {
+          const n = m.meta[j + 3]!;
+          const it: OutputItem = { conn: m.meta[j]!, offset: m.meta[j + 1]!, epoch: m.meta[j + 2]!, data: m.data.subarray(at, at + n) };
+          at += n;
+          this.emit('output', it);
+        }
         for (const c of m.closes) this.emit('close', c.conn, c.epoch, c.offset);
         this.armTimer(m.timer, m.guestNow);
         this.emit('progress', m.consumed);
@@ -566,27 +573,28 @@ export class Vmm extends EventEmitter<VmmEvents> {
     });
   }
 
-  /** Queues a guest event; events of one I/O turn go to the vCPU as one message. */
+  /**
+   * Queues a guest event. Events of one I/O turn go to the vCPU as one message: the flush
+   * runs after the loop's poll phase (setImmediate), so every socket read of the turn is in
+   * it (a microtask ran after each read's callback: one message per event). The input's bytes
+   * are copied once, when the batch is packed; until then `ev.data` must not change.
+   */
   enqueue(ev: GuestEvent): void {
     if (this.state !== 'running') return;
-    // postMessage clones a view's whole ArrayBuffer, and input is usually a slice of a socket
-    // read or of a WebSocket message (up to tens of KiB): copying just the input's bytes first
-    // makes the clone as small as the input.
-    if (ev.k === 'data' && (ev.data.byteOffset !== 0 || ev.data.byteLength !== ev.data.buffer.byteLength)) ev = { ...ev, data: ev.data.slice() };
     this.batch.push(ev);
     if (!this.batchQueued) {
       this.batchQueued = true;
-      queueMicrotask(() => this.flushEvents());
+      setImmediate(this.flushEvents);
     }
   }
 
-  private flushEvents(): void {
+  private flushEvents = (): void => {
     this.batchQueued = false;
     if (this.batch.length === 0 || this.state !== 'running') return;
-    const events = this.batch;
+    const { meta, data } = packEvents(this.batch);
     this.batch = [];
-    this.send({ t: 'events', events });
-  }
+    this.send({ t: 'events', meta, data }, [meta.buffer as ArrayBuffer, data.buffer as ArrayBuffer]);
+  };
 
   open(conn: number): void {
     this.enqueue({ k: 'open', conn });
