@@ -238,6 +238,8 @@ export class Vmm extends EventEmitter<VmmEvents> {
   private nextId = 1;
   private batch: GuestEvent[] = [];
   private batchQueued = false;
+  /** A batch went to the vCPU and no 'out' came back since: later events wait and go together (flushEvents). */
+  private batchInFlight = false;
   private timer: NodeJS.Timeout | null = null;
   private timerDeadline: bigint | null = null;
   private readonly anchor = PROCESS_ANCHOR;
@@ -361,6 +363,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
       prestart: pre ? { memBytes: prestartBytes } : undefined,
     };
     this.state = 'starting';
+    this.batchInFlight = false;
     this.worker = new Worker(WORKER_PATH, { workerData: init, transferList: r?.transfer.length ? r.transfer : undefined });
     const worker = this.worker;
     return new Promise<void>((resolve, reject) => {
@@ -481,6 +484,11 @@ export class Vmm extends EventEmitter<VmmEvents> {
         }
         for (const c of m.closes) this.emit('close', c.conn, c.epoch, c.offset);
         this.armTimer(m.timer, m.guestNow);
+        this.batchInFlight = false;
+        if (this.batch.length && !this.batchQueued) {
+          this.batchQueued = true;
+          setImmediate(this.flushEvents);
+        }
         this.emit('progress', m.consumed);
         return;
       case 'collected': {
@@ -565,7 +573,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
   private request<T>(make: (id: number) => ToWorker, transfer?: ArrayBuffer[]): Promise<T> {
     if (this.state !== 'running')
       return Promise.reject(new VmmError('FTVM_ERR_GUEST_STOPPED', `the guest is ${this.state}`));
-    this.flushEvents();
+    this.flushEvents(true);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: never) => void, reject });
@@ -588,9 +596,18 @@ export class Vmm extends EventEmitter<VmmEvents> {
     }
   }
 
-  private flushEvents = (): void => {
+  /**
+   * Sends the queued events as one message. While the vCPU still runs the previous batch,
+   * they wait for its 'out' (which flushes again): under load a batch carries everything that
+   * arrived meanwhile, and each thread wakes once per batch instead of once per loop turn.
+   * With nothing in flight (one client) the events go at once. A command flushes regardless
+   * (`force`): it must follow the events queued before it.
+   */
+  private flushEvents = (force?: unknown): void => {
     this.batchQueued = false;
     if (this.batch.length === 0 || this.state !== 'running') return;
+    if (this.batchInFlight && force !== true) return;
+    this.batchInFlight = true;
     const { meta, data } = packEvents(this.batch);
     this.batch = [];
     this.send({ t: 'events', meta, data }, [meta.buffer as ArrayBuffer, data.buffer as ArrayBuffer]);
