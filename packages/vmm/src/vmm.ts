@@ -582,18 +582,19 @@ export class Vmm extends EventEmitter<VmmEvents> {
   }
 
   /**
-   * Queues a guest event. Events of one I/O turn go to the vCPU as one message: the flush
-   * runs after the loop's poll phase (setImmediate), so every socket read of the turn is in
-   * it (a microtask ran after each read's callback: one message per event). The input's bytes
-   * are copied once, when the batch is packed; until then `ev.data` must not change.
+   * Queues a guest event. While a batch is in flight, events of the turn wait and go as one
+   * message (see flushEvents). The input's bytes are copied once, when the batch is packed;
+   * until then `ev.data` must not change.
    */
   enqueue(ev: GuestEvent): void {
     if (this.state !== 'running') return;
     this.batch.push(ev);
-    if (!this.batchQueued) {
-      this.batchQueued = true;
-      setImmediate(this.flushEvents);
-    }
+    if (this.batchQueued) return;
+    this.batchQueued = true;
+    // Nothing in flight: this event goes right after the callback that queued it (one client's
+    // request waits for nothing); otherwise after the poll phase, with the rest of the turn.
+    if (this.batchInFlight) setImmediate(this.flushEvents);
+    else queueMicrotask(this.flushEvents);
   }
 
   /**
