@@ -240,6 +240,8 @@ export class Vmm extends EventEmitter<VmmEvents> {
   private batchQueued = false;
   /** A batch went to the vCPU and no 'out' came back since: later events wait and go together (flushEvents). */
   private batchInFlight = false;
+  /** Events in the last batch sent. */
+  private lastBatch = 0;
   private timer: NodeJS.Timeout | null = null;
   private timerDeadline: bigint | null = null;
   private readonly anchor = PROCESS_ANCHOR;
@@ -591,9 +593,9 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.batch.push(ev);
     if (this.batchQueued) return;
     this.batchQueued = true;
-    // Nothing in flight: this event goes right after the callback that queued it (one client's
-    // request waits for nothing); otherwise after the poll phase, with the rest of the turn.
-    if (this.batchInFlight) setImmediate(this.flushEvents);
+    // Nothing in flight and the last batch was a lone event (one client): this one goes right
+    // after the callback that queued it. Otherwise after the poll phase, with the rest of the turn.
+    if (this.batchInFlight || this.lastBatch > 1) setImmediate(this.flushEvents);
     else queueMicrotask(this.flushEvents);
   }
 
@@ -609,6 +611,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
     if (this.batch.length === 0 || this.state !== 'running') return;
     if (this.batchInFlight && force !== true) return;
     this.batchInFlight = true;
+    this.lastBatch = this.batch.length;
     const { meta, data } = packEvents(this.batch);
     this.batch = [];
     this.send({ t: 'events', meta, data }, [meta.buffer as ArrayBuffer, data.buffer as ArrayBuffer]);
