@@ -49,6 +49,9 @@ interface Client {
   /** Output bytes already written to the socket: after a rollback, replayed output below it is dropped. */
   emitted: number;
   closing: boolean;
+  conn: number;
+  /** Output of the batch being delivered, written when the batch ends (writeBatch). */
+  out: Uint8Array[] | null;
 }
 
 /**
@@ -68,6 +71,8 @@ export class RunServer extends EventEmitter<RunServerEvents> {
   private vmm!: Vmm;
   private readonly guest: PreparedGuest;
   private clients = new Map<number, Client>();
+  /** Clients with output from the batch being delivered. */
+  private writing: Client[] = [];
   private nextConn = 1;
   private image = new GuestImage();
   private log: GuestEvent[] = [];
@@ -117,15 +122,17 @@ export class RunServer extends EventEmitter<RunServerEvents> {
       if (end <= c.emitted) return;
       const data = it.offset < c.emitted ? it.data.subarray(c.emitted - it.offset) : it.data;
       c.emitted = end;
-      if (!c.socket.write(data)) c.socket.pause();
-      if (c.socket.writableLength > (this.opts.maxPendingOutputBytes ?? 16 << 20) && !c.closing) {
-        this.emit('clientDropped', it.conn, `${c.socket.writableLength} bytes of output unread (maxPendingOutputBytes)`);
-        c.closing = true;
-        c.socket.destroy();
+      if (c.out) c.out.push(data);
+      else {
+        c.out = [data];
+        this.writing.push(c);
       }
     });
+    // A batch's output is written when the batch ends: a client with several replies in it gets one writev.
+    this.vmm.on('progress', () => this.writeBatch());
     this.vmm.on('close', (conn) => {
       const c = this.clients.get(conn);
+      if (c?.out) this.write(c);
       if (c && !c.closing) {
         c.closing = true;
         c.socket.end();
@@ -152,6 +159,32 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     return port;
   }
 
+  private writeBatch(): void {
+    for (const c of this.writing) if (c.out) this.write(c);
+    this.writing.length = 0;
+  }
+
+  private write(c: Client): void {
+    const chunks = c.out!;
+    c.out = null;
+    const s = c.socket;
+    let ok: boolean;
+    if (chunks.length === 1) ok = s.write(chunks[0]!);
+    else {
+      s.cork();
+      ok = true;
+      for (const d of chunks) ok = s.write(d) && ok;
+      s.uncork();
+    }
+    if (!ok) s.pause();
+    // One request may produce much more output than it took: past the cap the client is dropped.
+    if (s.writableLength > (this.opts.maxPendingOutputBytes ?? 16 << 20) && !c.closing) {
+      this.emit('clientDropped', c.conn, `${s.writableLength} bytes of output unread (maxPendingOutputBytes)`);
+      c.closing = true;
+      s.destroy();
+    }
+  }
+
   private record(ev: GuestEvent): void {
     this.log.push(ev);
     if (ev.k === 'data') {
@@ -164,7 +197,7 @@ export class RunServer extends EventEmitter<RunServerEvents> {
   private accept(socket: Socket): void {
     const conn = this.nextConn++;
     socket.setNoDelay(true);
-    const c: Client = { socket, emitted: 0, closing: false };
+    const c: Client = { socket, emitted: 0, closing: false, conn, out: null };
     this.clients.set(conn, c);
     this.record({ k: 'open', conn });
     socket.on('data', (d) => {

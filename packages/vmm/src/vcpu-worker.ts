@@ -31,12 +31,13 @@ import { EpochCopy } from './epoch-copy.js';
 import type { ClockState, PvclockFields } from '@ftvm/clock';
 import { ClockCompensator, pvclockTimeNs, writePvclock } from '@ftvm/clock';
 import type { ClockDeviceState, ConnState, DeviceState, GlobalValue } from './checkpoint.js';
-import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, ToWorker, WorkerDiskInit, WorkerInit, WorkerRestoreInit } from './worker-messages.js';
+import type { ClockReport, Collected, FromWorker, GuestEvent, ToWorker, WorkerDiskInit, WorkerInit, WorkerRestoreInit } from './worker-messages.js';
+import { OUT_META, unpackEvents } from './worker-messages.js';
 import { BlockDevice, DISK_BLOCK_BYTES, DiskStatus } from './disk.js';
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
-const post = (m: FromWorker, transfer?: ArrayBuffer[]) => port.postMessage(m, transfer ?? []);
+const post = (m: FromWorker, transfer?: ArrayBuffer[]): void => port.postMessage(m, transfer ?? []);
 
 /** Largest chunk handed to ftvm_on_data at once, bytes: bounds the guest's input buffer. */
 const MAX_DATA_CHUNK = 64 * 1024;
@@ -79,7 +80,13 @@ let paused = false;
 let heldForOutput = false;
 let faulted = false;
 const queue: GuestEvent[] = [];
-let outbox: OutputItem[] = [];
+// The batch's outputs, packed as the 'out' message carries them (OUT_META numbers per item),
+// their bytes copied back to back: two buffers per batch instead of one per send.
+const OUT_BYTES_KEEP = 1 << 20;
+let outBytes = new Uint8Array(64 * 1024);
+let outLen = 0;
+let outMeta = new Float64Array(256 * OUT_META);
+let outCount = 0;
 let closes: Array<{ conn: number; epoch: number; offset: number }> = [];
 let consumedSincePost = 0;
 let seq = 0n;
@@ -121,7 +128,13 @@ let touchedSum = 0;
 /** Pages per background slice: ~0.3 ms of copying between two looks at the event queue. */
 const BG_SLICE_PAGES = 256;
 
-const mem = () => new Uint8Array(memory.buffer);
+let memView: Uint8Array | null = null;
+/** A view of guest memory, made again only after memory.grow (which replaces the buffer). */
+const mem = (): Uint8Array => {
+  const b = memory.buffer;
+  if (memView === null || memView.buffer !== b) memView = new Uint8Array(b);
+  return memView;
+};
 
 /** The virtual disk, opened at boot (before the guest can call disk_*). */
 let disk: BlockDevice | null = null;
@@ -286,9 +299,28 @@ const imports = {
     send(c: number, ptr: number, len: number): void {
       const s = conns.get(c);
       if (!s || s.closed || len <= 0) return;
-      const data = mem().slice(ptr >>> 0, (ptr >>> 0) + (len >>> 0));
-      outbox.push({ conn: c, data, offset: s.outProduced, epoch });
-      s.outProduced += data.length;
+      ptr >>>= 0;
+      len >>>= 0;
+      const m = mem();
+      if (ptr + len > m.length) throw new WebAssembly.RuntimeError(`send(${ptr}, ${len}) reaches past guest memory`);
+      if (outLen + len > outBytes.length) {
+        const next = new Uint8Array(Math.max(outLen + len, outBytes.length * 2));
+        next.set(outBytes.subarray(0, outLen));
+        outBytes = next;
+      }
+      outBytes.set(m.subarray(ptr, ptr + len), outLen);
+      outLen += len;
+      if ((outCount + 1) * OUT_META > outMeta.length) {
+        const next = new Float64Array(outMeta.length * 2);
+        next.set(outMeta);
+        outMeta = next;
+      }
+      const j = outCount++ * OUT_META;
+      outMeta[j] = c;
+      outMeta[j + 1] = s.outProduced;
+      outMeta[j + 2] = epoch;
+      outMeta[j + 3] = len;
+      s.outProduced += len;
     },
     close(c: number): void {
       const s = conns.get(c);
@@ -383,14 +415,19 @@ function dispatch(ev: GuestEvent): void {
 }
 
 function flush(): void {
-  if (outbox.length === 0 && closes.length === 0 && consumedSincePost === 0) {
-    post({ t: 'out', items: [], closes: [], timer: timerDeadline, guestNow: guestNowNs(), consumed: 0 });
+  if (outCount === 0 && closes.length === 0 && consumedSincePost === 0) {
+    post({ t: 'out', meta: new Float64Array(0), data: new Uint8Array(0), closes: [], timer: timerDeadline, guestNow: guestNowNs(), consumed: 0 });
     return;
   }
   const held = heldForOutput;
   heldForOutput = false;
-  post({ t: 'out', items: outbox, closes, timer: timerDeadline, guestNow: guestNowNs(), consumed: consumedSincePost, held }, outbox.map((o) => o.data.buffer as ArrayBuffer));
-  outbox = [];
+  const meta = outMeta.slice(0, outCount * OUT_META);
+  const data = outBytes.slice(0, outLen);
+  post({ t: 'out', meta, data, closes, timer: timerDeadline, guestNow: guestNowNs(), consumed: consumedSincePost, held }, [meta.buffer, data.buffer]);
+  outCount = 0;
+  outLen = 0;
+  // A large reply grew the staging buffer: give it back rather than keep it for good.
+  if (outBytes.length > OUT_BYTES_KEEP) outBytes = new Uint8Array(64 * 1024);
   closes = [];
   consumedSincePost = 0;
 }
@@ -403,7 +440,8 @@ function runEvents(events: GuestEvent[]): void {
       queue.push(ev);
       continue;
     }
-    const mark = outbox.length;
+    const mark = outCount;
+    const markBytes = outLen;
     const markCloses = closes.length;
     const c = ev.k === 'timer' ? -1 : ev.conn;
     seq++;
@@ -421,7 +459,8 @@ function runEvents(events: GuestEvent[]): void {
     if (fault) {
       Atomics.store(watch, 0, 0n);
       // Output of the faulting event is partial: it never leaves.
-      outbox.length = mark;
+      outCount = mark;
+      outLen = markBytes;
       closes.length = markCloses;
       flush();
       faulted = true;
@@ -430,7 +469,7 @@ function runEvents(events: GuestEvent[]): void {
     }
     Atomics.store(watch, 0, 0n);
     earlyDirty = true;
-    if (init.syncEachOutput && outbox.length > mark) {
+    if (init.syncEachOutput && outCount > mark) {
       // Kemari: the output must not leave before a checkpoint that covers it; the guest waits
       // here, events behind this one queue until the main thread resumes the vCPU.
       paused = true;
@@ -901,13 +940,15 @@ function finishBoot(): void {
   post({ t: 'ready', epoch, memBytes });
 }
 
-port.on('message', (m: ToWorker) => {
+port.on('message', (m: ToWorker) => onMessage(m));
+
+function onMessage(m: ToWorker): void {
   switch (m.t) {
     case 'start':
       startPrestarted(m.restore, m.disk);
       return;
     case 'events':
-      onEvents(m.events);
+      onEvents(unpackEvents(m.meta, m.data));
       return;
     case 'collect':
       drainThrottled();
@@ -1010,7 +1051,7 @@ port.on('message', (m: ToWorker) => {
       if (throttleMs === 0) drainThrottled();
       return;
   }
-});
+}
 
 boot().catch((e: unknown) => {
   if (e instanceof SchedError) post({ t: 'error', code: 'FTVM_ERR_VCPU_SCHED', message: e.message });

@@ -10,6 +10,7 @@ import { poolable } from './epoch-copy.js';
 import { VmmError } from './errors.js';
 import type { PreparedGuest } from './prepare.js';
 import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, PrecopyFinal, ToWorker, WorkerClockInit, WorkerInit } from './worker-messages.js';
+import { OUT_META, packEvents } from './worker-messages.js';
 
 export interface VmmOptions {
   /** An event running longer than this is stopped and reported as FTVM_ERR_GUEST_TIMEOUT, ms. Default 2000. */
@@ -237,6 +238,10 @@ export class Vmm extends EventEmitter<VmmEvents> {
   private nextId = 1;
   private batch: GuestEvent[] = [];
   private batchQueued = false;
+  /** A batch went to the vCPU and no 'out' came back since: later events wait and go together (flushEvents). */
+  private batchInFlight = false;
+  /** Events in the last batch sent. */
+  private lastBatch = 0;
   private timer: NodeJS.Timeout | null = null;
   private timerDeadline: bigint | null = null;
   private readonly anchor = PROCESS_ANCHOR;
@@ -343,6 +348,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
     const r = ckpt && this.restoreInit(ckpt, rollingBack, giveUp);
     const sab = new SharedArrayBuffer(4 * 8);
     this.watch = new BigInt64Array(sab);
+
     const init: WorkerInit = {
       wasm: this.guest.wasm,
       dirtyMode: this.guest.dirtyMode,
@@ -359,6 +365,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
       prestart: pre ? { memBytes: prestartBytes } : undefined,
     };
     this.state = 'starting';
+    this.batchInFlight = false;
     this.worker = new Worker(WORKER_PATH, { workerData: init, transferList: r?.transfer.length ? r.transfer : undefined });
     const worker = this.worker;
     return new Promise<void>((resolve, reject) => {
@@ -471,9 +478,19 @@ export class Vmm extends EventEmitter<VmmEvents> {
       case 'out':
         // Before the outputs: their listeners see the vCPU held (syncEachOutput).
         if (m.held) this.held = true;
-        for (const it of m.items) this.emit('output', it);
+        for (let j = 0, at = 0; j < m.meta.length; j += OUT_META) {
+          const n = m.meta[j + 3]!;
+          const it: OutputItem = { conn: m.meta[j]!, offset: m.meta[j + 1]!, epoch: m.meta[j + 2]!, data: m.data.subarray(at, at + n) };
+          at += n;
+          this.emit('output', it);
+        }
         for (const c of m.closes) this.emit('close', c.conn, c.epoch, c.offset);
         this.armTimer(m.timer, m.guestNow);
+        this.batchInFlight = false;
+        if (this.batch.length && !this.batchQueued) {
+          this.batchQueued = true;
+          setImmediate(this.flushEvents);
+        }
         this.emit('progress', m.consumed);
         return;
       case 'collected': {
@@ -558,7 +575,7 @@ export class Vmm extends EventEmitter<VmmEvents> {
   private request<T>(make: (id: number) => ToWorker, transfer?: ArrayBuffer[]): Promise<T> {
     if (this.state !== 'running')
       return Promise.reject(new VmmError('FTVM_ERR_GUEST_STOPPED', `the guest is ${this.state}`));
-    this.flushEvents();
+    this.flushEvents(true);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: never) => void, reject });
@@ -566,27 +583,39 @@ export class Vmm extends EventEmitter<VmmEvents> {
     });
   }
 
-  /** Queues a guest event; events of one I/O turn go to the vCPU as one message. */
+  /**
+   * Queues a guest event. While a batch is in flight, events of the turn wait and go as one
+   * message (see flushEvents). The input's bytes are copied once, when the batch is packed;
+   * until then `ev.data` must not change.
+   */
   enqueue(ev: GuestEvent): void {
     if (this.state !== 'running') return;
-    // postMessage clones a view's whole ArrayBuffer, and input is usually a slice of a socket
-    // read or of a WebSocket message (up to tens of KiB): copying just the input's bytes first
-    // makes the clone as small as the input.
-    if (ev.k === 'data' && (ev.data.byteOffset !== 0 || ev.data.byteLength !== ev.data.buffer.byteLength)) ev = { ...ev, data: ev.data.slice() };
     this.batch.push(ev);
-    if (!this.batchQueued) {
-      this.batchQueued = true;
-      queueMicrotask(() => this.flushEvents());
-    }
+    if (this.batchQueued) return;
+    this.batchQueued = true;
+    // Nothing in flight and the last batch was a lone event (one client): this one goes right
+    // after the callback that queued it. Otherwise after the poll phase, with the rest of the turn.
+    if (this.batchInFlight || this.lastBatch > 1) setImmediate(this.flushEvents);
+    else queueMicrotask(this.flushEvents);
   }
 
-  private flushEvents(): void {
+  /**
+   * Sends the queued events as one message. While the vCPU still runs the previous batch,
+   * they wait for its 'out' (which flushes again): under load a batch carries everything that
+   * arrived meanwhile, and each thread wakes once per batch instead of once per loop turn.
+   * With nothing in flight (one client) the events go at once. A command flushes regardless
+   * (`force`): it must follow the events queued before it.
+   */
+  private flushEvents = (force?: unknown): void => {
     this.batchQueued = false;
     if (this.batch.length === 0 || this.state !== 'running') return;
-    const events = this.batch;
+    if (this.batchInFlight && force !== true) return;
+    this.batchInFlight = true;
+    this.lastBatch = this.batch.length;
+    const { meta, data } = packEvents(this.batch);
     this.batch = [];
-    this.send({ t: 'events', events });
-  }
+    this.send({ t: 'events', meta, data }, [meta.buffer as ArrayBuffer, data.buffer as ArrayBuffer]);
+  };
 
   open(conn: number): void {
     this.enqueue({ k: 'open', conn });

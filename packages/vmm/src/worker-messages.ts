@@ -78,7 +78,8 @@ export interface ClockReport {
 export type ToWorker =
   /** Completes a prestart (WorkerInit.prestart). */
   | { t: 'start'; restore: WorkerRestoreInit; disk?: WorkerDiskInit }
-  | { t: 'events'; events: GuestEvent[] }
+  /** One loop turn's events, packed (see packEvents): no object graph to clone. */
+  | { t: 'events'; meta: Int32Array; data: Uint8Array }
   | { t: 'collect'; id: number; resume: boolean; full: boolean; scrub?: { fromPage: number; count: number }; background?: boolean }
   /** An epoch-copy buffer the main thread is done with (Vmm.recycle), transferred back for reuse. */
   | { t: 'recycle'; buf: ArrayBuffer }
@@ -145,12 +146,84 @@ export interface Collected {
   disk?: { totalBlocks: number; blocks: Uint32Array; data: Uint8Array };
 }
 
+/** Event kinds in a packed batch (packEvents). */
+export const EV_OPEN = 0;
+export const EV_DATA = 1;
+export const EV_CLOSE = 2;
+export const EV_TIMER = 3;
+/** Int32 words per event in a packed batch: kind, conn, data length. */
+export const EV_META = 3;
+/** Numbers per output item in an 'out' message: conn, offset, epoch, data length. */
+export const OUT_META = 4;
+
+/** Packs events into one meta array and one byte array (the input bytes copied once, back to back). */
+export function packEvents(events: readonly GuestEvent[]): { meta: Int32Array; data: Uint8Array } {
+  let bytes = 0;
+  for (const ev of events) if (ev.k === 'data') bytes += ev.data.length;
+  const meta = new Int32Array(events.length * EV_META);
+  const data = new Uint8Array(bytes);
+  let at = 0;
+  for (let i = 0; i < events.length; i++) {
+    const ev = events[i]!;
+    const j = i * EV_META;
+    switch (ev.k) {
+      case 'open':
+        meta[j] = EV_OPEN;
+        meta[j + 1] = ev.conn;
+        break;
+      case 'data':
+        meta[j] = EV_DATA;
+        meta[j + 1] = ev.conn;
+        meta[j + 2] = ev.data.length;
+        data.set(ev.data, at);
+        at += ev.data.length;
+        break;
+      case 'close':
+        meta[j] = EV_CLOSE;
+        meta[j + 1] = ev.conn;
+        break;
+      case 'timer':
+        meta[j] = EV_TIMER;
+        break;
+    }
+  }
+  return { meta, data };
+}
+
+/** The events of a packed batch; data events' bytes are views into `data` (no copy). */
+export function unpackEvents(meta: Int32Array, data: Uint8Array): GuestEvent[] {
+  const out: GuestEvent[] = new Array(meta.length / EV_META);
+  let at = 0;
+  for (let i = 0, j = 0; j < meta.length; i++, j += EV_META) {
+    const conn = meta[j + 1]!;
+    switch (meta[j]) {
+      case EV_OPEN:
+        out[i] = { k: 'open', conn };
+        break;
+      case EV_DATA: {
+        const n = meta[j + 2]!;
+        out[i] = { k: 'data', conn, data: data.subarray(at, at + n) };
+        at += n;
+        break;
+      }
+      case EV_CLOSE:
+        out[i] = { k: 'close', conn };
+        break;
+      default:
+        out[i] = { k: 'timer' };
+    }
+  }
+  return out;
+}
+
 export type FromWorker =
   | { t: 'ready'; epoch: number; memBytes: number }
   | { t: 'prestarted'; memBytes: number }
   | {
       t: 'out';
-      items: OutputItem[];
+      /** The batch's outputs, packed: OUT_META numbers per item (conn, offset, epoch, length) and their bytes back to back. */
+      meta: Float64Array;
+      data: Uint8Array;
       closes: Array<{ conn: number; epoch: number; offset: number }>;
       timer: bigint | null;
       guestNow: bigint;
