@@ -43,7 +43,7 @@ export type PolicyName = 'periodic' | 'sync-io' | 'adaptive';
 export interface EpochPolicy {
   readonly name: PolicyName;
   /** The normalised options (defaults filled in), for logs and status. */
-  readonly options: Readonly<Record<string, number>>;
+  readonly options: Readonly<Record<string, number | boolean>>;
   decide(input: EpochPolicyInput): EpochDecision;
 }
 
@@ -63,13 +63,9 @@ export interface SyncIoOptions {
 
 export interface AdaptiveOptions {
   /**
-   * Least time between two epoch ends, ms. Default 1. Output arriving sooner is
-   * coalesced into the next epoch. Why 1: the goal is p99 latency <= 0.1 x MC's
-   * (MC holds output ~100 ms) while keeping >= 0.8 of unprotected throughput. Each
-   * epoch end costs one short vCPU pause (O(dirty pages)) plus per-checkpoint
-   * messages; at most 1000 ends/s keeps that cost to a few % even under continuous
-   * output, and adds at most 1 ms to a reply's wait, far under the 10 ms budget.
-   * Node timers resolve to 1 ms anyway, so a smaller gap would not be honoured.
+   * Least time between two epoch ends, ms. Default 0: a lone client's reply never waits for a
+   * timer. Under load group commit (below) bounds the epoch rate instead; a larger gap
+   * coalesces output arriving sooner into the next epoch.
    */
   minGapMs?: number;
   /**
@@ -83,6 +79,13 @@ export interface AdaptiveOptions {
    * epochs never queues long behind it.
    */
   dirtyBudgetBytes?: number;
+  /**
+   * Group commit. Default true: while a checkpoint is in flight, output waits for its ack
+   * and gathers into the running epoch, so under load the epoch rate follows the checkpoint
+   * round trip, not the request rate. The dirty budget and maxIntervalMs still end epochs
+   * while one is in flight (pipelined).
+   */
+  groupCommit?: boolean;
 }
 
 const NO_END = (nextDeadlineMs?: number): EpochDecision => ({ endEpoch: false, nextDeadlineMs, waitForAck: false });
@@ -125,15 +128,16 @@ export function syncIo(opts: SyncIoOptions = {}): EpochPolicy {
 }
 
 /**
- * ftvm's default: end an epoch as soon as output is pending (coalescing all output of
- * that moment), but never sooner than minGapMs after the previous end; end it anyway
- * after maxIntervalMs or once dirtyBudgetBytes are dirty. Pipelined: the vCPU never waits
- * for an ack; the window bounds how far it runs ahead.
+ * ftvm's default: end an epoch as soon as output is pending and no checkpoint is in flight
+ * (group commit: output of one round trip gathers into one epoch), never sooner than
+ * minGapMs after the previous end; end it anyway after maxIntervalMs or once
+ * dirtyBudgetBytes are dirty. The vCPU never waits for an ack; the window bounds how far
+ * it runs ahead.
  */
 export function adaptive(opts: AdaptiveOptions = {}): EpochPolicy {
   const o = opts as Record<string, unknown>;
-  rejectUnknown('adaptive', o, ['minGapMs', 'maxIntervalMs', 'dirtyBudgetBytes']);
-  const minGapMs = optNumber('adaptive', o, 'minGapMs', 1, { min: 0 });
+  rejectUnknown('adaptive', o, ['minGapMs', 'maxIntervalMs', 'dirtyBudgetBytes', 'groupCommit']);
+  const minGapMs = optNumber('adaptive', o, 'minGapMs', 0, { min: 0 });
   const maxIntervalMs = optNumber('adaptive', o, 'maxIntervalMs', 50, { minExclusive: 0 });
   const dirtyBudgetBytes = optNumber('adaptive', o, 'dirtyBudgetBytes', 4 * 1024 * 1024, { minExclusive: 0 });
   if (maxIntervalMs < minGapMs) {
@@ -142,14 +146,20 @@ export function adaptive(opts: AdaptiveOptions = {}): EpochPolicy {
       `adaptive.maxIntervalMs (${maxIntervalMs}) must be >= adaptive.minGapMs (${minGapMs})`,
     );
   }
+  if (o.groupCommit !== undefined && typeof o.groupCommit !== 'boolean') {
+    throw new CoreOptionError(CORE_ERR.OPTION, `adaptive.groupCommit must be a boolean, got ${String(o.groupCommit)}`);
+  }
+  const groupCommit = o.groupCommit !== false;
   return {
     name: 'adaptive',
-    options: { minGapMs, maxIntervalMs, dirtyBudgetBytes },
+    options: { minGapMs, maxIntervalMs, dirtyBudgetBytes, groupCommit },
     decide(i) {
       if (i.windowFull) return NO_END();
       const gapOpen = i.lastEpochEndMs + minGapMs;
       const maxDue = i.epochStartMs + maxIntervalMs;
-      const wantsEnd = i.outputPending || i.dirtyBytesEstimate >= dirtyBudgetBytes;
+      // Group commit: output gathers while a checkpoint is in flight; its ack asks again.
+      const outputEnds = i.outputPending && (!groupCommit || i.inFlight === 0);
+      const wantsEnd = outputEnds || i.dirtyBytesEstimate >= dirtyBudgetBytes;
       if (i.nowMs >= maxDue) return { endEpoch: true, nextDeadlineMs: undefined, waitForAck: false };
       if (wantsEnd) {
         if (i.nowMs >= gapOpen) return { endEpoch: true, nextDeadlineMs: undefined, waitForAck: false };

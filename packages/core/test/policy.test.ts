@@ -77,14 +77,28 @@ describe('adaptive', () => {
     expect(d.endEpoch).toBe(false);
     expect(d.nextDeadlineMs).toBeUndefined();
   });
-  it('documents its defaults: 1 ms gap, 50 ms max interval, 4 MiB dirty budget', () => {
-    expect(adaptive().options).toEqual({ minGapMs: 1, maxIntervalMs: 50, dirtyBudgetBytes: 4 * 1024 * 1024 });
+  it('documents its defaults: no gap, 50 ms max interval, 4 MiB dirty budget, group commit', () => {
+    expect(adaptive().options).toEqual({ minGapMs: 0, maxIntervalMs: 50, dirtyBudgetBytes: 4 * 1024 * 1024, groupCommit: true });
+  });
+  it('ends the epoch of a lone reply at once: no timer when nothing is in flight', () => {
+    expect(adaptive().decide(at({ nowMs: 10.01, lastEpochEndMs: 10, epochStartMs: 10, outputPending: true, inFlight: 0 })).endEpoch).toBe(true);
+  });
+  it('group commit: output waits while a checkpoint is in flight (the ack asks again)', () => {
+    const d = adaptive().decide(at({ nowMs: 20, lastEpochEndMs: 10, epochStartMs: 10, outputPending: true, inFlight: 1 }));
+    expect(d.endEpoch).toBe(false);
+    expect(d.nextDeadlineMs).toBe(60);
+    expect(adaptive({ groupCommit: false }).decide(at({ nowMs: 20, lastEpochEndMs: 10, epochStartMs: 10, outputPending: true, inFlight: 1 })).endEpoch).toBe(true);
+  });
+  it('group commit does not hold back the dirty budget or the max interval', () => {
+    expect(adaptive({ dirtyBudgetBytes: 4096 }).decide(at({ nowMs: 20, lastEpochEndMs: 10, epochStartMs: 10, outputPending: true, inFlight: 1, dirtyBytesEstimate: 4096 })).endEpoch).toBe(true);
+    expect(adaptive().decide(at({ nowMs: 60, lastEpochEndMs: 10, epochStartMs: 10, outputPending: true, inFlight: 1 })).endEpoch).toBe(true);
   });
 });
 
 describe('option validation', () => {
   it('names the option in the message', () => {
     expect(() => adaptive({ minGapMs: -1 })).toThrow(/adaptive\.minGapMs must be >= 0/);
+    expect(() => createPolicy('adaptive', { groupCommit: 1 })).toThrow(/adaptive\.groupCommit must be a boolean/);
     expect(() => periodic({ intervalMs: 0 })).toThrow(/periodic\.intervalMs must be > 0/);
     expect(() => adaptive({ minGapMs: 10, maxIntervalMs: 5 })).toThrow(/adaptive\.maxIntervalMs \(5\) must be >= adaptive\.minGapMs/);
   });
