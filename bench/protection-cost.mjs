@@ -14,16 +14,17 @@ import { topFunctions } from './lib/profile.mjs';
 const CLK_TCK = 100;
 
 function args(argv) {
-  const o = { requests: 50000, oneRequests: 5000, repeat: 2, profile: null, out: null };
+  const o = { requests: 50000, oneRequests: 5000, repeat: 2, profile: null, profileLoad: 'c50', out: null };
   for (let i = 0; i < argv.length; i++) {
     const v = () => argv[++i];
     if (argv[i] === '--requests') o.requests = Number(v());
     else if (argv[i] === '--one-requests') o.oneRequests = Number(v());
     else if (argv[i] === '--repeat') o.repeat = Number(v());
     else if (argv[i] === '--profile') o.profile = resolve(v());
+    else if (argv[i] === '--profile-load') o.profileLoad = v();
     else if (argv[i] === '--out') o.out = resolve(v());
     else {
-      process.stderr.write(`usage: node bench/protection-cost.mjs [--requests N] [--one-requests N] [--repeat N] [--profile dir] [--out file.json]\n`);
+      process.stderr.write(`usage: node bench/protection-cost.mjs [--requests N] [--one-requests N] [--repeat N] [--profile dir] [--profile-load c50|c1] [--out file.json]\n`);
       process.exit(2);
     }
   }
@@ -112,7 +113,7 @@ async function profileRun(o) {
   try {
     await redisBenchmark({ port: sys.port, clients: 50, requests: 5000, tests: ['set'], timeoutMs: 120_000 });
     const pids = Object.fromEntries(Object.entries(sys.procs).map(([k, p]) => [k, p.proc.pid]));
-    r = await measure(pids, () => redisBenchmark({ port: sys.port, clients: 50, requests: o.requests, tests: ['set'], random: 100000, timeoutMs: 300_000 }));
+    r = await measure(pids, () => redisBenchmark({ port: sys.port, ...LOADS[o.profileLoad](o), tests: ['set'], random: 100000, timeoutMs: 300_000 }));
   } finally {
     await sys.stop();
   }
