@@ -7,8 +7,8 @@
 import { readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { redisBenchmark } from './lib/clients.mjs';
-import { startProtected, startUnprotected } from './lib/cluster.mjs';
-import { freePort, installCleanup, killAll, sleep, start } from './lib/proc.mjs';
+import { startNative, startProtected, startUnprotected } from './lib/cluster.mjs';
+import { installCleanup, killAll, sleep } from './lib/proc.mjs';
 import { topFunctions } from './lib/profile.mjs';
 
 const CLK_TCK = 100;
@@ -72,13 +72,6 @@ async function measure(procs, fn) {
   }
   const sum = Object.values(roles).reduce((s, x) => s + x.us, 0);
   return { rps: r.tests[0].rps, p50Ms: r.tests[0].p50Ms, p99Ms: r.tests[0].p99Ms, requests, sumUs: sum, roles };
-}
-
-async function startNative() {
-  const port = await freePort();
-  const p = start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { name: 'redis-server' });
-  await p.waitFor(/Ready to accept connections/, 10_000);
-  return { port, procs: { 'redis-server': p }, stop: () => p.stop('SIGTERM', 5000) };
 }
 
 const SYSTEMS = {
