@@ -19,6 +19,12 @@ export interface EpochPolicyInput {
   dirtyBytesEstimate: number;
   /** Epochs collected and not yet acked (0 when unprotected). */
   inFlight: number;
+  /**
+   * A protected primary awaits acks: when its oldest unacked epoch was collected. Undefined
+   * while nothing is in flight, unprotected, or while a new secondary syncs (output is
+   * committed without acks then).
+   */
+  awaitingAckSinceMs?: number;
   /** The in-flight window (count or bytes) is full: no epoch may end now. */
   windowFull: boolean;
 }
@@ -80,10 +86,12 @@ export interface AdaptiveOptions {
    */
   dirtyBudgetBytes?: number;
   /**
-   * Group commit. Default true: while a checkpoint is in flight, output waits for its ack
-   * and gathers into the running epoch, so under load the epoch rate follows the checkpoint
-   * round trip, not the request rate. The dirty budget and maxIntervalMs still end epochs
-   * while one is in flight (pipelined).
+   * Group commit. Default true: while a protected primary awaits an ack, output gathers
+   * into the running epoch and the ack asks again, so under load the epoch rate follows the
+   * checkpoint round trip, not the request rate. The dirty budget still ends an epoch while
+   * one is in flight, and so does an ack overdue by maxIntervalMs (a lost checkpoint is then
+   * found by the next one). Ending epochs at maxIntervalMs of their own while one is in
+   * flight would keep two in flight for good: every ack leaves one unacked.
    */
   groupCommit?: boolean;
 }
@@ -128,11 +136,11 @@ export function syncIo(opts: SyncIoOptions = {}): EpochPolicy {
 }
 
 /**
- * ftvm's default: end an epoch as soon as output is pending and no checkpoint is in flight
- * (group commit: output of one round trip gathers into one epoch), never sooner than
- * minGapMs after the previous end; end it anyway after maxIntervalMs or once
- * dirtyBudgetBytes are dirty. The vCPU never waits for an ack; the window bounds how far
- * it runs ahead.
+ * ftvm's default: end an epoch as soon as output is pending, never sooner than minGapMs
+ * after the previous end; end it anyway after maxIntervalMs or once dirtyBudgetBytes are
+ * dirty. Group commit: while a protected primary awaits an ack, only the dirty budget ends
+ * an epoch (output of one round trip gathers into one epoch). The vCPU never waits for an
+ * ack; the window bounds how far it runs ahead.
  */
 export function adaptive(opts: AdaptiveOptions = {}): EpochPolicy {
   const o = opts as Record<string, unknown>;
@@ -157,9 +165,14 @@ export function adaptive(opts: AdaptiveOptions = {}): EpochPolicy {
       if (i.windowFull) return NO_END();
       const gapOpen = i.lastEpochEndMs + minGapMs;
       const maxDue = i.epochStartMs + maxIntervalMs;
-      // Group commit: output gathers while a checkpoint is in flight; its ack asks again.
-      const outputEnds = i.outputPending && (!groupCommit || i.inFlight === 0);
-      const wantsEnd = outputEnds || i.dirtyBytesEstimate >= dirtyBudgetBytes;
+      const overBudget = i.dirtyBytesEstimate >= dirtyBudgetBytes;
+      if (groupCommit && i.awaitingAckSinceMs !== undefined) {
+        // Group commit: output gathers while a checkpoint is in flight; its ack asks again.
+        const overdue = i.awaitingAckSinceMs + maxIntervalMs;
+        const due = overBudget ? gapOpen : Math.max(gapOpen, overdue, i.outputPending ? -Infinity : maxDue);
+        return i.nowMs >= due ? { endEpoch: true, nextDeadlineMs: undefined, waitForAck: false } : NO_END(due);
+      }
+      const wantsEnd = i.outputPending || overBudget;
       if (i.nowMs >= maxDue) return { endEpoch: true, nextDeadlineMs: undefined, waitForAck: false };
       if (wantsEnd) {
         if (i.nowMs >= gapOpen) return { endEpoch: true, nextDeadlineMs: undefined, waitForAck: false };

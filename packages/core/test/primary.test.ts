@@ -76,10 +76,11 @@ describe('PrimaryCore', () => {
     expect(ofType(p.takeActions(), 'collect')).toEqual([{ type: 'collect', epoch: 2, full: false }]);
     p.epochCollected({ epoch: 2, nowMs: 2, bytes: 10, offsets: offs(2) });
     p.takeActions();
-    // Three replies while epoch 2 is in flight: no epoch ends, however long the wait (below maxIntervalMs).
+    // Three replies while epoch 2 is in flight: no epoch ends, however long the ack takes.
     for (const t of [3, 4, 5]) p.outputProduced({ epoch: 3, nowMs: t });
     p.tick(30);
     expect(ofType(p.takeActions(), 'collect')).toHaveLength(0);
+    expect(p.inFlightEpochs).toBe(1);
     p.ack({ term: 1, epoch: 2, nowMs: 31 });
     expect(ofType(p.takeActions(), 'collect')).toEqual([{ type: 'collect', epoch: 3, full: false }]);
   });
