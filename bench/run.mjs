@@ -37,6 +37,8 @@ export const CONFIGS = {
   'adaptive-noearly': [...POLICIES.adaptive, '--early-copy', 'off'],
   // The vCPU thread on SCHED_FIFO (needs root): no other process's time slice stretches a hold.
   'adaptive-fifo': [...POLICIES.adaptive, '--vcpu-sched', 'fifo'],
+  // Group commit: output waits while a checkpoint awaits its ack (one epoch per round trip).
+  'adaptive-gc': [...POLICIES.adaptive, '--group-commit', 'on'],
 };
 const PARTS = ['paired', 'paired-split', 'sweep', 'crash', 'profile'];
 /**
@@ -44,7 +46,7 @@ const PARTS = ['paired', 'paired-split', 'sweep', 'crash', 'profile'];
  * at 2,500 requests a command lasts a fraction of a second and the ratio between two of them is
  * mostly start-up noise.
  */
-const FAST = new Set(['native', 'unprotected', 'unprotected-proxy', 'adaptive', 'adaptive-nocomp', 'adaptive-noearly', 'adaptive-fifo']);
+const FAST = new Set(['native', 'unprotected', 'unprotected-proxy', 'adaptive', 'adaptive-nocomp', 'adaptive-noearly', 'adaptive-fifo', 'adaptive-gc']);
 const sized = (opts, name) => {
   const { fastRequests, ...rest } = opts;
   return FAST.has(name) && fastRequests ? { ...rest, requests: fastRequests } : rest;

@@ -61,7 +61,7 @@ describe('every policy (property)', () => {
   });
 
   it('adaptive: with output pending, the gap open and no ack awaited, always ends the epoch (when the window allows)', () => {
-    const p = adaptive({ minGapMs: 2, maxIntervalMs: 50 });
+    const p = adaptive({ minGapMs: 2, maxIntervalMs: 50, groupCommit: true });
     fc.assert(
       fc.property(input, (i) => {
         if (!i.outputPending || i.windowFull || i.awaitingAckSinceMs !== undefined || i.nowMs < i.lastEpochEndMs + 2) return;

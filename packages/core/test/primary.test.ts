@@ -71,7 +71,7 @@ describe('PrimaryCore', () => {
   });
 
   it('group commit: output while a checkpoint is in flight gathers into one epoch, ended by the ack', () => {
-    const p = protectedPrimary({ policy: adaptive() });
+    const p = protectedPrimary({ policy: adaptive({ groupCommit: true }) });
     p.outputProduced({ epoch: 2, nowMs: 2 });
     expect(ofType(p.takeActions(), 'collect')).toEqual([{ type: 'collect', epoch: 2, full: false }]);
     p.epochCollected({ epoch: 2, nowMs: 2, bytes: 10, offsets: offs(2) });
