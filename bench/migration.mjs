@@ -44,6 +44,7 @@ async function migrateOnce(guest, wsMiB, rate, opts) {
     port: 0, token, moduleDigest: guest.digest,
     onBegin: (memBytes) => {
       pre = Vmm.prestart(guest, memBytes, { transferRestoreMemory: true });
+      return pre;
     },
     onAbandoned: () => void pre?.then((v) => v.stop()),
     onComplete: async (ckpt) => {

@@ -165,7 +165,7 @@ describe('migration of a guest with a virtual disk (PUSH / stop-and-copy / PULL)
     expect(await ask(tport, 'STOP', 'DISKCHECK 0 2048')).toEqual(['OK', 'OK blocks=2048']);
   });
 
-  it('refuses what it cannot do right: no --disk on the target, a non-empty target disk, a snapshot of a guest with a disk', async () => {
+  it('refuses what it cannot do right (no --disk on the target, a non-empty target disk); a snapshot carries the disk to ftvm restore --disk', async () => {
     const [port, ctl, mig, mig2, tport] = freePorts(5) as [number, number, number, number, number];
     const src = spawn(['run', '--guest', 'kv', '--port', String(port), '--control', `127.0.0.1:${ctl}`, '--snapshot-dir', dir, '--disk', join(dir, 'refuse-src.disk'), '--disk-size', '4M']);
     await src.waitFor(/ftvm control: listening on/);
@@ -188,12 +188,25 @@ describe('migration of a guest with a virtual disk (PUSH / stop-and-copy / PULL)
     expect(await exited(m2)).toBe(1);
     expect(m2.err.join('\n')).toMatch(/FTVM_ERR_DISK_EXISTS/);
     expect(readFileSync(busy).every((b) => b === 7)).toBe(true);
-    // 3. A snapshot file holds memory only: refused, not written without its disk.
+    // 3. A snapshot carries the disk (BLOCKS sections): ftvm restore needs a new --disk file for it.
     const snap = join(dir, 'refuse.snap');
     const sn = spawn(['snapshot', '--from', `ws://127.0.0.1:${ctl}`, '--live', '-o', snap]);
-    expect(await exited(sn)).toBe(1);
-    expect(sn.err.join('\n')).toMatch(/FTVM_ERR_PRECOPY_DISK/);
-    expect(existsSync(snap)).toBe(false);
+    expect(await exited(sn)).toBe(0);
+    const [rport] = freePorts(1) as [number];
+    const noDiskRestore = spawn(['restore', snap, '--port', String(rport)]);
+    expect(await exited(noDiskRestore)).toBe(1);
+    expect(noDiskRestore.err.join('\n')).toMatch(/FTVM_ERR_DISK_MISMATCH/);
+    const restoredDisk = join(dir, 'restored.disk');
+    const rs = spawn(['restore', snap, '--port', String(rport), '--disk', restoredDisk]);
+    await rs.waitFor(/ftvm restore: listening on/);
+    const rc = await RespClient.connect(rport);
+    rc.send('GET', 'a');
+    rc.send('DISKCHECK');
+    expect(await rc.waitReplies(2)).toEqual(['1', 'OK']);
+    rc.end();
+    rs.proc.kill('SIGTERM');
+    await exited(rs);
+    expect(statSync(restoredDisk).size).toBe(4 * 1024 * 1024);
     // The source kept serving through all three.
     const again = await RespClient.connect(port);
     again.send('GET', 'a');

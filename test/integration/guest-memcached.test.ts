@@ -77,7 +77,7 @@ describe('memcached guest: snapshot, restore and migration', () => {
 
   it('a live snapshot of ftvm run restores with every item; a migration to ftvm receive keeps them', async () => {
     const [port, ctl, rport, mig, tport] = freePorts(5);
-    const src = spawnFtvm(['run', '--guest', 'memcached', '--port', String(port), '--control', `127.0.0.1:${ctl}`], env);
+    const src = spawnFtvm(['run', '--guest', 'memcached', '--port', String(port), '--control', `127.0.0.1:${ctl}`, '--snapshot-dir', dir], env);
     procs.push(src);
     await src.waitFor(/ftvm control: listening on/, 60_000);
     expect(await mcFill(port!, 'k:', 3000, value)).toBe(3000);

@@ -66,7 +66,7 @@ describe('a kv guest rolls a fault back onto an exact image', () => {
 
   it('ftvm restore of a kv snapshot', { timeout: 60_000 }, async () => {
     const [port, ctl, port2] = freePorts(3) as [number, number, number];
-    const src = spawn(['run', '--guest', 'kv', '--port', String(port), '--control', `127.0.0.1:${ctl}`]);
+    const src = spawn(['run', '--guest', 'kv', '--port', String(port), '--control', `127.0.0.1:${ctl}`, '--snapshot-dir', dir]);
     await src.waitFor(/ftvm control: listening/, 30_000);
     await fill(port);
     const file = join(dir, 'kv.snap');

@@ -129,7 +129,7 @@ describe('metrics of real roles during a run and a failover', () => {
     expect(wire).toBeLessThanOrEqual(raw);
     expect(num(a, 'ftvm_replication_compression_ratio')).toBeGreaterThanOrEqual(1);
     // Pages by codec add up to the dirty pages of the epochs sent.
-    const pages = ['ZERO', 'RAW', 'LZ4', 'XOR_LZ4'].reduce((n, codec) => n + num(a, 'ftvm_replication_pages_total', { codec }), 0);
+    const pages = ['ZERO', 'RAW', 'LZ4', 'XOR_LZ4', 'SPARSE', 'XOR_SPARSE'].reduce((n, codec) => n + num(a, 'ftvm_replication_pages_total', { codec }), 0);
     expect(pages).toBeGreaterThan(0);
     expect(num(a, 'ftvm_checkpoints_acked_total')).toBeLessThanOrEqual(num(a, 'ftvm_checkpoints_sent_total'));
     expect(num(a, 'ftvm_epoch_pause_seconds_count')).toBeGreaterThan(0);

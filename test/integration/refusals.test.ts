@@ -19,8 +19,11 @@ afterAll(async () => {
   await Promise.all(procs.map((p) => p.stop('SIGKILL')));
 });
 
+/** Commands without --token-file use this one (a token is required; --token-file takes precedence). */
+const ENV = { FTVM_TOKEN: 'refusals-standalone-token' };
+
 function start(args: string[]): Spawned {
-  const p = spawnFtvm(args);
+  const p = spawnFtvm(args, ENV);
   procs.push(p);
   return p;
 }
@@ -110,7 +113,7 @@ describe('a pair turns away wrong peers and requests, and keeps serving', () => 
     expect(snap.err).toMatch(/FTVM_ERR_CONTROL_UNSUPPORTED/);
     // A request the CLI would not send (its flags take only ws:// and wss://), straight on a control link.
     const token = new Uint8Array(Buffer.from(readFileSync(cluster.tokenFile, 'utf8').trim()));
-    const bad = await controlRequest(cluster.url('a'), token, { op: 'migrate', to: 'http://127.0.0.1:1' } as Parameters<typeof controlRequest>[2]);
+    const bad = await controlRequest(cluster.url('a'), { token }, { op: 'migrate', to: 'http://127.0.0.1:1' } as Parameters<typeof controlRequest>[2]);
     expect(bad.error?.code).toBe('FTVM_ERR_MIGRATE_BAD_REQUEST');
     await stillServingProtected('after-bad-migrations');
   }, 120_000);

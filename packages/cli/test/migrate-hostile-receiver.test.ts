@@ -30,11 +30,13 @@ const behaviours: Record<string, Behaviour> = {
   FTVM_ERR_MIGRATION_DIGEST: (link, m) => {
     if (m.t === 'ckpt_end' || m.t === 'ckpt') link.send({ t: 'ack', term: 0, epoch: m.epoch, digest: new Uint8Array(m.digest.length).fill(7) });
   },
-  // Hangs up while the sender waits for its ack of the stop-and-copy (the round that carries devices).
+  // Acks the pre-copy rounds (echoing their digest), then hangs up while the sender waits for its
+  // ack of the stop-and-copy (the round that carries devices).
   FTVM_ERR_MIGRATION_LINK: (() => {
     let final = false;
     return (link: Link, m: Message) => {
       if (m.t === 'ckpt_begin') final = m.devices !== null;
+      if (m.t === 'ckpt_end' && !final) link.send({ t: 'ack', term: 0, epoch: m.epoch, digest: m.digest });
       if (m.t === 'ckpt_end' && final) link.close(4000, 'receiver gone');
     };
   })(),
@@ -87,13 +89,19 @@ describe('ftvm migrate to a receiver that misbehaves', () => {
     c.end();
   }, 180_000);
 
-  it('a receiver that never acks: the sender gives up with FTVM_ERR_MIGRATION_TIMEOUT after its commit timeout', async () => {
+  it('a receiver that never acks: the sender gives up with FTVM_ERR_MIGRATION_TIMEOUT after its commit timeout, in a pre-copy round and at the commit', async () => {
     const r = await fakeReceiver(() => undefined);
     try {
       const sender = await MigrationSender.connect(r.url, { token, moduleDigest: '00'.repeat(32), commitTimeoutMs: 300 });
       await sender.beginRound(0, 65536, 0, null);
+      // A pre-copy round ends on the receiver's ack of it.
+      let t0 = performance.now();
+      await expect(sender.endRound()).rejects.toMatchObject({ code: 'FTVM_ERR_MIGRATION_TIMEOUT' });
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(290);
+      // The stop-and-copy round ends at once; its ack (the guest started) is the commit's.
+      await sender.beginRound(1, 65536, 0, { epoch: 1, memBytes: 65536, pages: new Uint32Array(0), globals: [], devices: { conns: [] } as never });
       await sender.endRound();
-      const t0 = performance.now();
+      t0 = performance.now();
       await expect(sender.commit()).rejects.toMatchObject({ code: 'FTVM_ERR_MIGRATION_TIMEOUT' });
       expect(performance.now() - t0).toBeGreaterThanOrEqual(290);
       sender.link.close();

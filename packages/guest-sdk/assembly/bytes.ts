@@ -184,6 +184,35 @@ export class InputBuffer {
     return this.append(src, n);
   }
 
+  /**
+   * Makes room for `total` pending bytes in one exact allocation (a request whose size is
+   * declared, like a bulk string), so a large request does not grow by doubling and leave a
+   * trail of freed blocks in the heap. false when `total` passes limit or the input budget.
+   */
+  reserve(total: i32): bool {
+    if (this.lent != 0) abort("InputBuffer.reserve during a take (settle first)");
+    if (<i64>total > <i64>this.limit) return false;
+    let pending = this.end - this.start;
+    if (total <= this.cap) {
+      if (this.start > 0 && total > this.cap - this.start) {
+        memory.copy(this.ptr, this.ptr + <usize>this.start, <usize>pending);
+        this.start = 0;
+        this.end = pending;
+      }
+      return true;
+    }
+    if (inputHeld - <i64>this.cap + <i64>total > inputBudget) return false;
+    inputHeld += <i64>total - <i64>this.cap;
+    let np = heap.alloc(<usize>total);
+    if (pending > 0) memory.copy(np, this.ptr + <usize>this.start, <usize>pending);
+    if (this.ptr != 0) heap.free(this.ptr);
+    this.ptr = np;
+    this.cap = total;
+    this.start = 0;
+    this.end = pending;
+    return true;
+  }
+
   /** Releases the memory; the buffer stays usable (and empty). */
   free(): void {
     this.lent = 0;

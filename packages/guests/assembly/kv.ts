@@ -1322,7 +1322,8 @@ class Kv extends Guest {
       buf.consume(used);
       if (out.pending >= FLUSH_BYTES) out.flush(conn);
     }
-    if (!c.closing && !buf.settle()) {
+    // A bulk larger than what is pending is waited for in one buffer of its declared size.
+    if (!c.closing && (!buf.settle() || (c.need > buf.length && !buf.reserve(c.need)))) {
       tooLarge(c, conn);
       return;
     }

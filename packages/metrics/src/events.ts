@@ -20,8 +20,8 @@ export type PolicyName = 'periodic' | 'sync-io' | 'adaptive';
 export const POLICIES: readonly PolicyName[] = ['periodic', 'sync-io', 'adaptive'];
 
 /** Same names as @ftvm/protocol's CodecName. */
-export type CodecName = 'ZERO' | 'RAW' | 'LZ4' | 'XOR_LZ4';
-export const CODECS: readonly CodecName[] = ['ZERO', 'RAW', 'LZ4', 'XOR_LZ4'];
+export type CodecName = 'ZERO' | 'RAW' | 'LZ4' | 'XOR_LZ4' | 'SPARSE' | 'XOR_SPARSE';
+export const CODECS: readonly CodecName[] = ['ZERO', 'RAW', 'LZ4', 'XOR_LZ4', 'SPARSE', 'XOR_SPARSE'];
 
 export type ClockMode = 'freeze' | 'step' | 'slew';
 export const CLOCK_MODES: readonly ClockMode[] = ['freeze', 'step', 'slew'];
@@ -31,6 +31,10 @@ export const TASKS: readonly TaskName[] = ['sync', 'migration', 'snapshot', 'res
 
 export type ProgressUnit = 'bytes' | 'pages' | 'blocks';
 export const PROGRESS_UNITS: readonly ProgressUnit[] = ['bytes', 'pages', 'blocks'];
+
+/** Why a server dropped a client: its own unread output over its cap, or all clients' over the total budget. */
+export type DropReason = 'slow_reader' | 'output_budget';
+export const DROP_REASONS: readonly DropReason[] = ['slow_reader', 'output_budget'];
 
 export type PeerName = 'primary' | 'secondary' | 'proxy';
 export const PEERS: readonly PeerName[] = ['primary', 'secondary', 'proxy'];
@@ -94,6 +98,8 @@ export interface FtvmEventMap {
   scrub: { pagesChecked: number; mismatches: number };
   /** Client connections currently open (level). */
   clients: { connected: number };
+  /** A server (proxy, `ftvm run`) disconnected a client to keep its memory bounded. */
+  clientDropped: { reason: DropReason };
   /** Link to a peer role went up or down. */
   link: { peer: PeerName; up: boolean };
   /** Fraction of vCPU time withheld by throttling, 0..1 (level). */
@@ -106,7 +112,7 @@ export type FtvmEventName = keyof FtvmEventMap;
 export const EVENT_NAMES: readonly FtvmEventName[] = [
   'role', 'protection', 'ready', 'epochEnded', 'checkpointSent', 'checkpointAcked', 'checkpointRejected',
   'committed', 'inFlight', 'outputHeld', 'outputReleased', 'inputReplayed', 'failover', 'clockDrift',
-  'guestFault', 'guestContained', 'progress', 'scrub', 'clients', 'link', 'throttle', 'diskCommitted',
+  'guestFault', 'guestContained', 'progress', 'scrub', 'clients', 'clientDropped', 'link', 'throttle', 'diskCommitted',
 ];
 
 export type FtvmListener<K extends FtvmEventName> = (payload: Readonly<FtvmEventMap[K]>) => void;

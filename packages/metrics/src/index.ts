@@ -1,10 +1,10 @@
 export { MetricsError } from './errors.js';
 export {
-  FtvmEvents, diagnosticsChannelName, EVENT_NAMES, ROLES, POLICIES, CODECS, CLOCK_MODES, TASKS, PROGRESS_UNITS, PEERS,
+  FtvmEvents, diagnosticsChannelName, EVENT_NAMES, ROLES, POLICIES, CODECS, CLOCK_MODES, TASKS, PROGRESS_UNITS, PEERS, DROP_REASONS,
 } from './events.js';
 export type {
   FtvmEventMap, FtvmEventName, FtvmListener, FtvmEventsOptions, FtvmDiagnosticsMessage, Role, PolicyName, CodecName,
-  CodecStats, ClockMode, TaskName, ProgressUnit, PeerName,
+  CodecStats, ClockMode, TaskName, ProgressUnit, PeerName, DropReason,
 } from './events.js';
 export {
   createRoleMetrics, METRIC_NAMES, PAUSE_BUCKETS, DELAY_BUCKETS, EPOCH_DURATION_BUCKETS, DIRTY_PAGES_BUCKETS,

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { MetricsError } from './errors.js';
 import {
-  CLOCK_MODES, CODECS, EVENT_NAMES, PEERS, POLICIES, PROGRESS_UNITS, ROLES, TASKS,
+  CLOCK_MODES, CODECS, DROP_REASONS, EVENT_NAMES, PEERS, POLICIES, PROGRESS_UNITS, ROLES, TASKS,
   type FtvmEventMap, type FtvmEventName, type FtvmEvents, type Role,
 } from './events.js';
 import { StatusRecorder, type RoleState, type StatusRecorderOptions } from './status.js';
@@ -90,6 +90,7 @@ const VALID: { [K in FtvmEventName]: (p: FtvmEventMap[K]) => boolean } = {
   progress: (p) => oneOf(TASKS, p.task) && isCount(p.done) && isCount(p.total) && oneOf(PROGRESS_UNITS, p.unit),
   scrub: (p) => isInt(p.pagesChecked) && isInt(p.mismatches),
   clients: (p) => isInt(p.connected),
+  clientDropped: (p) => oneOf(DROP_REASONS, p.reason),
   link: (p) => oneOf(PEERS, p.peer) && typeof p.up === 'boolean',
   throttle: (p) => isCount(p.ratio) && p.ratio <= 1,
 };
@@ -167,6 +168,7 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
   const scrubPages = new Counter({ name: 'ftvm_scrub_pages_total', help: 'Pages compared with the secondary image by the scrub.', registers: reg });
   const scrubMismatches = new Counter({ name: 'ftvm_scrub_mismatches_total', help: 'Pages found different by the scrub (a missed dirty page).', registers: reg });
   const clients = new Gauge({ name: 'ftvm_client_connections', help: 'Client connections open.', registers: reg });
+  const dropped = new Counter({ name: 'ftvm_clients_dropped_total', help: 'Clients this server disconnected to bound its memory, by reason: slow_reader (its unread output over the per-client cap), output_budget (all clients\' unread output over the total).', labelNames: ['reason'], registers: reg });
   const linkUp = new Gauge({ name: 'ftvm_link_up', help: '1 when the link to a peer role is up.', labelNames: ['peer'], registers: reg });
   const throttle = new Gauge({ name: 'ftvm_vcpu_throttle_ratio', help: 'Fraction of vCPU time withheld by throttling, 0..1.', registers: reg });
   const invalid = new Counter({ name: 'ftvm_metrics_invalid_events_total', help: 'Runtime events dropped by the metrics package as malformed (a runtime bug).', labelNames: ['event'], registers: reg });
@@ -353,6 +355,9 @@ export function createRoleMetrics(role: Role, bus: FtvmEvents, opts: RoleMetrics
       state.clients = p.connected;
       clients.set(p.connected);
     },
+    clientDropped: (p) => {
+      dropped.inc({ reason: p.reason });
+    },
     link: (p) => {
       state.links[p.peer] = p.up;
       linkUp.set({ peer: p.peer }, p.up ? 1 : 0);
@@ -408,6 +413,6 @@ export const METRIC_NAMES: readonly string[] = [
   'ftvm_proxy_commits_total', 'ftvm_input_replayed_bytes_total', 'ftvm_failovers_total', 'ftvm_last_failover_duration_seconds',
   'ftvm_last_failover_timestamp_seconds', 'ftvm_clock_drift_seconds', 'ftvm_guest_faults_total', 'ftvm_guest_contained', 'ftvm_task_done',
   'ftvm_task_total', 'ftvm_task_progress_ratio', 'ftvm_scrub_pages_total', 'ftvm_scrub_mismatches_total',
-  'ftvm_client_connections', 'ftvm_link_up', 'ftvm_vcpu_throttle_ratio', 'ftvm_metrics_invalid_events_total',
+  'ftvm_client_connections', 'ftvm_clients_dropped_total', 'ftvm_link_up', 'ftvm_vcpu_throttle_ratio', 'ftvm_metrics_invalid_events_total',
   'ftvm_disk_blocks_replicated_total', 'ftvm_disk_replication_wire_bytes_total', 'ftvm_disk_commits_total', 'ftvm_disk_commit_seconds',
 ];

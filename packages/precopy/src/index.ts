@@ -10,7 +10,7 @@ export {
 export { THROTTLE_MODES, THROTTLE_STEPS_MS, ThrottleController, type ThrottleMode, type ThrottleOptions } from './throttle.js';
 export { VmmSource, runServerSource, type VmmSourceHooks } from './vmm-source.js';
 export { PageStream } from './page-stream.js';
-export { SNAPSHOT_MAGIC, SNAPSHOT_VERSION, Section, SnapshotWriter, readSnapshot, type ReadSnapshot, type SnapshotInfo } from './snapshot-file.js';
+export { SNAPSHOT_MAGIC, SNAPSHOT_VERSION, Section, SnapshotWriter, readSnapshot, writeSnapshotDisk, type ReadSnapshot, type SnapshotInfo } from './snapshot-file.js';
 export { takeSnapshot, type SnapshotOptions, type SnapshotResult } from './snapshot.js';
 export { MigrationReceiver, MigrationSender, type MigrationReceiverOptions, type MigrationSenderOptions, type ReceiveStats, type ReceivedDisk, blockBitmap } from './migration.js';
 export { controlRequest, serveControl, type ControlRequest, type ControlServerOptions, type PrecopyRequestOptions } from './control.js';

@@ -57,6 +57,8 @@ export interface MigrationSenderOptions {
 export class MigrationSender implements PrecopySink {
   private stream: PageStream;
   private epoch = 0;
+  /** The current round is the stop-and-copy (acked only once the destination runs the guest). */
+  private finalRound = false;
   private seq = 0;
   private pagesThisRound = 0;
   private wireThisRound = 0;
@@ -129,6 +131,7 @@ export class MigrationSender implements PrecopySink {
   async beginRound(round: number, memBytes: number, pageCount: number, final: FinalState | null, disk?: RoundDisk): Promise<void> {
     this.check();
     this.epoch = round + 1;
+    this.finalRound = final !== null;
     this.seq = 0;
     this.blockSeq = 0;
     this.pagesThisRound = pageCount;
@@ -251,12 +254,18 @@ export class MigrationSender implements PrecopySink {
     return e;
   }
 
+  /**
+   * Ends the round; a pre-copy round resolves when the receiver has decoded it and checked its
+   * digest (its ack): the round's time is then the whole path's, which the stop rule's bandwidth
+   * estimate needs, and the stop-and-copy never starts behind a receiver still decoding.
+   */
   async endRound(): Promise<void> {
     this.check();
     this.link.send({
       t: 'ckpt_end', term: 0, epoch: this.epoch, pageCount: this.pagesThisRound, digest: this.stream.digest.value(),
       wireBytes: this.wireThisRound, rawBytes: this.pagesThisRound * PAGE_BYTES,
     });
+    if (!this.finalRound) await this.awaitAck(this.epoch, this.stream.digest.value(), `round ${this.epoch - 1}`);
   }
 
   async commit(): Promise<void> {
@@ -316,9 +325,11 @@ export interface MigrationReceiverOptions {
   /**
    * A migration's first round began: the source's memory is `memBytes` now (it only grows),
    * its disk (if any) is `disk`. A target can boot its vCPU meanwhile (Vmm.prestart), so the
-   * guest's start inside the downtime is only the copy of the image.
+   * guest's start inside the downtime is only the copy of the image. A returned promise
+   * (the prestart) holds back the acks of pre-copy rounds until it settles: the source does
+   * not stop the guest before this target is ready to take it.
    */
-  onBegin?: (memBytes: number, disk?: { path: string; blocks: number }) => void;
+  onBegin?: (memBytes: number, disk?: { path: string; blocks: number }) => void | Promise<unknown>;
   /** A migration that began ended before its guest was handed to onComplete: drop what onBegin prepared. */
   onAbandoned?: () => void;
   /** PULL ended: every block arrived and the disk's digest is the source's. */
@@ -512,6 +523,8 @@ export class MigrationReceiver {
     let pullOver = false;
     /** onBegin was called for this session (and onAbandoned is owed if it never completes). */
     let begun = false;
+    /** Settles when what onBegin prepared is ready (round acks wait for it). */
+    let targetReady: Promise<void> = Promise.resolve();
     const pullFailed = (e: Error): void => {
       if (pullEpoch === 0 || pullOver) return;
       pullOver = true;
@@ -581,7 +594,8 @@ export class MigrationReceiver {
             decoder.ensure(m.memBytes);
             if (!begun) {
               begun = true;
-              o.onBegin?.(m.memBytes, disk ? { path: disk.path, blocks: disk.totalBlocks } : undefined);
+              const prep = o.onBegin?.(m.memBytes, disk ? { path: disk.path, blocks: disk.totalBlocks } : undefined);
+              if (prep) targetReady = Promise.resolve(prep).then(() => undefined, () => undefined);
             }
             return;
           }
@@ -623,7 +637,12 @@ export class MigrationReceiver {
             o.onRound?.(begin.epoch - 1, got, wire);
             const b = begin;
             begin = null;
-            if (b.devices === null) return;
+            // A pre-copy round: acked once decoded and checked (the sender paces its rounds on it).
+            if (b.devices === null) {
+              const ack = { t: 'ack', term: 0, epoch: b.epoch, digest: digest.value() } as const;
+              void targetReady.then(() => link.trySend(ack));
+              return;
+            }
             finishing = true;
             const ckpt: Checkpoint = {
               format: 1,

@@ -9,8 +9,9 @@ import { ImageDigest, PageEncoder } from '@ftvm/protocol';
 export class PageStream {
   readonly encoder: PageEncoder;
   readonly digest = new ImageDigest();
-  constructor(compression = true) {
-    this.encoder = new PageEncoder({ compression });
+  /** keepPrevious false: no XOR cache (a disk's blocks, sent once each). */
+  constructor(compression = true, keepPrevious = true) {
+    this.encoder = new PageEncoder({ compression, keepPrevious });
   }
   encode(pages: Uint32Array, data: Uint8Array): { payload: Uint8Array; wireBytes: number; nonZeroPages: number; nonZeroBytes: number } {
     const b = this.encoder.encodeBatch(pages, data);

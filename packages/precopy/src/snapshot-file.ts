@@ -8,9 +8,11 @@
  *   section* u8 type | u8[3] zero | u32 bodyLength | u32 crc32(body) | body
  *
  * Sections, in this order: INFO (msgpack: guest name, module digest, mode, time), MODULE
- * (the original wasm, so a snapshot restores on its own), PAGES* (one page batch each, the
- * protocol's codec layout; later copies of a page replace earlier ones, XOR deltas apply
- * onto the copy before), STATE (msgpack: epoch, memBytes, globals, device state), END
+ * (the original wasm, so a snapshot restores on its own), PAGES* and BLOCKS* in any mix (one
+ * page batch each, the protocol's codec layout; later copies of a page replace earlier ones,
+ * XOR deltas apply onto the copy before; BLOCKS carry the virtual disk's 4 KiB blocks the same
+ * way), STATE (msgpack: epoch, memBytes, globals, device state, and for a guest with a disk
+ * its size in blocks and the disk image's digest), END
  * (u32 sections before it | u32 memBytes | 32-byte image digest), then MAC: HMAC-SHA256 under
  * the cluster token of every byte before it, which must end the file.
  *
@@ -23,23 +25,24 @@
  */
 import { link, open, unlink, type FileHandle } from 'node:fs/promises';
 import { createHmac, timingSafeEqual, type Hmac } from 'node:crypto';
-import { openSync, fsyncSync, closeSync } from 'node:fs';
+import { openSync, fsyncSync, closeSync, existsSync, statSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { PAGE_BYTES, MAX_MEMORY_BYTES } from '@ftvm/guest-abi';
 import { DIGEST_BYTES, MAX_BATCH_PAGES, PageDecoder, digestEquals, digestImage } from '@ftvm/protocol';
-import { moduleDigest, type Checkpoint } from '@ftvm/vmm';
+import { MAX_DISK_BYTES, moduleDigest, type Checkpoint } from '@ftvm/vmm';
 import { SnapshotError } from './errors.js';
-import type { FinalState, PrecopySink } from './engine.js';
+import type { FinalState, PrecopySink, PullStats, RoundDisk } from './engine.js';
+import { PrecopyError } from './errors.js';
 import { PageStream } from './page-stream.js';
 
 export const SNAPSHOT_MAGIC = 'FTVMSNAP';
 export const SNAPSHOT_VERSION = 2;
 const HEADER_BYTES = 16;
 const SECTION_HEADER_BYTES = 12;
-export const Section = { INFO: 1, MODULE: 2, PAGES: 3, STATE: 4, END: 5, MAC: 6 } as const;
-const SECTION_NAMES = ['?', 'INFO', 'MODULE', 'PAGES', 'STATE', 'END', 'MAC'];
+export const Section = { INFO: 1, MODULE: 2, PAGES: 3, STATE: 4, END: 5, MAC: 6, BLOCKS: 7 } as const;
+const SECTION_NAMES = ['?', 'INFO', 'MODULE', 'PAGES', 'STATE', 'END', 'MAC', 'BLOCKS'];
 const MAC_BYTES = 32;
 /** The MAC section with its header: the file's last bytes. */
 const MAC_SECTION_BYTES = SECTION_HEADER_BYTES + MAC_BYTES;
@@ -73,6 +76,14 @@ export class SnapshotWriter implements PrecopySink {
   private fh: FileHandle | null = null;
   private sections = 0;
   private stream = new PageStream(true);
+  /** The disk's blocks (a guest with a disk): no XOR cache, each block's last copy wins. */
+  private blockStream = new PageStream(true, false);
+  /** The disk's size in blocks (0: no disk), from the first round. */
+  private diskBlocks = 0;
+  /** A guest with a disk: the final state waits for pull() to write the remaining blocks. */
+  private pendingState: FinalState | null = null;
+  /** pull() runs while the source is still held: it is part of the snapshot's downtime. */
+  readonly pullHeld = true;
   /** Bytes written to the file so far. */
   bytes = 0;
   private done = false;
@@ -120,7 +131,11 @@ export class SnapshotWriter implements PrecopySink {
     this.sections++;
   }
 
-  async beginRound(): Promise<void> {}
+  async beginRound(_round: number, _memBytes: number, _pageCount: number, _final: FinalState | null, disk?: RoundDisk): Promise<void> {
+    if (!disk) return;
+    if (disk.mode !== 'copy') throw new PrecopyError('FTVM_ERR_PRECOPY_DISK', 'a snapshot copies the disk into the file (disk mode copy), not shared storage');
+    this.diskBlocks = disk.totalBlocks;
+  }
 
   async pages(pages: Uint32Array, data: Uint8Array) {
     const e = this.stream.encode(pages, data);
@@ -128,11 +143,42 @@ export class SnapshotWriter implements PrecopySink {
     return { wireBytes: e.wireBytes + SECTION_HEADER_BYTES, nonZeroPages: e.nonZeroPages, nonZeroBytes: e.nonZeroBytes };
   }
 
+  /** A batch of disk blocks: a BLOCKS section. */
+  async blocks(blocks: Uint32Array, data: Uint8Array): Promise<{ wireBytes: number }> {
+    const e = this.blockStream.encode(blocks, data);
+    await this.section(Section.BLOCKS, e.payload);
+    return { wireBytes: e.wireBytes + SECTION_HEADER_BYTES };
+  }
+
+  /**
+   * The disk's remainder (every block for a stop-the-world snapshot, the ones written since
+   * their last copy for a live one), read from the held source, then STATE and END.
+   */
+  async pull(missing: Uint32Array, read: (blocks: Uint32Array) => Promise<Uint8Array>): Promise<PullStats> {
+    const t0 = performance.now();
+    let wireBytes = 0;
+    for (let i = 0; i < missing.length; i += MAX_BATCH_PAGES / 8) {
+      const chunk = missing.subarray(i, Math.min(missing.length, i + MAX_BATCH_PAGES / 8));
+      wireBytes += (await this.blocks(chunk, await read(chunk))).wireBytes;
+    }
+    const state = this.pendingState;
+    if (!state) throw new SnapshotError('FTVM_ERR_SNAPSHOT_WRITE', 'the disk was written before the guest state');
+    this.pendingState = null;
+    await this.writeEnd(state);
+    return { demandBlocks: 0, pushedBlocks: missing.length, wireBytes, ms: performance.now() - t0 };
+  }
+
   async endRound(): Promise<void> {}
 
-  /** Writes STATE and END: the file is complete (not yet durable; see finish). */
+  /** Writes STATE and END (a guest with a disk: after pull()): the file is complete (not yet durable; see finish). */
   async commit(state: FinalState): Promise<void> {
-    await this.section(Section.STATE, packr.pack({ epoch: state.epoch, memBytes: state.memBytes, globals: state.globals, devices: state.devices }));
+    if (this.diskBlocks > 0) this.pendingState = state;
+    else await this.writeEnd(state);
+  }
+
+  private async writeEnd(state: FinalState): Promise<void> {
+    const disk = this.diskBlocks > 0 ? { blocks: this.diskBlocks, digest: this.blockStream.digest.value() } : undefined;
+    await this.section(Section.STATE, packr.pack({ epoch: state.epoch, memBytes: state.memBytes, globals: state.globals, devices: state.devices, ...(disk ? { disk } : {}) }));
     const end = Buffer.alloc(END_BYTES);
     end.writeUInt32LE(this.sections, 0);
     end.writeUInt32LE(state.memBytes / PAGE_BYTES, 4);
@@ -183,6 +229,8 @@ export interface ReadSnapshot {
   /** The original module. */
   wasm: Uint8Array;
   checkpoint: Checkpoint;
+  /** The virtual disk captured with the memory (a guest with a disk), digest-checked. */
+  disk?: { blocks: number; image: Uint8Array };
   /** File size, bytes. */
   bytes: number;
 }
@@ -255,24 +303,26 @@ export async function readSnapshot(path: string, key: Uint8Array): Promise<ReadS
 
     let info: SnapshotInfo | null = null;
     let wasm: Uint8Array | null = null;
-    type State = { epoch: number; memBytes: number; globals: Checkpoint['globals']; devices: Checkpoint['devices'] };
+    type State = { epoch: number; memBytes: number; globals: Checkpoint['globals']; devices: Checkpoint['devices']; disk?: { blocks: number; digest: Uint8Array } };
     let state: State | null = null as State | null;
     // Shared: ftvm restore hands the image to the vCPU worker and keeps it as its rollback point, no copy.
     const decoder = new PageDecoder({ shared: true });
+    const diskDecoder = new PageDecoder({ maxImageBytes: MAX_DISK_BYTES });
+    let sawBlocks = false;
     let sections = 0;
     let expected: number = Section.INFO;
     for (;;) {
       const sh = await readExact(SECTION_HEADER_BYTES, `section ${sections + 1}'s header`);
       const type = sh[0]!;
       const len = sh.readUInt32LE(4);
-      if (type < Section.INFO || type > Section.END || sh[1] !== 0 || sh[2] !== 0 || sh[3] !== 0) throw corrupt(`${path}: section ${sections + 1} has unknown type ${type}`);
+      if (((type < Section.INFO || type > Section.END) && type !== Section.BLOCKS) || sh[1] !== 0 || sh[2] !== 0 || sh[3] !== 0) throw corrupt(`${path}: section ${sections + 1} has unknown type ${type}`);
       if (len > MAX_SECTION_BYTES) throw corrupt(`${path}: section ${sections + 1} (${SECTION_NAMES[type]}) claims ${len} bytes, over the ${MAX_SECTION_BYTES} limit`);
       const body = await readExact(len, `section ${sections + 1} (${SECTION_NAMES[type]})`);
       if (crc32(body) !== sh.readUInt32LE(8)) throw corrupt(`${path}: section ${sections + 1} (${SECTION_NAMES[type]}) checksum mismatch`);
-      // Order: INFO MODULE PAGES* STATE END.
+      // Order: INFO MODULE (PAGES | BLOCKS)* STATE END.
       const ok =
         type === expected ||
-        (type === Section.PAGES && expected === Section.STATE) ||
+        ((type === Section.PAGES || type === Section.BLOCKS) && expected === Section.STATE) ||
         (type === Section.STATE && expected === Section.STATE);
       if (!ok) throw corrupt(`${path}: section ${sections + 1} is ${SECTION_NAMES[type]}, expected ${SECTION_NAMES[expected]}`);
       try {
@@ -290,10 +340,17 @@ export async function readSnapshot(path: string, key: Uint8Array): Promise<ReadS
           case Section.PAGES:
             decoder.apply(body);
             break;
+          case Section.BLOCKS:
+            diskDecoder.apply(body);
+            sawBlocks = true;
+            break;
           case Section.STATE:
             state = packr.unpack(body) as State | null;
             if (!state || !Number.isSafeInteger(state.memBytes) || state.memBytes % 65536 !== 0 || state.memBytes > MAX_MEMORY_BYTES || !Array.isArray(state.globals) || !state.devices)
               throw new Error('STATE lacks memBytes, globals or devices');
+            if (state.disk !== undefined && (!state.disk || !Number.isSafeInteger(state.disk.blocks) || state.disk.blocks < 1 || state.disk.blocks * PAGE_BYTES > MAX_DISK_BYTES || !(state.disk.digest instanceof Uint8Array) || state.disk.digest.length !== DIGEST_BYTES))
+              throw new Error('STATE has a malformed disk entry');
+            if (sawBlocks && !state.disk) throw new Error('BLOCKS sections without a disk in STATE');
             expected = Section.END;
             break;
         }
@@ -313,6 +370,16 @@ export async function readSnapshot(path: string, key: Uint8Array): Promise<ReadS
         if (decoder.image.length > memBytes && decoder.image.subarray(memBytes).some((v) => v !== 0)) throw corrupt(`${path}: pages beyond memory (${memBytes} bytes)`);
         if (!digestEquals(digestImage(image), body.subarray(8, 8 + DIGEST_BYTES)))
           throw new SnapshotError('FTVM_ERR_SNAPSHOT_DIGEST', `${path}: the image digest does not match the one recorded at END`);
+        let disk: ReadSnapshot['disk'];
+        if (state!.disk) {
+          const bytes = state!.disk.blocks * PAGE_BYTES;
+          diskDecoder.ensure(bytes);
+          if (diskDecoder.image.length > bytes && diskDecoder.image.subarray(bytes).some((v) => v !== 0)) throw corrupt(`${path}: disk blocks beyond the disk (${state!.disk.blocks} blocks)`);
+          const image = diskDecoder.image.subarray(0, bytes);
+          if (!digestEquals(digestImage(image), state!.disk.digest))
+            throw new SnapshotError('FTVM_ERR_SNAPSHOT_DIGEST', `${path}: the disk's digest does not match the one recorded in STATE`);
+          disk = { blocks: state!.disk.blocks, image };
+        }
         const checkpoint: Checkpoint = {
           format: 1,
           moduleDigest: info!.moduleDigest,
@@ -322,11 +389,35 @@ export async function readSnapshot(path: string, key: Uint8Array): Promise<ReadS
           globals: state!.globals,
           devices: state!.devices,
         };
-        return { info: info!, wasm: wasm!, checkpoint, bytes: size };
+        return { info: info!, wasm: wasm!, checkpoint, ...(disk ? { disk } : {}), bytes: size };
       }
       sections++;
     }
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Writes a verified snapshot's disk to `path` (a new or empty file, mode 0600, fsynced) and
+ * returns the disk to restore the guest with; undefined for a snapshot without a disk. A
+ * snapshot with a disk and no path, or a path for a snapshot without one, is refused
+ * (FTVM_ERR_DISK_MISMATCH), as is a file holding data (FTVM_ERR_DISK_EXISTS).
+ */
+export function writeSnapshotDisk(snap: ReadSnapshot, path: string | undefined): { path: string; blocks: number } | undefined {
+  if (!snap.disk) {
+    if (path !== undefined) throw new SnapshotError('FTVM_ERR_DISK_MISMATCH', `the snapshot holds no virtual disk: ${path} would stay unused`);
+    return undefined;
+  }
+  if (path === undefined) throw new SnapshotError('FTVM_ERR_DISK_MISMATCH', `the snapshot holds a virtual disk of ${snap.disk.blocks} blocks: restore it with --disk <new file>`);
+  if (existsSync(path) && statSync(path).size > 0) throw new SnapshotError('FTVM_ERR_DISK_EXISTS', `${path} exists and is not empty: a restored disk goes to a new file (remove it first)`);
+  const fd = openSync(path, 'w', 0o600);
+  try {
+    const img = snap.disk.image;
+    for (let at = 0; at < img.length; ) at += writeSync(fd, img, at, Math.min(img.length - at, 64 << 20), at);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  return { path, blocks: snap.disk.blocks };
 }

@@ -14,6 +14,8 @@ export class VmmSource implements PrecopySource {
   readonly firstPage: number;
   readonly diskBlocks: number;
   private lastBlocks: Uint32Array = new Uint32Array(0);
+  /** Read buffers handed back by the engine, filled again by the next reads (warm pages). */
+  private readonly spare: ArrayBuffer[] = [];
   constructor(readonly vmm: Vmm, private readonly hooks: VmmSourceHooks = {}) {
     this.diskBlocks = vmm.disk?.blocks ?? 0;
     // A bytemap-logged guest's low region is its dirty log, never part of an image.
@@ -42,7 +44,11 @@ export class VmmSource implements PrecopySource {
     return this.vmm.syncDisk();
   }
   readPages(pages: Uint32Array): Promise<Uint8Array> {
-    return this.vmm.readPageList(pages);
+    return this.vmm.readPageList(pages, this.spare.pop());
+  }
+  recycle(data: Uint8Array): void {
+    // Two spares: one read in flight, one being encoded.
+    if (this.spare.length < 2 && data.buffer instanceof ArrayBuffer && data.byteOffset === 0) this.spare.push(data.buffer);
   }
   throttle(delayMs: number): void {
     this.vmm.throttle(delayMs);

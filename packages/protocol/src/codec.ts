@@ -11,10 +11,16 @@
  * RAW     4096       the page
  * LZ4     1..4095    LZ4 block of the page
  * XOR_LZ4 1..4095    LZ4 block of (page XOR the copy of that page last sent)
+ * SPARSE  8..4092    runs of non-zero 32-bit words: per run a u32 (first word | count << 16)
+ *                    then its words, runs ascending; the words between runs are zero
+ * XOR_SPARSE 0..4092 SPARSE of (page XOR the copy of that page last sent); 0: unchanged
  *
- * The encoder picks per page: ZERO if all zero; else the smaller of LZ4 and XOR_LZ4
- * (XOR_LZ4 only when it holds the page's previous copy; a delta of at most 128 bytes
- * is taken without trying LZ4); RAW when neither is smaller than the page.
+ * The encoder picks per page: ZERO if all zero; SPARSE (or XOR_SPARSE, for a page whose
+ * previous copy it holds) when that body is at most 256 bytes: a word scan is an order of
+ * magnitude cheaper than an LZ4 call, and mostly-zero pages are what a guest's untouched
+ * heap looks like. Else the smaller of LZ4 and XOR_LZ4 (XOR_LZ4 only when it holds the
+ * page's previous copy; a delta of at most 128 bytes is taken without trying LZ4); RAW when
+ * neither is smaller than the page.
  *
  * XOR_LZ4 (like QEMU's XBZRLE) needs the receiver to hold exactly the copy the sender
  * last sent: the encoder's cache assumes every batch it produced is applied. When a
@@ -25,9 +31,61 @@ import { MAX_MEMORY_BYTES, PAGE_BYTES } from '@ftvm/guest-abi';
 import { ProtocolError, malformed } from './errors.js';
 import { lz4Compress, lz4Decompress } from './lz4.js';
 
-export const Codec = { ZERO: 0, RAW: 1, LZ4: 2, XOR_LZ4: 3 } as const;
+export const Codec = { ZERO: 0, RAW: 1, LZ4: 2, XOR_LZ4: 3, SPARSE: 4, XOR_SPARSE: 5 } as const;
 export type CodecName = keyof typeof Codec;
-const CODEC_NAMES: CodecName[] = ['ZERO', 'RAW', 'LZ4', 'XOR_LZ4'];
+const CODEC_NAMES: CodecName[] = ['ZERO', 'RAW', 'LZ4', 'XOR_LZ4', 'SPARSE', 'XOR_SPARSE'];
+
+/** Largest SPARSE / XOR_SPARSE body the encoder produces, bytes. */
+const SPARSE_MAX_BYTES = 256;
+const PAGE_WORDS = PAGE_BYTES / 4;
+
+/**
+ * Writes the SPARSE body of the page `w[off .. off + 1024)` into `dst` (words); returns its
+ * length in bytes (0: all zero), or -1 when it would exceed `dst` (the scan stops there).
+ */
+export function sparseEncode(w: Int32Array, off: number, dst: Int32Array): number {
+  let n = 0;
+  const cap = dst.length;
+  for (let i = 0; i < PAGE_WORDS; ) {
+    // Eight words at a time while they are zero (~4 GB/s here; a word at a time ran ~0.6).
+    // Past the page end the OR may read the next page's words or undefined: either only
+    // stops the skip, and the run scan below never leaves the page.
+    const b = off + i;
+    if ((w[b]! | w[b + 1]! | w[b + 2]! | w[b + 3]! | w[b + 4]! | w[b + 5]! | w[b + 6]! | w[b + 7]!) === 0) {
+      i += 8;
+      continue;
+    }
+    const end = Math.min(i + 8, PAGE_WORDS);
+    while (i < end) {
+      if (w[off + i] === 0) {
+        i++;
+        continue;
+      }
+      let j = i + 1;
+      while (j < PAGE_WORDS && w[off + j] !== 0) j++;
+      const count = j - i;
+      if (n + 1 + count > cap) return -1;
+      dst[n++] = i | (count << 16);
+      for (let k = i; k < j; k++) dst[n++] = w[off + k]!;
+      i = j;
+    }
+  }
+  return n * 4;
+}
+
+/** Applies a SPARSE body (`b`, words) onto a zeroed page `w`; false when malformed. */
+function sparseDecode(b: Int32Array, w: Int32Array): boolean {
+  let prevEnd = 0;
+  for (let n = 0; n < b.length; ) {
+    const h = b[n++]!;
+    const first = h & 0xffff;
+    const count = h >>> 16;
+    if (count < 1 || first < prevEnd || first + count > PAGE_WORDS || n + count > b.length) return false;
+    for (let k = 0; k < count; k++) w[first + k] = b[n++]!;
+    prevEnd = first + count;
+  }
+  return true;
+}
 
 /** An XOR_LZ4 body at most this long (bytes) is sent without also trying plain LZ4. */
 const SMALL_DELTA_BYTES = 128;
@@ -59,6 +117,8 @@ export interface PageEncoderOptions {
    * page sent: its memory equals the guest image. Default true (ignored without compression).
    */
   keepPrevious?: boolean;
+  /** Try SPARSE / XOR_SPARSE before LZ4 (ignored without compression). Default true. */
+  sparse?: boolean;
 }
 
 const ZERO_PAGE = new Uint8Array(PAGE_BYTES);
@@ -66,7 +126,7 @@ const ZERO_PAGE = new Uint8Array(PAGE_BYTES);
 const isZeroPage = (page: Uint8Array): boolean => Buffer.compare(page, ZERO_PAGE) === 0;
 
 function emptyStats(): Record<CodecName, CodecStats> {
-  return { ZERO: { pages: 0, bytes: 0 }, RAW: { pages: 0, bytes: 0 }, LZ4: { pages: 0, bytes: 0 }, XOR_LZ4: { pages: 0, bytes: 0 } };
+  return { ZERO: { pages: 0, bytes: 0 }, RAW: { pages: 0, bytes: 0 }, LZ4: { pages: 0, bytes: 0 }, XOR_LZ4: { pages: 0, bytes: 0 }, SPARSE: { pages: 0, bytes: 0 }, XOR_SPARSE: { pages: 0, bytes: 0 } };
 }
 
 function checkPageNo(pageNo: number, what: string): void {
@@ -114,6 +174,7 @@ class GrowableImage {
 export class PageEncoder {
   readonly compression: boolean;
   readonly keepPrevious: boolean;
+  readonly useSparse: boolean;
   private readonly cache = new GrowableImage(MAX_MEMORY_BYTES);
   /** known[p] = 1 when the cache holds the copy of page p last sent. */
   private known = new Uint8Array(0);
@@ -123,14 +184,17 @@ export class PageEncoder {
   // not be smaller than the page, which is exactly when RAW wins.
   private readonly lzA = Buffer.alloc(PAGE_BYTES - 1);
   private readonly lzB = Buffer.alloc(PAGE_BYTES - 1);
+  private readonly sparse = new Int32Array(SPARSE_MAX_BYTES / 4);
+  private readonly sparseBytes = new Uint8Array(this.sparse.buffer);
   private scratch = Buffer.alloc(0);
 
   constructor(opts: PageEncoderOptions = {}) {
-    for (const key of ['compression', 'keepPrevious'] as const) {
+    for (const key of ['compression', 'keepPrevious', 'sparse'] as const) {
       if (opts[key] !== undefined && typeof opts[key] !== 'boolean') throw new ProtocolError('FTVM_ERR_INVALID_OPTION', `${key} must be a boolean`);
     }
     this.compression = opts.compression ?? true;
     this.keepPrevious = this.compression && (opts.keepPrevious ?? true);
+    this.useSparse = opts.sparse ?? true;
   }
 
   /** Bytes held by the previous-copy cache. */
@@ -164,6 +228,7 @@ export class PageEncoder {
     out.writeUInt32LE(count, 0);
     let at = 4;
     const byCodec = emptyStats();
+    const words = data.byteOffset % 4 === 0 ? new Int32Array(data.buffer, data.byteOffset, data.length >>> 2) : null;
     for (let i = 0; i < count; i++) {
       const pageNo = pages[i]!;
       checkPageNo(pageNo, 'page number');
@@ -174,19 +239,28 @@ export class PageEncoder {
         codec = Codec.ZERO;
         body = ZERO_PAGE.subarray(0, 0);
       } else if (this.compression) {
-        let delta = 0;
-        if (this.keepPrevious && this.isKnown(pageNo)) {
+        const known = this.keepPrevious && this.isKnown(pageNo);
+        let sparse = -1;
+        if (known) {
           this.xorWithCached(pageNo, page);
-          delta = lz4Compress(this.xor, this.lzB);
+          if (this.useSparse) sparse = sparseEncode(this.xorWords, 0, this.sparse);
+        } else if (words && this.useSparse) {
+          sparse = sparseEncode(words, i * PAGE_WORDS, this.sparse);
         }
-        // A delta this small cannot lose to plain LZ4 by more than a few bytes: skip that attempt.
-        const plain = delta > 0 && delta <= SMALL_DELTA_BYTES ? 0 : lz4Compress(page, this.lzA);
-        if (delta > 0 && (plain === 0 || delta < plain)) {
-          codec = Codec.XOR_LZ4;
-          body = this.lzB.subarray(0, delta);
-        } else if (plain > 0) {
-          codec = Codec.LZ4;
-          body = this.lzA.subarray(0, plain);
+        if (sparse >= 0) {
+          codec = known ? Codec.XOR_SPARSE : Codec.SPARSE;
+          body = this.sparseBytes.subarray(0, sparse);
+        } else {
+          const delta = known ? lz4Compress(this.xor, this.lzB) : 0;
+          // A delta this small cannot lose to plain LZ4 by more than a few bytes: skip that attempt.
+          const plain = delta > 0 && delta <= SMALL_DELTA_BYTES ? 0 : lz4Compress(page, this.lzA);
+          if (delta > 0 && (plain === 0 || delta < plain)) {
+            codec = Codec.XOR_LZ4;
+            body = this.lzB.subarray(0, delta);
+          } else if (plain > 0) {
+            codec = Codec.LZ4;
+            body = this.lzA.subarray(0, plain);
+          }
         }
       }
       out.writeUInt32LE(pageNo, at);
@@ -197,10 +271,17 @@ export class PageEncoder {
       const stats = byCodec[CODEC_NAMES[codec]!];
       stats.pages++;
       stats.bytes += body.length;
-      if (this.keepPrevious) this.remember(pageNo, page);
+      // A SPARSE page is cheap to send again as it is: no cached copy (a 4 KiB copy per page, and
+      // the cache's memory). A cached copy is kept for every other codec (XOR needs it).
+      if (codec === Codec.SPARSE || codec === Codec.ZERO) this.forgetPage(pageNo);
+      else if (this.keepPrevious) this.remember(pageNo, page);
     }
     const payload = new Uint8Array(out.subarray(0, at));
     return { payload, wireBytes: payload.length, rawBytes: count * PAGE_BYTES, byCodec };
+  }
+
+  private forgetPage(pageNo: number): void {
+    if (pageNo < this.known.length) this.known[pageNo] = 0;
   }
 
   private isKnown(pageNo: number): boolean {
@@ -279,6 +360,8 @@ export class PageDecoder {
   private readonly delta = new Uint8Array(PAGE_BYTES);
   private readonly page32 = new Int32Array(this.page.buffer);
   private readonly delta32 = new Int32Array(this.delta.buffer);
+  private readonly sparseIn = new Uint8Array(PAGE_BYTES);
+  private readonly sparseIn32 = new Int32Array(this.sparseIn.buffer);
 
   constructor(opts: PageDecoderOptions = {}) {
     const maxImageBytes = opts.maxImageBytes ?? MAX_MEMORY_BYTES;
@@ -348,6 +431,12 @@ export class PageDecoder {
         case Codec.XOR_LZ4:
           if (len < 1 || len >= PAGE_BYTES) throw malformed(`page entry ${i}: ${CODEC_NAMES[codec]} body of ${len} bytes, want 1..${PAGE_BYTES - 1}`);
           break;
+        case Codec.SPARSE:
+        case Codec.XOR_SPARSE: {
+          const min = codec === Codec.SPARSE ? 8 : 0;
+          if (len < min || len >= PAGE_BYTES || len % 4 !== 0) throw malformed(`page entry ${i}: ${CODEC_NAMES[codec]} body of ${len} bytes, want a multiple of 4 in ${min}..${PAGE_BYTES - 4}`);
+          break;
+        }
         default:
           throw malformed(`page entry ${i}: unknown codec ${codec}`);
       }
@@ -369,6 +458,13 @@ export class PageDecoder {
         page.fill(0);
       } else if (codec === Codec.RAW) {
         page.set(body);
+      } else if (codec === Codec.SPARSE || codec === Codec.XOR_SPARSE) {
+        const target = codec === Codec.SPARSE ? this.page32 : this.delta32;
+        target.fill(0);
+        // The body is copied out: it may sit at any byte offset of the payload.
+        this.sparseIn.set(body);
+        if (!sparseDecode(this.sparseIn32.subarray(0, len >>> 2), target)) throw malformed(`page entry ${i}: ${CODEC_NAMES[codec]} runs out of order or past the page`);
+        if (codec === Codec.XOR_SPARSE) this.applyDelta(sink, pageNo);
       } else {
         const target = codec === Codec.LZ4 ? page : this.delta;
         let n: number;
@@ -378,26 +474,30 @@ export class PageDecoder {
           n = -1;
         }
         if (n !== PAGE_BYTES) throw malformed(`page entry ${i}: ${CODEC_NAMES[codec]} body decodes to ${n} bytes, want ${PAGE_BYTES}`);
-        if (codec === Codec.XOR_LZ4) {
-          const base = sink.base(pageNo);
-          if (base !== undefined && base.length !== PAGE_BYTES) throw malformed(`page ${pageNo}: base copy is ${base.length} bytes`);
-          if (base === undefined) page.set(this.delta);
-          else {
-            // A native copy of the base, then the delta's non-zero words onto it: the base
-            // usually lies in a resizable image, where a word loop runs 2-3x slower.
-            page.set(base);
-            const p32 = this.page32;
-            const d32 = this.delta32;
-            for (let k = 0, n = d32.length; k < n; k++) {
-              const d = d32[k]!;
-              if (d !== 0) p32[k] ^= d;
-            }
-          }
-        }
+        if (codec === Codec.XOR_LZ4) this.applyDelta(sink, pageNo);
       }
       sink.put(pageNo, page);
       pages[i] = pageNo;
     }
     return { count: entries.length, pages, wireBytes: payload.length, rawBytes: entries.length * PAGE_BYTES };
+  }
+
+  /** page = the sink's base copy of pageNo XOR this.delta (no base: zeros). */
+  private applyDelta(sink: PageSink, pageNo: number): void {
+    const page = this.page;
+    const base = sink.base(pageNo);
+    if (base !== undefined && base.length !== PAGE_BYTES) throw malformed(`page ${pageNo}: base copy is ${base.length} bytes`);
+    if (base === undefined) page.set(this.delta);
+    else {
+      // A native copy of the base, then the delta's non-zero words onto it: the base
+      // usually lies in a resizable image, where a word loop runs 2-3x slower.
+      page.set(base);
+      const p32 = this.page32;
+      const d32 = this.delta32;
+      for (let k = 0, n = d32.length; k < n; k++) {
+        const d = d32[k]!;
+        if (d !== 0) p32[k] ^= d;
+      }
+    }
   }
 }

@@ -18,8 +18,10 @@
  * a checkpoint's retained output travel as packed tables (packed.ts), not msgpack maps; a
  * small checkpoint may come as one `ckpt` frame.
  * 4: `rollback` (a primary's guest fault rolled back, node -> proxy on the net link).
+ * 5: a MAC on every frame after the handshake, under session keys it derives; page codecs
+ * SPARSE and XOR_SPARSE; the migration receiver acks every pre-copy round.
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /** Size of handshake nonces, HMAC proofs, image digests and guest digests, bytes. */
 export const NONCE_BYTES = 32;

@@ -96,7 +96,7 @@ describe('page codecs', () => {
     expect(enc.cacheBytes).toBe(0);
   });
 
-  it('XOR-deltas a page against the copy last sent when that is smaller', () => {
+  it('XOR-deltas a page against the copy last sent (a few changed words: XOR_SPARSE)', () => {
     const enc = new PageEncoder();
     const dec = new PageDecoder();
     const v1 = randomPage(5);
@@ -105,7 +105,7 @@ describe('page codecs', () => {
     v2[100] ^= 0xff;
     v2[2000] = 42;
     const b = enc.encodeBatch([3], v2);
-    expect(codecsOf(b.payload)).toEqual([Codec.XOR_LZ4]);
+    expect(codecsOf(b.payload)).toEqual([Codec.XOR_SPARSE]);
     expect(b.wireBytes).toBeLessThan(100);
     dec.apply(b.payload);
     expect(dec.image.subarray(3 * PAGE_BYTES, 4 * PAGE_BYTES)).toEqual(v2);
@@ -122,7 +122,7 @@ describe('page codecs', () => {
     expect(codecsOf(enc.encodeBatch([1], v2).payload)).toEqual([Codec.RAW]);
     enc.forgetPages([1]);
     expect(codecsOf(enc.encodeBatch([1], v1).payload)).toEqual([Codec.RAW]);
-    expect(codecsOf(enc.encodeBatch([1], v2).payload)).toEqual([Codec.XOR_LZ4]);
+    expect(codecsOf(enc.encodeBatch([1], v2).payload)).toEqual([Codec.XOR_SPARSE]);
   });
 
   it('applies XOR deltas onto a sink base and writes through put', () => {
@@ -220,7 +220,7 @@ describe('LZ4 on the wire', () => {
   });
 
   it('encodes that page to a block of about the reference size', () => {
-    const b = new PageEncoder().encodeBatch([7], page);
+    const b = new PageEncoder({ sparse: false }).encodeBatch([7], page);
     expect(codecsOf(b.payload)).toEqual([Codec.LZ4]);
     expect(b.byCodec.LZ4.bytes).toBeGreaterThan(fromLiblz4.length - 8);
     expect(b.byCodec.LZ4.bytes).toBeLessThan(fromLiblz4.length + 8);
@@ -300,5 +300,98 @@ describe('PageDecoder on bad input', () => {
     dec.ensure(4 * PAGE_BYTES);
     expect(codeOf(() => dec.apply(good.subarray(0, good.length - 1)))).toBe('FTVM_ERR_FRAME_MALFORMED');
     expect(dec.image.every((x) => x === 0)).toBe(true);
+  });
+});
+
+describe('SPARSE codecs', () => {
+  /** A zero page with a few words set, as an untouched heap page after one store. */
+  const sparsePage = (seed: number): Uint8Array => {
+    const p = new Uint8Array(PAGE_BYTES);
+    const w = new Int32Array(p.buffer);
+    w[seed % 1024] = 0x12345678 + seed;
+    w[(seed * 7 + 3) % 1024] = -1;
+    w[1023] = seed + 1;
+    return p;
+  };
+  /** A one-page batch with the given codec and body. */
+  const batchOf = (codec: number, body: Uint8Array): Uint8Array => {
+    const b = new Uint8Array(4 + ENTRY_HEADER_BYTES + body.length);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, 1, true);
+    dv.setUint32(4, 2, true);
+    b[8] = codec;
+    dv.setUint32(9, body.length, true);
+    b.set(body, 4 + ENTRY_HEADER_BYTES);
+    return b;
+  };
+
+  it('sends a mostly-zero page as SPARSE and restores it exactly', () => {
+    const enc = new PageEncoder();
+    const pages = concat([sparsePage(1), sparsePage(2), kvPage(3)]);
+    const b = enc.encodeBatch([4, 5, 6], pages);
+    expect(codecsOf(b.payload)).toEqual([Codec.SPARSE, Codec.SPARSE, Codec.LZ4]);
+    // Three runs of one word: 3 x (header + word) = 24 bytes.
+    expect(b.byCodec.SPARSE.bytes).toBe(2 * 24);
+    const dec = new PageDecoder();
+    dec.ensure(8 * PAGE_BYTES);
+    dec.image.fill(0xaa);
+    dec.apply(b.payload, 3);
+    expect(dec.image.subarray(4 * PAGE_BYTES, 7 * PAGE_BYTES)).toEqual(pages);
+  });
+
+  it('sends an unchanged page as an empty XOR_SPARSE, a few changed words as XOR_SPARSE', () => {
+    const enc = new PageEncoder();
+    const dec = new PageDecoder();
+    const v1 = kvPage(4);
+    dec.apply(enc.encodeBatch([3], v1).payload);
+    const same = enc.encodeBatch([3], v1);
+    expect(codecsOf(same.payload)).toEqual([Codec.XOR_SPARSE]);
+    expect(same.wireBytes).toBe(4 + ENTRY_HEADER_BYTES);
+    dec.apply(same.payload);
+    expect(dec.image.subarray(3 * PAGE_BYTES, 4 * PAGE_BYTES)).toEqual(v1);
+    const v2 = new Uint8Array(v1);
+    v2[4000] ^= 0x5a;
+    dec.apply(enc.encodeBatch([3], v2).payload);
+    expect(dec.image.subarray(3 * PAGE_BYTES, 4 * PAGE_BYTES)).toEqual(v2);
+  });
+
+  it('encodes with the stride scan only up to 256 bytes: a dense page still goes LZ4 or RAW', () => {
+    const enc = new PageEncoder({ keepPrevious: false });
+    const b = enc.encodeBatch([0, 1], concat([randomPage(2), kvPage(2)]));
+    expect(codecsOf(b.payload)).toEqual([Codec.RAW, Codec.LZ4]);
+  });
+
+  it('round-trips pages with random runs of words anywhere, the last page of a buffer included', () => {
+    let seed = 11;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) % n);
+    const count = 64;
+    const data = new Uint8Array(count * PAGE_BYTES);
+    const w = new Int32Array(data.buffer);
+    for (let p = 0; p < count; p++) {
+      for (let r = rand(6); r > 0; r--) {
+        const at = rand(1024);
+        for (let k = 0, len = 1 + rand(9); k < len && at + k < 1024; k++) w[p * 1024 + at + k] = rand(3) === 0 ? -1 : 1 + rand(1000);
+      }
+      if (p % 7 === 0) w[p * 1024 + 1023] = 5; // a run ending at the page end
+      if (p % 5 === 0) w[p * 1024] = 9; // and one starting at its first word
+    }
+    const pages = Array.from({ length: count }, (_, i) => i);
+    const b = new PageEncoder({ keepPrevious: false }).encodeBatch(pages, data);
+    expect(b.byCodec.SPARSE.pages + b.byCodec.ZERO.pages).toBe(count);
+    const dec = new PageDecoder();
+    dec.apply(b.payload, count);
+    expect(dec.image.subarray(0, data.length)).toEqual(data);
+  });
+
+  it('refuses malformed SPARSE bodies with FTVM_ERR_FRAME_MALFORMED', () => {
+    const dec = new PageDecoder();
+    const words = (...w: number[]) => new Uint8Array(new Int32Array(w).buffer);
+    // A run past the page end, runs out of order, a zero-length run, a count past the body, an odd length, an empty SPARSE.
+    for (const body of [words(1020 | (8 << 16), 1, 2, 3, 4, 5, 6, 7, 8), words(10 | (1 << 16), 1, 5 | (1 << 16), 2), words(3, 1), words(0 | (3 << 16), 1), new Uint8Array(6), new Uint8Array(0)]) {
+      expect(codeOf(() => dec.apply(batchOf(Codec.SPARSE, body), 1))).toBe('FTVM_ERR_FRAME_MALFORMED');
+    }
+    expect(codeOf(() => dec.apply(batchOf(Codec.XOR_SPARSE, new Uint8Array(PAGE_BYTES)), 1))).toBe('FTVM_ERR_FRAME_MALFORMED');
+    expect(codeOf(() => dec.apply(batchOf(Codec.SPARSE, words(1 | (1 << 16), 9)), 1))).toBe('no error');
+    expect(new Int32Array(dec.image.buffer, 2 * PAGE_BYTES, 4)[1]).toBe(9);
   });
 });

@@ -378,8 +378,9 @@ export class ProxyRuntime {
   }
 
   /** The client cannot be served any more (slow reader, refused input): its side is closed. */
-  private dropClient(rec: ClientRec): void {
+  private dropClient(rec: ClientRec, reason?: 'slow_reader' | 'output_budget'): void {
     this.counts.clientsDropped++;
+    if (reason) this.events.emit('clientDropped', { reason });
     rec.socket.destroy();
     this.onClientEnd(rec);
   }
@@ -682,7 +683,7 @@ export class ProxyRuntime {
     rec.socket.write(bytes);
     if (rec.socket.writableLength > this.options.maxClientWriteBufferBytes) {
       this.warnLimited(`dropping client ${conn}: ${rec.socket.writableLength} bytes unread (maxClientWriteBufferBytes ${this.options.maxClientWriteBufferBytes})`);
-      this.dropClient(rec);
+      this.dropClient(rec, 'slow_reader');
     } else if (rec.socket.writableLength > 1024 * 1024) this.boundUnreadOutput(now);
   }
 
@@ -704,7 +705,7 @@ export class ProxyRuntime {
       if (!slowest || slowest.socket.writableLength === 0) return;
       total -= slowest.socket.writableLength;
       this.warnLimited(`dropping the slowest client: ${slowest.socket.writableLength} bytes unread, ${total} more across all clients (maxTotalClientWriteBufferBytes ${this.options.maxTotalClientWriteBufferBytes})`);
-      this.dropClient(slowest);
+      this.dropClient(slowest, 'output_budget');
     }
   }
 

@@ -251,7 +251,7 @@ describe('ProxyRuntime', () => {
   });
 
   it('keeps unread output of all clients within maxTotalClientWriteBufferBytes by dropping the slowest reader first', async () => {
-    const { port, logs } = await cluster({ proxy: { maxClientWriteBufferBytes: 256 * 1024 * 1024, maxTotalClientWriteBufferBytes: 6 * 1024 * 1024 } });
+    const { port, logs, proxy } = await cluster({ proxy: { maxClientWriteBufferBytes: 256 * 1024 * 1024, maxTotalClientWriteBufferBytes: 6 * 1024 * 1024, metricsPort: 0 } });
     const readers = [await client(port), await client(port), await client(port)];
     // Two clients stop reading; their echoed output piles up in the proxy. The third reads.
     readers[0]!.socket.pause();
@@ -265,6 +265,8 @@ describe('ProxyRuntime', () => {
     await until(() => logs.some((l) => /dropping the slowest client/.test(l)), 'a slow reader dropped', 20_000);
     readers[2]!.send('still here\n');
     await until(() => readers[2]!.data.endsWith('still here\n'), 'the reading client served');
+    const text = await (await fetch(`http://127.0.0.1:${proxy.metricsPort}/metrics`)).text();
+    expect(Number(/^ftvm_clients_dropped_total\{reason="output_budget"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
   });
 
   it('serves /healthz and /readyz on the metrics port', async () => {

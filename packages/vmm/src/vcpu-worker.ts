@@ -973,7 +973,8 @@ port.on('message', (m: ToWorker) => {
       return;
     case 'readList': {
       try {
-        const data = copyPages(mem(), m.pages);
+        const into = m.into && m.into.byteLength >= m.pages.length * PAGE_BYTES ? new Uint8Array(m.into) : undefined;
+        const data = copyPages(mem(), m.pages, into);
         post({ t: 'read', id: m.id, data }, [data.buffer as ArrayBuffer]);
       } catch (e) {
         post({ t: 'reqError', id: m.id, code: 'FTVM_ERR_PRECOPY_RANGE', message: (e as Error).message });

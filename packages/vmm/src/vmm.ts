@@ -707,10 +707,12 @@ export class Vmm extends EventEmitter<VmmEvents> {
 
   /**
    * Copies the listed pages at one event boundary (the guest runs between two calls).
-   * Keep a call to a few MiB: the vCPU does not run during the copy.
+   * Keep a call to a few MiB: the vCPU does not run during the copy. `into` (transferred to
+   * the worker) is filled instead of a fresh buffer when it is large enough: a buffer used
+   * before has its pages mapped, a fresh one faults each in during the copy.
    */
-  readPageList(pages: Uint32Array): Promise<Uint8Array> {
-    return this.request<Uint8Array>((id) => ({ t: 'readList', id, pages }));
+  readPageList(pages: Uint32Array, into?: ArrayBuffer): Promise<Uint8Array> {
+    return this.request<Uint8Array>((id) => ({ t: 'readList', id, pages, into }), into ? [into] : undefined);
   }
 
   /**

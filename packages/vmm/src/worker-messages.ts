@@ -92,7 +92,8 @@ export type ToWorker =
   // Pre-copy (migration, live snapshot): a second consumer of the dirty log, see vcpu-worker.ts.
   | { t: 'dirty'; id: number; start: boolean }
   | { t: 'dirtyStop' }
-  | { t: 'readList'; id: number; pages: Uint32Array }
+  /** `into`: a buffer (transferred) to copy into when large enough, so a transfer reuses warm memory. */
+  | { t: 'readList'; id: number; pages: Uint32Array; into?: ArrayBuffer }
   | { t: 'final'; id: number }
   | { t: 'throttle'; delayMs: number };
 

@@ -70,6 +70,7 @@ export const receiveCommand: CommandSpec = {
             return null;
           },
         );
+        return prestarting;
       },
       onAbandoned: () => {
         void prestarting?.then((v) => v?.stop());

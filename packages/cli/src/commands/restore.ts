@@ -1,4 +1,5 @@
-import { readSnapshot } from '@ftvm/precopy';
+import { resolve } from 'node:path';
+import { readSnapshot, writeSnapshotDisk } from '@ftvm/precopy';
 import { prepareGuest, RunServer } from '@ftvm/vmm';
 import { int, oneOf, type CommandSpec } from '../flags.js';
 import { CliError } from '../errors.js';
@@ -18,6 +19,7 @@ export const restoreCommand: CommandSpec = {
     ...controlFlags,
     ...credentialFlags,
     ...guestMetricsFlags,
+    disk: { type: 'string', help: 'new file for the guest\'s virtual disk, written from the snapshot (a snapshot of a guest with a disk needs it)' },
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
     ...clockFlags,
@@ -32,8 +34,9 @@ export const restoreCommand: CommandSpec = {
     const creds = credentials(f, log);
     const snap = await readSnapshot(pos[0], creds.token);
     const guest = prepareGuest(snap.info.guest, snap.wasm);
-    log.info('snapshot verified', { guest: snap.info.guest, mode: snap.info.mode, memBytes: snap.checkpoint.memBytes, bytes: snap.bytes });
-    const server = new RunServer(guest, { host: f.host as string, port: f.port as number, eventTimeoutMs: f['event-timeout-ms'] as number, restore: snap.checkpoint, transferRestoreMemory: true });
+    const disk = writeSnapshotDisk(snap, f.disk === undefined ? undefined : resolve(f.disk as string));
+    log.info('snapshot verified', { guest: snap.info.guest, mode: snap.info.mode, memBytes: snap.checkpoint.memBytes, bytes: snap.bytes, ...(disk ? { disk: disk.path, diskBlocks: disk.blocks } : {}) });
+    const server = new RunServer(guest, { host: f.host as string, port: f.port as number, eventTimeoutMs: f['event-timeout-ms'] as number, restore: snap.checkpoint, transferRestoreMemory: true, ...(disk ? { disk } : {}) });
     logGuestEvents(server, log);
     const metrics = await GuestMetrics.start(f, log, 'restoring the guest');
     metrics.attach(server);

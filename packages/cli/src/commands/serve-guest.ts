@@ -113,6 +113,8 @@ export class GuestMetrics {
     // The guest's clock: drift = guest time minus reference, after every vCPU resume and slew tick.
     server.on('clock', (r) => this.bus.emit('clockDrift', { driftNs: r.driftNs, mode: r.mode }));
     if (!this.server) return;
+    // RunServer drops a client only for its own unread output (maxPendingOutputBytes).
+    server.on('clientDropped', () => this.bus.emit('clientDropped', { reason: 'slow_reader' }));
     server.on('fault', (err, recovered) => {
       this.bus.emit('guestFault', { code: err.code });
       if (!recovered) this.bus.emit('ready', { ready: false, reason: `guest stopped after ${err.code}` });
