@@ -9,7 +9,7 @@ import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { incrAcrossKill, lineClient, redisBenchmark, wrk } from './lib/clients.mjs';
-import { openWindow, startProtected, startUnprotected, startUnprotectedProxy } from './lib/cluster.mjs';
+import { openWindow, startNative, startProtected, startUnprotected, startUnprotectedProxy } from './lib/cluster.mjs';
 import { CLI, installCleanup, killAll, sleep } from './lib/proc.mjs';
 import { topFunctions } from './lib/profile.mjs';
 import { writeReport } from './lib/report.mjs';
@@ -25,8 +25,10 @@ const POLICIES = {
 };
 /** Every configuration: the baseline, each policy, each policy without delta/LZ4 encoding. */
 export const CONFIGS = {
-  // Baselines (no replication): `ftvm run` serving clients itself, and a primary without a
-  // secondary behind the proxy (the same path as the protected runs, minus the protection).
+  // Baselines (no replication): Debian's native redis-server (the kv workloads' reference row),
+  // `ftvm run` serving clients itself, and a primary without a secondary behind the proxy (the
+  // same path as the protected runs, minus the protection).
+  native: null,
   unprotected: null,
   'unprotected-proxy': null,
   ...POLICIES,
@@ -35,6 +37,8 @@ export const CONFIGS = {
   'adaptive-noearly': [...POLICIES.adaptive, '--early-copy', 'off'],
   // The vCPU thread on SCHED_FIFO (needs root): no other process's time slice stretches a hold.
   'adaptive-fifo': [...POLICIES.adaptive, '--vcpu-sched', 'fifo'],
+  // Group commit: output waits while a checkpoint awaits its ack (one epoch per round trip).
+  'adaptive-gc': [...POLICIES.adaptive, '--group-commit', 'on'],
 };
 const PARTS = ['paired', 'paired-split', 'sweep', 'crash', 'profile'];
 /**
@@ -42,7 +46,7 @@ const PARTS = ['paired', 'paired-split', 'sweep', 'crash', 'profile'];
  * at 2,500 requests a command lasts a fraction of a second and the ratio between two of them is
  * mostly start-up noise.
  */
-const FAST = new Set(['unprotected', 'unprotected-proxy', 'adaptive', 'adaptive-nocomp', 'adaptive-noearly', 'adaptive-fifo']);
+const FAST = new Set(['native', 'unprotected', 'unprotected-proxy', 'adaptive', 'adaptive-nocomp', 'adaptive-noearly', 'adaptive-fifo', 'adaptive-gc']);
 const sized = (opts, name) => {
   const { fastRequests, ...rest } = opts;
   return FAST.has(name) && fastRequests ? { ...rest, requests: fastRequests } : rest;
@@ -54,9 +58,10 @@ const detection = { node: [], proxy: [] };
 /** Sizes of each mode. Durations in s, working sets in 4 KiB pages, rates in pages/s. */
 const MODES = {
   quick: {
-    configs: ['unprotected', 'unprotected-proxy', 'periodic-25', 'periodic-100', 'sync-io', 'adaptive', 'adaptive-nocomp'],
+    configs: ['native', 'unprotected', 'unprotected-proxy', 'periodic-25', 'periodic-100', 'sync-io', 'adaptive', 'adaptive-nocomp'],
     kv: { requests: 1000, tests: ['set', 'get'] },
     kvPipe: { requests: 4000, tests: ['set', 'get'], pipeline: 16 },
+    kv1: { requests: 100, fastRequests: 1000, tests: ['set', 'get'], clients: 1 },
     httpSeconds: 1,
     repeat: 1,
     // One policy is enough to check the dirtier path; --full sweeps all four.
@@ -71,6 +76,9 @@ const MODES = {
     // Sized so the slowest configurations (~500 req/s unpipelined) keep the run under ~25 min.
     kv: { requests: 2500, fastRequests: 25000, tests: ['set', 'get', 'incr', 'lpush'] },
     kvPipe: { requests: 16000, fastRequests: 200000, tests: ['set', 'get', 'incr', 'lpush'], pipeline: 16 },
+    // One client: the latency a request pays for protection when nothing queues (periodic-100
+    // answers ~10 requests a second here, hence the small count for the slow configurations).
+    kv1: { requests: 300, fastRequests: 5000, tests: ['set', 'get'], clients: 1 },
     httpSeconds: 5,
     repeat: 3,
     // The rate that gives ~1,000 dirty pages per adaptive epoch (the pause goal's point) runs
@@ -94,6 +102,7 @@ function usage(msg) {
       `  --only        configurations and parts to run: ${[...Object.keys(CONFIGS), ...PARTS].join(', ')}\n` +
       `  --out         output directory (default: bench/results for --full, a temp dir for --quick)\n` +
       `  --repeat N    runs of each client workload per configuration (median and spread are reported)\n` +
+      `  --pairs N     paired runs per workload and topology (default: 1 quick, 5 full)\n` +
       `  --detection-ms N  failure-detection timeout of every measured system: nodes --detection-timeout-ms, proxy\n` +
       `                --failover-timeout-ms (default: the roles' own, 1000 ms; the crash variants set their own)\n`,
   );
@@ -101,7 +110,7 @@ function usage(msg) {
 }
 
 function parseArgs(argv) {
-  const o = { mode: 'full', only: null, out: null, repeat: null, detectionMs: null };
+  const o = { mode: 'full', only: null, out: null, repeat: null, pairs: null, detectionMs: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -119,6 +128,9 @@ function parseArgs(argv) {
     else if (a === '--repeat') {
       o.repeat = Number(val());
       if (!Number.isInteger(o.repeat) || o.repeat < 1 || o.repeat > 20) usage('--repeat must be an integer in 1..20');
+    } else if (a === '--pairs') {
+      o.pairs = Number(val());
+      if (!Number.isInteger(o.pairs) || o.pairs < 1 || o.pairs > 20) usage('--pairs must be an integer in 1..20');
     } else if (a === '--detection-ms') {
       o.detectionMs = Number(val());
       if (!Number.isInteger(o.detectionMs) || o.detectionMs < 10 || o.detectionMs > 600_000) usage('--detection-ms must be an integer in 10..600000');
@@ -165,11 +177,20 @@ function machine() {
 
 const log = (msg) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 
-/** Runs one client workload inside a measurement window on a running system. */
+/**
+ * Runs one client workload inside a measurement window on a running system. CPU per request:
+ * each process's utime+stime (every thread) over the window, divided by the requests served.
+ */
 async function measured(sys, fn) {
   const w = await openWindow(sys);
   const r = await fn();
-  return { ...r, window: await w.close() };
+  const window = await w.close();
+  const requests = r.tests.reduce((s, t) => s + (t.requests || 0), 0);
+  if (requests > 0) {
+    window.cpuUs = Object.fromEntries(Object.entries(window.cpuSec).map(([k, s]) => [k, s === null ? null : (1e6 * s) / requests]));
+    window.cpuSumUs = Object.values(window.cpuUs).every((v) => v !== null) ? Object.values(window.cpuUs).reduce((s, v) => s + v, 0) : null;
+  }
+  return { ...r, window };
 }
 
 /**
@@ -186,12 +207,15 @@ const TOPOLOGIES = {
 
 /** Starts configuration `name` serving `guest` (the guest each workload drives: GUEST_OF); `cpus`: TOPOLOGIES[..].roles. */
 function startConfig(name, guest, cpus = {}) {
-  if (name === 'unprotected') return startUnprotected({ guest });
+  if (name === 'native') return startNative({ cpus: cpus.primary });
+  if (name === 'unprotected') return startUnprotected({ guest, cpus: cpus.primary });
   if (name === 'unprotected-proxy') return startUnprotectedProxy({ guest, cpus });
   return startProtected({ guest, nodeArgs: [...CONFIGS[name], ...detection.node], proxyArgs: detection.proxy, cpus });
 }
 
-const GUEST_OF = { kv: 'kv', kvPipe: 'kv', http: 'http' };
+const GUEST_OF = { kv: 'kv', kvPipe: 'kv', kv1: 'kv', http: 'http' };
+/** Workloads of the paired runs (the throughput goal; one client is a latency, not a throughput). */
+const PAIRED = ['kv', 'kvPipe', 'http'];
 
 /** One client run of workload `w` against a running system of configuration `name`; `cpus`: the client's CPUs. */
 function runWorkload(w, sys, mode, name, cpus) {
@@ -200,20 +224,23 @@ function runWorkload(w, sys, mode, name, cpus) {
 }
 
 async function benchConfig(name, mode, repeat, res) {
-  const out = { kv: [], kvPipe: [], http: [] };
+  const out = name === 'native' ? { kv: [], kvPipe: [], kv1: [] } : { kv: [], kvPipe: [], kv1: [], http: [] };
   res.configs[name] = out;
   const start = (guest) => startConfig(name, guest);
-  // kv: redis-benchmark without and with pipelining, on one kv system.
+  // kv: redis-benchmark without and with pipelining, and with one client, on one kv system.
   let sys = await start('kv');
   try {
     for (let r = 0; r < repeat; r++) {
       out.kv.push(await measured(sys, () => runWorkload('kv', sys, mode, name)));
       out.kvPipe.push(await measured(sys, () => runWorkload('kvPipe', sys, mode, name)));
+      out.kv1.push(await measured(sys, () => runWorkload('kv1', sys, mode, name)));
     }
   } finally {
     if (sys.logTail) (res.logs ??= {})[`config ${name} kv`] = sys.logTail();
     await sys.stop();
   }
+  // The native reference serves the kv workloads only.
+  if (name === 'native') return;
   // http: wrk against GET /counter.
   sys = await start('http');
   try {
@@ -225,18 +252,18 @@ async function benchConfig(name, mode, repeat, res) {
 }
 
 /**
- * The throughput goal as paired runs: `unprotected-proxy` and `adaptive` measured back to back,
+ * The throughput goal as paired runs: `unprotected` (`ftvm run`) and `adaptive` measured back to back,
  * alternating which goes first, each on a system started for that run and stopped after it, so
  * both sides of a ratio see the same state of a shared machine (here the same configuration's
  * throughput moves by up to ±30 % from one minute to the next, which a ratio of medians taken
  * minutes apart carries whole). One ratio per pair; the goal row gives their median.
  */
 async function pairedThroughput(mode, res, topology = 'shared') {
-  const sides = { base: 'unprotected-proxy', prot: 'adaptive' };
+  const sides = { base: 'unprotected', prot: 'adaptive' };
   const where = TOPOLOGIES[topology];
   const out = topology === 'shared' ? res.paired : (res.pairedSplit = {});
   const tag = topology === 'shared' ? '' : ` ${topology}`;
-  for (const w of Object.keys(GUEST_OF)) {
+  for (const w of PAIRED) {
     const pairs = (out[w] = []);
     for (let i = 0; i < mode.pairs; i++) {
       const pair = {};
@@ -252,7 +279,7 @@ async function pairedThroughput(mode, res, topology = 'shared') {
       const rps = (r) => summarizeTests(r.tests).rps;
       pair.ratio = rps(pair.prot) / rps(pair.base);
       pairs.push(pair);
-      log(`paired${tag} ${w} ${i + 1}/${mode.pairs}: unprotected-proxy ${rps(pair.base).toFixed(0)} req/s, adaptive ${rps(pair.prot).toFixed(0)} req/s, ratio ${pair.ratio.toFixed(2)}`);
+      log(`paired${tag} ${w} ${i + 1}/${mode.pairs}: unprotected ${rps(pair.base).toFixed(0)} req/s, adaptive ${rps(pair.prot).toFixed(0)} req/s, ratio ${pair.ratio.toFixed(2)}`);
     }
   }
 }
@@ -386,7 +413,7 @@ function validate(res) {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  const mode = MODES[opts.mode];
+  const mode = opts.pairs === null ? MODES[opts.mode] : { ...MODES[opts.mode], pairs: opts.pairs };
   const repeat = opts.repeat ?? mode.repeat;
   if (opts.detectionMs !== null) {
     detection.node = ['--detection-timeout-ms', String(opts.detectionMs)];
@@ -398,7 +425,7 @@ async function main() {
   const outDir = opts.out ?? (opts.mode === 'full' ? join(ROOT, 'bench', 'results') : mkdtempSync(join(os.tmpdir(), 'ftvm-bench-quick-')));
   mkdirSync(outDir, { recursive: true });
   if (!existsSync(CLI)) usage(`${CLI} is missing: run 'npm run build' first`);
-  for (const tool of ['redis-benchmark', 'wrk']) if (sh('sh', ['-c', `command -v ${tool}`]) === 'unavailable') usage(`${tool} is not installed (Debian: apt-get install redis-tools wrk)`);
+  for (const tool of ['redis-benchmark', 'wrk', 'redis-server']) if (sh('sh', ['-c', `command -v ${tool}`]) === 'unavailable') usage(`${tool} is not installed (Debian: apt-get install redis-tools redis-server wrk)`);
   installCleanup();
   const deadline = setTimeout(() => {
     log(`deadline of ${mode.deadlineMs / 60_000} min passed: stopping`);
@@ -418,7 +445,7 @@ async function main() {
       loadavgStart: os.loadavg(),
       repeat,
       detectionMs: opts.detectionMs,
-      sizes: { kv: mode.kv, kvPipe: mode.kvPipe, httpSeconds: mode.httpSeconds, sweep: mode.sweep },
+      sizes: { kv: mode.kv, kvPipe: mode.kvPipe, kv1: mode.kv1, httpSeconds: mode.httpSeconds, sweep: mode.sweep },
     },
     configs: {},
     paired: {},
@@ -441,7 +468,7 @@ async function main() {
   };
 
   for (const name of configs) await attempt(`config ${name}`, () => benchConfig(name, mode, repeat, res));
-  if (runPart('paired')) await attempt(`paired throughput (unprotected-proxy vs adaptive, ${mode.pairs} pair(s) per workload)`, () => pairedThroughput(mode, res));
+  if (runPart('paired')) await attempt(`paired throughput (unprotected vs adaptive, ${mode.pairs} pair(s) per workload)`, () => pairedThroughput(mode, res));
   if (runPart('paired-split'))
     await attempt(`paired throughput, secondary on a CPU of its own (${mode.pairs} pair(s) per workload)`, async () => {
       if (os.availableParallelism() < 2) throw new Error(`needs 2 CPUs (one per emulated host), this machine has ${os.availableParallelism()}`);

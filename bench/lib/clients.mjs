@@ -35,10 +35,11 @@ export function parseRedisBenchmark(text) {
   return tests;
 }
 
-/** redis-benchmark -c clients -n requests -t tests [-P pipeline]; bounded by timeoutMs; `cpus`: confined to those CPUs. */
-export async function redisBenchmark({ port, clients = 50, requests, tests, pipeline = 1, timeoutMs, cpus }) {
+/** redis-benchmark -c clients -n requests -t tests [-P pipeline] [-r random keyspace]; bounded by timeoutMs; `cpus`: confined to those CPUs. */
+export async function redisBenchmark({ port, clients = 50, requests, tests, pipeline = 1, random = 0, timeoutMs, cpus }) {
   const args = ['-h', '127.0.0.1', '-p', String(port), '-c', String(clients), '-n', String(requests), '-t', tests.join(',')];
   if (pipeline > 1) args.push('-P', String(pipeline));
+  if (random > 0) args.push('-r', String(random));
   const r = await runBounded(...onCpus(cpus, 'redis-benchmark', args), timeoutMs);
   if (r.code !== 0) throw new Error(`redis-benchmark exited ${r.code}: ${r.stderr.slice(0, 400)}`);
   if (/error|refused|reset/i.test(r.stderr)) throw new Error(`redis-benchmark reported: ${r.stderr.slice(0, 400)}`);

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cpuSeconds, freePort, startFtvm } from './proc.mjs';
+import { cpuSeconds, freePort, onCpus, start, startFtvm } from './proc.mjs';
 import { delta, histBucketOf, histDelta, histQuantile, histShareAtMost, scrape } from './prom.mjs';
 
 /** Start-up bounds, ms: a role that does not print its listening line in time fails the configuration. */
@@ -114,10 +114,10 @@ export function startUnprotectedProxy({ guest, cpus }) {
   return startProtected({ guest, nodeArgs: ['--policy', 'adaptive'], secondary: false, cpus });
 }
 
-/** The unprotected baseline: `ftvm run` (no replication; its own local rollback checkpoints on). */
-export async function startUnprotected({ guest, nodeFlags = [] }) {
+/** The unprotected baseline: `ftvm run` (no replication; its own local rollback checkpoints on); `cpus`: taskset list. */
+export async function startUnprotected({ guest, nodeFlags = [], cpus }) {
   const port = await freePort();
-  const run = startFtvm(['run', '--guest', guest, '--port', String(port), '--log-level', 'warn'], { name: 'run', nodeFlags });
+  const run = startFtvm(['run', '--guest', guest, '--port', String(port), '--log-level', 'warn'], { name: 'run', nodeFlags, cpus });
   await run.waitFor(/listening on/, START_TIMEOUT_MS);
   return {
     guest,
@@ -147,8 +147,12 @@ export async function openWindow(c) {
       const seconds = (performance.now() - t0) / 1000;
       const after = { primary: c.metrics.primary ? await scrape(c.metrics.primary) : null, proxy: c.metrics.proxy ? await scrape(c.metrics.proxy) : null };
       const cpu = {};
-      for (const k of Object.keys(cpu0)) cpu[k] = cpu0[k] !== null && cpu1[k] !== null ? (100 * (cpu1[k] - cpu0[k])) / seconds : null;
-      return { seconds, cpu, ...replication(before, after, seconds) };
+      const cpuSec = {};
+      for (const k of Object.keys(cpu0)) {
+        cpuSec[k] = cpu0[k] !== null && cpu1[k] !== null ? cpu1[k] - cpu0[k] : null;
+        cpu[k] = cpuSec[k] !== null ? (100 * cpuSec[k]) / seconds : null;
+      }
+      return { seconds, cpu, cpuSec, ...replication(before, after, seconds) };
     },
   };
 }
@@ -187,6 +191,23 @@ export function replication(before, after, seconds) {
       outputDelayP50Ms: ms(histQuantile(outDelay, 0.5)),
       outputDelayP99Ms: ms(histQuantile(outDelay, 0.99)),
       ackLatencyP50Ms: ms(histQuantile(histDelta(b, a, 'ftvm_checkpoint_ack_latency_seconds'), 0.5)),
+    },
+  };
+}
+
+/** The reference row: Debian's native redis-server (no persistence) serving the kv workloads; `cpus`: taskset list. */
+export async function startNative({ cpus } = {}) {
+  const port = await freePort();
+  const [cmd, args] = onCpus(cpus, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
+  const p = start(cmd, args, { name: 'redis-server' });
+  await p.waitFor(/Ready to accept connections/, START_TIMEOUT_MS);
+  return {
+    guest: 'kv',
+    port,
+    metrics: {},
+    procs: { 'redis-server': p },
+    async stop() {
+      await p.stop('SIGTERM', 8000);
     },
   };
 }

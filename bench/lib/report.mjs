@@ -8,6 +8,7 @@ import { barChart, xyChart } from './svg.mjs';
 const WORKLOADS = {
   kv: 'kv: redis-benchmark, 50 clients, no pipelining',
   kvPipe: 'kv: redis-benchmark, 50 clients, pipeline 16',
+  kv1: 'kv: redis-benchmark, one client, no pipelining',
   http: 'http: wrk -t2 -c50, GET /counter',
 };
 
@@ -30,7 +31,7 @@ function cell(values, fmt) {
 
 /** Per run: the client summary plus the replication window. */
 function rows(runs) {
-  return runs.map((r) => ({ ...summarizeTests(r.tests), repl: r.window.repl, cpu: r.window.cpu }));
+  return runs.map((r) => ({ ...summarizeTests(r.tests), repl: r.window.repl, cpu: r.window.cpu, cpuUs: r.window.cpuUs ?? null, cpuSumUs: r.window.cpuSumUs ?? null }));
 }
 
 const pick = (rs, fn) => rs.map((r) => fn(r) ?? null);
@@ -39,20 +40,31 @@ function table(header, body) {
   return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
+const SHORT = { primary: 'pri', secondary: 'sec', proxy: 'prx', run: 'run', 'redis-server': 'redis' };
+
 function cpuCell(rs) {
   const roles = rs[0]?.cpu ? Object.keys(rs[0].cpu) : [];
-  const short = { primary: 'pri', secondary: 'sec', proxy: 'prx', run: 'run' };
-  return roles.map((k) => `${short[k] ?? k} ${f0(median(pick(rs, (r) => r.cpu[k])))}`).join(' / ') || '–';
+  return roles.map((k) => `${SHORT[k] ?? k} ${f0(median(pick(rs, (r) => r.cpu[k])))}`).join(' / ') || '–';
+}
+
+/** CPU µs per request of each process (medians over repeats) and, for several, their sum. */
+function cpuUsCell(rs) {
+  const roles = rs[0]?.cpuUs ? Object.keys(rs[0].cpuUs) : [];
+  if (roles.length === 0) return '–';
+  const each = roles.map((k) => `${SHORT[k] ?? k} ${f1(median(pick(rs, (r) => r.cpuUs?.[k])))}`).join(' / ');
+  return roles.length > 1 ? `${each} = **${f1(median(pick(rs, (r) => r.cpuSumUs)))}**` : each;
 }
 
 function workloadTable(res, w) {
   const base = median(pick(rows(res.configs.unprotected?.[w] ?? []), (r) => r.rps));
   const baseProxy = median(pick(rows(res.configs['unprotected-proxy']?.[w] ?? []), (r) => r.rps));
+  const cpuRun = median(pick(rows(res.configs.unprotected?.[w] ?? []), (r) => r.cpuSumUs));
+  const cpuNative = median(pick(rows(res.configs.native?.[w] ?? []), (r) => r.cpuSumUs));
   const body = [];
   for (const [name, c] of Object.entries(res.configs)) {
     const rs = rows(c[w] ?? []);
     if (rs.length === 0) {
-      body.push([name, 'no result', ...Array(14).fill('')]);
+      body.push([name, name === 'native' ? 'not run (no http)' : 'no result', ...Array(17).fill('')]);
       continue;
     }
     const rps = pick(rs, (r) => r.rps);
@@ -73,10 +85,13 @@ function workloadTable(res, w) {
       cell(pick(rs, (r) => r.repl?.pauseP99Ms), f3),
       cell(pick(rs, (r) => r.repl?.outputDelayP99Ms), f2),
       cpuCell(rs),
+      cpuUsCell(rs),
+      cpuRun ? f2(median(pick(rs, (r) => r.cpuSumUs)) / cpuRun) : '–',
+      cpuNative ? f1(median(pick(rs, (r) => r.cpuSumUs)) / cpuNative) : '–',
     ]);
   }
   return table(
-    ['config', 'req/s', 'vs unprot.', 'vs unprot. proxy', 'p50 ms', 'p99 ms', 'p99.9 ms', 'wire MB/s', 'raw MB/s', 'wire/raw', 'wire B/req', 'epochs/s', 'pause p50 ms', 'pause p99 ms', 'output delay p99 ms', 'CPU % (1 core = 100)'],
+    ['config', 'req/s', 'vs unprot.', 'vs unprot. proxy', 'p50 ms', 'p99 ms', 'p99.9 ms', 'wire MB/s', 'raw MB/s', 'wire/raw', 'wire B/req', 'epochs/s', 'pause p50 ms', 'pause p99 ms', 'output delay p99 ms', 'CPU % (1 core = 100)', 'CPU µs/request, each process (every thread) = sum', 'CPU vs `ftvm run`', 'CPU vs native redis'],
     body,
   );
 }
@@ -138,19 +153,41 @@ function goals(res) {
   };
   // The issue's measure, from paired runs (see pairedSection): the median of per-pair ratios, with
   // every process anywhere on the machine (shared) and with the secondary on a CPU of its own (split).
-  for (const [key, where, cpuWhere] of [
-    ['paired', 'every process on either CPU', `on a ${res.meta.machine.nproc}-core machine shared with the client`],
-    ['pairedSplit', 'two hosts emulated: primary, proxy and client on CPU 0, the secondary alone on CPU 1', 'with primary, proxy and client on one CPU'],
+  for (const [key, where, cpuWhere, line] of [
+    ['paired', 'every process on either CPU', `on a ${res.meta.machine.nproc}-core machine shared with the client`, 0.6],
+    ['pairedSplit', 'two hosts emulated: primary, proxy and client on CPU 0, the secondary alone on CPU 1', 'with primary, proxy and client on one CPU', 0.8],
   ]) {
     for (const w of ['kv', 'kvPipe', 'http']) {
       const ps = res[key]?.[w] ?? [];
       if (ps.length === 0) continue;
       const ratios = ps.map((p) => p.ratio);
       const v = median(ratios);
-      add(`throughput adaptive / unprotected, both through the proxy, paired runs, ${where} (${WORKLOADS[w]}; median of ${ps.length} pair ratios)`,
-        ps.length > 1 ? `${atLine(v, 0.8)} (${f2(Math.min(...ratios))}–${f2(Math.max(...ratios))})` : atLine(v, 0.8), '≥ 0.8', v === null ? null : v >= 0.8,
-        v !== null && v < 0.8 ? `CPU during the adaptive runs: ${cpuCell(ps.map((p) => ({ cpu: p.prot.window.cpu })))} % ${cpuWhere}; see NOTES.md, "Throughput"` : '');
+      add(`throughput adaptive / \`ftvm run\`, paired runs, ${where} (${WORKLOADS[w]}; median of ${ps.length} pair ratios)`,
+        ps.length > 1 ? `${atLine(v, line)} (${f2(Math.min(...ratios))}–${f2(Math.max(...ratios))})` : atLine(v, line), `≥ ${line}`, v === null ? null : v >= line,
+        v !== null && v < line ? `CPU per request during the adaptive runs: ${cpuUsCell(ps.map((p) => ({ cpuUs: p.prot.window.cpuUs, cpuSumUs: p.prot.window.cpuSumUs })))} µs against \`ftvm run\`'s ${f1(median(ps.map((p) => p.base.window.cpuSumUs ?? null)))} µs ${cpuWhere}` : '');
     }
+  }
+  // CPU per request: the roles' sum against `ftvm run`'s at the same load, and the proxy alone.
+  for (const w of ['kv', 'kvPipe', 'http']) {
+    const a = med(res, 'adaptive', w, (r) => r.cpuSumUs);
+    const u = med(res, 'unprotected', w, (r) => r.cpuSumUs);
+    const v = a !== null && u ? a / u : null;
+    add(`CPU per request, primary + secondary + proxy (every thread) / \`ftvm run\`'s (${WORKLOADS[w]}; aim 1.5)`, f2(v), '≤ 2', v === null ? null : v <= 2,
+      v !== null && v > 2 ? `${cpuUsCell(rows(res.configs.adaptive?.[w] ?? []))} µs against ${f1(u)} µs` : '');
+    const p = med(res, 'adaptive', w, (r) => r.cpuUs?.proxy);
+    add(`CPU per request of the proxy alone (${WORKLOADS[w]})`, p === null ? '–' : `${f1(p)} µs`, '≤ 20 µs', p === null ? null : p <= 20, '');
+  }
+  // One client: the latency protection adds when nothing queues.
+  {
+    const ap = med(res, 'adaptive', 'kv1', (r) => r.p50Ms);
+    const up = med(res, 'unprotected', 'kv1', (r) => r.p50Ms);
+    const a9 = med(res, 'adaptive', 'kv1', (r) => r.p99Ms);
+    const u9 = med(res, 'unprotected', 'kv1', (r) => r.p99Ms);
+    const d50 = ap !== null && up !== null ? ap - up : null;
+    const d99 = a9 !== null && u9 !== null ? a9 - u9 : null;
+    const why = `adaptive p50 ${f3(ap)} / p99 ${f3(a9)} ms against \`ftvm run\`'s ${f3(up)} / ${f3(u9)} ms; checkpoint ack p50 ${f3(med(res, 'adaptive', 'kv1', (r) => r.repl?.ackLatencyP50Ms))} ms`;
+    add(`one client, p50 added over \`ftvm run\` (${WORKLOADS.kv1})`, d50 === null ? '–' : `${f3(d50)} ms`, '≤ 0.3 ms', d50 === null ? null : d50 <= 0.3, d50 !== null && d50 > 0.3 ? why : '');
+    add(`one client, p99 added over \`ftvm run\` (${WORKLOADS.kv1})`, d99 === null ? '–' : `${f3(d99)} ms`, '≤ 1 ms', d99 === null ? null : d99 <= 1, d99 !== null && d99 > 1 ? why : '');
   }
   // The same from the configuration tables' medians (runs minutes apart). The stricter row compares
   // with `ftvm run`, which serves clients itself (no proxy process, no network link in between).
@@ -246,9 +283,10 @@ function pairedSection(res, key = 'paired') {
     const body = ps.map((p, i) => {
       const b = summarizeTests(p.base.tests);
       const a = summarizeTests(p.prot.tests);
-      return [String(i + 1), i % 2 === 0 ? 'unprotected-proxy' : 'adaptive', f0(b.rps), f2(b.p99Ms), f0(a.rps), f2(a.p99Ms), f2(p.ratio), cpuCell([{ cpu: p.prot.window.cpu }])];
+      const us = (x) => x.window.cpuSumUs;
+      return [String(i + 1), i % 2 === 0 ? 'unprotected' : 'adaptive', f0(b.rps), f2(b.p99Ms), f1(us(p.base)), f0(a.rps), f2(a.p99Ms), cpuUsCell([{ cpuUs: p.prot.window.cpuUs, cpuSumUs: us(p.prot) }]), f2(p.ratio), f2(us(p.prot) / us(p.base)), cpuCell([{ cpu: p.prot.window.cpu }])];
     });
-    parts.push(`### ${label}`, '', table(['pair', 'ran first', 'unprotected-proxy req/s', 'p99 ms', 'adaptive req/s', 'p99 ms', 'ratio', 'adaptive CPU %'], body), '');
+    parts.push(`### ${label}`, '', table(['pair', 'ran first', '`ftvm run` req/s', 'p99 ms', 'CPU µs/req', 'adaptive req/s', 'p99 ms', 'CPU µs/req', 'throughput ratio', 'CPU ratio', 'adaptive CPU %'], body), '');
   }
   return parts.join('\n');
 }
@@ -358,11 +396,11 @@ export function writeReport(res, dir) {
     '',
     goalsTable(res),
     '',
-    '## Paired throughput: unprotected-proxy vs adaptive',
+    '## Paired throughput: `ftvm run` vs adaptive',
     '',
     pairedSection(res) || 'not run',
     '',
-    'Each pair runs the same client workload on a freshly started `unprotected-proxy` system and on a freshly started `adaptive` one, back to back, alternating which goes first; each system is stopped before the next starts. The ratio is adaptive / unprotected-proxy req/s of that pair. Both sides of a ratio thus see the same state of the shared machine, where the configuration tables below are medians taken minutes apart. Every process may run on either CPU, so the secondary takes its CPU from the primary, the proxy and the client.',
+    'Each pair runs the same client workload on a freshly started `unprotected` system (`ftvm run`, no proxy) and on a freshly started `adaptive` one, back to back, alternating which goes first; each system is stopped before the next starts. The throughput ratio is adaptive / `ftvm run` req/s of that pair, the CPU ratio the sum of the three roles\' CPU per request over `ftvm run`\'s. Both sides of a ratio thus see the same state of the shared machine, where the configuration tables below are medians taken minutes apart. Every process may run on either CPU, so the secondary takes its CPU from the primary, the proxy and the client.',
     '',
     '## Paired throughput, two hosts emulated: the secondary on a CPU of its own',
     '',

@@ -19,6 +19,12 @@ export interface EpochPolicyInput {
   dirtyBytesEstimate: number;
   /** Epochs collected and not yet acked (0 when unprotected). */
   inFlight: number;
+  /**
+   * A protected primary awaits acks: when its oldest unacked epoch was collected. Undefined
+   * while nothing is in flight, unprotected, or while a new secondary syncs (output is
+   * committed without acks then).
+   */
+  awaitingAckSinceMs?: number;
   /** The in-flight window (count or bytes) is full: no epoch may end now. */
   windowFull: boolean;
 }
@@ -43,7 +49,7 @@ export type PolicyName = 'periodic' | 'sync-io' | 'adaptive';
 export interface EpochPolicy {
   readonly name: PolicyName;
   /** The normalised options (defaults filled in), for logs and status. */
-  readonly options: Readonly<Record<string, number>>;
+  readonly options: Readonly<Record<string, number | boolean>>;
   decide(input: EpochPolicyInput): EpochDecision;
 }
 
@@ -83,6 +89,15 @@ export interface AdaptiveOptions {
    * epochs never queues long behind it.
    */
   dirtyBudgetBytes?: number;
+  /**
+   * Group commit (opt-in, default false): while a protected primary awaits an ack, output gathers
+   * into the running epoch and the ack asks again, so under load the epoch rate follows the
+   * checkpoint round trip, not the request rate. The dirty budget still ends an epoch while
+   * one is in flight, and so does an ack overdue by maxIntervalMs (a lost checkpoint is then
+   * found by the next one). Ending epochs at maxIntervalMs of their own while one is in
+   * flight would keep two in flight for good: every ack leaves one unacked.
+   */
+  groupCommit?: boolean;
 }
 
 const NO_END = (nextDeadlineMs?: number): EpochDecision => ({ endEpoch: false, nextDeadlineMs, waitForAck: false });
@@ -125,14 +140,15 @@ export function syncIo(opts: SyncIoOptions = {}): EpochPolicy {
 }
 
 /**
- * ftvm's default: end an epoch as soon as output is pending (coalescing all output of
- * that moment), but never sooner than minGapMs after the previous end; end it anyway
- * after maxIntervalMs or once dirtyBudgetBytes are dirty. Pipelined: the vCPU never waits
- * for an ack; the window bounds how far it runs ahead.
+ * ftvm's default: end an epoch as soon as output is pending, never sooner than minGapMs
+ * after the previous end; end it anyway after maxIntervalMs or once dirtyBudgetBytes are
+ * dirty. With groupCommit, while a protected primary awaits an ack, output of one round
+ * trip gathers into one epoch. The vCPU never waits for an
+ * ack; the window bounds how far it runs ahead.
  */
 export function adaptive(opts: AdaptiveOptions = {}): EpochPolicy {
   const o = opts as Record<string, unknown>;
-  rejectUnknown('adaptive', o, ['minGapMs', 'maxIntervalMs', 'dirtyBudgetBytes']);
+  rejectUnknown('adaptive', o, ['minGapMs', 'maxIntervalMs', 'dirtyBudgetBytes', 'groupCommit']);
   const minGapMs = optNumber('adaptive', o, 'minGapMs', 1, { min: 0 });
   const maxIntervalMs = optNumber('adaptive', o, 'maxIntervalMs', 50, { minExclusive: 0 });
   const dirtyBudgetBytes = optNumber('adaptive', o, 'dirtyBudgetBytes', 4 * 1024 * 1024, { minExclusive: 0 });
@@ -142,14 +158,25 @@ export function adaptive(opts: AdaptiveOptions = {}): EpochPolicy {
       `adaptive.maxIntervalMs (${maxIntervalMs}) must be >= adaptive.minGapMs (${minGapMs})`,
     );
   }
+  if (o.groupCommit !== undefined && typeof o.groupCommit !== 'boolean') {
+    throw new CoreOptionError(CORE_ERR.OPTION, `adaptive.groupCommit must be a boolean, got ${String(o.groupCommit)}`);
+  }
+  const groupCommit = o.groupCommit === true;
   return {
     name: 'adaptive',
-    options: { minGapMs, maxIntervalMs, dirtyBudgetBytes },
+    options: { minGapMs, maxIntervalMs, dirtyBudgetBytes, groupCommit },
     decide(i) {
       if (i.windowFull) return NO_END();
       const gapOpen = i.lastEpochEndMs + minGapMs;
       const maxDue = i.epochStartMs + maxIntervalMs;
-      const wantsEnd = i.outputPending || i.dirtyBytesEstimate >= dirtyBudgetBytes;
+      const overBudget = i.dirtyBytesEstimate >= dirtyBudgetBytes;
+      if (groupCommit && i.awaitingAckSinceMs !== undefined) {
+        // Group commit: output gathers while a checkpoint is in flight; its ack asks again.
+        const overdue = i.awaitingAckSinceMs + maxIntervalMs;
+        const due = overBudget ? gapOpen : Math.max(gapOpen, overdue, i.outputPending ? -Infinity : maxDue);
+        return i.nowMs >= due ? { endEpoch: true, nextDeadlineMs: undefined, waitForAck: false } : NO_END(due);
+      }
+      const wantsEnd = i.outputPending || overBudget;
       if (i.nowMs >= maxDue) return { endEpoch: true, nextDeadlineMs: undefined, waitForAck: false };
       if (wantsEnd) {
         if (i.nowMs >= gapOpen) return { endEpoch: true, nextDeadlineMs: undefined, waitForAck: false };

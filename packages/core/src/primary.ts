@@ -647,6 +647,7 @@ export class PrimaryCore {
       outputPendingSinceMs: since,
       dirtyBytesEstimate: this.dirtyBytes,
       inFlight: this.inFlight.length,
+      awaitingAckSinceMs: this._state === 'protected' ? this.inFlight[0]?.collectedAtMs : undefined,
       windowFull: this.inFlight.length >= this.options.maxInFlightEpochs || this.inFlightBytes >= this.options.maxInFlightBytes,
     });
     if (!decision.endEpoch) {

@@ -10,6 +10,8 @@ const input = fc
     outputPending: fc.boolean(),
     dirtyBytesEstimate: fc.integer({ min: 0, max: 64 << 20 }),
     inFlight: fc.integer({ min: 0, max: 16 }),
+    awaitingAck: fc.boolean(),
+    ackWait: fc.double({ min: 0, max: 1000, noNaN: true }),
     windowFull: fc.boolean(),
   })
   .map(
@@ -21,6 +23,7 @@ const input = fc
       outputPendingSinceMs: r.outputPending ? r.nowMs - r.age / 2 : undefined,
       dirtyBytesEstimate: r.dirtyBytesEstimate,
       inFlight: r.inFlight,
+      awaitingAckSinceMs: r.awaitingAck && r.inFlight > 0 ? r.nowMs - r.ackWait : undefined,
       windowFull: r.windowFull,
     }),
   );
@@ -57,11 +60,11 @@ describe('every policy (property)', () => {
     );
   });
 
-  it('adaptive: with output pending and the gap open, always ends the epoch (when the window allows)', () => {
-    const p = adaptive({ minGapMs: 2, maxIntervalMs: 50 });
+  it('adaptive: with output pending, the gap open and no ack awaited, always ends the epoch (when the window allows)', () => {
+    const p = adaptive({ minGapMs: 2, maxIntervalMs: 50, groupCommit: true });
     fc.assert(
       fc.property(input, (i) => {
-        if (!i.outputPending || i.windowFull || i.nowMs < i.lastEpochEndMs + 2) return;
+        if (!i.outputPending || i.windowFull || i.awaitingAckSinceMs !== undefined || i.nowMs < i.lastEpochEndMs + 2) return;
         expect(p.decide(i).endEpoch).toBe(true);
       }),
       { numRuns: 2000 },

@@ -77,14 +77,38 @@ describe('adaptive', () => {
     expect(d.endEpoch).toBe(false);
     expect(d.nextDeadlineMs).toBeUndefined();
   });
-  it('documents its defaults: 1 ms gap, 50 ms max interval, 4 MiB dirty budget', () => {
-    expect(adaptive().options).toEqual({ minGapMs: 1, maxIntervalMs: 50, dirtyBudgetBytes: 4 * 1024 * 1024 });
+  it('documents its defaults: 1 ms gap, 50 ms max interval, 4 MiB dirty budget, no group commit', () => {
+    expect(adaptive().options).toEqual({ minGapMs: 1, maxIntervalMs: 50, dirtyBudgetBytes: 4 * 1024 * 1024, groupCommit: false });
+  });
+  it('with no gap, ends the epoch of a lone reply at once', () => {
+    expect(adaptive({ minGapMs: 0 }).decide(at({ nowMs: 10.01, lastEpochEndMs: 10, epochStartMs: 10, outputPending: true, inFlight: 0 })).endEpoch).toBe(true);
+  });
+  it('group commit: output waits while a protected primary awaits an ack, until the ack is overdue', () => {
+    // Epoch 1 collected at 5 and unacked; epoch 2 runs from 10 with output pending.
+    const waiting = { lastEpochEndMs: 10, epochStartMs: 10, outputPending: true, inFlight: 1, awaitingAckSinceMs: 5 };
+    const gc = adaptive({ groupCommit: true });
+    const d = gc.decide(at({ ...waiting, nowMs: 20 }));
+    expect(d.endEpoch).toBe(false);
+    expect(d.nextDeadlineMs).toBe(55);
+    expect(gc.decide(at({ ...waiting, nowMs: 55 })).endEpoch).toBe(true);
+    expect(adaptive().decide(at({ ...waiting, nowMs: 20 })).endEpoch).toBe(true);
+    // Unprotected or syncing a new secondary: output is committed without acks, nothing waits.
+    expect(gc.decide(at({ ...waiting, awaitingAckSinceMs: undefined, nowMs: 20 })).endEpoch).toBe(true);
+    // Without output, an overdue ack ends the epoch only at its own maxIntervalMs.
+    expect(gc.decide(at({ ...waiting, outputPending: false, nowMs: 55 }))).toMatchObject({ endEpoch: false, nextDeadlineMs: 60 });
+  });
+  it('group commit still ends an epoch over its dirty budget while one is in flight', () => {
+    const p = adaptive({ dirtyBudgetBytes: 4096, minGapMs: 2, groupCommit: true });
+    const over = { lastEpochEndMs: 10, epochStartMs: 10, inFlight: 1, awaitingAckSinceMs: 9, dirtyBytesEstimate: 4096 };
+    expect(p.decide(at({ ...over, nowMs: 11 }))).toMatchObject({ endEpoch: false, nextDeadlineMs: 12 });
+    expect(p.decide(at({ ...over, nowMs: 12 })).endEpoch).toBe(true);
   });
 });
 
 describe('option validation', () => {
   it('names the option in the message', () => {
     expect(() => adaptive({ minGapMs: -1 })).toThrow(/adaptive\.minGapMs must be >= 0/);
+    expect(() => createPolicy('adaptive', { groupCommit: 1 })).toThrow(/adaptive\.groupCommit must be a boolean/);
     expect(() => periodic({ intervalMs: 0 })).toThrow(/periodic\.intervalMs must be > 0/);
     expect(() => adaptive({ minGapMs: 10, maxIntervalMs: 5 })).toThrow(/adaptive\.maxIntervalMs \(5\) must be >= adaptive\.minGapMs/);
   });

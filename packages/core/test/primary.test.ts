@@ -6,9 +6,12 @@ const types = (a: PrimaryAction[]) => a.map((x) => x.type);
 const ofType = <T extends PrimaryAction['type']>(actions: PrimaryAction[], t: T) =>
   actions.filter((a): a is Extract<PrimaryAction, { type: T }> => a.type === t);
 
-/** A primary that has synced a secondary (epoch 1 full, acked) and is protected. */
+/**
+ * A primary that has synced a secondary (epoch 1 full, acked) and is protected. Its policy
+ * pipelines output epochs (no group commit), so the window tests can fill the window.
+ */
 function protectedPrimary(opts: Partial<PrimaryOptions> = {}) {
-  const p = new PrimaryCore({ term: 1, nowMs: 0, policy: adaptive({ minGapMs: 1 }), ...opts });
+  const p = new PrimaryCore({ term: 1, nowMs: 0, policy: adaptive({ minGapMs: 1, groupCommit: false }), ...opts });
   p.secondaryConnected(0);
   const a = p.takeActions();
   expect(types(a)).toEqual(['protectionChanged', 'startFullSync', 'collect']);
@@ -65,6 +68,21 @@ describe('PrimaryCore', () => {
     expect(p.inFlightEpochs).toBe(2);
     p.ack({ term: 1, epoch: 2, nowMs: 101 });
     expect(ofType(p.takeActions(), 'collect')).toEqual([{ type: 'collect', epoch: 4, full: false }]);
+  });
+
+  it('group commit: output while a checkpoint is in flight gathers into one epoch, ended by the ack', () => {
+    const p = protectedPrimary({ policy: adaptive({ groupCommit: true }) });
+    p.outputProduced({ epoch: 2, nowMs: 2 });
+    expect(ofType(p.takeActions(), 'collect')).toEqual([{ type: 'collect', epoch: 2, full: false }]);
+    p.epochCollected({ epoch: 2, nowMs: 2, bytes: 10, offsets: offs(2) });
+    p.takeActions();
+    // Three replies while epoch 2 is in flight: no epoch ends, however long the ack takes.
+    for (const t of [3, 4, 5]) p.outputProduced({ epoch: 3, nowMs: t });
+    p.tick(30);
+    expect(ofType(p.takeActions(), 'collect')).toHaveLength(0);
+    expect(p.inFlightEpochs).toBe(1);
+    p.ack({ term: 1, epoch: 2, nowMs: 31 });
+    expect(ofType(p.takeActions(), 'collect')).toEqual([{ type: 'collect', epoch: 3, full: false }]);
   });
 
   it('commits several epochs with one commit when one ack covers them, keeping closes from earlier epochs', () => {

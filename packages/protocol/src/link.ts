@@ -172,7 +172,7 @@ export class Link extends EventEmitter<LinkEvents> {
     if (this.ws.bufferedAmount + frame.length > this.maxSendBuffered) {
       throw new ProtocolError('FTVM_ERR_SEND_BUFFER_FULL', `${this.ws.bufferedAmount} bytes already queued on the ${this.kind} link (limit ${this.maxSendBuffered}); wait for drained()`);
     }
-    this.corkUntilNextTick();
+    this.corkForTurn();
     this.ws.send(frame, { binary: true }, () => this.checkWaiters());
   }
 
@@ -195,17 +195,18 @@ export class Link extends EventEmitter<LinkEvents> {
 
   /**
    * Messages sent in one turn of the event loop leave in one write: the socket is corked at
-   * the first send and uncorked on the next tick (ws corks per frame too; corks nest). A
-   * primary sends an output message per guest write and a commit per epoch: without this,
-   * every one is its own syscall (16 % of the primary's main thread in the benchmark profile).
+   * the first send and uncorked in the turn's check phase (setImmediate), after every I/O
+   * callback of the turn ran (ws corks per frame too; corks nest). A proxy forwards input per
+   * client socket read and a primary sends an output message per guest write: uncorked on
+   * the next tick, each read was still its own syscall.
    */
-  private corkUntilNextTick(): void {
+  private corkForTurn(): void {
     if (this.corked) return;
     const socket = (this.ws as unknown as { _socket?: { cork?: () => void; uncork: () => void } })._socket;
     if (typeof socket?.cork !== 'function') return;
     socket.cork();
     this.corked = true;
-    process.nextTick(() => {
+    setImmediate(() => {
       this.corked = false;
       socket.uncork();
     });

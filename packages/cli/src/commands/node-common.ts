@@ -66,6 +66,7 @@ export const nodeFlags: FlagTable = {
   policy: { type: 'string', default: 'adaptive', parse: oneOf('adaptive', 'periodic', 'sync-io'), help: 'epoch policy' },
   'interval-ms': { type: 'string', parse: int(1, 60_000), help: 'epoch interval for --policy periodic (default 25), max interval for adaptive (default 50)' },
   'min-gap-ms': { type: 'string', parse: int(0, 1000), help: 'adaptive: least time between two epoch ends; output sooner joins the next epoch (default 1)' },
+  'group-commit': { type: 'string', parse: oneOf('on', 'off'), help: 'adaptive: while a checkpoint awaits its ack, output gathers into one epoch (default off)' },
   'on-secondary-loss': { type: 'string', default: 'continue', parse: oneOf('continue', 'block'), help: 'primary without a secondary: go on unprotected, or hold output' },
   'detection-timeout-ms': { type: 'string', default: 1000, parse: int(10, 600_000), help: 'silence after which the peer is lost' },
   compression: { type: 'string', default: 'on', parse: oneOf('on', 'off'), help: 'XOR-delta/LZ4 page encoding on the wire' },
@@ -94,8 +95,11 @@ export async function runNode(role: NodeRole, f: Record<string, unknown>, extra:
   const interval = f['interval-ms'] as number | undefined;
   const minGap = f['min-gap-ms'] as number | undefined;
   if (minGap !== undefined && policy !== 'adaptive') throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--min-gap-ms applies to --policy adaptive, not ${policy}`);
-  const policyOptions: Record<string, number> = interval === undefined ? {} : policy === 'periodic' ? { intervalMs: interval } : policy === 'adaptive' ? { maxIntervalMs: interval } : {};
+  const groupCommit = f['group-commit'] as string | undefined;
+  if (groupCommit !== undefined && policy !== 'adaptive') throw new CliError('FTVM_ERR_CLI_BAD_VALUE', `--group-commit applies to --policy adaptive, not ${policy}`);
+  const policyOptions: Record<string, number | boolean> = interval === undefined ? {} : policy === 'periodic' ? { intervalMs: interval } : policy === 'adaptive' ? { maxIntervalMs: interval } : {};
   if (minGap !== undefined) policyOptions.minGapMs = minGap;
+  if (groupCommit !== undefined) policyOptions.groupCommit = groupCommit === 'on';
   const disk = diskFromFlags(f);
   if (disk) log.info('disk', { file: disk.path, blocks: disk.blocks, bytes: disk.blocks * 4096 });
   const node = new NodeHost({
