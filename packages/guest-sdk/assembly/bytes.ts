@@ -128,12 +128,7 @@ export class InputBuffer {
         // Within the budget of all buffers: the exact size if doubling would not fit.
         if (inputHeld - <i64>this.cap + <i64>want > inputBudget) want = pending + len;
         if (inputHeld - <i64>this.cap + <i64>want > inputBudget) return false;
-        inputHeld += <i64>want - <i64>this.cap;
-        let np = heap.alloc(<usize>want);
-        if (pending > 0) memory.copy(np, this.ptr + <usize>this.start, <usize>pending);
-        if (this.ptr != 0) heap.free(this.ptr);
-        this.ptr = np;
-        this.cap = want;
+        this.regrow(want);
       }
       this.start = 0;
       this.end = pending;
@@ -202,15 +197,21 @@ export class InputBuffer {
       return true;
     }
     if (inputHeld - <i64>this.cap + <i64>total > inputBudget) return false;
-    inputHeld += <i64>total - <i64>this.cap;
-    let np = heap.alloc(<usize>total);
+    this.regrow(total);
+    return true;
+  }
+
+  /** Moves the pending bytes to the front of a new allocation of `cap` bytes. */
+  private regrow(cap: i32): void {
+    let pending = this.end - this.start;
+    inputHeld += <i64>cap - <i64>this.cap;
+    let np = heap.alloc(<usize>cap);
     if (pending > 0) memory.copy(np, this.ptr + <usize>this.start, <usize>pending);
     if (this.ptr != 0) heap.free(this.ptr);
     this.ptr = np;
-    this.cap = total;
+    this.cap = cap;
     this.start = 0;
     this.end = pending;
-    return true;
   }
 
   /** Releases the memory; the buffer stays usable (and empty). */
