@@ -4,14 +4,12 @@
 // protected trio (adaptive), drives each with redis-benchmark SET (random keys) at 50 clients and
 // at one client, and reads every process's and every thread's utime+stime from /proc before and
 // after each run. --profile writes a --cpu-prof profile of each role of one loaded protected run.
-import { readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { redisBenchmark } from './lib/clients.mjs';
 import { startNative, startProtected, startUnprotected } from './lib/cluster.mjs';
-import { installCleanup, killAll, sleep } from './lib/proc.mjs';
+import { installCleanup, killAll, sleep, threadCpuSeconds } from './lib/proc.mjs';
 import { topFunctions } from './lib/profile.mjs';
-
-const CLK_TCK = 100;
 
 function args(argv) {
   const o = { requests: 50000, oneRequests: 5000, repeat: 2, profile: null, profileLoad: 'c50', out: null };
@@ -31,33 +29,11 @@ function args(argv) {
   return o;
 }
 
-/** CPU seconds of every thread of pid: { tid: { comm, s } }. */
-function threads(pid) {
-  const out = {};
-  let tids = [];
-  try {
-    tids = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
-  for (const tid of tids) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out[tid] = { comm: Number(tid) === pid ? `${comm} (main)` : comm, s: (Number(rest[11]) + Number(rest[12])) / CLK_TCK };
-    } catch {
-      // the thread ended
-    }
-  }
-  return out;
-}
-
 /** Runs fn with per-thread CPU of every process in procs measured around it; µs per request. */
 async function measure(procs, fn) {
-  const before = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, threads(pid)]));
+  const before = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, threadCpuSeconds(pid)]));
   const r = await fn();
-  const after = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, threads(pid)]));
+  const after = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, threadCpuSeconds(pid)]));
   const requests = r.tests.reduce((s, t) => s + t.requests, 0);
   const roles = {};
   for (const [k, a] of Object.entries(after)) {

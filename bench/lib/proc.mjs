@@ -1,7 +1,7 @@
 // Child processes of the benchmark: every one is tracked and killed when the harness exits
 // (normal exit, error, Ctrl-C), and every wait is bounded in time.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -181,16 +181,41 @@ export function runBounded(cmd, args, timeoutMs) {
 
 const CLK_TCK = 100; // Linux USER_HZ; /proc/<pid>/stat counts in these ticks
 
+/** A /proc `stat` file's command name and CPU seconds (user + system). */
+function readStat(path) {
+  const stat = readFileSync(path, 'utf8');
+  // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), s: (Number(rest[11]) + Number(rest[12])) / CLK_TCK };
+}
+
 /** CPU seconds (user + system, all threads) a live process has used, or null. */
 export function cpuSeconds(pid) {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
+    return readStat(`/proc/${pid}/stat`).s;
   } catch {
     return null;
   }
+}
+
+/** CPU seconds of every thread of a live process: { tid: { comm, s } } (the main thread's comm ends in "(main)"). */
+export function threadCpuSeconds(pid) {
+  const out = {};
+  let tids = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const { comm, s } = readStat(`/proc/${pid}/task/${tid}/stat`);
+      out[tid] = { comm: Number(tid) === pid ? `${comm} (main)` : comm, s };
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
