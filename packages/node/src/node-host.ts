@@ -293,18 +293,7 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
       const busy = !target || (asPrimary ? this.primary?.hasSecondary : this.secondary?.hasPrimary);
       if (!busy) {
         try {
-          const link = await connect(target!, {
-            token: this.opts.token,
-            insecure: this.opts.insecure,
-            tls: this.opts.tls,
-            role: asPrimary ? 'primary' : 'secondary',
-            link: 'replication',
-            nodeId: this.opts.nodeId,
-            term: this.term,
-            guestDigest: Buffer.from(this.opts.guest.digest, 'hex'),
-            limits: LINK_LIMITS,
-            timeoutMs: 2000,
-          });
+          const link = await connect(target!, this.replicationConnectOptions(this.term));
           if (this.closed || (this.role === 'primary') !== asPrimary) link.close(4000, 'role changed');
           // A migration attached its target (or moved the peer) while this dial was under way.
           else if (asPrimary && (this.primary?.hasSecondary || target !== this.peerUrl)) link.close(4000, 'secondary attached meanwhile');

@@ -32,9 +32,8 @@ import { Packr } from 'msgpackr';
 import { PAGE_BYTES, MAX_MEMORY_BYTES } from '@ftvm/guest-abi';
 import { DIGEST_BYTES, MAX_BATCH_PAGES, PageDecoder, digestEquals, digestImage } from '@ftvm/protocol';
 import { MAX_DISK_BYTES, moduleDigest, type Checkpoint } from '@ftvm/vmm';
-import { SnapshotError } from './errors.js';
+import { PrecopyError, SnapshotError } from './errors.js';
 import type { FinalState, PrecopySink, PullStats, RoundDisk } from './engine.js';
-import { PrecopyError } from './errors.js';
 import { PageStream } from './page-stream.js';
 
 export const SNAPSHOT_MAGIC = 'FTVMSNAP';

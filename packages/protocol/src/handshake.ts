@@ -16,6 +16,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { FtvmError } from '@ftvm/guest-abi';
 import { PeerRefusedError, ProtocolError } from './errors.js';
+import { noTokenError } from './token.js';
 import {
   NONCE_BYTES, PROTOCOL_VERSION,
   type Challenge, type Hello, type LinkKind, type Message, type Role, type Welcome,
@@ -44,7 +45,7 @@ function sessionKeys(token: Uint8Array, serverNonce: Uint8Array, hello: Hello, s
  */
 function checkToken(token: Uint8Array, insecure: boolean | undefined): void {
   if (token.length === 0 && !insecure)
-    throw new ProtocolError('FTVM_ERR_NO_TOKEN', 'no shared token: make one with `ftvm token <file>` and pass --token-file (or set FTVM_TOKEN), or run with --insecure');
+    throw noTokenError();
 }
 
 function mac(token: Uint8Array, label: string, parts: (Uint8Array | string)[]): Uint8Array {

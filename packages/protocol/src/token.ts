@@ -15,6 +15,11 @@ const MAX_TOKEN_FILE_BYTES = 4096;
 
 export const NO_TOKEN_HELP = 'make one with `ftvm token <file>` and pass --token-file <file> (or set FTVM_TOKEN) on every role';
 
+/** FTVM_ERR_NO_TOKEN, saying how to make a token. */
+export function noTokenError(): ProtocolError {
+  return new ProtocolError('FTVM_ERR_NO_TOKEN', `no shared token: ${NO_TOKEN_HELP}; or pass --insecure to run unauthenticated`);
+}
+
 /**
  * The shared link secret: `tokenFile` (--token-file) wins over `env` (FTVM_TOKEN).
  * With neither: FTVM_ERR_NO_TOKEN, unless `insecure` (the operator's --insecure), when
@@ -37,7 +42,7 @@ export function loadToken({ tokenFile, env = process.env.FTVM_TOKEN, insecure = 
   }
   const fromEnv = opts.env?.trim();
   if (fromEnv) return { token: new Uint8Array(Buffer.from(fromEnv, 'utf8')), source: 'env' };
-  if (!insecure) throw new ProtocolError('FTVM_ERR_NO_TOKEN', `no shared token: ${NO_TOKEN_HELP}; or pass --insecure to run unauthenticated`);
+  if (!insecure) throw noTokenError();
   return { token: new Uint8Array(0), source: 'none' };
 }
 

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { isFtvmError, type FtvmError } from '@ftvm/guest-abi';
 import { ProxyCore, type NodeId, type ProxyAction, type ProxyState } from '@ftvm/core';
-import { FtvmEvents } from '@ftvm/metrics';
+import { FtvmEvents, type DropReason } from '@ftvm/metrics';
 import type { Link, Message } from '@ftvm/protocol';
 import { PROXY_ERR, ProxyError } from './errors.js';
 import { startProxyMetrics, type ProxyMetricsServer } from './metrics-server.js';
@@ -378,7 +378,7 @@ export class ProxyRuntime {
   }
 
   /** The client cannot be served any more (slow reader, refused input): its side is closed. */
-  private dropClient(rec: ClientRec, reason?: 'slow_reader' | 'output_budget'): void {
+  private dropClient(rec: ClientRec, reason?: DropReason): void {
     this.counts.clientsDropped++;
     if (reason) this.events.emit('clientDropped', { reason });
     rec.socket.destroy();

@@ -85,11 +85,16 @@ export class RunServer extends EventEmitter<RunServerEvents> {
   /** Local checkpoints are held off (a pre-copy's stop-and-copy holds the vCPU; a collect would resume it). */
   private checkpointsHeld = false;
   faults = 0;
+  /** RunServerOptions.maxReplayBytes and maxPendingOutputBytes, with their defaults. */
+  private readonly maxReplayBytes: number;
+  private readonly maxPendingOutputBytes: number;
 
   constructor(guest: PreparedGuest, opts: RunServerOptions) {
     super();
     this.guest = guest;
     this.opts = opts;
+    this.maxReplayBytes = opts.maxReplayBytes ?? 16 << 20;
+    this.maxPendingOutputBytes = opts.maxPendingOutputBytes ?? 16 << 20;
   }
 
   /** Vmm.prestart with the options start() would give Vmm.restore (see RunServerOptions.prestarted). */
@@ -178,7 +183,7 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     }
     if (!ok) s.pause();
     // One request may produce much more output than it took: past the cap the client is dropped.
-    if (s.writableLength > (this.opts.maxPendingOutputBytes ?? 16 << 20) && !c.closing) {
+    if (s.writableLength > this.maxPendingOutputBytes && !c.closing) {
       this.emit('clientDropped', c.conn, `${s.writableLength} bytes of output unread (maxPendingOutputBytes)`);
       c.closing = true;
       s.destroy();
@@ -189,7 +194,7 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     this.log.push(ev);
     if (ev.k === 'data') {
       this.logBytes += ev.data.length;
-      if (this.logBytes > (this.opts.maxReplayBytes ?? 16 << 20)) void this.checkpoint();
+      if (this.logBytes > this.maxReplayBytes) void this.checkpoint();
     }
     this.vmm.enqueue(ev);
   }
@@ -204,7 +209,7 @@ export class RunServer extends EventEmitter<RunServerEvents> {
       this.record({ k: 'data', conn, data: new Uint8Array(d.buffer, d.byteOffset, d.length) });
       // Input the guest has not caught up with stays bounded: past maxReplayBytes the sender waits
       // for the checkpoint (queued behind that input) that empties the log.
-      if (this.logBytes > (this.opts.maxReplayBytes ?? 16 << 20)) {
+      if (this.logBytes > this.maxReplayBytes) {
         socket.pause();
         this.pausedForLog.add(socket);
       }
@@ -249,7 +254,7 @@ export class RunServer extends EventEmitter<RunServerEvents> {
         // Events posted before the collect were handled before it.
         this.log.splice(0, logged);
         this.logBytes = this.log.reduce((n, e) => n + (e.k === 'data' ? e.data.length : 0), 0);
-        if (this.logBytes <= (this.opts.maxReplayBytes ?? 16 << 20)) {
+        if (this.logBytes <= this.maxReplayBytes) {
           // A socket also paused for unread output resumes on its 'drain'.
           for (const s of this.pausedForLog) if (!s.writableNeedDrain) s.resume();
           this.pausedForLog.clear();

@@ -348,7 +348,6 @@ export class Vmm extends EventEmitter<VmmEvents> {
     const r = ckpt && this.restoreInit(ckpt, rollingBack, giveUp);
     const sab = new SharedArrayBuffer(4 * 8);
     this.watch = new BigInt64Array(sab);
-
     const init: WorkerInit = {
       wasm: this.guest.wasm,
       dirtyMode: this.guest.dirtyMode,

@@ -33,7 +33,6 @@ export function requestOptions(f: Record<string, unknown>): PrecopyRequestOption
   };
 }
 
-
 export const absolute = (p: string): string => resolve(p);
 
 

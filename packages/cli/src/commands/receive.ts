@@ -50,10 +50,11 @@ export const receiveCommand: CommandSpec = {
     });
     /** The vCPU booted while the rounds run (null: none, or its boot failed). */
     let prestarting: Promise<Vmm | null> | null = null;
+    const creds = credentials(f, log);
     const receiver = new MigrationReceiver({
       host: listen.host,
       port: listen.port,
-      ...credentials(f, log),
+      ...creds,
       moduleDigest: guest.digest,
       maxMemBytes: f['max-memory'] as number,
       disk: f.disk === undefined ? undefined : absolute(f.disk as string),
@@ -131,7 +132,7 @@ export const receiveCommand: CommandSpec = {
     }
     let migrated!: () => void;
     const gone = new Promise<void>((r) => (migrated = r));
-    const control = await startControl(server, f, { name, wasm, guest }, log, () => migrated(), metrics.bus);
+    const control = await startControl(server, f, creds, { name, wasm, guest }, log, () => migrated(), metrics.bus);
     let pullError: Error | null = null;
     const code = await serveUntilStopped(server, control, log, Promise.race([gone, stopped.then(() => undefined), failedPull.then((e) => void (pullError = e))]), metrics);
     await receiver.close();

@@ -44,7 +44,7 @@ export const restoreCommand: CommandSpec = {
     metrics.ready(server, `serving ${snap.info.guest} restored from ${pos[0]}`);
     let migrated!: () => void;
     const gone = new Promise<void>((r) => (migrated = r));
-    const control = await startControl(server, f, { name: snap.info.guest, wasm: snap.wasm, guest }, log, () => migrated(), metrics.bus);
+    const control = await startControl(server, f, creds, { name: snap.info.guest, wasm: snap.wasm, guest }, log, () => migrated(), metrics.bus);
     log.info(`serving ${snap.info.guest} restored from ${pos[0]}`, { listen: `${f.host as string}:${port}` });
     process.stdout.write(`ftvm restore: listening on ${f.host as string}:${port}\n`);
     return serveUntilStopped(server, control, log, gone, metrics);

@@ -28,7 +28,7 @@ export const runCommand: CommandSpec = {
   async run(f) {
     const log = new Logger('run', f['log-level'] as Level);
     // --control takes operator requests over the network: no credentials, no listener.
-    if (f.control !== undefined) credentials(f, log);
+    const creds = f.control !== undefined ? credentials(f, log) : undefined;
     const clock = applyClockFlags(f);
     applyVcpuFlags(f);
     const { name, wasm } = readGuest(f.guest as string);
@@ -59,7 +59,7 @@ export const runCommand: CommandSpec = {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       // A migration that completed moved the guest away: exit like on a signal.
-      void startControl(server, f, { name, wasm, guest }, log, stop, metrics.bus).then((c) => (control = c));
+      if (creds) void startControl(server, f, creds, { name, wasm, guest }, log, stop, metrics.bus).then((c) => (control = c));
     });
     await control?.close();
     log.info('shutting down');

@@ -4,7 +4,7 @@ import { serveControl, type PrecopyProgress } from '@ftvm/precopy';
 import type { PreparedGuest, RunServer } from '@ftvm/vmm';
 import { hostPort, int, type FlagTable } from '../flags.js';
 import { GUEST_LOG_LEVELS, type Logger } from '../logger.js';
-import { credentials } from '../credentials.js';
+import type { Credentials } from '../credentials.js';
 
 /** --control for every command that serves a guest (run, restore, receive). */
 export const controlFlags: FlagTable = {
@@ -19,6 +19,7 @@ export const controlFlags: FlagTable = {
 export async function startControl(
   server: RunServer,
   f: Record<string, unknown>,
+  creds: Credentials,
   g: { name: string; wasm: Uint8Array; guest: PreparedGuest },
   log: Logger,
   onMigrated: () => void,
@@ -29,7 +30,7 @@ export async function startControl(
   const listener = await serveControl(server, {
     host: at.host,
     port: at.port,
-    ...credentials(f, log),
+    ...creds,
     snapshotDir: f['snapshot-dir'] as string | undefined,
     guest: g.name,
     moduleWasm: g.wasm,
