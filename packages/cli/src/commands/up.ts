@@ -156,12 +156,13 @@ async function runUp(f: Record<string, unknown>, log: Logger, host: string, pa: 
       });
       p.kill('SIGTERM');
     });
-  // The proxy first: without it no node can be granted a promotion, so stopping the nodes
-  // starts no failover.
+  // The proxy first: without it no node can be granted a promotion. Then the node started as a
+  // secondary, so it never sees its primary's link close and asks for a promotion.
   const stopAll = async (): Promise<void> => {
     stopping = true;
     await stop(roles.proxy);
-    await Promise.all([stop(roles.a), stop(roles.b)]);
+    const nodes = [roles.a, roles.b].sort((x, y) => Number(y?.name === 'secondary') - Number(x?.name === 'secondary'));
+    for (const r of nodes) await stop(r);
   };
   const signalled = new Promise<void>((done) => {
     process.once('SIGINT', () => done());
