@@ -6,10 +6,11 @@ import { ABI_VERSION, GLOBAL_EXPORT_PREFIX, RESERVED_BYTES } from '@ftvm/guest-a
 import { checkAbiSummary, validateWasm } from './abi.js';
 import { InstrumentError } from './errors.js';
 import { FEATURES, rewriteModule, UnsupportedModule, type RewriteStats } from './rewrite.js';
+import { FUEL_GLOBAL } from './fuel.js';
 import { addGlobalExports, readWasm, type WasmSummary } from './wasm-reader.js';
 
 /** Bumped whenever the rewrite's output changes; part of the cache key. */
-export const INSTRUMENTER_VERSION = 2;
+export const INSTRUMENTER_VERSION = 3;
 
 /** Name of the custom section that marks a module as already instrumented (content: version). */
 export const INSTRUMENTED_SECTION = 'ftvm.instrumented';
@@ -87,6 +88,11 @@ function exportGlobals(wasm: Uint8Array, s: WasmSummary): { wasm: Uint8Array; li
     if (!g.mutable) return;
     mutable++;
     const existing = s.exports.find((e) => e.kind === 'global' && e.index === index);
+    // The fuel counter is the vCPU's, not the guest's state: never in a checkpoint.
+    if (existing?.name === FUEL_GLOBAL) {
+      mutable--;
+      return;
+    }
     if (existing) {
       list.push({ name: existing.name, index, type: g.type, added: false });
       return;
@@ -146,7 +152,7 @@ function bytemapRewrite(wasm: Uint8Array, o: Required<InstrumentOptions>, keepNa
   }
 }
 
-const ZERO_REWRITE: RewriteStats = { functions: 0, stores: 0, storeGroups: 0, atomicRmw: 0, atomicCmpxchg: 0, simdLaneStores: 0, bulkOps: 0 };
+const ZERO_REWRITE: RewriteStats = { functions: 0, stores: 0, storeGroups: 0, atomicRmw: 0, atomicCmpxchg: 0, simdLaneStores: 0, bulkOps: 0, tries: 0 };
 
 /**
  * Rewrites a guest so every store-like instruction marks its 4 KiB page(s) in the dirty
