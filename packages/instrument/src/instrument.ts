@@ -163,21 +163,22 @@ export function instrument(wasm: Uint8Array, opts: InstrumentOptions = {}): Inst
   const t0 = performance.now();
   const o = validateOptions(opts);
   const input = validateWasm(wasm);
-  const abiVersion = o.checkAbi ? checkAbiSummary(input).version : ABI_VERSION;
-  const warnings: string[] = [];
-
-  let mode: 'bytemap' | 'shadow' = 'bytemap';
-  let out = wasm;
-  let rewrite = ZERO_REWRITE;
   // Instrumenting twice would mark the marks, i.e. report a reserved-region write on every
   // event; trusting the section to skip the rewrite would let a guest forge it and run with
-  // no dirty logging at all. So a module carrying it is refused.
+  // no dirty logging at all. So a module carrying it is refused (before the ABI check, which
+  // would name the fuel import an instrumented module has).
   if (input.customSections.includes(INSTRUMENTED_SECTION)) {
     throw new InstrumentError(
       'FTVM_ERR_INSTRUMENT_ALREADY',
       `module carries a "${INSTRUMENTED_SECTION}" section: pass the original guest module, not an instrumented one`,
     );
   }
+  const abiVersion = o.checkAbi ? checkAbiSummary(input).version : ABI_VERSION;
+  const warnings: string[] = [];
+
+  let mode: 'bytemap' | 'shadow' = 'bytemap';
+  let out = wasm;
+  let rewrite = ZERO_REWRITE;
   {
     const reason = shadowReason(input);
     if (reason) {
