@@ -36,6 +36,11 @@ export interface InstrumentOptions {
   optimize?: boolean;
   /** Run the guest ABI check (throws AbiError). Default true; false for tools and tests. */
   checkAbi?: boolean;
+  /**
+   * Add the fuel counter (FUEL_GLOBAL, FUEL_IMPORT) an inline vCPU stops runaway events with.
+   * Default true; false only to measure its cost (bench/instrument).
+   */
+  fuel?: boolean;
 }
 
 export interface GlobalExport {
@@ -70,12 +75,12 @@ export interface InstrumentResult {
 
 function validateOptions(opts: InstrumentOptions): Required<InstrumentOptions> {
   if (opts === null || typeof opts !== 'object') throw new InstrumentError('FTVM_ERR_INSTRUMENT_OPTION', 'options must be an object');
-  for (const k of ['precise', 'coalesce', 'optimize', 'checkAbi'] as const) {
+  for (const k of ['precise', 'coalesce', 'optimize', 'checkAbi', 'fuel'] as const) {
     if (opts[k] !== undefined && typeof opts[k] !== 'boolean') {
       throw new InstrumentError('FTVM_ERR_INSTRUMENT_OPTION', `${k} must be a boolean, got ${typeof opts[k]}`);
     }
   }
-  return { precise: opts.precise ?? true, coalesce: opts.coalesce ?? true, optimize: opts.optimize ?? false, checkAbi: opts.checkAbi ?? true };
+  return { precise: opts.precise ?? true, coalesce: opts.coalesce ?? true, optimize: opts.optimize ?? false, checkAbi: opts.checkAbi ?? true, fuel: opts.fuel ?? true };
 }
 
 /** Exports every mutable global not yet exported, as GLOBAL_EXPORT_PREFIX + index. */
@@ -132,7 +137,7 @@ function bytemapRewrite(wasm: Uint8Array, o: Required<InstrumentOptions>, keepNa
   }
   try {
     m.setFeatures(FEATURES);
-    const stats = rewriteModule(m, o.precise, o.coalesce);
+    const stats = rewriteModule(m, o.precise, o.coalesce, o.fuel);
     m.addCustomSection(INSTRUMENTED_SECTION, Uint8Array.of(INSTRUMENTER_VERSION));
     if (!m.validate()) throw new UnsupportedModule('binaryen rejected the rewritten module (validation failed)');
     if (o.optimize) {

@@ -262,7 +262,7 @@ type Info = Record<string, unknown> & { id: number; type: number };
  * Rewrites every defined function of `m` in place and adds the mark-range helper.
  * Throws UnsupportedModule on an expression kind it does not know (it never guesses).
  */
-export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: boolean): RewriteStats {
+export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: boolean, fuel = true): RewriteStats {
   const stats: RewriteStats = { functions: 0, stores: 0, storeGroups: 0, atomicRmw: 0, atomicCmpxchg: 0, simdLaneStores: 0, bulkOps: 0, tries: 0 };
   let markRange = MARK_RANGE_FUNCTION;
   for (let n = 1; m.getFunction(markRange) !== 0; n++) markRange = `${MARK_RANGE_FUNCTION}_${n}`;
@@ -273,12 +273,14 @@ export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: bo
   const addrPlus = (p: number, k: number): Ref => (k === 0 ? m.local.get(p, b.i32) : m.i32.add(m.local.get(p, b.i32), m.i32.const(k | 0)));
 
   // Fuel: global and import named apart from the guest's own (a clash refuses the module).
-  if (m.getGlobal(FUEL_GLOBAL) !== 0 || m.getExport(FUEL_GLOBAL) !== 0) throw new UnsupportedModule(`the module already names "${FUEL_GLOBAL}"`);
+  if (fuel && (m.getGlobal(FUEL_GLOBAL) !== 0 || m.getExport(FUEL_GLOBAL) !== 0)) throw new UnsupportedModule(`the module already names "${FUEL_GLOBAL}"`);
   const refuel = '__ftvm_refuel';
-  if (m.getFunction(refuel) !== 0) throw new UnsupportedModule(`the module already names "${refuel}"`);
-  m.addGlobal(FUEL_GLOBAL, b.i32, true, m.i32.const(0));
-  m.addGlobalExport(FUEL_GLOBAL, FUEL_GLOBAL);
-  m.addFunctionImport(refuel, FUEL_IMPORT.module, FUEL_IMPORT.name, b.none, b.i32);
+  if (fuel && m.getFunction(refuel) !== 0) throw new UnsupportedModule(`the module already names "${refuel}"`);
+  if (fuel) {
+    m.addGlobal(FUEL_GLOBAL, b.i32, true, m.i32.const(0));
+    m.addGlobalExport(FUEL_GLOBAL, FUEL_GLOBAL);
+    m.addFunctionImport(refuel, FUEL_IMPORT.module, FUEL_IMPORT.name, b.none, b.i32);
+  }
   /** fuel -= 1; if fuel < 0: fuel = refuel() (which may throw). */
   const burn = (): Ref =>
     m.block(null, [
@@ -473,7 +475,7 @@ export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: bo
         }
       }
       if (id === b.TryId) stats.tries++;
-      if (id === b.LoopId) {
+      if (id === b.LoopId && fuel) {
         // Each iteration burns fuel: the loop's body becomes (burn; body) with the body's type.
         const lb = (b.getExpressionInfo(e) as unknown as { body: Ref }).body;
         raw._BinaryenLoopSetBody!(e, m.block(null, [burn(), lb], b.getExpressionType(lb)));
@@ -515,7 +517,8 @@ export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: bo
     const body = finfo.body;
     const nb = visit(body, 0);
     // Function entries burn fuel too: recursion without loops is bounded like a loop.
-    raw._BinaryenFunctionSetBody!(f, m.block(null, [burn(), nb], b.getExpressionType(nb)));
+    if (fuel) raw._BinaryenFunctionSetBody!(f, m.block(null, [burn(), nb], b.getExpressionType(nb)));
+    else if (nb !== body) raw._BinaryenFunctionSetBody!(f, nb);
   }
 
   // __ftvm_mark_range(dest, len): bytemap[dest>>12 .. (dest+len-1)>>12] = 1; len 0 marks nothing.
