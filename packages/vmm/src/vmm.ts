@@ -629,11 +629,23 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.batch.push(ev);
     if (this.batchQueued) return;
     this.batchQueued = true;
-    // Nothing in flight and the last batch was a lone event (one client): this one goes right
-    // after the callback that queued it. Otherwise after the poll phase, with the rest of the turn.
-    if (this.batchInFlight || this.lastBatch > 1) setImmediate(this.flushEvents);
-    else queueMicrotask(this.flushEvents);
+    // Nothing in flight, the last batch was a lone event (one client) and none went this loop
+    // turn yet: this one goes right after the callback that queued it. Otherwise after the poll
+    // phase, with the rest of the turn (an inline vCPU is never in flight at a socket callback:
+    // the turn's first event tells it that more are arriving).
+    if (this.batchInFlight || this.lastBatch > 1 || this.flushedThisTurn) setImmediate(this.flushEvents);
+    else {
+      this.flushedThisTurn = true;
+      setImmediate(this.newTurn);
+      queueMicrotask(this.flushEvents);
+    }
   }
+
+  /** A lone event was sent at once this loop turn (enqueue); cleared in the turn's check phase. */
+  private flushedThisTurn = false;
+  private newTurn = (): void => {
+    this.flushedThisTurn = false;
+  };
 
   /**
    * Sends the queued events as one message. While the vCPU still runs the previous batch,
