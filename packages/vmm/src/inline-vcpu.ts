@@ -11,10 +11,11 @@
  */
 import { EventEmitter } from 'node:events';
 import { pathToFileURL } from 'node:url';
-import { offerInlineHost, type VcpuHost } from './vcpu-host.js';
+import { offerInlineHost, withdrawInlineHost, type VcpuHost } from './vcpu-host.js';
 import type { FromWorker, ToWorker, WorkerInit } from './worker-messages.js';
 
 let nextKey = 1;
+
 
 /**
  * Messages whose sender builds them fresh for each post and never touches them again (the
@@ -35,7 +36,8 @@ export class InlineVcpu extends EventEmitter<{ message: [m: FromWorker]; error: 
 
   constructor(modulePath: string, init: WorkerInit, transfer: ArrayBuffer[]) {
     super();
-    const key = String(nextKey++);
+    // A URL of its own: a new instance of the module (a module is evaluated once per URL).
+    const key = `${process.pid}.${nextKey++}.${Math.random().toString(36).slice(2)}`;
     const host: VcpuHost = {
       init: structuredClone(init, { transfer }),
       port: {
@@ -71,8 +73,11 @@ export class InlineVcpu extends EventEmitter<{ message: [m: FromWorker]; error: 
       },
       onTerminate: (fn) => this.stops.push(fn),
     };
-    offerInlineHost(key, host);
-    import(`${pathToFileURL(modulePath).href}?inline=${key}`).catch((e: unknown) => this.crash(e));
+    offerInlineHost(host);
+    import(`${pathToFileURL(modulePath).href}?vcpu=${key}`).catch((e: unknown) => {
+      withdrawInlineHost(host);
+      this.crash(e);
+    });
   }
 
   postMessage(m: ToWorker, transfer: ArrayBuffer[] = []): void {

@@ -37,7 +37,7 @@ import { BlockDevice, DISK_BLOCK_BYTES, DiskStatus } from './disk.js';
 import { takeVcpuHost } from './vcpu-host.js';
 
 // A worker thread's, or an InlineVcpu's on the main thread (whose timers stop when it is terminated).
-const host = takeVcpuHost(import.meta.url);
+const host = takeVcpuHost();
 const init: WorkerInit = host.init;
 const port = host.port;
 const { setTimeout, clearTimeout, setImmediate } = host.timers;
