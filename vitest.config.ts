@@ -6,7 +6,11 @@ const pkgs = ['guest-abi', 'clock', 'guests', 'instrument', 'protocol', 'vmm', '
 // Tests run against sources; child processes and the vCPU worker run the built dist/ (npm test builds first).
 export default defineConfig({
   resolve: {
-    alias: Object.fromEntries(pkgs.map((p) => [`@ftvm/${p}`, fileURLToPath(new URL(`./packages/${p}/src/index.ts`, import.meta.url))])),
+    // Exact names (a package's subpath exports, e.g. @ftvm/instrument/dirty-log, map to their own source).
+    alias: [
+      ...pkgs.map((p) => ({ find: new RegExp(`^@ftvm/${p}$`), replacement: fileURLToPath(new URL(`./packages/${p}/src/index.ts`, import.meta.url)) })),
+      { find: /^@ftvm\/([\w-]+)\/([\w-]+)$/, replacement: fileURLToPath(new URL('./packages/$1/src/$2.ts', import.meta.url)) },
+    ],
   },
   test: {
     include: ['packages/*/test/**/*.test.ts', 'test/**/*.test.ts'],

@@ -7,7 +7,9 @@
 // run, from /proc/<pid>/stat, divided by the requests.
 //
 // Usage: npm run build && node bench/event-path.mjs [--rounds N] [--requests N] [--base <checkout>]
-//          [--only kv,latency,http] [--quick] [--out file]
+//          [--only kv,latency,http] [--worker] [--quick] [--out file]
+// --worker adds this build's `ftvm run --vcpu worker` (the vCPU in a worker thread) beside the
+// default (inline) in the same rounds.
 // Writes bench/results/event-path.md (--quick: 1 small round, printed only).
 
 import { execFileSync } from 'node:child_process';
@@ -20,13 +22,14 @@ import { cpuSeconds, freePort, installCleanup, start, startFtvm } from './lib/pr
 import { median, spread } from './lib/stats.mjs';
 
 const args = process.argv.slice(2);
-const KNOWN = new Set(['--rounds', '--requests', '--base', '--only', '--quick', '--out', '--seconds']);
+const KNOWN = new Set(['--rounds', '--requests', '--base', '--only', '--quick', '--out', '--seconds', '--worker']);
+const FLAGS = new Set(['--quick', '--worker']);
 for (let i = 0; i < args.length; i++) {
   if (!KNOWN.has(args[i])) {
     console.error(`event-path: unknown argument ${args[i]}`);
     process.exit(2);
   }
-  if (args[i] !== '--quick') i++;
+  if (!FLAGS.has(args[i])) i++;
 }
 const opt = (name, dflt) => {
   const i = args.indexOf(name);
@@ -37,15 +40,16 @@ const ROUNDS = Number(opt('--rounds', quick ? 1 : 5));
 const REQUESTS = Number(opt('--requests', quick ? 5000 : 100_000));
 const WRK_SECONDS = Number(opt('--seconds', quick ? 2 : 5));
 const BASE = opt('--base', null);
+const WORKER = args.includes('--worker');
 const ONLY = new Set(String(opt('--only', 'kv,latency,http')).split(','));
 const OUT = opt('--out', quick ? null : fileURLToPath(new URL('./results/event-path.md', import.meta.url)));
 const LAT_REQUESTS = quick ? 2000 : 20_000;
 
 installCleanup();
 
-async function ftvmServer(name, guest, cli) {
+async function ftvmServer(name, guest, cli, extra = []) {
   const port = await freePort();
-  const runArgs = ['run', '--guest', guest, '--port', String(port)];
+  const runArgs = ['run', '--guest', guest, '--port', String(port), ...extra];
   const p = cli
     ? start(process.execPath, ['--min-semi-space-size=16', cli, ...runArgs], { name })
     : startFtvm(runArgs, { name });
@@ -100,6 +104,7 @@ const result = { head, base: baseHead, rounds: ROUNDS, kv: {}, latency: {}, http
 
 if (ONLY.has('kv') || ONLY.has('latency')) {
   const servers = [await ftvmServer('ftvm run --guest kv', 'kv'), await redisServer()];
+  if (WORKER) servers.push(await ftvmServer('ftvm run --guest kv --vcpu worker', 'kv', undefined, ['--vcpu', 'worker']));
   if (BASE) servers.push(await ftvmServer(`ftvm run --guest kv (base ${baseHead})`, 'kv', join(resolve(BASE), 'packages/cli/dist/main.js')));
   const kv = Object.fromEntries(servers.map((s) => [s.name, { SET: [], GET: [], cpu: [], p50: [] }]));
   const lat = Object.fromEntries(servers.map((s) => [s.name, { SET: [], GET: [] }]));
@@ -166,6 +171,7 @@ if (ONLY.has('http')) {
     log('## wrk against the http guest: skipped (no --base build to compare with)');
   } else {
     const servers = [await ftvmServer('ftvm run --guest http', 'http'), await ftvmServer(`ftvm run --guest http (base ${baseHead})`, 'http', join(resolve(BASE), 'packages/cli/dist/main.js'))];
+    if (WORKER) servers.push(await ftvmServer('ftvm run --guest http --vcpu worker', 'http', undefined, ['--vcpu', 'worker']));
     const rps = Object.fromEntries(servers.map((s) => [s.name, { rps: [], cpu: [] }]));
     let command = '';
     for (let r = 0; r < ROUNDS; r++) {

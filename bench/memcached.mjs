@@ -4,7 +4,8 @@
 // because the machine is shared; the table gives every run, the medians and the per-round
 // ratios. Writes bench/results/memcached.md (or --out <file>; --quick: 1 round of 2 s, printed).
 //
-// Usage: npm run build && node bench/memcached.mjs [--rounds N] [--seconds S] [--quick] [--out file]
+// Usage: npm run build && node bench/memcached.mjs [--rounds N] [--seconds S] [--worker] [--quick] [--out file]
+// --worker adds `ftvm run --vcpu worker` (the vCPU in a worker thread; the default is inline).
 
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -30,6 +31,8 @@ const CONFIGS = {
   'memcached -t 1': (p) => ['memcached', ['-u', 'root', '-l', '127.0.0.1', '-p', String(p), '-m', '64', '-t', '1']],
   'memcached (default -t 4)': (p) => ['memcached', ['-u', 'root', '-l', '127.0.0.1', '-p', String(p), '-m', '64']],
 };
+if (args.includes('--worker'))
+  CONFIGS['ftvm run --guest memcached --vcpu worker'] = (p) => [process.execPath, [CLI, 'run', '--guest', 'memcached', '--port', String(p), '--vcpu', 'worker']];
 const loadArgs = (p, c) => ['-s', `127.0.0.1:${p}`, '-T', '1', '-c', String(c), '-t', `${SECONDS}s`, '-X', '100'];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -121,7 +124,7 @@ lines.push('');
 lines.push(`- machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, shared with other engineers' test runs (1-min load average ${load0.toFixed(1)} at the start); Node ${process.version}; ${version('memcached', ['-V'])}; ${version('memcaslap', ['-V'])}`);
 lines.push(`- load: \`memcaslap ${loadArgs('PORT', 'C').join(' ')}\` with C = ${CONCURRENCIES.join(' and ')} (one load thread, C connections, each with one request in flight; ascii; 90% get / 10% set, 100-byte values), the same for every server`);
 lines.push(`- servers: ${names.map((n) => `\`${CONFIGS[n]('PORT')[0] === process.execPath ? 'ftvm ' + CONFIGS[n]('PORT')[1].slice(1).join(' ') : 'memcached ' + CONFIGS[n]('PORT')[1].join(' ')}\``).join('; ')}`);
-lines.push(`- ${ROUNDS} rounds of ${SECONDS} s per server, interleaved: the order rotates every round (${order.map((o) => o.map((n) => names.indexOf(n) + 1).join('→')).join(', ')} with 1 = ftvm, 2 = memcached -t 1, 3 = memcached -t 4)`);
+lines.push(`- ${ROUNDS} rounds of ${SECONDS} s per server, interleaved: the order rotates every round (${order.map((o) => o.map((n) => names.indexOf(n) + 1).join('→')).join(', ')} with ${names.map((n, i) => `${i + 1} = ${n}`).join(', ')})`);
 lines.push('');
 for (const conc of CONCURRENCIES) {
   const runs = runsBy[conc];
@@ -139,7 +142,8 @@ for (const conc of CONCURRENCIES) {
   for (const ref of names.slice(1)) {
     const r = ratio(runs, ref);
     const m = median(r);
-    lines.push(`| ftvm / ${ref} | ${r.map(fmt).join(', ')} | ${fmt(m)} (${rng(r)}) | ≥ 0.6 | ${m >= 0.6 ? 'met' : '**MISSED**'} |`);
+    const goal = ref.startsWith('memcached');
+    lines.push(`| ftvm / ${ref} | ${r.map(fmt).join(', ')} | ${fmt(m)} (${rng(r)}) | ${goal ? '≥ 0.6' : ''} | ${goal ? (m >= 0.6 ? 'met' : '**MISSED**') : ''} |`);
   }
   lines.push('');
 }

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { instrument } from '../../packages/instrument/dist/index.js';
+import { FUEL_IMPORT, instrument } from '../../packages/instrument/dist/index.js';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) || dflt : dflt);
@@ -43,6 +43,7 @@ const wasm = readFileSync(guestPath);
 const variants = [
   { name: 'plain', bytes: wasm },
   { name: 'default', bytes: instrument(wasm).wasm },
+  { name: 'no-fuel', bytes: instrument(wasm, { fuel: false }).wasm },
   { name: 'no-coalesce', bytes: instrument(wasm, { coalesce: false }).wasm },
   { name: 'align', bytes: instrument(wasm, { precise: false }).wasm },
 ];
@@ -63,7 +64,7 @@ async function boot(bytes) {
     random: (p, n) => { new Uint8Array(mem.buffer, p, n).fill(7); },
     log: () => {},
   };
-  const { instance } = await WebAssembly.instantiate(bytes, { ftvm });
+  const { instance } = await WebAssembly.instantiate(bytes, { ftvm, [FUEL_IMPORT.module]: { [FUEL_IMPORT.name]: () => 1 << 20 } });
   const ex = instance.exports;
   mem = ex.memory;
   ex.ftvm_init();

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { buildGuest } from './build-guest.mjs';
-import { instrument } from '../../packages/instrument/dist/index.js';
+import { FUEL_IMPORT, instrument } from '../../packages/instrument/dist/index.js';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) || dflt : dflt);
@@ -20,6 +20,7 @@ const wasm = readFileSync(buildGuest());
 const variants = [
   { name: 'plain', bytes: wasm },
   { name: 'default', ...pick(instrument(wasm)) },
+  { name: 'no-fuel', ...pick(instrument(wasm, { fuel: false })) },
   { name: 'no-coalesce', ...pick(instrument(wasm, { coalesce: false })) },
   { name: 'align', ...pick(instrument(wasm, { precise: false })) },
   { name: 'default+opt', ...pick(instrument(wasm, { optimize: true })) },
@@ -56,7 +57,7 @@ if (!CHILD) {
 
 const instances = [];
 for (const v of variants) {
-  const { instance } = await WebAssembly.instantiate(v.bytes, {});
+  const { instance } = await WebAssembly.instantiate(v.bytes, { [FUEL_IMPORT.module]: { [FUEL_IMPORT.name]: () => 1 << 20 } });
   instances.push(instance.exports);
 }
 

@@ -3,13 +3,14 @@ import { spawnFtvm, type Spawned } from '../helpers/ftvm.js';
 import { compileFixtureGuest } from '../helpers/asc.js';
 import { LineClient } from '../helpers/lines.js';
 
-describe('a guest that traps, loops or writes its dirty log', () => {
+// Both vCPUs: inline (the default: a runaway event is stopped by the guest's fuel) and a worker thread (terminated by the watchdog).
+describe.each(['inline', 'worker'])('a guest that traps, loops or writes its dirty log (--vcpu %s)', (vcpu) => {
   let srv: Spawned;
   let port: number;
 
   beforeAll(async () => {
     const wasm = await compileFixtureGuest('faulty');
-    srv = spawnFtvm(['run', '--guest', wasm, '--port', '0', '--event-timeout-ms', '500', '--checkpoint-interval-ms', '50']);
+    srv = spawnFtvm(['run', '--guest', wasm, '--port', '0', '--event-timeout-ms', '500', '--checkpoint-interval-ms', '50', '--vcpu', vcpu]);
     port = Number((await srv.waitFor(/listening on [^:]+:(\d+)/))[1]);
   }, 60_000);
   afterAll(async () => {
@@ -42,7 +43,7 @@ describe('a guest that traps, loops or writes its dirty log', () => {
     const t0 = Date.now();
     bad.send('L');
     expect(await bad.waitClosed(5000)).toBe(true);
-    // Detected by the watchdog: the 500 ms timeout plus at most one watchdog period and a restart.
+    // Detected by the fuel check or the watchdog: the 500 ms timeout plus at most one watchdog period and a restart.
     expect(Date.now() - t0).toBeLessThan(3000);
     await srv.waitFor(/FTVM_ERR_GUEST_TIMEOUT/, 5000);
     good.send('b');

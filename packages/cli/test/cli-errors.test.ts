@@ -26,6 +26,12 @@ describe('coded errors of the ftvm command line', () => {
     expect(flag.err).toMatch(/ftvm: error FTVM_ERR_CLI_UNKNOWN_FLAG: .*colour.* for 'ftvm run'/);
   });
 
+  it('refuses a --vcpu that is neither inline nor worker', async () => {
+    const r = await ftvm(['run', '--guest', 'kv', '--port', '0', '--vcpu', 'thread']);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/FTVM_ERR_CLI_BAD_VALUE: --vcpu must be one of worker, inline, got 'thread'/);
+  });
+
   it('refuses a URL flag that is neither ws:// nor wss://, before starting anything', async () => {
     const cases = [
       ['primary', '--listen', '127.0.0.1:0', '--secondary', 'http://127.0.0.1:7002'],

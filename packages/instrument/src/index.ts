@@ -10,6 +10,7 @@ export {
   type InstrumentStats,
 } from './instrument.js';
 export { MARK_RANGE_FUNCTION } from './rewrite.js';
+export { FUEL_GLOBAL, FUEL_IMPORT } from './fuel.js';
 export {
   BytemapDirtyLog,
   copyPages,

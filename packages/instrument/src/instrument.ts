@@ -6,10 +6,11 @@ import { ABI_VERSION, GLOBAL_EXPORT_PREFIX, RESERVED_BYTES } from '@ftvm/guest-a
 import { checkAbiSummary, validateWasm } from './abi.js';
 import { InstrumentError } from './errors.js';
 import { FEATURES, rewriteModule, UnsupportedModule, type RewriteStats } from './rewrite.js';
+import { FUEL_GLOBAL } from './fuel.js';
 import { addGlobalExports, readWasm, type WasmSummary } from './wasm-reader.js';
 
 /** Bumped whenever the rewrite's output changes; part of the cache key. */
-export const INSTRUMENTER_VERSION = 2;
+export const INSTRUMENTER_VERSION = 3;
 
 /** Name of the custom section that marks a module as already instrumented (content: version). */
 export const INSTRUMENTED_SECTION = 'ftvm.instrumented';
@@ -35,6 +36,11 @@ export interface InstrumentOptions {
   optimize?: boolean;
   /** Run the guest ABI check (throws AbiError). Default true; false for tools and tests. */
   checkAbi?: boolean;
+  /**
+   * Add the fuel counter (FUEL_GLOBAL, FUEL_IMPORT) an inline vCPU stops runaway events with.
+   * Default true; false only to measure its cost (bench/instrument).
+   */
+  fuel?: boolean;
 }
 
 export interface GlobalExport {
@@ -69,12 +75,12 @@ export interface InstrumentResult {
 
 function validateOptions(opts: InstrumentOptions): Required<InstrumentOptions> {
   if (opts === null || typeof opts !== 'object') throw new InstrumentError('FTVM_ERR_INSTRUMENT_OPTION', 'options must be an object');
-  for (const k of ['precise', 'coalesce', 'optimize', 'checkAbi'] as const) {
+  for (const k of ['precise', 'coalesce', 'optimize', 'checkAbi', 'fuel'] as const) {
     if (opts[k] !== undefined && typeof opts[k] !== 'boolean') {
       throw new InstrumentError('FTVM_ERR_INSTRUMENT_OPTION', `${k} must be a boolean, got ${typeof opts[k]}`);
     }
   }
-  return { precise: opts.precise ?? true, coalesce: opts.coalesce ?? true, optimize: opts.optimize ?? false, checkAbi: opts.checkAbi ?? true };
+  return { precise: opts.precise ?? true, coalesce: opts.coalesce ?? true, optimize: opts.optimize ?? false, checkAbi: opts.checkAbi ?? true, fuel: opts.fuel ?? true };
 }
 
 /** Exports every mutable global not yet exported, as GLOBAL_EXPORT_PREFIX + index. */
@@ -87,6 +93,11 @@ function exportGlobals(wasm: Uint8Array, s: WasmSummary): { wasm: Uint8Array; li
     if (!g.mutable) return;
     mutable++;
     const existing = s.exports.find((e) => e.kind === 'global' && e.index === index);
+    // The fuel counter is the vCPU's, not the guest's state: never in a checkpoint.
+    if (existing?.name === FUEL_GLOBAL) {
+      mutable--;
+      return;
+    }
     if (existing) {
       list.push({ name: existing.name, index, type: g.type, added: false });
       return;
@@ -126,7 +137,7 @@ function bytemapRewrite(wasm: Uint8Array, o: Required<InstrumentOptions>, keepNa
   }
   try {
     m.setFeatures(FEATURES);
-    const stats = rewriteModule(m, o.precise, o.coalesce);
+    const stats = rewriteModule(m, o.precise, o.coalesce, o.fuel);
     m.addCustomSection(INSTRUMENTED_SECTION, Uint8Array.of(INSTRUMENTER_VERSION));
     if (!m.validate()) throw new UnsupportedModule('binaryen rejected the rewritten module (validation failed)');
     if (o.optimize) {
@@ -146,7 +157,7 @@ function bytemapRewrite(wasm: Uint8Array, o: Required<InstrumentOptions>, keepNa
   }
 }
 
-const ZERO_REWRITE: RewriteStats = { functions: 0, stores: 0, storeGroups: 0, atomicRmw: 0, atomicCmpxchg: 0, simdLaneStores: 0, bulkOps: 0 };
+const ZERO_REWRITE: RewriteStats = { functions: 0, stores: 0, storeGroups: 0, atomicRmw: 0, atomicCmpxchg: 0, simdLaneStores: 0, bulkOps: 0, tries: 0 };
 
 /**
  * Rewrites a guest so every store-like instruction marks its 4 KiB page(s) in the dirty
@@ -157,21 +168,22 @@ export function instrument(wasm: Uint8Array, opts: InstrumentOptions = {}): Inst
   const t0 = performance.now();
   const o = validateOptions(opts);
   const input = validateWasm(wasm);
-  const abiVersion = o.checkAbi ? checkAbiSummary(input).version : ABI_VERSION;
-  const warnings: string[] = [];
-
-  let mode: 'bytemap' | 'shadow' = 'bytemap';
-  let out = wasm;
-  let rewrite = ZERO_REWRITE;
   // Instrumenting twice would mark the marks, i.e. report a reserved-region write on every
   // event; trusting the section to skip the rewrite would let a guest forge it and run with
-  // no dirty logging at all. So a module carrying it is refused.
+  // no dirty logging at all. So a module carrying it is refused (before the ABI check, which
+  // would name the fuel import an instrumented module has).
   if (input.customSections.includes(INSTRUMENTED_SECTION)) {
     throw new InstrumentError(
       'FTVM_ERR_INSTRUMENT_ALREADY',
       `module carries a "${INSTRUMENTED_SECTION}" section: pass the original guest module, not an instrumented one`,
     );
   }
+  const abiVersion = o.checkAbi ? checkAbiSummary(input).version : ABI_VERSION;
+  const warnings: string[] = [];
+
+  let mode: 'bytemap' | 'shadow' = 'bytemap';
+  let out = wasm;
+  let rewrite = ZERO_REWRITE;
   {
     const reason = shadowReason(input);
     if (reason) {

@@ -12,6 +12,7 @@
  */
 import binaryen from 'binaryen';
 import { BYTEMAP_BASE, PAGE_SHIFT } from '@ftvm/guest-abi';
+import { FUEL_GLOBAL, FUEL_IMPORT } from './fuel.js';
 
 type Ref = number;
 type Raw = Record<string, (...args: number[]) => number>;
@@ -30,6 +31,8 @@ export interface RewriteStats {
   atomicCmpxchg: number;
   simdLaneStores: number;
   bulkOps: number;
+  /** try blocks: a guest with one could catch the fuel's throw, so it cannot run on an inline vCPU. */
+  tries: number;
 }
 
 /** A module feature this rewriter cannot walk safely; the caller falls back to the shadow log. */
@@ -259,8 +262,8 @@ type Info = Record<string, unknown> & { id: number; type: number };
  * Rewrites every defined function of `m` in place and adds the mark-range helper.
  * Throws UnsupportedModule on an expression kind it does not know (it never guesses).
  */
-export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: boolean): RewriteStats {
-  const stats: RewriteStats = { functions: 0, stores: 0, storeGroups: 0, atomicRmw: 0, atomicCmpxchg: 0, simdLaneStores: 0, bulkOps: 0 };
+export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: boolean, fuel = true): RewriteStats {
+  const stats: RewriteStats = { functions: 0, stores: 0, storeGroups: 0, atomicRmw: 0, atomicCmpxchg: 0, simdLaneStores: 0, bulkOps: 0, tries: 0 };
   let markRange = MARK_RANGE_FUNCTION;
   for (let n = 1; m.getFunction(markRange) !== 0; n++) markRange = `${MARK_RANGE_FUNCTION}_${n}`;
 
@@ -268,6 +271,22 @@ export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: bo
   const pageOf = (addr: Ref): Ref => m.i32.shr_u(addr, m.i32.const(PAGE_SHIFT));
   /** ea + k where ea = local p; k is an unsigned static offset, wrapped like the access computes it. */
   const addrPlus = (p: number, k: number): Ref => (k === 0 ? m.local.get(p, b.i32) : m.i32.add(m.local.get(p, b.i32), m.i32.const(k | 0)));
+
+  // Fuel: global and import named apart from the guest's own (a clash refuses the module).
+  if (fuel && (m.getGlobal(FUEL_GLOBAL) !== 0 || m.getExport(FUEL_GLOBAL) !== 0)) throw new UnsupportedModule(`the module already names "${FUEL_GLOBAL}"`);
+  const refuel = '__ftvm_refuel';
+  if (fuel && m.getFunction(refuel) !== 0) throw new UnsupportedModule(`the module already names "${refuel}"`);
+  if (fuel) {
+    m.addGlobal(FUEL_GLOBAL, b.i32, true, m.i32.const(0));
+    m.addGlobalExport(FUEL_GLOBAL, FUEL_GLOBAL);
+    m.addFunctionImport(refuel, FUEL_IMPORT.module, FUEL_IMPORT.name, b.none, b.i32);
+  }
+  /** fuel -= 1; if fuel < 0: fuel = refuel() (which may throw). */
+  const burn = (): Ref =>
+    m.block(null, [
+      m.global.set(FUEL_GLOBAL, m.i32.sub(m.global.get(FUEL_GLOBAL, b.i32), m.i32.const(1))),
+      m.if(m.i32.lt_s(m.global.get(FUEL_GLOBAL, b.i32), m.i32.const(0)), m.global.set(FUEL_GLOBAL, m.call(refuel, [], b.i32))),
+    ], b.none);
 
   const numFunctions = m.getNumFunctions();
   for (let fi = 0; fi < numFunctions; fi++) {
@@ -455,6 +474,13 @@ export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: bo
           }
         }
       }
+      if (id === b.TryId) stats.tries++;
+      if (id === b.LoopId && fuel) {
+        // Each iteration burns fuel: the loop's body becomes (burn; body) with the body's type.
+        const lb = (b.getExpressionInfo(e) as unknown as { body: Ref }).body;
+        raw._BinaryenLoopSetBody!(e, m.block(null, [burn(), lb], b.getExpressionType(lb)));
+        return e;
+      }
       if (!isAccess && !isBulk) return e;
       // An access whose operands never complete never executes: leave it (and its type) alone.
       if (info.type === b.unreachable) return e;
@@ -490,7 +516,9 @@ export function rewriteModule(m: binaryen.Module, precise: boolean, coalesce: bo
 
     const body = finfo.body;
     const nb = visit(body, 0);
-    if (nb !== body) raw._BinaryenFunctionSetBody!(f, nb);
+    // Function entries burn fuel too: recursion without loops is bounded like a loop.
+    if (fuel) raw._BinaryenFunctionSetBody!(f, m.block(null, [burn(), nb], b.getExpressionType(nb)));
+    else if (nb !== body) raw._BinaryenFunctionSetBody!(f, nb);
   }
 
   // __ftvm_mark_range(dest, len): bytemap[dest>>12 .. (dest+len-1)>>12] = 1; len 0 marks nothing.

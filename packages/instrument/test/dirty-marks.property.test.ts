@@ -2,7 +2,7 @@ import { describe, expect, test, beforeAll } from 'vitest';
 import fc from 'fast-check';
 import { PAGE_BYTES, RESERVED_BYTES, RESERVED_PAGES } from '@ftvm/guest-abi';
 import { BytemapDirtyLog, instrument } from '../src/index.js';
-import { storeKindsModule, type OpDef } from './fixtures.js';
+import { FUEL_HOST, storeKindsModule, type OpDef } from './fixtures.js';
 
 const MEM_BYTES = 40 * 65536; // the fixture's memory: 2.5 MiB
 const MEM_PAGES = MEM_BYTES / PAGE_BYTES;
@@ -32,7 +32,7 @@ beforeAll(async () => {
 });
 
 async function fresh(mod: WebAssembly.Module): Promise<Exports> {
-  return (await WebAssembly.instantiate(mod, {})).exports as unknown as Exports;
+  return (await WebAssembly.instantiate(mod, mod === instrumented ? FUEL_HOST : {})).exports as unknown as Exports;
 }
 
 /** Byte ranges [from, to) a step writes when it does not trap. */

@@ -1,5 +1,6 @@
 /** WAT fixtures for the instrument tests: ABI boilerplate plus store-kind functions. */
 import binaryen from 'binaryen';
+import { FUEL_IMPORT } from '../src/fuel.js';
 
 export const ABI_BOILERPLATE = `
   (global (export "ftvm_abi_version") i32 (i32.const 1))
@@ -181,3 +182,6 @@ export function storeKindsModule(): { wasm: Uint8Array; ops: OpDef[]; segmentByt
   const wasm = guest(`(data $seg "${seg}") ${funcs.join('\n')}`);
   return { wasm, ops, segmentBytes };
 }
+
+/** The imports an instrumented module adds: its fuel counter's refill (FUEL_IMPORT), refilling at once. */
+export const FUEL_HOST = { [FUEL_IMPORT.module]: { [FUEL_IMPORT.name]: (): number => 1 << 20 } };

@@ -1,9 +1,9 @@
 import { describe, expect, test } from 'vitest';
 import binaryen from 'binaryen';
 import { ABI_VERSION, GLOBAL_EXPORT_PREFIX, PAGE_BYTES, RESERVED_BYTES } from '@ftvm/guest-abi';
-import { BytemapDirtyLog, checkAbi, instrument, INSTRUMENTED_SECTION, type InstrumentResult } from '../src/index.js';
+import { BytemapDirtyLog, checkAbi, FUEL_GLOBAL, FUEL_IMPORT, instrument, INSTRUMENTED_SECTION, type InstrumentResult } from '../src/index.js';
 import { checkSetters } from '../src/rewrite.js';
-import { ABI_BOILERPLATE, guest, wat } from './fixtures.js';
+import { ABI_BOILERPLATE, FUEL_HOST, guest, wat } from './fixtures.js';
 
 const MEMORY = '(memory (export "memory") 20)';
 const FNS = `
@@ -122,7 +122,7 @@ describe('instrument', () => {
       { name: `${GLOBAL_EXPORT_PREFIX}4`, index: 4, type: 'f64', added: true },
     ]);
     expect(r.stats.mutableGlobals).toBe(3);
-    const { instance } = await WebAssembly.instantiate(r.wasm, {});
+    const { instance } = await WebAssembly.instantiate(r.wasm, FUEL_HOST);
     const ex = instance.exports as Record<string, WebAssembly.Global & (() => void)>;
     (ex.bump as () => void)();
     expect(ex.ftvm_g1!.value).toBe(6);
@@ -195,7 +195,7 @@ describe('instrument', () => {
   test('precise: false marks only the page of ea of a page-crossing store', async () => {
     const w = guest('(func (export "st") (param i32) (i64.store (local.get 0) (i64.const -1)))');
     const pagesAfter = async (r: InstrumentResult) => {
-      const { instance } = await WebAssembly.instantiate(r.wasm, {});
+      const { instance } = await WebAssembly.instantiate(r.wasm, FUEL_HOST);
       const ex = instance.exports as { st: (p: number) => void; memory: WebAssembly.Memory };
       ex.st(RESERVED_BYTES + 4092);
       return [...new BytemapDirtyLog().collect(new Uint8Array(ex.memory.buffer)).pages];
@@ -207,7 +207,7 @@ describe('instrument', () => {
   test('optimize: true gives a module that marks the same pages', async () => {
     const w = guest('(func (export "st") (param i32) (param i32) (i32.store offset=4094 (local.get 0) (local.get 1)) (memory.fill (local.get 1) (i32.const 1) (i32.const 5000)))');
     const r = instrument(w, { optimize: true });
-    const { instance } = await WebAssembly.instantiate(r.wasm, {});
+    const { instance } = await WebAssembly.instantiate(r.wasm, FUEL_HOST);
     const ex = instance.exports as { st: (p: number, q: number) => void; memory: WebAssembly.Memory };
     ex.st(RESERVED_BYTES, RESERVED_BYTES + 10 * PAGE_BYTES + 4000);
     expect([...new BytemapDirtyLog().collect(new Uint8Array(ex.memory.buffer)).pages]).toEqual([256, 257, 266, 267, 268]);
@@ -275,7 +275,54 @@ describe('instrument', () => {
         (i32.const 0)))`);
     const r = instrument(w);
     expect(r.mode).toBe('bytemap');
-    const { instance } = await WebAssembly.instantiate(r.wasm, {});
+    const { instance } = await WebAssembly.instantiate(r.wasm, FUEL_HOST);
     expect((instance.exports.f as (p: number) => number)(RESERVED_BYTES)).toBe(7);
+  });
+
+  test('burns fuel at every loop iteration and function entry, and a refill that throws stops the guest', async () => {
+    const w = guest(`
+      (func $spin (export "spin") (loop $l (br $l)))
+      (func $count (export "count") (param i32) (result i32)
+        (local $i i32)
+        (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1))) (br_if $l (i32.lt_u (local.get $i) (local.get 0))))
+        (local.get $i))
+      (func $down (export "down") (param i32) (result i32)
+        (if (result i32) (local.get 0) (then (call $down (i32.sub (local.get 0) (i32.const 1)))) (else (i32.const 0))))`);
+    const r = instrument(w);
+    expect(r.mode).toBe('bytemap');
+    expect(r.stats.tries).toBe(0);
+    // The counter is the vCPU's: not among the globals a checkpoint carries.
+    expect(r.stats.globalExports.map((g) => g.name)).not.toContain(FUEL_GLOBAL);
+    let refills = 0;
+    let allowance = 100;
+    const host = { [FUEL_IMPORT.module]: { [FUEL_IMPORT.name]: (): number => {
+      refills++;
+      if (refills > 50) throw new Error('out of fuel');
+      return allowance;
+    } } };
+    const { instance } = await WebAssembly.instantiate(r.wasm, host);
+    const ex = instance.exports as Record<string, (n?: number) => number> & Record<string, WebAssembly.Global>;
+    // 1,000 iterations and one entry at 100 units a refill: 10 refills (the first call starts empty).
+    expect(ex.count!(1000)).toBe(1000);
+    expect(refills).toBeGreaterThanOrEqual(10);
+    expect(refills).toBeLessThanOrEqual(12);
+    refills = 0;
+    // Recursion without a loop burns fuel at each entry.
+    expect(ex.down!(2000)).toBe(0);
+    expect(refills).toBeGreaterThanOrEqual(20);
+    // A loop that never ends ends when the refill throws.
+    refills = 0;
+    allowance = 1000;
+    expect(() => ex.spin!()).toThrow('out of fuel');
+    expect(refills).toBe(51);
+  });
+
+  test('counts try blocks (a guest that could catch the fuel\'s throw)', () => {
+    const w = guest(`
+      (tag $t)
+      (func (export "f") (try (do (throw $t)) (catch_all)))`);
+    const r = instrument(w);
+    expect(r.mode).toBe('bytemap');
+    expect(r.stats.tries).toBe(1);
   });
 });

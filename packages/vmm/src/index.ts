@@ -1,4 +1,4 @@
-export { Vmm, type VmmOptions, type VmmEvents, type VmmClockOptions, type ResolvedClockOptions, setDefaultClockOptions, resolveClockOptions, setDefaultVcpuSched, VCPU_SCHEDS, type VcpuSched } from './vmm.js';
+export { Vmm, type VmmOptions, type VmmEvents, type VmmClockOptions, type ResolvedClockOptions, setDefaultClockOptions, resolveClockOptions, setDefaultVcpuSched, VCPU_SCHEDS, type VcpuSched, VCPU_MODES, type VcpuMode } from './vmm.js';
 export { VmmError } from './errors.js';
 export { GuestImage } from './guest-image.js';
 export { RunServer, type RunServerOptions } from './run-server.js';

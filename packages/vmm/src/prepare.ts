@@ -14,6 +14,11 @@ export interface PreparedGuest {
   dirtyMode: 'bytemap' | 'shadow';
   globalExports: string[];
   warnings: string[];
+  /**
+   * The instrumented module burns fuel (bytemap mode) and has no exception handler that could
+   * catch the fuel's throw: an inline vCPU can stop its runaway events (see inline-vcpu.ts).
+   */
+  interruptible: boolean;
 }
 
 /** Reads a guest by shipped name (kv, http, dirtier, clockprobe, memcached, kvrs) or .wasm path. */
@@ -37,5 +42,6 @@ export function prepareGuest(name: string, wasm: Uint8Array): PreparedGuest {
     dirtyMode: r.mode,
     globalExports: r.stats.globalExports.map((g) => g.name),
     warnings: r.warnings,
+    interruptible: r.mode === 'bytemap' && r.stats.tries === 0,
   };
 }

@@ -97,6 +97,11 @@ export class RunServer extends EventEmitter<RunServerEvents> {
     this.maxPendingOutputBytes = opts.maxPendingOutputBytes ?? 16 << 20;
   }
 
+  /** Where the guest's vCPU runs (VmmOptions.vcpu), and why it is a worker when inline was asked for. */
+  get vcpu(): { kind: 'worker' | 'inline'; whyWorker: string | null } {
+    return { kind: this.vmm.vcpuKind, whyWorker: this.vmm.vcpuWhyWorker };
+  }
+
   /** Vmm.prestart with the options start() would give Vmm.restore (see RunServerOptions.prestarted). */
   static prestart(guest: PreparedGuest, opts: RunServerOptions, memBytes: number): Promise<Vmm> {
     return Vmm.prestart(guest, memBytes, vmmOptions(opts));

@@ -10,7 +10,6 @@
  * it). So every hold (collect, pause) is pause(h)/resume(h) on the compensator, and the
  * fields are written before the next guest event runs.
  */
-import { parentPort, workerData } from 'node:worker_threads';
 import { execFileSync } from 'node:child_process';
 import { readlinkSync } from 'node:fs';
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
@@ -27,6 +26,7 @@ import {
 } from '@ftvm/guest-abi';
 // The dirty-log collectors only: the package root would load binaryen (~1 s) into every vCPU.
 import { BytemapDirtyLog, ShadowDirtyLog, copyPages, pagesInRange } from '@ftvm/instrument/dirty-log';
+import { FUEL_IMPORT } from '@ftvm/instrument/fuel';
 import { EpochCopy } from './epoch-copy.js';
 import type { ClockState, PvclockFields } from '@ftvm/clock';
 import { ClockCompensator, pvclockTimeNs, writePvclock } from '@ftvm/clock';
@@ -34,10 +34,14 @@ import type { ClockDeviceState, ConnState, DeviceState, GlobalValue } from './ch
 import type { ClockReport, Collected, FromWorker, GuestEvent, ToWorker, WorkerDiskInit, WorkerInit, WorkerRestoreInit } from './worker-messages.js';
 import { OUT_META, unpackEvents } from './worker-messages.js';
 import { BlockDevice, DISK_BLOCK_BYTES, DiskStatus } from './disk.js';
+import { takeVcpuHost } from './vcpu-host.js';
 
-const init = workerData as WorkerInit;
-const port = parentPort!;
-const post = (m: FromWorker, transfer?: ArrayBuffer[]): void => port.postMessage(m, transfer ?? []);
+// A worker thread's, or an InlineVcpu's on the main thread (whose timers stop when it is terminated).
+const host = takeVcpuHost();
+const init: WorkerInit = host.init;
+const port = host.port;
+const { setTimeout, clearTimeout, setImmediate } = host.timers;
+const post = (m: FromWorker, transfer?: ArrayBuffer[]): void => port.postMessage(m, transfer);
 
 /** Largest chunk handed to ftvm_on_data at once, bytes: bounds the guest's input buffer. */
 const MAX_DATA_CHUNK = 64 * 1024;
@@ -97,7 +101,7 @@ let globals: WebAssembly.Global[] = [];
 const bytemap = init.dirtyMode === 'bytemap' ? new BytemapDirtyLog() : null;
 const shadow = init.dirtyMode === 'shadow' ? new ShadowDirtyLog() : null;
 /** The epoch's pages copied between events (VmmOptions.earlyCopy; bytemap guests only). */
-const early = init.earlyCopy && bytemap ? new EpochCopy() : null;
+let early = init.earlyCopy && bytemap ? new EpochCopy() : null;
 let earlyScheduled = false;
 /** Events ran (or pages were marked) since the last early scan of the log. */
 let earlyDirty = false;
@@ -294,7 +298,31 @@ let maxConnId = 0;
 
 
 const decoder = new TextDecoder();
+
+/** Fuel units between two looks at the clock: ~1 ms of a tight loop, so a look (~0.1 µs) costs nothing. */
+const FUEL_REFILL = 1 << 20;
+const eventTimeoutNs = BigInt(init.eventTimeoutMs) * 1_000_000n;
+/** Thrown out of the guest by fuel() when its event ran past eventTimeoutMs (inline vCPUs only). */
+class EventTimeout extends Error {}
+/** The event's timeout as the watchdog reports it (vmm.ts startWatchdog). */
+const timeoutMessage = () => `guest event ran longer than eventTimeoutMs (${init.eventTimeoutMs} ms); vCPU stopped`;
+let timedOut = false;
+
+/**
+ * The guest ran out of fuel. A worker vCPU refills (the main thread's watchdog stops a runaway
+ * event by terminating the thread); an inline one checks the running event's time here.
+ */
+function fuel(): number {
+  if (!init.inline) return FUEL_REFILL;
+  if (timedOut || (Atomics.load(watch, 0) === 1n && baseNs() - watch[3]! > eventTimeoutNs)) {
+    timedOut = true;
+    throw new EventTimeout(timeoutMessage());
+  }
+  return FUEL_REFILL;
+}
+
 const imports = {
+  [FUEL_IMPORT.module]: { [FUEL_IMPORT.name]: fuel },
   [IMPORT_MODULE]: {
     send(c: number, ptr: number, len: number): void {
       const s = conns.get(c);
@@ -454,7 +482,7 @@ function runEvents(events: GuestEvent[]): void {
       dispatch(ev);
       if (reservedMarked()) fault = { code: 'FTVM_ERR_GUEST_RESERVED_WRITE', message: 'guest stored into the reserved region [0, 1 MiB) that holds its dirty log' };
     } catch (e) {
-      fault = { code: 'FTVM_ERR_GUEST_TRAP', message: `guest trapped: ${(e as Error).message}` };
+      fault = e instanceof EventTimeout ? { code: 'FTVM_ERR_GUEST_TIMEOUT', message: timeoutMessage() } : { code: 'FTVM_ERR_GUEST_TRAP', message: `guest trapped: ${(e as Error).message}` };
     }
     if (fault) {
       Atomics.store(watch, 0, 0n);
@@ -925,7 +953,14 @@ function finishBoot(): void {
     // The image now equals the checkpoint: nothing is dirty.
     if (bytemap) mem().fill(0, 0, RESERVED_BYTES);
   } else {
-    fn('ftvm_init')();
+    // Timed like an event (an inline vCPU's fuel stops a runaway init; a worker's watchdog starts after it).
+    watch[3] = baseNs();
+    Atomics.store(watch, 0, 1n);
+    try {
+      fn('ftvm_init')();
+    } finally {
+      Atomics.store(watch, 0, 0n);
+    }
   }
   const memBytes = memory.buffer.byteLength;
   if (shadow) shadow.resetTo(mem(), memBytes);
@@ -941,6 +976,27 @@ function finishBoot(): void {
 }
 
 port.on('message', (m: ToWorker) => onMessage(m));
+
+// An inline vCPU's module instance outlives it (ES modules are never unloaded): it lets go of
+// the guest's memory, instance and buffers when terminated.
+host.onTerminate(() => {
+  faulted = true;
+  memory = undefined as unknown as WebAssembly.Memory;
+  ex = {};
+  globals = [];
+  memView = null;
+  reservedView = null;
+  queue.length = 0;
+  throttled = [];
+  pcMarks = null;
+  carryMarks = new Uint8Array(0);
+  outBytes = new Uint8Array(0);
+  disk = null;
+  bgFull = null;
+  early = null;
+  init.restore = undefined;
+  conns.clear();
+});
 
 function onMessage(m: ToWorker): void {
   switch (m.t) {

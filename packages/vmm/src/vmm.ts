@@ -11,6 +11,7 @@ import { VmmError } from './errors.js';
 import type { PreparedGuest } from './prepare.js';
 import type { ClockReport, Collected, FromWorker, GuestEvent, OutputItem, PrecopyFinal, ToWorker, WorkerClockInit, WorkerInit } from './worker-messages.js';
 import { OUT_META, packEvents } from './worker-messages.js';
+import { InlineVcpu } from './inline-vcpu.js';
 
 export interface VmmOptions {
   /** An event running longer than this is stopped and reported as FTVM_ERR_GUEST_TIMEOUT, ms. Default 2000. */
@@ -64,7 +65,20 @@ export interface VmmOptions {
    * ~0.75 s of a migration's downtime for a 175 MiB guest. Default false.
    */
   transferRestoreMemory?: boolean;
+  /**
+   * Where the vCPU runs. 'worker': a worker thread (a runaway event is stopped by terminating
+   * it). 'inline': on this thread (inline-vcpu.ts), which saves the two thread wake-ups of each
+   * request; a runaway event is stopped by the guest's fuel. A vCPU that cannot run inline runs
+   * as a worker (see vcpuKind): a guest that is not interruptible (PreparedGuest), a prestarted
+   * migration target (its disk may wait on this thread), a disk PULL, vcpuSched 'fifo'.
+   * Default 'worker'.
+   */
+  vcpu?: VcpuMode;
 }
+
+/** Where a vCPU runs (VmmOptions.vcpu). */
+export type VcpuMode = 'worker' | 'inline';
+export const VCPU_MODES: readonly VcpuMode[] = ['worker', 'inline'];
 
 /**
  * The clock device's options. mode, maxSlewPpm, stepThresholdMs and slewHorizonMs are the
@@ -231,7 +245,11 @@ export class Vmm extends EventEmitter<VmmEvents> {
   private held = false;
   /** The disk's descriptors: opened by the first start, reused by every rollback's vCPU, closed by stop(). */
   private diskFds: DiskFds | null = null;
-  private worker!: Worker;
+  private worker!: Worker | InlineVcpu;
+  private readonly vcpuMode: VcpuMode;
+  /** Where the current vCPU runs, and why not inline when it was asked for. */
+  vcpuKind: VcpuMode = 'worker';
+  vcpuWhyWorker: string | null = null;
   private watch!: BigInt64Array;
   private watchdog: NodeJS.Timeout | null = null;
   private pending = new Map<number, { resolve: (v: never) => void; reject: (e: Error) => void }>();
@@ -274,6 +292,8 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.syncEachOutput = opts.syncEachOutput ?? false;
     this.earlyCopy = opts.earlyCopy ?? true;
     this.vcpuSched = checkVcpuSched(opts.vcpuSched ?? processVcpuSched);
+    this.vcpuMode = opts.vcpu ?? 'worker';
+    if (!VCPU_MODES.includes(this.vcpuMode)) throw new VmmError('FTVM_ERR_VMM_OPTION', `vcpu must be one of ${VCPU_MODES.join(', ')}, got ${String(opts.vcpu)}`);
     if (!Number.isInteger(this.eventTimeoutMs) || this.eventTimeoutMs < 1)
       throw new VmmError('FTVM_ERR_VMM_OPTION', `eventTimeoutMs must be a positive integer (ms), got ${opts.eventTimeoutMs}`);
     this.clockOptions = opts.clock ? resolveClockOptions(opts.clock, processClock) : processClock;
@@ -362,10 +382,17 @@ export class Vmm extends EventEmitter<VmmEvents> {
       disk: pre ? undefined : this.diskInit(rollingBack),
       restore: r?.restore,
       prestart: pre ? { memBytes: prestartBytes } : undefined,
+      inline: false,
+      eventTimeoutMs: this.eventTimeoutMs,
     };
     this.state = 'starting';
     this.batchInFlight = false;
-    this.worker = new Worker(WORKER_PATH, { workerData: init, transferList: r?.transfer.length ? r.transfer : undefined });
+    this.vcpuWhyWorker = this.vcpuMode === 'inline' ? this.whyNotInline(pre) : null;
+    this.vcpuKind = this.vcpuMode === 'inline' && this.vcpuWhyWorker === null ? 'inline' : 'worker';
+    init.inline = this.vcpuKind === 'inline';
+    this.worker = init.inline
+      ? new InlineVcpu(WORKER_PATH, init, r?.transfer ?? [])
+      : new Worker(WORKER_PATH, { workerData: init, transferList: r?.transfer.length ? r.transfer : undefined });
     const worker = this.worker;
     return new Promise<void>((resolve, reject) => {
       this.starting = { resolve, reject };
@@ -386,7 +413,8 @@ export class Vmm extends EventEmitter<VmmEvents> {
           this.state = 'running';
           this.epoch = m.epoch;
           this.memBytes = m.memBytes;
-          this.startWatchdog();
+          // An inline vCPU stops its own runaway events (its fuel): this thread is the one they block.
+          if (this.vcpuKind === 'worker') this.startWatchdog();
           settle();
           return;
         }
@@ -409,6 +437,15 @@ export class Vmm extends EventEmitter<VmmEvents> {
         this.fail(new VmmError('FTVM_ERR_GUEST_TRAP', `vCPU worker failed: ${e.message}`, { cause: e }));
       });
     });
+  }
+
+  /** Why a vCPU asked to run inline runs as a worker, or null when it can run inline. */
+  private whyNotInline(prestart: boolean): string | null {
+    if (!this.guest.interruptible) return `guest ${this.guest.name} carries no fuel counter (shadow dirty log) or has exception handlers`;
+    if (prestart) return 'a prestarted migration target';
+    if (this.diskPull) return 'a disk PULL waits on the vCPU thread';
+    if (this.vcpuSched === 'fifo') return 'vcpuSched fifo schedules a thread of its own';
+    return null;
   }
 
   private openDisk(): DiskFds {
@@ -592,11 +629,23 @@ export class Vmm extends EventEmitter<VmmEvents> {
     this.batch.push(ev);
     if (this.batchQueued) return;
     this.batchQueued = true;
-    // Nothing in flight and the last batch was a lone event (one client): this one goes right
-    // after the callback that queued it. Otherwise after the poll phase, with the rest of the turn.
-    if (this.batchInFlight || this.lastBatch > 1) setImmediate(this.flushEvents);
-    else queueMicrotask(this.flushEvents);
+    // Nothing in flight, the last batch was a lone event (one client) and none went this loop
+    // turn yet: this one goes right after the callback that queued it. Otherwise after the poll
+    // phase, with the rest of the turn (an inline vCPU is never in flight at a socket callback:
+    // the turn's first event tells it that more are arriving).
+    if (this.batchInFlight || this.lastBatch > 1 || this.flushedThisTurn) setImmediate(this.flushEvents);
+    else {
+      this.flushedThisTurn = true;
+      setImmediate(this.newTurn);
+      queueMicrotask(this.flushEvents);
+    }
   }
+
+  /** A lone event was sent at once this loop turn (enqueue); cleared in the turn's check phase. */
+  private flushedThisTurn = false;
+  private newTurn = (): void => {
+    this.flushedThisTurn = false;
+  };
 
   /**
    * Sends the queued events as one message. While the vCPU still runs the previous batch,

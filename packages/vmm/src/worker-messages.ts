@@ -40,6 +40,10 @@ export interface WorkerInit {
    * anything else. memBytes must not exceed the checkpoint's (memory only grows).
    */
   prestart?: { memBytes: number };
+  /** The vCPU runs on the main thread (InlineVcpu): it stops a runaway event itself, by fuel. */
+  inline: boolean;
+  /** VmmOptions.eventTimeoutMs: an inline vCPU's fuel check stops an event running longer. */
+  eventTimeoutMs: number;
 }
 
 export type WorkerRestoreInit = NonNullable<WorkerInit['restore']>;

@@ -1,5 +1,5 @@
 import { SHIPPED_GUESTS } from '@ftvm/guest-abi';
-import { prepareGuest, readGuest, RunServer } from '@ftvm/vmm';
+import { prepareGuest, readGuest, RunServer, VCPU_MODES, type VcpuMode } from '@ftvm/vmm';
 import { int, oneOf, type CommandSpec } from '../flags.js';
 import { Logger, type Level } from '../logger.js';
 import { applyClockFlags, applyVcpuFlags, clockFlags, diskFlags, diskFromFlags, vcpuFlags } from './node-common.js';
@@ -16,6 +16,12 @@ export const runCommand: CommandSpec = {
     host: { type: 'string', default: '127.0.0.1', help: 'address to listen on' },
     'event-timeout-ms': { type: 'string', default: 2000, parse: int(1, 3_600_000), help: 'an event running longer is stopped and rolled back' },
     'early-copy': { type: 'string', default: 'on', parse: oneOf('on', 'off'), help: 'copy dirty pages between events so the checkpoint hold copies only the rest' },
+    vcpu: {
+      type: 'string',
+      default: 'inline',
+      parse: oneOf(...VCPU_MODES),
+      help: 'where the guest runs: inline (on the I/O thread: no thread wake-up per request; a runaway event is stopped by the guest\'s fuel counter) or worker (a vCPU thread, stopped by terminating it)',
+    },
     'checkpoint-interval-ms': { type: 'string', default: 200, parse: int(1, 60_000), help: 'interval of local rollback checkpoints' },
     ...guestMetricsFlags,
     'log-level': { type: 'string', default: 'info', parse: oneOf('error', 'warn', 'info', 'debug'), help: 'log level' },
@@ -44,12 +50,16 @@ export const runCommand: CommandSpec = {
       eventTimeoutMs: f['event-timeout-ms'] as number,
       earlyCopy: f['early-copy'] === 'on',
       checkpointIntervalMs: f['checkpoint-interval-ms'] as number,
+      vcpu: f.vcpu as VcpuMode,
     });
     logGuestEvents(server, log);
     const metrics = await GuestMetrics.start(f, log, 'booting the guest');
     metrics.attach(server);
     let control = null as Awaited<ReturnType<typeof startControl>>;
     const port = await server.start();
+    const vcpu = server.vcpu;
+    if (vcpu.whyWorker) log.info('vCPU runs as a worker thread', { why: vcpu.whyWorker });
+    else log.info(`vCPU runs ${vcpu.kind === 'inline' ? 'inline, on the I/O thread' : 'in a worker thread'}`);
     metrics.ready(server, `serving ${name} unprotected`);
     log.info(`serving ${name} unprotected`, { listen: `${f.host as string}:${port}`, clock: clock.mode });
     // Machine-readable line for scripts and tests.
