@@ -279,6 +279,9 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
       proxy?.close(4099, 'promotion failed');
       return;
     }
+    // Decision to the promoted guest's first event handled (the first batch's answer).
+    const decided = rt.promotedAt ?? t0;
+    vmm.once('progress', () => this.emit('log', 'info', 'promoted guest handled its first event', { sinceDecisionMs: Math.round((performance.now() - decided) * 100) / 100, inPlace: vmm === vcpu }));
     const p = this.becomePrimary(vmm, term, image.epoch, image, retained);
     if (proxy) p.attachProxy(proxy, offsets);
     this.emit('log', 'warn', `PROMOTED to primary in term ${term} from epoch ${image.epoch}`, { restoreMs: Math.round((performance.now() - t0) * 10) / 10, inPlace: vmm === vcpu });

@@ -13,7 +13,7 @@ export interface ReadyVcpuOptions {
   image: () => GuestImage;
   /** No epoch is staged: every byte of the image is committed. */
   committedOnly: () => boolean;
-  log: (level: 'warn' | 'debug', msg: string, fields?: Record<string, unknown>) => void;
+  log: (level: 'warn' | 'info' | 'debug', msg: string, fields?: Record<string, unknown>) => void;
 }
 
 /**
@@ -142,6 +142,6 @@ export class ReadyVcpu {
       return;
     }
     this.ready = true;
-    this.opts.log('debug', 'ready vCPU holds the committed image', { memBytes: img.memBytes, epoch: img.epoch });
+    this.opts.log('info', 'ready vCPU holds the committed image', { memBytes: img.memBytes, epoch: img.epoch });
   }
 }

@@ -140,6 +140,8 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   private sliceStart: number | null = null;
   /** What the journal recovery did at start (a crash during a disk commit is finished or undone). */
   readonly diskRecovery: RecoverResult | null = null;
+  /** When the core decided to promote this node (performance.now(); null: not promoted). */
+  promotedAt: number | null = null;
   /** The committed image kept in a prestarted vCPU (null without opts.prestart). */
   readonly ready: ReadyVcpu | null = null;
 
@@ -595,6 +597,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         this.proxy?.trySend({ t: 'promote_deny', term: a.term, reason: a.reason.slice(0, 200) });
         return;
       case 'restore': {
+        this.promotedAt = now();
         // The promoted VMM opens the disk file itself: it must hold the committed epoch first.
         const busy = this.diskBusy;
         this.heldMessages = [];

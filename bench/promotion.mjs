@@ -1,0 +1,112 @@
+#!/usr/bin/env node
+// Promotion after a SIGKILLed primary (issue 26, must show 2), real processes on loopback:
+// secondary, primary and proxy with a dirtier guest filled to N MiB; one client on the proxy
+// asks STATS, waits for the answer, the primary is SIGKILLed, and the client asks again at once.
+// - crash -> first reply: from the SIGKILL to the answer of that request, at the client.
+// - decision -> first event: the survivor's "promoted guest handled its first event" line
+//   (from the promote decision to the first event batch the promoted guest answered).
+// - restore: the PROMOTED line (decision -> vCPU running); inPlace: the ready vCPU was used.
+// - RSS of each node before the kill (/proc/<pid>/status VmRSS).
+// Usage: node bench/promotion.mjs [--mib 16,256,1024] [--reps 3] [--out file.json] (after npm run build).
+// FTVM_BENCH_CLI=<other checkout>/packages/cli/dist/main.js runs another build (the "before").
+import { readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { cpus, loadavg } from 'node:os';
+import { startProtected } from './lib/cluster.mjs';
+import { CLI, installCleanup, sleep } from './lib/proc.mjs';
+
+installCleanup();
+const args = process.argv.slice(2);
+const opt = (k, d) => (args.includes(k) ? args[args.indexOf(k) + 1] : d);
+const mibs = opt('--mib', '16,256,1024').split(',').map(Number);
+const reps = Number(opt('--reps', '3'));
+const out = opt('--out', null);
+const PAGES_PER_MIB = 256;
+
+/** A line client on the proxy: ask(text) resolves with the next reply line. */
+async function lineClient(port) {
+  const s = connect(port, '127.0.0.1');
+  await new Promise((r, j) => s.once('connect', r).once('error', j));
+  s.setNoDelay(true);
+  let buf = '';
+  const waiting = [];
+  s.on('data', (d) => {
+    buf += d.toString();
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      waiting.shift()?.(line);
+    }
+  });
+  return {
+    ask(text, timeoutMs = 60_000) {
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`no reply to ${text} in ${timeoutMs} ms`)), timeoutMs);
+        waiting.push((l) => {
+          clearTimeout(t);
+          if (l.startsWith('ERR')) reject(new Error(`dirtier: ${l}`));
+          else resolve(l);
+        });
+        s.write(`${text}\n`);
+      });
+    },
+    end: () => s.destroy(),
+  };
+}
+
+const rssMiB = (pid) => {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Math.round(Number(m[1]) / 1024) : null;
+};
+const field = (line, k) => {
+  const m = new RegExp(`${k}[=:]"?([\\w.]+)`).exec(line ?? '');
+  return m ? m[1] : null;
+};
+
+async function once(mib) {
+  // Link-close detection is immediate on a SIGKILL; the 1 s silence timeout is not what is measured.
+  const c = await startProtected({ guest: 'dirtier', nodeArgs: ['--log-level', 'info', '--event-timeout-ms', '30000'] });
+  try {
+    const cl = await lineClient(c.port);
+    for (let m = Math.min(64, mib); ; m = Math.min(mib, m + 64)) {
+      await cl.ask(`SET ws_pages=${m * PAGES_PER_MIB} rate=0`);
+      await cl.ask('FILL');
+      if (m >= mib) break;
+    }
+    // Let the last epochs commit and the ready vCPU (if any) catch up.
+    await sleep(3000);
+    const rss = { primary: rssMiB(c.procs.primary.proc.pid), secondary: rssMiB(c.procs.secondary.proc.pid) };
+    await cl.ask('STATS');
+    const t0 = performance.now();
+    c.procs.primary.proc.kill('SIGKILL');
+    const reply = cl.ask('STATS', 60_000);
+    await reply;
+    const crashToReplyMs = performance.now() - t0;
+    const promoted = await c.procs.secondary.waitFor(/PROMOTED to primary/, 10_000);
+    const first = await c.procs.secondary.waitFor(/promoted guest handled its first event/, 2000).catch(() => null);
+    cl.end();
+    return {
+      mib,
+      crashToReplyMs: Math.round(crashToReplyMs * 10) / 10,
+      decisionToFirstEventMs: first ? Number(field(first, 'sinceDecisionMs')) : null,
+      restoreMs: Number(field(promoted, 'restoreMs')),
+      inPlace: field(promoted, 'inPlace') === 'true',
+      rssMiB: rss,
+    };
+  } finally {
+    await c.stop();
+  }
+}
+
+const res = { machine: `${cpus().length} x ${cpus()[0].model}, node ${process.version}`, cli: CLI, loadavgStart: loadavg()[0], runs: [] };
+// Sizes interleaved: each rep runs every size once.
+for (let r = 0; r < reps; r++) {
+  for (const mib of mibs) {
+    const row = { rep: r, ...(await once(mib)) };
+    res.runs.push(row);
+    console.error(JSON.stringify(row));
+  }
+}
+res.loadavgEnd = loadavg()[0];
+if (out) writeFileSync(out, JSON.stringify(res, null, 1));
+process.exit(0);
