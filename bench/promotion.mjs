@@ -77,6 +77,8 @@ async function once(mib) {
     await sleep(3000);
     const rss = { primary: rssMiB(c.procs.primary.proc.pid), secondary: rssMiB(c.procs.secondary.proc.pid) };
     await cl.ask('STATS');
+    const from = c.procs.secondary.lines.length;
+    const killWall = Date.now();
     const t0 = performance.now();
     c.procs.primary.proc.kill('SIGKILL');
     const reply = cl.ask('STATS', 60_000);
@@ -85,6 +87,12 @@ async function once(mib) {
     const promoted = await c.procs.secondary.waitFor(/PROMOTED to primary/, 10_000);
     const first = await c.procs.secondary.waitFor(/promoted guest handled its first event/, 2000).catch(() => null);
     cl.end();
+    // The survivor's lines after the kill, at ms since it (their HH:MM:SS.mmm stamps, UTC).
+    const day = killWall - (killWall % 86_400_000);
+    const timeline = c.procs.secondary.lines.slice(from).flatMap((l) => {
+      const m = /^(\d\d):(\d\d):(\d\d)\.(\d{3}) \S+\s+\[\w+\] (.{0,60})/.exec(l);
+      return m ? [`${(day + ((+m[1] * 60 + +m[2]) * 60 + +m[3]) * 1000 + +m[4]) - killWall} ms ${m[5]}`] : [];
+    });
     return {
       mib,
       crashToReplyMs: Math.round(crashToReplyMs * 10) / 10,
@@ -92,6 +100,7 @@ async function once(mib) {
       restoreMs: Number(field(promoted, 'restoreMs')),
       inPlace: field(promoted, 'inPlace') === 'true',
       rssMiB: rss,
+      timeline,
     };
   } finally {
     await c.stop();

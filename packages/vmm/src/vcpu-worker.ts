@@ -884,6 +884,8 @@ function writeImage(m: Extract<ToWorker, { t: 'image' }>): void {
     // Reported by the in-place start that would have used this memory.
     imageFailed = (e as Error).message;
   }
+  const buf = m.data.buffer as ArrayBuffer;
+  post({ t: 'imageDone', buf }, [buf]);
 }
 
 function setupDisk(): void {

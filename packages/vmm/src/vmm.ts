@@ -558,6 +558,8 @@ export class Vmm extends EventEmitter<VmmEvents> {
       }
       case 'ready':
         return;
+      case 'imageDone':
+        return; // dropped here: this thread's GC frees it
     }
   }
 

@@ -232,6 +232,8 @@ export function unpackEvents(meta: Int32Array, data: Uint8Array): GuestEvent[] {
 export type FromWorker =
   | { t: 'ready'; epoch: number; memBytes: number }
   | { t: 'prestarted'; memBytes: number }
+  /** An 'image' message's buffer, handed back once written: freed by the main thread's GC (an idle worker collects late). */
+  | { t: 'imageDone'; buf: ArrayBuffer }
   | {
       t: 'out';
       /** The batch's outputs, packed: OUT_META numbers per item (conn, offset, epoch, length) and their bytes back to back. */
