@@ -235,7 +235,7 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
       term,
       primaryTimeoutMs: this.opts.detectionTimeoutMs ?? 1000,
       disk: this.opts.disk,
-      prestart: this.opts.readyVcpu === false ? undefined : (memBytes) => Vmm.prestart(this.opts.guest, memBytes, this.vmmOptions()),
+      prestart: this.opts.readyVcpu === false ? undefined : () => Vmm.prestart(this.opts.guest, 0, this.vmmOptions()),
     });
     const rec = rt.diskRecovery;
     if (rec && rec.action !== 'none')

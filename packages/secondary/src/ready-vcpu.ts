@@ -7,8 +7,11 @@ const COPY_SLICE_BYTES = 16 << 20;
 const STAGED_RETRY_MS = 5;
 
 export interface ReadyVcpuOptions {
-  /** Starts a vCPU of this guest with `memBytes` of memory, not running (Vmm.prestart). */
-  prestart: (memBytes: number) => Promise<Vmm>;
+  /**
+   * Starts a vCPU of this guest, not running (Vmm.prestart with 0 bytes: its memory grows with
+   * the image's first write, so each page is touched once, by the copy).
+   */
+  prestart: () => Promise<Vmm>;
   /** The committed image (the secondary swaps it on a full sync). */
   image: () => GuestImage;
   /** No epoch is staged: every byte of the image is committed. */
@@ -103,17 +106,16 @@ export class ReadyVcpu {
 
   private reset(memBytes: number): void {
     this.drop();
-    if (memBytes === 0) return;
+    if (memBytes === 0 || this.stopped) return;
     const gen = this.gen;
     const t0 = performance.now();
-    this.opts.prestart(memBytes).then(
+    this.opts.prestart().then(
       (v) => {
         if (gen !== this.gen) {
           void v.stop();
           return;
         }
         this.vmm = v;
-        this.vcpuBytes = memBytes;
         this.opts.log('debug', 'ready vCPU prestarted; copying the committed image into it', { memBytes, ms: Math.round(performance.now() - t0) });
         this.copyStep(gen);
       },

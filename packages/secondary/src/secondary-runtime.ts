@@ -25,7 +25,7 @@ export interface SecondaryRuntimeOptions {
    * Prestarts a vCPU of the guest (Vmm.prestart): the committed image is then kept in it too
    * (see ready-vcpu.ts), so a promotion hands it over running instead of restoring the image.
    */
-  prestart?: (memBytes: number) => Promise<Vmm>;
+  prestart?: () => Promise<Vmm>;
 }
 
 export interface SecondaryRuntimeEvents {

@@ -60,9 +60,9 @@ describe('the secondary keeps its committed image in a ready vCPU', () => {
     const prestarts: number[] = [];
     const secondary = new SecondaryRuntime({
       term: 0,
-      prestart: (memBytes) => {
-        prestarts.push(memBytes);
-        return Vmm.prestart(guest, memBytes, { eventTimeoutMs: 30_000 });
+      prestart: () => {
+        prestarts.push(secondary.image.memBytes);
+        return Vmm.prestart(guest, 0, { eventTimeoutMs: 30_000 });
       },
     });
     cleanup.push(() => secondary.stop());
@@ -140,11 +140,11 @@ describe('the secondary keeps its committed image in a ready vCPU', () => {
     let release: (() => void) | null = null;
     const secondary = new SecondaryRuntime({
       term: 0,
-      prestart: async (memBytes) => {
-        prestarts.push(memBytes);
+      prestart: async () => {
+        prestarts.push(secondary.image.memBytes);
         // The second prestart is held until the test lets it finish.
         if (prestarts.length === 2) await new Promise<void>((r) => (release = r));
-        return Vmm.prestart(guest, memBytes, { eventTimeoutMs: 30_000 });
+        return Vmm.prestart(guest, 0, { eventTimeoutMs: 30_000 });
       },
     });
     cleanup.push(() => secondary.stop());
@@ -178,6 +178,10 @@ describe('the secondary keeps its committed image in a ready vCPU', () => {
     await until(() => secondary.ready!.isReady, 'the second ready vCPU');
     const v = secondary.ready!.take();
     expect(v?.state).toBe('prestarted');
+    // An in-place start whose size is not the memory's is refused (NodeHost then restores the image instead).
+    const img = secondary.image;
+    const meta = { format: 1 as const, moduleDigest: guest.digest, epoch: img.epoch, memBytes: img.memBytes + 65536, memory: new Uint8Array(0), globals: img.globals, devices: img.devices! };
+    await expect(v!.restoreInto(meta, { inPlace: true })).rejects.toMatchObject({ code: 'FTVM_ERR_GUEST_INIT' });
     await v!.stop();
     // take() hands the vCPU over once: the runtime keeps none.
     expect(secondary.ready!.take()).toBeNull();
