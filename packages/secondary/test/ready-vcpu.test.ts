@@ -3,6 +3,7 @@ import { PAGE_BYTES, RESERVED_PAGES } from '@ftvm/guest-abi';
 import { ImageDigest, PageEncoder, connect, listen, packConns, packOutput, type Link, type Listener } from '@ftvm/protocol';
 import { SecondaryRuntime } from '@ftvm/secondary';
 import { Vmm, prepareGuest, readGuest, type Collected, type PreparedGuest } from '@ftvm/vmm';
+import { vmmLine } from '../../../test/helpers/vmm-line.js';
 
 const token = new Uint8Array(Buffer.from('test-token'));
 const { name, wasm } = readGuest('dirtier');
@@ -32,39 +33,15 @@ async function until(cond: () => boolean, what: string, ms = 20_000): Promise<vo
   }
 }
 
-function line(vmm: Vmm, conn: number, text: string): Promise<string> {
-  return new Promise((resolve) => {
-    let buf = '';
-    const on = (it: { conn: number; data: Uint8Array }) => {
-      if (it.conn !== conn) return;
-      buf += Buffer.from(it.data).toString();
-      if (buf.includes('\n')) {
-        vmm.off('output', on);
-        resolve(buf.split('\n')[0]!);
-      }
-    };
-    vmm.on('output', on);
-    vmm.input(conn, Buffer.from(`${text}\n`));
-  });
-}
-
 describe('the secondary keeps its committed image in a ready vCPU', () => {
   const cleanup: Array<() => unknown> = [];
   afterEach(async () => {
     for (const f of cleanup.splice(0).reverse()) await f();
   });
 
-  it('holds exactly the committed image after a full sync, growth, deltas and a discarded partial delta, and runs from it', async () => {
-    const source = await Vmm.boot(guest, { eventTimeoutMs: 30_000 });
-    cleanup.push(() => source.stop());
-    const prestarts: number[] = [];
-    const secondary = new SecondaryRuntime({
-      term: 0,
-      prestart: () => {
-        prestarts.push(secondary.image.memBytes);
-        return Vmm.prestart(guest, 0, { eventTimeoutMs: 30_000 });
-      },
-    });
+  /** A secondary runtime with a ready vCPU behind a real listener, and a replication link to it posing as the primary. */
+  async function startSecondary(prestart: () => Promise<Vmm>): Promise<{ secondary: SecondaryRuntime; link: Link; acks: number[] }> {
+    const secondary = new SecondaryRuntime({ term: 0, prestart });
     cleanup.push(() => secondary.stop());
     const listener: Listener = await listen({ port: 0, token, identity: () => ({ nodeId: 's', role: 'secondary', term: 0, epoch: 0 }), onLink: (l) => secondary.attachPrimary(l) });
     cleanup.push(() => listener.close());
@@ -72,6 +49,17 @@ describe('the secondary keeps its committed image in a ready vCPU', () => {
     const acks: number[] = [];
     link.on('message', (m) => {
       if (m.t === 'ack') acks.push(m.epoch);
+    });
+    return { secondary, link, acks };
+  }
+
+  it('holds exactly the committed image after a full sync, growth, deltas and a discarded partial delta, and runs from it', async () => {
+    const source = await Vmm.boot(guest, { eventTimeoutMs: 30_000 });
+    cleanup.push(() => source.stop());
+    const prestarts: number[] = [];
+    const { secondary, link, acks } = await startSecondary(() => {
+      prestarts.push(secondary.image.memBytes);
+      return Vmm.prestart(guest, 0, { eventTimeoutMs: 30_000 });
     });
     const digest = new ImageDigest();
 
@@ -84,20 +72,20 @@ describe('the secondary keeps its committed image in a ready vCPU', () => {
     expect(prestarts).toEqual([c1.memBytes]);
 
     // Epochs 2-3: the guest grows its memory by 4 MiB and writes it, then rewrites part of it.
-    await line(source, 1, `SET ws_pages=${(c1.memBytes >> 12) + 1024} rate=0`);
-    await line(source, 1, 'FILL');
+    await vmmLine(source, 1, `SET ws_pages=${(c1.memBytes >> 12) + 1024} rate=0`);
+    await vmmLine(source, 1, 'FILL');
     const c2 = await source.collect();
     expect(c2.memBytes).toBeGreaterThan(c1.memBytes);
     sendEpoch(link, digest, c2, false);
-    await line(source, 1, 'SET ws_pages=300 rate=0');
-    await line(source, 1, 'FILL');
+    await vmmLine(source, 1, 'SET ws_pages=300 rate=0');
+    await vmmLine(source, 1, 'FILL');
     const c3 = await source.collect();
     sendEpoch(link, digest, c3, false);
     await until(() => acks.length === 3, 'acks 2-3');
 
     // Epoch 4 is cut off mid-stream (the primary dies): its in-place writes are undone, never forwarded.
-    await line(source, 1, 'SET ws_pages=2000 rate=0');
-    await line(source, 1, 'FILL');
+    await vmmLine(source, 1, 'SET ws_pages=2000 rate=0');
+    await vmmLine(source, 1, 'FILL');
     const c4 = await source.collect();
     expect(c4.pages.length).toBeGreaterThan(128);
     sendEpoch(link, digest.clone(), c4, false, 1);
@@ -130,36 +118,25 @@ describe('the secondary keeps its committed image in a ready vCPU', () => {
     // restore of the same image (the source itself ran epoch 4 since).
     const ref = await Vmm.restore(guest, img.toCheckpoint(guest.digest), { eventTimeoutMs: 30_000 });
     cleanup.push(() => ref.stop());
-    const stats = await line(vcpu, 1, 'STATS');
+    const stats = await vmmLine(vcpu, 1, 'STATS');
     expect(stats).toMatch(/^pages_written=\d+/);
-    expect(stats).toBe(await line(ref, 1, 'STATS'));
+    expect(stats).toBe(await vmmLine(ref, 1, 'STATS'));
   }, 60_000);
 
   it('prestarts again for a smaller full image, and take() gives nothing until the copy is done', async () => {
     const prestarts: number[] = [];
     let release: (() => void) | null = null;
-    const secondary = new SecondaryRuntime({
-      term: 0,
-      prestart: async () => {
-        prestarts.push(secondary.image.memBytes);
-        // The second prestart is held until the test lets it finish.
-        if (prestarts.length === 2) await new Promise<void>((r) => (release = r));
-        return Vmm.prestart(guest, 0, { eventTimeoutMs: 30_000 });
-      },
-    });
-    cleanup.push(() => secondary.stop());
-    const listener: Listener = await listen({ port: 0, token, identity: () => ({ nodeId: 's', role: 'secondary', term: 0, epoch: 0 }), onLink: (l) => secondary.attachPrimary(l) });
-    cleanup.push(() => listener.close());
-    const link = await connect(listener.url, { token, role: 'primary', link: 'replication', nodeId: 'p', term: 0 });
-    const acks: number[] = [];
-    link.on('message', (m) => {
-      if (m.t === 'ack') acks.push(m.epoch);
+    const { secondary, link, acks } = await startSecondary(async () => {
+      prestarts.push(secondary.image.memBytes);
+      // The second prestart is held until the test lets it finish.
+      if (prestarts.length === 2) await new Promise<void>((r) => (release = r));
+      return Vmm.prestart(guest, 0, { eventTimeoutMs: 30_000 });
     });
     const big = await Vmm.boot(guest, { eventTimeoutMs: 30_000 });
     cleanup.push(() => big.stop());
     big.open(1);
-    await line(big, 1, `SET ws_pages=${(big.memBytes >> 12) + 512} rate=0`);
-    await line(big, 1, 'FILL');
+    await vmmLine(big, 1, `SET ws_pages=${(big.memBytes >> 12) + 512} rate=0`);
+    await vmmLine(big, 1, 'FILL');
     const c1 = await big.collect(true);
     sendEpoch(link, new ImageDigest(), c1, true);
     await until(() => secondary.ready!.isReady, 'the first ready vCPU');
