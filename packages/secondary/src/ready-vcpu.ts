@@ -23,7 +23,7 @@ export interface ReadyVcpuOptions {
  * A copy of the secondary's committed image kept inside a prestarted vCPU, so a promotion
  * only tells it to run: no worker start, module compile, allocation or image copy on the
  * promotion's path. After a full image (first sync, re-sync, a shrink) a vCPU is prestarted
- * at its size and the image copied in slices; every committed epoch's pages follow it.
+ * and the image copied into it in slices; every committed epoch's pages follow it.
  * Only committed bytes reach it: the slices wait while an epoch is staged, since staged
  * pages are written into the image in place until the epoch commits or is undone.
  */
@@ -38,6 +38,9 @@ export class ReadyVcpu {
   private vcpuBytes = 0;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** Pages of committed epochs not yet copied into the vCPU (see committed()). */
+  private pending: Uint32Array[] = [];
+  private flushQueued = false;
 
   constructor(private readonly opts: ReadyVcpuOptions) {}
 
@@ -48,32 +51,55 @@ export class ReadyVcpu {
 
   /**
    * An epoch committed: `pages` are the pages it wrote (the image's, in place), or null when the
-   * image was replaced whole (a full sync). Called with no epoch staged.
+   * image was replaced whole (a full sync). Called with no epoch staged. The pages are copied to
+   * the vCPU on the next turn of the loop (after the epoch's ack leaves), or by flush() first.
    */
   committed(pages: Uint32Array | null): void {
     if (this.stopped) return;
     const img = this.opts.image();
     // wasm memory never shrinks: a smaller image needs a new vCPU.
     if (pages === null || img.memBytes < this.vcpuBytes) {
+      this.pending = [];
       this.reset(img.memBytes);
       return;
     }
+    this.pending.push(pages);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      setImmediate(() => {
+        this.flushQueued = false;
+        this.flush();
+      });
+    }
+  }
+
+  /**
+   * Copies the pages of committed epochs still pending into the vCPU. The secondary calls it
+   * before it stages anything in the image again (those pages must still hold committed bytes).
+   */
+  flush(): void {
+    const lists = this.pending;
+    if (lists.length === 0) return;
+    this.pending = [];
     const vmm = this.vmm;
-    if (vmm === null || vmm.state !== 'prestarted') return;
+    if (this.stopped || vmm === null || vmm.state !== 'prestarted') return;
+    const img = this.opts.image();
     // Pages past `copied` are read by the copy when it gets there.
     const limit = this.ready ? Infinity : this.copied;
     let n = 0;
-    for (const p of pages) if (p * PAGE_BYTES < limit) n++;
+    for (const pages of lists) for (const p of pages) if (p * PAGE_BYTES < limit) n++;
     if (n === 0 && img.memBytes === this.vcpuBytes) return;
     const list = new Uint32Array(n);
     const data = new Uint8Array(n * PAGE_BYTES);
     const mem = img.memory();
     let i = 0;
-    for (const p of pages) {
-      if (p * PAGE_BYTES >= limit) continue;
-      list[i] = p;
-      data.set(mem.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES), i * PAGE_BYTES);
-      i++;
+    for (const pages of lists) {
+      for (const p of pages) {
+        if (p * PAGE_BYTES >= limit) continue;
+        list[i] = p;
+        data.set(mem.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES), i * PAGE_BYTES);
+        i++;
+      }
     }
     vmm.writeImage(img.memBytes, list, data);
     this.vcpuBytes = Math.max(this.vcpuBytes, img.memBytes);
@@ -81,6 +107,7 @@ export class ReadyVcpu {
 
   /** The vCPU, given up to the caller, when it holds the committed image; else null (then restore the image as before). */
   take(): Vmm | null {
+    this.flush();
     const v = this.isReady ? this.vmm : null;
     if (v) this.vmm = null;
     this.stop();
@@ -94,6 +121,7 @@ export class ReadyVcpu {
 
   private drop(): void {
     this.gen++;
+    this.pending = [];
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     const v = this.vmm;

@@ -456,6 +456,8 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
     switch (a.type) {
       case 'stageBegin': {
         const b = this.pendingBegin!;
+        // Committed pages not yet in the ready vCPU go now: staging writes into the image.
+        this.ready?.flush();
         // A checkpoint replacing one half staged (the core began anew) undoes the old one's writes first.
         this.rollBackStaging();
         // An incremental epoch stages on the committed digest in a transaction (undone on a
