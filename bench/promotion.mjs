@@ -102,6 +102,9 @@ async function once(mib) {
       rssMiB: rss,
       timeline,
     };
+  } catch (e) {
+    for (const [k, p] of Object.entries(c.procs)) process.stderr.write(`--- ${k}\n${p.lines.slice(-25).join('\n')}\n`);
+    throw e;
   } finally {
     await c.stop();
   }

@@ -3,6 +3,8 @@ import type { GuestImage, Vmm } from '@ftvm/vmm';
 
 /** Bytes of the image one step of the initial copy moves into the vCPU (one event-loop turn). */
 const COPY_SLICE_BYTES = 16 << 20;
+/** Slices of the initial copy posted to the vCPU and not yet written there. */
+const COPY_IN_FLIGHT = 2;
 /** How long the initial copy waits while an epoch is staged (staged pages sit in the image). */
 const STAGED_RETRY_MS = 5;
 
@@ -90,7 +92,7 @@ export class ReadyVcpu {
     for (const pages of lists) for (const p of pages) if (p * PAGE_BYTES < limit) n++;
     if (n === 0 && img.memBytes === this.vcpuBytes) return;
     const list = new Uint32Array(n);
-    const data = new Uint8Array(n * PAGE_BYTES);
+    const data = vmm.imageBuffer(n * PAGE_BYTES);
     const mem = img.memory();
     let i = 0;
     for (const pages of lists) {
@@ -160,10 +162,17 @@ export class ReadyVcpu {
       this.timer = setTimeout(() => this.copyStep(gen), STAGED_RETRY_MS);
       return;
     }
+    // At most COPY_IN_FLIGHT slices wait for the worker (memory bounded; their buffers come back for reuse).
+    if (this.vmm.imageWritesInFlight >= COPY_IN_FLIGHT) {
+      this.timer = setTimeout(() => this.copyStep(gen), 1);
+      return;
+    }
     const img = this.opts.image();
     const end = Math.min(img.memBytes, this.copied + COPY_SLICE_BYTES);
     if (end > this.copied) {
-      this.vmm.writeImage(img.memBytes, this.copied, img.memory().slice(this.copied, end));
+      const data = this.vmm.imageBuffer(end - this.copied);
+      data.set(img.memory().subarray(this.copied, end));
+      this.vmm.writeImage(img.memBytes, this.copied, data);
       this.vcpuBytes = Math.max(this.vcpuBytes, img.memBytes);
       this.copied = end;
     }

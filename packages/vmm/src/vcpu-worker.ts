@@ -873,16 +873,17 @@ let imageFailed: string | null = null;
 
 /** Writes committed image bytes into a prestarted vCPU's memory (see ToWorker 'image'). */
 function writeImage(m: Extract<ToWorker, { t: 'image' }>): void {
-  if (!init.prestart || init.restore || imageFailed) return;
-  try {
-    const cur = memory.buffer.byteLength;
-    if (m.memBytes > cur) memory.grow((m.memBytes - cur) / 65536);
-    const to = mem();
-    if (m.pages) for (let i = 0; i < m.pages.length; i++) to.set(m.data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), m.pages[i]! * PAGE_BYTES);
-    else to.set(m.data, m.at ?? 0);
-  } catch (e) {
-    // Reported by the in-place start that would have used this memory.
-    imageFailed = (e as Error).message;
+  if (init.prestart && !init.restore && !imageFailed) {
+    try {
+      const cur = memory.buffer.byteLength;
+      if (m.memBytes > cur) memory.grow((m.memBytes - cur) / 65536);
+      const to = mem();
+      if (m.pages) for (let i = 0; i < m.pages.length; i++) to.set(m.data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), m.pages[i]! * PAGE_BYTES);
+      else to.set(m.data, m.at ?? 0);
+    } catch (e) {
+      // Reported by the in-place start that would have used this memory.
+      imageFailed = (e as Error).message;
+    }
   }
   const buf = m.data.buffer as ArrayBuffer;
   post({ t: 'imageDone', buf }, [buf]);

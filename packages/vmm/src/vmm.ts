@@ -204,6 +204,9 @@ function skewedHostClock(skew: ResolvedClockOptions['skew']): HostClock {
   };
 }
 
+/** Bytes of writeImage() buffers a VMM keeps for reuse (see imageBuffer). */
+const IMAGE_POOL_BYTES = 64 << 20;
+
 type State = 'starting' | 'prestarted' | 'running' | 'faulted' | 'stopped';
 
 /**
@@ -339,8 +342,26 @@ export class Vmm extends EventEmitter<VmmEvents> {
   writeImage(memBytes: number, where: Uint32Array | number, data: Uint8Array): void {
     if (this.state !== 'prestarted') throw new VmmError('FTVM_ERR_VMM_OPTION', `writeImage() needs a prestarted VMM (this one is ${this.state})`);
     const msg: ToWorker = typeof where === 'number' ? { t: 'image', memBytes, at: where, data } : { t: 'image', memBytes, pages: where, data };
+    this.imageWritesInFlight++;
     this.worker.postMessage(msg, [data.buffer as ArrayBuffer]);
   }
+
+  /**
+   * A buffer of `bytes` for writeImage(): one the worker handed back when one is large enough
+   * (its pages are mapped already, and nothing is left for an idle worker's late GC), else new.
+   */
+  imageBuffer(bytes: number): Uint8Array {
+    const i = this.imagePool.findIndex((b) => b.byteLength >= bytes);
+    if (i < 0) return new Uint8Array(bytes);
+    const [b] = this.imagePool.splice(i, 1);
+    this.imagePoolBytes -= b!.byteLength;
+    return new Uint8Array(b!, 0, bytes);
+  }
+
+  /** writeImage() calls the worker has not finished yet. */
+  imageWritesInFlight = 0;
+  private imagePool: ArrayBuffer[] = [];
+  private imagePoolBytes = 0;
 
   /** The worker's view of a checkpoint, and what moves to it (transferRestoreMemory). */
   private restoreInit(ckpt: Checkpoint, rollingBack: boolean, giveUp = false): { restore: NonNullable<WorkerInit['restore']>; transfer: ArrayBuffer[] } {
@@ -559,7 +580,13 @@ export class Vmm extends EventEmitter<VmmEvents> {
       case 'ready':
         return;
       case 'imageDone':
-        return; // dropped here: this thread's GC frees it
+        this.imageWritesInFlight--;
+        // Kept for imageBuffer() up to IMAGE_POOL_BYTES; the rest is this thread's GC's.
+        if (this.imagePoolBytes + m.buf.byteLength <= IMAGE_POOL_BYTES) {
+          this.imagePool.push(m.buf);
+          this.imagePoolBytes += m.buf.byteLength;
+        }
+        return;
     }
   }
 

@@ -232,7 +232,7 @@ export function unpackEvents(meta: Int32Array, data: Uint8Array): GuestEvent[] {
 export type FromWorker =
   | { t: 'ready'; epoch: number; memBytes: number }
   | { t: 'prestarted'; memBytes: number }
-  /** An 'image' message's buffer, handed back once written: freed by the main thread's GC (an idle worker collects late). */
+  /** An 'image' message's buffer, handed back once written: reused or freed by the main thread (an idle worker collects late). */
   | { t: 'imageDone'; buf: ArrayBuffer }
   | {
       t: 'out';
