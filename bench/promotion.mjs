@@ -84,8 +84,17 @@ async function once(mib) {
     const reply = cl.ask('STATS', 60_000);
     await reply;
     const crashToReplyMs = performance.now() - t0;
-    const promoted = await c.procs.secondary.waitFor(/PROMOTED to primary/, 10_000);
-    const first = await c.procs.secondary.waitFor(/promoted guest handled its first event/, 2000).catch(() => null);
+    // Lines after the kill only: a run where node b was promoted before it (a stall) is void.
+    const after = async (re, ms) => {
+      for (const end = Date.now() + ms; Date.now() < end; await sleep(20)) {
+        const l = c.procs.secondary.lines.slice(from).find((x) => re.test(x));
+        if (l !== undefined) return l;
+      }
+      return null;
+    };
+    const promoted = await after(/PROMOTED to primary/, 10_000);
+    if (promoted === null) throw new Error('node b was not promoted after the kill (it was primary already?)');
+    const first = await after(/promoted guest handled its first event/, 2000);
     cl.end();
     // The survivor's lines after the kill, at ms since it (their HH:MM:SS.mmm stamps, UTC).
     const day = killWall - (killWall % 86_400_000);
