@@ -7,7 +7,7 @@
 //   (from the promote decision to the first event batch the promoted guest answered).
 // - restore: the PROMOTED line (decision -> vCPU running); inPlace: the ready vCPU was used.
 // - RSS of each node before the kill (/proc/<pid>/status VmRSS).
-// Usage: node bench/promotion.mjs [--mib 16,256,1024] [--reps 3] [--out file.json] (after npm run build).
+// Usage: node bench/promotion.mjs [--mib 16,256,1024] [--reps 3] [--inproc] [--out file.json] (after npm run build).
 // FTVM_BENCH_CLI=<other checkout>/packages/cli/dist/main.js runs another build (the "before").
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
@@ -117,6 +117,57 @@ async function once(mib) {
   } finally {
     await c.stop();
   }
+}
+
+/**
+ * --inproc: the promotion's own part in one process, no proxy and no kill: a filled dirtier's
+ * image written into a prestarted vCPU (as the secondary's ReadyVcpu does), then decision ->
+ * restoreInto(..., { inPlace }) -> the first event (STATS on a new connection) answered.
+ */
+async function inproc(mib, reps) {
+  const { Vmm, GuestImage, prepareGuest, readGuest } = await import('../packages/vmm/dist/index.js');
+  const { bootFilledDirtier, dirtierLine } = await import('./lib/dirtier.mjs');
+  const { name, wasm } = readGuest('dirtier');
+  const guest = prepareGuest(name, wasm);
+  const src = await bootFilledDirtier(guest, mib);
+  const img = new GuestImage();
+  img.apply(await src.collect(true));
+  await src.stop();
+  const rows = [];
+  for (let r = 0; r < reps; r++) {
+    const v = await Vmm.prestart(guest, 0, { eventTimeoutMs: 30_000 });
+    // As ReadyVcpu copies: 16 MiB slices, at most 2 in flight, buffers reused.
+    for (let at = 0; at < img.memBytes; at += 16 << 20) {
+      while (v.imageWritesInFlight >= 2) await sleep(1);
+      const data = v.imageBuffer(Math.min(img.memBytes, at + (16 << 20)) - at);
+      data.set(img.memory().subarray(at, at + data.length));
+      v.writeImage(img.memBytes, at, data);
+    }
+    while (v.imageWritesInFlight > 0) await sleep(10);
+    await sleep(200);
+    const meta = { format: 1, moduleDigest: guest.digest, epoch: img.epoch, memBytes: img.memBytes, memory: new Uint8Array(0), globals: img.globals, devices: img.devices };
+    const a = performance.now();
+    await v.restoreInto(meta, { inPlace: true });
+    const b = performance.now();
+    v.open(1000);
+    await dirtierLine(v, 1000, 'STATS');
+    const c = performance.now();
+    await dirtierLine(v, 1000, 'STATS');
+    const d = performance.now();
+    const ms = (x) => Math.round(x * 100) / 100;
+    rows.push({ mib, rep: r, startMs: ms(b - a), decisionToFirstEventMs: ms(c - a), secondEventMs: ms(d - c) });
+    console.error(JSON.stringify(rows.at(-1)));
+    await v.stop();
+  }
+  return rows;
+}
+
+if (args.includes('--inproc')) {
+  const rows = [];
+  for (const mib of mibs) rows.push(...(await inproc(mib, reps)));
+  const res = { machine: `${cpus().length} x ${cpus()[0].model}, node ${process.version}`, loadavg: loadavg()[0], inproc: rows };
+  if (out) writeFileSync(out, JSON.stringify(res, null, 1));
+  process.exit(0);
 }
 
 const res = { machine: `${cpus().length} x ${cpus()[0].model}, node ${process.version}`, cli: CLI, loadavgStart: loadavg()[0], runs: [] };
