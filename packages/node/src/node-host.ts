@@ -45,6 +45,8 @@ export interface NodeOptions {
    * on it as committed. Default: no disk.
    */
   disk?: DiskSpec;
+  /** As a secondary, keep the committed image in a prestarted vCPU too (fast promotion, twice the memory). Default true. */
+  readyVcpu?: boolean;
 }
 
 export interface NodeEvents {
@@ -229,7 +231,12 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
   }
 
   private becomeSecondary(term: number): SecondaryRuntime {
-    const rt = new SecondaryRuntime({ term, primaryTimeoutMs: this.opts.detectionTimeoutMs ?? 1000, disk: this.opts.disk });
+    const rt = new SecondaryRuntime({
+      term,
+      primaryTimeoutMs: this.opts.detectionTimeoutMs ?? 1000,
+      disk: this.opts.disk,
+      prestart: this.opts.readyVcpu === false ? undefined : () => Vmm.prestart(this.opts.guest, 0, this.vmmOptions()),
+    });
     const rec = rt.diskRecovery;
     if (rec && rec.action !== 'none')
       this.emit('log', 'warn', rec.action === 'replayed' ? `disk journal: finished the commit of epoch ${rec.epoch} a crash interrupted` : 'disk journal: dropped an epoch a crash left uncommitted', { ...rec });
@@ -237,23 +244,34 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
     this.primary = null;
     this.role = 'secondary';
     rt.on('log', (l, m, f) => this.emit('log', l, m, f));
-    rt.on('promote', (image, _digest, t, retained) => void this.promote(rt, image, t, retained));
+    rt.on('promote', (image, _digest, t, retained, vcpu) => void this.promote(rt, image, t, retained, vcpu));
     this.emit('role', 'secondary', term);
     this.emit('secondary', rt);
     if (this.opts.join) this.dialPeer();
     return rt;
   }
 
-  private async promote(rt: SecondaryRuntime, image: GuestImage, term: number, retained: RetainedOutput): Promise<void> {
+  private async promote(rt: SecondaryRuntime, image: GuestImage, term: number, retained: RetainedOutput, vcpu: Vmm | null): Promise<void> {
     const t0 = performance.now();
     const proxy = rt.detachProxy();
-    const ckpt = image.toCheckpoint(this.opts.guest.digest);
-    const offsets = { epoch: image.epoch, maxConnId: ckpt.devices.maxConnId, conns: ckpt.devices.conns };
+    const devices = image.devices!;
+    const offsets = { epoch: image.epoch, maxConnId: devices.maxConnId, conns: devices.conns };
     retained.truncate(new Map(offsets.conns.map((c) => [c.conn, c.outProduced])));
-    let vmm: Vmm;
+    let vmm: Vmm | null = null;
+    if (vcpu) {
+      // The vCPU's memory holds the committed image already: it only starts (no copy).
+      const meta = { format: 1 as const, moduleDigest: this.opts.guest.digest, epoch: image.epoch, memBytes: image.memBytes, memory: new Uint8Array(0), globals: image.globals, devices };
+      try {
+        await vcpu.restoreInto(meta, { inPlace: true });
+        vmm = vcpu;
+      } catch (e) {
+        this.emit('log', 'warn', 'the ready vCPU did not start: restoring the committed image instead', { message: (e as Error).message });
+        void vcpu.stop();
+      }
+    }
     try {
       // The disk file holds the same committed epoch as the image (the journal commits both together).
-      vmm = await Vmm.restore(this.opts.guest, ckpt, this.vmmOptions());
+      vmm ??= await Vmm.restore(this.opts.guest, image.toCheckpoint(this.opts.guest.digest), this.vmmOptions());
     } catch (e) {
       // The image is not given up for an empty secondary: the node keeps it (inert, its
       // runtime stopped) and the proxy's promote times out; an operator restarts it.
@@ -261,9 +279,12 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
       proxy?.close(4099, 'promotion failed');
       return;
     }
+    // Decision to the promoted guest's first event handled (the first batch's answer).
+    const decided = rt.promotedAt ?? t0;
+    vmm.once('progress', () => this.emit('log', 'info', 'promoted guest handled its first event', { sinceDecisionMs: Math.round((performance.now() - decided) * 100) / 100, inPlace: vmm === vcpu }));
     const p = this.becomePrimary(vmm, term, image.epoch, image, retained);
     if (proxy) p.attachProxy(proxy, offsets);
-    this.emit('log', 'warn', `PROMOTED to primary in term ${term} from epoch ${image.epoch}`, { restoreMs: Math.round(performance.now() - t0) });
+    this.emit('log', 'warn', `PROMOTED to primary in term ${term} from epoch ${image.epoch}`, { restoreMs: Math.round((performance.now() - t0) * 10) / 10, inPlace: vmm === vcpu });
   }
 
   private async demote(reason: string, term: number): Promise<void> {

@@ -2,3 +2,4 @@ export { SecondaryRuntime, type SecondaryRuntimeOptions, type SecondaryRuntimeEv
 export { RetainedOutput, type RetainedChunk } from './retained.js';
 export { SecondaryError } from './errors.js';
 export { DiskJournal, journalPath, type DiskJournalOptions, type JournalCrashPoint, type RecoverResult } from './disk-journal.js';
+export { ReadyVcpu, type ReadyVcpuOptions } from './ready-vcpu.js';

@@ -3,7 +3,8 @@ import { MAX_MEMORY_BYTES, PAGE_BYTES, WASM_PAGE_BYTES } from '@ftvm/guest-abi';
 import { StallWatch, SecondaryCore, type SecondaryAction } from '@ftvm/core';
 import { ImageDigest, PageDecoder, digestEquals, pageHashInto, unpackConns, unpackOutput, type ConnOffsets, type Link, type Message, type MessageOf } from '@ftvm/protocol';
 import { PageUndoLog } from './undo-log.js';
-import { GuestImage, type DeviceState, type DiskSpec, type GlobalValue } from '@ftvm/vmm';
+import { GuestImage, type DeviceState, type DiskSpec, type GlobalValue, type Vmm } from '@ftvm/vmm';
+import { ReadyVcpu } from './ready-vcpu.js';
 import { RetainedOutput, type RetainedChunk } from './retained.js';
 import { DiskJournal, type DiskJournalOptions, type RecoverResult } from './disk-journal.js';
 
@@ -20,11 +21,19 @@ export interface SecondaryRuntimeOptions {
   disk?: DiskSpec;
   /** Test hooks of the disk journal (crash injection). */
   journal?: DiskJournalOptions;
+  /**
+   * Prestarts a vCPU of the guest (Vmm.prestart): the committed image is then kept in it too
+   * (see ready-vcpu.ts), so a promotion hands it over running instead of restoring the image.
+   */
+  prestart?: () => Promise<Vmm>;
 }
 
 export interface SecondaryRuntimeEvents {
-  /** The proxy promoted this node: start the guest from `image` as primary in `term`. */
-  promote: [image: GuestImage, digest: ImageDigest, term: number, retained: RetainedOutput];
+  /**
+   * The proxy promoted this node: start the guest from `image` as primary in `term`; `vcpu`,
+   * when not null, is a prestarted vCPU whose memory holds the image (Vmm.restoreInto inPlace).
+   */
+  promote: [image: GuestImage, digest: ImageDigest, term: number, retained: RetainedOutput, vcpu: Vmm | null];
   applied: [epoch: number, pages: number, wireBytes: number, rawBytes: number];
   /** An epoch's disk blocks are durable (the ack is sent after this). */
   diskCommitted: [epoch: number, blocks: number, durationMs: number];
@@ -131,12 +140,24 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   private sliceStart: number | null = null;
   /** What the journal recovery did at start (a crash during a disk commit is finished or undone). */
   readonly diskRecovery: RecoverResult | null = null;
+  /** When the core decided to promote this node (performance.now(); null: not promoted). */
+  promotedAt: number | null = null;
+  /** The committed image kept in a prestarted vCPU (null without opts.prestart). */
+  readonly ready: ReadyVcpu | null = null;
 
   constructor(readonly opts: SecondaryRuntimeOptions) {
     super();
     if (opts.disk) {
       this.journal = new DiskJournal(opts.disk, opts.journal);
       this.diskRecovery = this.journal.recover();
+    }
+    if (opts.prestart) {
+      this.ready = new ReadyVcpu({
+        prestart: opts.prestart,
+        image: () => this.image,
+        committedOnly: () => this.staging === null,
+        log: (level, msg, fields) => this.emit('log', level, msg, fields),
+      });
     }
     this.core = new SecondaryCore({ nowMs: now(), term: opts.term, primaryTimeoutMs: opts.primaryTimeoutMs ?? 1000 });
     // A blocked loop past half the peers' default failure timeout (1 s) is logged.
@@ -435,6 +456,8 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
     switch (a.type) {
       case 'stageBegin': {
         const b = this.pendingBegin!;
+        // Committed pages not yet in the ready vCPU go now: staging writes into the image.
+        this.ready?.flush();
         // A checkpoint replacing one half staged (the core began anew) undoes the old one's writes first.
         this.rollBackStaging();
         // An incremental epoch stages on the committed digest in a transaction (undone on a
@@ -540,8 +563,10 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         if (st.digest === this.digest) this.digest.commit();
         else this.digest = st.digest;
         this.committedConns = { maxConnId: devices.maxConnId, conns: st.conns };
+        const written = st.undo ? st.undo.savedPages() : null;
         st.undo?.reset();
         this.staging = null;
+        this.ready?.committed(written);
         const end = this.pendingEnd;
         this.emit('applied', st.epoch, st.count, end?.wireBytes ?? 0, end?.rawBytes ?? 0);
         return;
@@ -574,14 +599,16 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
         this.proxy?.trySend({ t: 'promote_deny', term: a.term, reason: a.reason.slice(0, 200) });
         return;
       case 'restore': {
+        this.promotedAt = now();
         // The promoted VMM opens the disk file itself: it must hold the committed epoch first.
         const busy = this.diskBusy;
         this.heldMessages = [];
         this.heldAck = null;
         this.primary?.close(4000, 'promoted');
         const promote = () => {
+          const vcpu = this.ready?.take() ?? null;
           this.stop();
-          this.emit('promote', this.image, this.digest, a.term, this.retained);
+          this.emit('promote', this.image, this.digest, a.term, this.retained, vcpu);
         };
         if (busy) void busy.then(promote, () => this.emit('log', 'error', 'promotion refused: the last disk commit failed', { code: 'FTVM_ERR_DISK_JOURNAL' }));
         else promote();
@@ -613,6 +640,7 @@ export class SecondaryRuntime extends EventEmitter<SecondaryRuntimeEvents> {
   /** Stops timers; links are left to the caller. */
   stop(): void {
     this.stopped = true;
+    this.ready?.stop();
     this.journal?.close();
     this.journal = null;
     clearInterval(this.beat);

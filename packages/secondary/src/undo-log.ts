@@ -45,6 +45,13 @@ export class PageUndoLog {
     this.reset();
   }
 
+  /** The pages saved since the last reset, in save order (a page saved twice is listed twice). */
+  savedPages(): Uint32Array {
+    const out = new Uint32Array(this.count);
+    for (let c = 0; c * CHUNK_PAGES < this.count; c++) out.set(this.pages[c]!.subarray(0, Math.min(CHUNK_PAGES, this.count - c * CHUNK_PAGES)), c * CHUNK_PAGES);
+    return out;
+  }
+
   /** Forgets every saved page (the epoch committed); keeps up to KEEP_CHUNKS chunks for the next one. */
   reset(): void {
     this.count = 0;

@@ -886,12 +886,35 @@ function startPrestarted(restore: WorkerRestoreInit, diskInit: WorkerDiskInit | 
     init.restore = restore;
     init.disk = diskInit;
     if (restore.memBytes < memory.buffer.byteLength) throw new Error(`the checkpoint has ${restore.memBytes} bytes of memory, less than the ${memory.buffer.byteLength} prestarted`);
+    if (restore.inPlace && imageFailed) throw new Error(`the image in place is incomplete: ${imageFailed}`);
+    if (restore.inPlace && restore.memBytes !== memory.buffer.byteLength) throw new Error(`the image in place has ${memory.buffer.byteLength} bytes of memory, the checkpoint ${restore.memBytes}`);
     setupDisk();
     setupClock(restore);
     finishBoot();
   } catch (e) {
     post({ t: 'error', code: 'FTVM_ERR_GUEST_INIT', message: `guest failed to start: ${(e as Error).message}` });
   }
+}
+
+/** Why an 'image' write failed (the memory no longer holds the image). */
+let imageFailed: string | null = null;
+
+/** Writes committed image bytes into a prestarted vCPU's memory (see ToWorker 'image'). */
+function writeImage(m: Extract<ToWorker, { t: 'image' }>): void {
+  if (init.prestart && !init.restore && !imageFailed) {
+    try {
+      const cur = memory.buffer.byteLength;
+      if (m.memBytes > cur) memory.grow((m.memBytes - cur) / 65536);
+      const to = mem();
+      if (m.pages) for (let i = 0; i < m.pages.length; i++) to.set(m.data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), m.pages[i]! * PAGE_BYTES);
+      else to.set(m.data, m.at ?? 0);
+    } catch (e) {
+      // Reported by the in-place start that would have used this memory.
+      imageFailed = (e as Error).message;
+    }
+  }
+  const buf = m.data.buffer as ArrayBuffer;
+  post({ t: 'imageDone', buf }, [buf]);
 }
 
 function setupDisk(): void {
@@ -938,7 +961,7 @@ function finishBoot(): void {
   if (r) {
     const cur = memory.buffer.byteLength;
     if (r.memBytes > cur) memory.grow((r.memBytes - cur) / 65536);
-    mem().set(r.memory);
+    if (!r.inPlace) mem().set(r.memory);
     r.globals.forEach((v, i) => {
       globals[i]!.value = v;
     });
@@ -1002,6 +1025,9 @@ function onMessage(m: ToWorker): void {
   switch (m.t) {
     case 'start':
       startPrestarted(m.restore, m.disk);
+      return;
+    case 'image':
+      writeImage(m);
       return;
     case 'events':
       onEvents(unpackEvents(m.meta, m.data));

@@ -218,6 +218,9 @@ function skewedHostClock(skew: ResolvedClockOptions['skew']): HostClock {
   };
 }
 
+/** Bytes of writeImage() buffers a VMM keeps for reuse (see imageBuffer). */
+const IMAGE_POOL_BYTES = 64 << 20;
+
 type State = 'starting' | 'prestarted' | 'running' | 'faulted' | 'stopped';
 
 /**
@@ -330,15 +333,19 @@ export class Vmm extends EventEmitter<VmmEvents> {
 
   /**
    * Completes prestart() with the checkpoint (as Vmm.restore would start it) and, for a
-   * migration's PULL, the disk's per-block states known only at the stop-and-copy.
+   * migration's PULL, the disk's per-block states known only at the stop-and-copy; `inPlace`: the
+   * memory holds the image already (writeImage), only its size, globals and devices are used.
    */
-  restoreInto(ckpt: Checkpoint, late: { diskPull?: SharedArrayBuffer } = {}): Promise<void> {
+  restoreInto(ckpt: Checkpoint, late: { diskPull?: SharedArrayBuffer; inPlace?: boolean } = {}): Promise<void> {
     if (this.state !== 'prestarted') return Promise.reject(new VmmError('FTVM_ERR_VMM_OPTION', `restoreInto() needs a prestarted VMM (this one is ${this.state})`));
     if (ckpt.moduleDigest !== this.guest.digest)
       return Promise.reject(new VmmError('FTVM_ERR_CHECKPOINT_INVALID', `checkpoint is of module ${ckpt.moduleDigest.slice(0, 12)}, guest is ${this.guest.digest.slice(0, 12)}`));
     if (late.diskPull) this.diskPull = late.diskPull;
     this.state = 'starting';
-    const { restore, transfer } = this.restoreInit(ckpt, false);
+    // In place: writeImage() put the image in the vCPU's memory already; ckpt.memory is not sent.
+    const { restore, transfer } = late.inPlace
+      ? { restore: { memory: new Uint8Array(0), memBytes: ckpt.memBytes, globals: ckpt.globals, devices: ckpt.devices, epoch: ckpt.epoch, inPlace: true }, transfer: [] }
+      : this.restoreInit(ckpt, false);
     const disk = this.diskInit(false);
     return new Promise<void>((resolve, reject) => {
       this.starting = { resolve, reject };
@@ -346,6 +353,35 @@ export class Vmm extends EventEmitter<VmmEvents> {
       this.worker.postMessage(msg, transfer);
     });
   }
+
+  /**
+   * Writes committed image bytes into a prestarted vCPU's memory, grown to `memBytes` first
+   * (a secondary keeps its image there: see ReadyVcpu). `data` is transferred. `pages`: data
+   * holds those 4 KiB pages in order; a number: data goes at that byte offset.
+   */
+  writeImage(memBytes: number, where: Uint32Array | number, data: Uint8Array): void {
+    if (this.state !== 'prestarted') throw new VmmError('FTVM_ERR_VMM_OPTION', `writeImage() needs a prestarted VMM (this one is ${this.state})`);
+    const msg: ToWorker = typeof where === 'number' ? { t: 'image', memBytes, at: where, data } : { t: 'image', memBytes, pages: where, data };
+    this.imageWritesInFlight++;
+    this.worker.postMessage(msg, [data.buffer as ArrayBuffer]);
+  }
+
+  /**
+   * A buffer of `bytes` for writeImage(): one the worker handed back when one is large enough
+   * (its pages are mapped already, and nothing is left for an idle worker's late GC), else new.
+   */
+  imageBuffer(bytes: number): Uint8Array {
+    const i = this.imagePool.findIndex((b) => b.byteLength >= bytes);
+    if (i < 0) return new Uint8Array(bytes);
+    const [b] = this.imagePool.splice(i, 1);
+    this.imagePoolBytes -= b!.byteLength;
+    return new Uint8Array(b!, 0, bytes);
+  }
+
+  /** writeImage() calls the worker has not finished yet. */
+  imageWritesInFlight = 0;
+  private imagePool: ArrayBuffer[] = [];
+  private imagePoolBytes = 0;
 
   /** The worker's view of a checkpoint, and what moves to it (transferRestoreMemory). */
   private restoreInit(ckpt: Checkpoint, rollingBack: boolean, giveUp = false): { restore: NonNullable<WorkerInit['restore']>; transfer: ArrayBuffer[] } {
@@ -579,6 +615,14 @@ export class Vmm extends EventEmitter<VmmEvents> {
         return;
       }
       case 'ready':
+        return;
+      case 'imageDone':
+        this.imageWritesInFlight--;
+        // Kept for imageBuffer() up to IMAGE_POOL_BYTES; the rest is this thread's GC's.
+        if (this.imagePoolBytes + m.buf.byteLength <= IMAGE_POOL_BYTES) {
+          this.imagePool.push(m.buf);
+          this.imagePoolBytes += m.buf.byteLength;
+        }
         return;
     }
   }

@@ -23,7 +23,15 @@ export interface WorkerInit {
   /** The clock device: the compensator runs in the worker, where the vCPU stops (see vcpu-worker.ts). */
   clock: WorkerClockInit;
   /** Present when restoring: the guest is not initialised again. */
-  restore?: { memory: Uint8Array; memBytes: number; globals: GlobalValue[]; devices: DeviceState; epoch: number };
+  restore?: {
+    memory: Uint8Array;
+    memBytes: number;
+    globals: GlobalValue[];
+    devices: DeviceState;
+    epoch: number;
+    /** A prestarted vCPU's memory holds the image already ('image' messages): `memory` is empty, nothing is copied. */
+    inPlace?: boolean;
+  };
   /** Shared Int32Array(4): [busy flag, event seq, conn (+1, 0 none), unused] for the watchdog. */
   watch: SharedArrayBuffer;
   /** Hold the vCPU after each event that produced output (VmmOptions.syncEachOutput). */
@@ -82,6 +90,11 @@ export interface ClockReport {
 export type ToWorker =
   /** Completes a prestart (WorkerInit.prestart). */
   | { t: 'start'; restore: WorkerRestoreInit; disk?: WorkerDiskInit }
+  /**
+   * Before 'start' of a prestart: write image bytes into the guest memory, grown to memBytes
+   * first (never shrunk). `pages`: data holds those 4 KiB pages in order; else data goes at byte `at`.
+   */
+  | { t: 'image'; memBytes: number; pages?: Uint32Array; at?: number; data: Uint8Array }
   /** One loop turn's events, packed (see packEvents): no object graph to clone. */
   | { t: 'events'; meta: Int32Array; data: Uint8Array }
   | { t: 'collect'; id: number; resume: boolean; full: boolean; scrub?: { fromPage: number; count: number }; background?: boolean }
@@ -223,6 +236,8 @@ export function unpackEvents(meta: Int32Array, data: Uint8Array): GuestEvent[] {
 export type FromWorker =
   | { t: 'ready'; epoch: number; memBytes: number }
   | { t: 'prestarted'; memBytes: number }
+  /** An 'image' message's buffer, handed back once written: reused or freed by the main thread (an idle worker collects late). */
+  | { t: 'imageDone'; buf: ArrayBuffer }
   | {
       t: 'out';
       /** The batch's outputs, packed: OUT_META numbers per item (conn, offset, epoch, length) and their bytes back to back. */

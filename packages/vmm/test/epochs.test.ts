@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAGE_BYTES, RESERVED_PAGES } from '@ftvm/guest-abi';
 import { GuestImage, Vmm, checkpointDigest, prepareGuest, readGuest } from '@ftvm/vmm';
+import { vmmLine } from '../../../test/helpers/vmm-line.js';
 
 const resp = (...args: string[]) => Buffer.from(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`);
 
@@ -150,20 +151,7 @@ describe('memory.grow (the dirtier guest)', () => {
     await vmm?.stop();
   });
 
-  const line = (conn: number, text: string): Promise<string> =>
-    new Promise((resolve) => {
-      let buf = '';
-      const on = (it: { conn: number; data: Uint8Array }) => {
-        if (it.conn !== conn) return;
-        buf += Buffer.from(it.data).toString();
-        if (buf.includes('\n')) {
-          vmm.off('output', on);
-          resolve(buf.split('\n')[0]!);
-        }
-      };
-      vmm.on('output', on);
-      vmm.input(conn, Buffer.from(`${text}\n`));
-    });
+  const line = (conn: number, text: string): Promise<string> => vmmLine(vmm, conn, text);
 
   it('does not count grown pages as dirty: the epoch carries what was written, and an image that grows zero-filled still equals live memory', async () => {
     const img = new GuestImage();
