@@ -427,12 +427,6 @@ async function main() {
   if (!existsSync(CLI)) usage(`${CLI} is missing: run 'npm run build' first`);
   for (const tool of ['redis-benchmark', 'wrk', 'redis-server']) if (sh('sh', ['-c', `command -v ${tool}`]) === 'unavailable') usage(`${tool} is not installed (Debian: apt-get install redis-tools redis-server wrk)`);
   installCleanup();
-  const deadline = setTimeout(() => {
-    log(`deadline of ${mode.deadlineMs / 60_000} min passed: stopping`);
-    killAll();
-    process.exit(1);
-  }, mode.deadlineMs);
-  deadline.unref();
 
   const t0 = Date.now();
   const res = {
@@ -455,6 +449,29 @@ async function main() {
     profile: null,
     failures: [],
   };
+  /** Writes the JSON and the report of what ran (validated: a missing part is a listed failure). */
+  const write = () => {
+    res.meta.finished = new Date().toISOString();
+    res.meta.durationSec = (Date.now() - t0) / 1000;
+    res.meta.loadavgEnd = os.loadavg();
+    validate(res);
+    writeFileSync(join(outDir, `results-${opts.mode}.json`), `${JSON.stringify(res, null, 1)}\n`);
+    const files = writeReport(res, outDir);
+    log(`wrote ${[`results-${opts.mode}.json`, ...files].map((f) => join(outDir, f)).join(', ')}`);
+  };
+  // Past the deadline the parts that finished are still written, with the deadline as a failure.
+  const deadline = setTimeout(() => {
+    log(`deadline of ${mode.deadlineMs / 60_000} min passed: stopping`);
+    killAll();
+    res.failures.push({ what: 'deadline', error: `the run passed ${mode.deadlineMs / 60_000} min; the parts not finished by then are missing or partial` });
+    try {
+      write();
+    } catch (e) {
+      log(`writing the partial results failed: ${e?.message ?? e}`);
+    }
+    process.exit(1);
+  }, mode.deadlineMs);
+  deadline.unref();
   const attempt = async (what, fn) => {
     const t = Date.now();
     log(`${what} ...`);
@@ -481,13 +498,7 @@ async function main() {
   if (runPart('crash')) for (const spec of mode.crashTrials) await attempt(`crash-to-first-reply (${spec.variant})`, () => crashTrials(spec, res));
   if (runPart('profile')) await attempt('profile (adaptive kv, --cpu-prof on every role)', () => profileRun(mode, res));
 
-  res.meta.finished = new Date().toISOString();
-  res.meta.durationSec = (Date.now() - t0) / 1000;
-  res.meta.loadavgEnd = os.loadavg();
-  validate(res);
-  writeFileSync(join(outDir, `results-${opts.mode}.json`), `${JSON.stringify(res, null, 1)}\n`);
-  const files = writeReport(res, outDir);
-  log(`wrote ${[`results-${opts.mode}.json`, ...files].map((f) => join(outDir, f)).join(', ')}`);
+  write();
   log(`total ${res.meta.durationSec.toFixed(0)} s, ${res.failures.length} failure(s)`);
   clearTimeout(deadline);
   killAll();

@@ -7,6 +7,8 @@
  *
  *   u32 frameLength (LE) | frame
  *
+ * After the handshake a link may carry several frames in one message (a batch, below).
+ *
  * Both decoders are pure, check every length against the limits before buffering or
  * allocating, and fail with a ProtocolError (FRAME_TRUNCATED, FRAME_TOO_LARGE,
  * FRAME_MALFORMED), never with another exception.
@@ -112,6 +114,55 @@ export function decodeFrame(bytes: Uint8Array, limits?: Partial<FrameLimits>): D
   const msg = validateMessage(header);
   if (payloadLength > 0 && !PAYLOAD_TYPES.has(msg.t)) throw malformed(`${msg.t} carries no payload, got ${payloadLength} bytes`);
   return { msg, payload: payloadLength > 0 ? bytes.subarray(payloadStart) : EMPTY };
+}
+
+/**
+ * First u32 of a WebSocket message that carries several frames (protocol 6): above any
+ * header length a frame can have (limits cap it at 2^31), so a lone frame is never read as one.
+ * Layout: u32 BATCH_MARK | (u32 frameLength | frame)+.
+ */
+export const BATCH_MARK = 0xffffffff;
+
+/** The message carries a batch of frames (starts with BATCH_MARK). */
+export function isBatch(bytes: Uint8Array): boolean {
+  return bytes.length >= PREFIX_BYTES && new DataView(bytes.buffer, bytes.byteOffset, PREFIX_BYTES).getUint32(0, true) === BATCH_MARK;
+}
+
+/** One message of `frames` (whole frames, at least one), with `tailBytes` zero bytes left at the end (a link's MAC). */
+export function encodeBatch(frames: readonly Uint8Array[], tailBytes = 0): Uint8Array {
+  let total = PREFIX_BYTES + tailBytes;
+  for (const f of frames) total += PREFIX_BYTES + f.length;
+  const out = new Uint8Array(total);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, BATCH_MARK, true);
+  let at = PREFIX_BYTES;
+  for (const f of frames) {
+    view.setUint32(at, f.length, true);
+    out.set(f, at + PREFIX_BYTES);
+    at += PREFIX_BYTES + f.length;
+  }
+  return out;
+}
+
+/** The frames of a batch message (views, no copy); each length is checked before it is used. */
+export function splitBatch(bytes: Uint8Array, limits?: Partial<FrameLimits>): Uint8Array[] {
+  const lim = limits ? resolveLimits(limits) : DEFAULT_LIMITS;
+  if (!isBatch(bytes)) throw malformed('not a batch of frames');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: Uint8Array[] = [];
+  let at = PREFIX_BYTES;
+  if (at === bytes.length) throw truncated('batch of no frames');
+  while (at < bytes.length) {
+    if (at + PREFIX_BYTES > bytes.length) throw truncated(`batch ends inside a frame length (${bytes.length - at} bytes left)`);
+    const len = view.getUint32(at, true);
+    at += PREFIX_BYTES;
+    if (len > maxFrameBytes(lim)) throw tooLarge(`batched frame of ${len} bytes exceeds the limit ${maxFrameBytes(lim)}`);
+    if (len < PREFIX_BYTES + 1) throw malformed(`batched frame length ${len} is below the smallest frame`);
+    if (at + len > bytes.length) throw truncated(`batched frame of ${len} bytes runs past the message end (${bytes.length - at} bytes left)`);
+    out.push(bytes.subarray(at, at + len));
+    at += len;
+  }
+  return out;
 }
 
 /** Encodes a frame for a byte stream: u32 frameLength | frame. */

@@ -5,7 +5,7 @@ export {
   type ProtocolErrorCode,
 } from './errors.js';
 export {
-  DEFAULT_LIMITS, PREFIX_BYTES, FrameReader, decodeFrame, encodeFrame, encodeStreamFrame, maxFrameBytes, resolveLimits,
+  BATCH_MARK, DEFAULT_LIMITS, PREFIX_BYTES, FrameReader, decodeFrame, encodeBatch, encodeFrame, encodeStreamFrame, isBatch, maxFrameBytes, resolveLimits, splitBatch,
   type DecodedFrame, type FrameLimits,
 } from './frame.js';
 export {

@@ -17,7 +17,7 @@ import type { TLSSocket } from 'node:tls';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { FtvmError } from '@ftvm/guest-abi';
 import { CLOSE_NORMAL, PeerRefusedError, ProtocolError, closeCodeFor, closeReason, errorFromClose, malformed } from './errors.js';
-import { decodeFrame, encodeFrame, maxFrameBytes, resolveLimits, type FrameLimits } from './frame.js';
+import { PREFIX_BYTES, decodeFrame, encodeBatch, encodeFrame, isBatch, maxFrameBytes, resolveLimits, splitBatch, type FrameLimits } from './frame.js';
 import { ClientHandshake, ServerHandshake, asCoded, type ClientHello, type ServerIdentity, type SessionKeys } from './handshake.js';
 import { LINK_MESSAGES, type Hello, type LinkKind, type Message, type Welcome } from './messages.js';
 
@@ -69,6 +69,10 @@ function setMessageCeiling(ws: WebSocket, bytes: number): void {
   if (receiver && typeof receiver._maxPayload === 'number') receiver._maxPayload = bytes;
 }
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
+/** Frames up to this size wait for the turn's batch; a larger one (a checkpoint) leaves alone, not copied. */
+const BATCH_FRAME_MAX = 16 * 1024;
+/** Largest batch, bytes: a fuller one leaves at once (bounds the copy and the peer's message). */
+const BATCH_MAX_BYTES = 64 * 1024;
 /** Bytes of the MAC ending every frame after the handshake on a link without TLS. */
 export const FRAME_TAG_BYTES = 16;
 
@@ -103,6 +107,9 @@ export class Link extends EventEmitter<LinkEvents> {
   readonly kind: LinkKind;
   readonly limits: FrameLimits;
   private readonly maxSendBuffered: number;
+  /** Largest batch message (before its MAC), and largest frame that joins a batch, bytes. */
+  private readonly batchMax: number;
+  private readonly batchFrameMax: number;
   private readonly allowed: ReadonlySet<string>;
   /** Frame MAC keys (links without TLS); undefined: frames travel without one (TLS protects them). */
   private readonly keys: SessionKeys | undefined;
@@ -129,6 +136,8 @@ export class Link extends EventEmitter<LinkEvents> {
     this.peer = peer;
     this.limits = resolveLimits(opts.limits);
     this.maxSendBuffered = opts.maxSendBufferedBytes ?? DEFAULT_MAX_SEND_BUFFERED;
+    this.batchMax = Math.min(BATCH_MAX_BYTES, maxFrameBytes(this.limits));
+    this.batchFrameMax = Math.min(BATCH_FRAME_MAX, this.batchMax - 2 * PREFIX_BYTES);
     this.allowed = LINK_MESSAGES[kind];
     ws.on('message', (data, isBinary) => this.onData(data, isBinary));
     ws.on('close', (code, reason) => {
@@ -147,9 +156,9 @@ export class Link extends EventEmitter<LinkEvents> {
     return this.ended || this.ws.readyState !== WebSocket.OPEN;
   }
 
-  /** Bytes accepted by send() and not yet written to the socket. */
+  /** Bytes accepted by send() and not yet written to the socket (the turn's batch included). */
   get bufferedAmount(): number {
-    return this.ws.bufferedAmount;
+    return this.ws.bufferedAmount + this.pendingBytes;
   }
 
   /** Sends one message. Throws a coded error for a bad message, a full buffer or a closed link. */
@@ -166,14 +175,46 @@ export class Link extends EventEmitter<LinkEvents> {
   send(msg: Message, payload?: Uint8Array): void {
     if (this.closed) throw new ProtocolError('FTVM_ERR_LINK_CLOSED', `cannot send ${msg.t}: the ${this.kind} link is closed`);
     if (!this.allowed.has(msg.t)) throw new ProtocolError('FTVM_ERR_UNEXPECTED_MESSAGE', `${msg.t} is not allowed on a ${this.kind} link`);
-    const tail = this.keys ? FRAME_TAG_BYTES : 0;
+    const tail = this.tail;
     const frame = encodeFrame(msg, payload, this.limits, tail);
-    if (this.keys) frame.set(frameTag(this.keys.send, this.sendSeq++, frame.subarray(0, frame.length - tail)), frame.length - tail);
-    if (this.ws.bufferedAmount + frame.length > this.maxSendBuffered) {
-      throw new ProtocolError('FTVM_ERR_SEND_BUFFER_FULL', `${this.ws.bufferedAmount} bytes already queued on the ${this.kind} link (limit ${this.maxSendBuffered}); wait for drained()`);
+    if (this.bufferedAmount + frame.length > this.maxSendBuffered) {
+      throw new ProtocolError('FTVM_ERR_SEND_BUFFER_FULL', `${this.bufferedAmount} bytes already queued on the ${this.kind} link (limit ${this.maxSendBuffered}); wait for drained()`);
     }
-    this.corkForTurn();
-    this.ws.send(frame, { binary: true }, () => this.checkWaiters());
+    this.scheduleTurnEnd();
+    if (frame.length - tail > this.batchFrameMax) {
+      this.flush();
+      this.sendWire(frame);
+      return;
+    }
+    const size = PREFIX_BYTES + frame.length - tail;
+    // A batch never exceeds what the peer's message ceiling (maxFrameBytes + MAC) admits.
+    if (this.pending.length > 0 && this.pendingBytes + size > this.batchMax) this.flush();
+    if (this.pending.length === 0) this.pendingBytes = PREFIX_BYTES;
+    this.pending.push(frame.subarray(0, frame.length - tail));
+    this.pendingBytes += size;
+  }
+
+  /** Bytes of MAC at the end of each message (0 under TLS). */
+  private get tail(): number {
+    return this.keys ? FRAME_TAG_BYTES : 0;
+  }
+
+  /** Sends one message's bytes, whose last `tail` bytes are free for its MAC. */
+  private sendWire(wire: Uint8Array): void {
+    const tail = this.tail;
+    if (this.keys) wire.set(frameTag(this.keys.send, this.sendSeq++, wire.subarray(0, wire.length - tail)), wire.length - tail);
+    this.ws.send(wire, { binary: true }, () => this.checkWaiters());
+  }
+
+  /** Sends the frames waiting for the turn's end: one alone as it is, several as one batch under one MAC. */
+  private flush(): void {
+    const frames = this.pending;
+    if (frames.length === 0) return;
+    this.pending = [];
+    this.pendingBytes = 0;
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    const one = frames[0]!;
+    this.sendWire(frames.length === 1 ? new Uint8Array(one.buffer, one.byteOffset, one.length + this.tail) : encodeBatch(frames, this.tail));
   }
 
   /**
@@ -181,6 +222,7 @@ export class Link extends EventEmitter<LinkEvents> {
    * with this link's frame MAC (so the peer's decoder, not its MAC check, judges them).
    */
   sendFrameBytes(frame: Uint8Array): void {
+    this.flush();
     if (!this.keys) {
       this.ws.send(frame, { binary: true });
       return;
@@ -191,24 +233,29 @@ export class Link extends EventEmitter<LinkEvents> {
     this.ws.send(out, { binary: true });
   }
 
-  private corked = false;
+  /** Small frames sent in this turn, waiting to leave as one message (views without their MAC room). */
+  private pending: Uint8Array[] = [];
+  /** Size of the pending batch as it will travel (mark, lengths, frames); 0 when none. */
+  private pendingBytes = 0;
+  private turnScheduled = false;
 
   /**
-   * Messages sent in one turn of the event loop leave in one write: the socket is corked at
-   * the first send and uncorked in the turn's check phase (setImmediate), after every I/O
-   * callback of the turn ran (ws corks per frame too; corks nest). A proxy forwards input per
-   * client socket read and a primary sends an output message per guest write: uncorked on
-   * the next tick, each read was still its own syscall.
+   * Messages sent in one turn of the event loop leave in one write: small frames gather into
+   * one batch message (one MAC, one ws frame), and the socket is corked from the first send to
+   * the turn's check phase (setImmediate), after every I/O callback of the turn ran, so a large
+   * frame and the batch share the write. A proxy forwards input per client read and a primary
+   * sends an output message per guest write: one message each cost a MAC and a syscall.
    */
-  private corkForTurn(): void {
-    if (this.corked) return;
+  private scheduleTurnEnd(): void {
+    if (this.turnScheduled) return;
+    this.turnScheduled = true;
     const socket = (this.ws as unknown as { _socket?: { cork?: () => void; uncork: () => void } })._socket;
-    if (typeof socket?.cork !== 'function') return;
-    socket.cork();
-    this.corked = true;
+    const corked = typeof socket?.cork === 'function';
+    if (corked) socket!.cork!();
     setImmediate(() => {
-      this.corked = false;
-      socket.uncork();
+      this.turnScheduled = false;
+      this.flush();
+      if (corked) socket!.uncork();
     });
   }
 
@@ -225,7 +272,7 @@ export class Link extends EventEmitter<LinkEvents> {
 
   /** Resolves once at most `threshold` bytes are queued (or the link closed). */
   drained(threshold = 0): Promise<void> {
-    if (this.closed || this.ws.bufferedAmount <= threshold) return Promise.resolve();
+    if (this.closed || this.bufferedAmount <= threshold) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push({ threshold, resolve }));
   }
 
@@ -250,6 +297,8 @@ export class Link extends EventEmitter<LinkEvents> {
   /** A normal close (4000) or one for an error code. */
   close(code = CLOSE_NORMAL, reason = 'closed'): void {
     if (this.ended) return;
+    // What was sent before the close leaves before it, as ws orders its own queue.
+    this.flush();
     this.ended = true;
     this.ws.close(code, reason.slice(0, 120));
   }
@@ -263,7 +312,7 @@ export class Link extends EventEmitter<LinkEvents> {
 
   private checkWaiters(): void {
     if (this.waiters.length === 0) return;
-    const queued = this.ws.bufferedAmount;
+    const queued = this.bufferedAmount;
     const ready = this.waiters.filter((w) => queued <= w.threshold);
     if (ready.length === 0) return;
     this.waiters = this.waiters.filter((w) => queued > w.threshold);
@@ -273,7 +322,7 @@ export class Link extends EventEmitter<LinkEvents> {
 
   private onData(data: RawData, isBinary: boolean): void {
     if (this.ended) return;
-    let decoded;
+    let frames: Uint8Array[];
     try {
       if (!isBinary) throw malformed('text messages are not part of the protocol');
       let bytes = toBytes(data);
@@ -283,6 +332,21 @@ export class Link extends EventEmitter<LinkEvents> {
         if (!ok) throw new ProtocolError('FTVM_ERR_FRAME_AUTH', `a frame on the ${this.kind} link failed its MAC (injected, replayed or altered)`);
         bytes = bytes.subarray(0, end);
       }
+      frames = isBatch(bytes) ? splitBatch(bytes, this.limits) : [bytes];
+    } catch (e) {
+      this.fail(asCoded(e));
+      return;
+    }
+    // A listener may close the link (or fail it) on any frame: the rest of the batch is dropped then.
+    for (const f of frames) {
+      if (this.ended) return;
+      this.onFrame(f);
+    }
+  }
+
+  private onFrame(bytes: Uint8Array): void {
+    let decoded;
+    try {
       decoded = decodeFrame(bytes, this.limits);
       if (!this.allowed.has(decoded.msg.t)) {
         throw new ProtocolError('FTVM_ERR_UNEXPECTED_MESSAGE', `${decoded.msg.t} is not allowed on a ${this.kind} link`);

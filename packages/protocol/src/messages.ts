@@ -20,8 +20,10 @@
  * 4: `rollback` (a primary's guest fault rolled back, node -> proxy on the net link).
  * 5: a MAC on every frame after the handshake, under session keys it derives; page codecs
  * SPARSE and XOR_SPARSE; the migration receiver acks every pre-copy round.
+ * 6: after the handshake a message may carry a batch of frames under one MAC (frame.ts, BATCH_MARK):
+ * a link sends the small messages of one event-loop turn together.
  */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 /** Size of handshake nonces, HMAC proofs, image digests and guest digests, bytes. */
 export const NONCE_BYTES = 32;

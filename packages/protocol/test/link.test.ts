@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import {
-  PROTOCOL_VERSION, ProtocolError, connect, encodeFrame, listen, loadToken,
+  BATCH_MARK, PROTOCOL_VERSION, ProtocolError, connect, encodeBatch, encodeFrame, isBatch, listen, loadToken,
   type ConnectOptions, type Hello, type Link, type Listener, type ListenOptions, type Message, type TlsOptions,
 } from '../src/index.js';
 import { haveTool } from '../../../test/helpers/tools.js';
@@ -233,6 +233,97 @@ describe('links', () => {
     await l.close();
     listeners.length = 0;
     expect(await rejection(connect(url, { ...client(), link: 'net', timeoutMs: 2000 }))).toBe('FTVM_ERR_CONNECT_FAILED');
+  });
+});
+
+/** Counts the WebSocket messages `link` hands to ws, and which of them are batches. */
+function wireSpy(link: Link): { messages: Uint8Array[] } {
+  const ws = (link as unknown as { ws: WebSocket }).ws;
+  const messages: Uint8Array[] = [];
+  const orig = ws.send.bind(ws);
+  (ws as unknown as { send: (d: Uint8Array, o: unknown, cb?: () => void) => void }).send = (d, o, cb) => {
+    messages.push(new Uint8Array(d));
+    orig(d, o as never, cb);
+  };
+  return { messages };
+}
+
+describe('batching per event-loop turn', () => {
+  it('sends the small messages of one turn as one batch under one MAC, in order', async () => {
+    const { c, s } = await established();
+    const spy = wireSpy(c);
+    const got: Array<{ offset: number; bytes: number[] }> = [];
+    s.on('message', (msg, payload) => got.push({ offset: (msg as { offset: number }).offset, bytes: [...payload] }));
+    for (let i = 0; i < 50; i++) c.send({ t: 'input', term: 5, conn: 1, offset: i }, new Uint8Array([i]));
+    // Nothing left yet: the batch leaves at the end of the turn.
+    expect(spy.messages).toHaveLength(0);
+    expect(c.bufferedAmount).toBeGreaterThan(50);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(spy.messages).toHaveLength(1);
+    expect(isBatch(spy.messages[0]!)).toBe(true);
+    expect(got.map((g) => g.offset)).toEqual([...Array(50).keys()]);
+    expect(got.map((g) => g.bytes[0])).toEqual([...Array(50).keys()]);
+    // A lone message of a later turn travels as a plain frame.
+    c.send({ t: 'input', term: 5, conn: 1, offset: 50 }, new Uint8Array([50]));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(spy.messages).toHaveLength(2);
+    expect(isBatch(spy.messages[1]!)).toBe(false);
+    expect(got).toHaveLength(51);
+  });
+
+  it('keeps order around a large frame, which leaves alone, and bounds a batch by size', async () => {
+    const { c, s } = await established();
+    const spy = wireSpy(c);
+    const got: number[] = [];
+    s.on('message', (msg) => got.push((msg as { offset: number }).offset));
+    c.send({ t: 'input', term: 5, conn: 1, offset: 0 }, new Uint8Array(10));
+    c.send({ t: 'input', term: 5, conn: 1, offset: 10 }, new Uint8Array(100 * 1024));
+    for (let i = 0; i < 40; i++) c.send({ t: 'input', term: 5, conn: 1, offset: 102410 + i * 4096 }, new Uint8Array(4096));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got).toEqual([0, 10, ...Array.from({ length: 40 }, (_, i) => 102410 + i * 4096)]);
+    // The small frame before the large one, the large one alone, then batches of at most 64 KiB + MAC.
+    expect(spy.messages.length).toBeGreaterThanOrEqual(4);
+    expect(isBatch(spy.messages[1]!)).toBe(false);
+    for (const m of spy.messages) if (isBatch(m)) expect(m.length).toBeLessThanOrEqual(64 * 1024 + 16);
+  });
+
+  it('sends what a turn queued before closing, and a batch never exceeds a small frame ceiling', async () => {
+    const limits = { maxHeaderBytes: 1024, maxPayloadBytes: 4096 };
+    const { l, links } = await server({ limits });
+    const c = await connect(l.url, { ...client(), link: 'net', limits });
+    await new Promise((r) => setTimeout(r, 10));
+    const s = links[0]!.link;
+    const got: number[] = [];
+    s.on('message', (msg) => got.push((msg as { offset: number }).offset));
+    const closed = nextClose(s);
+    for (let i = 0; i < 20; i++) c.send({ t: 'input', term: 5, conn: 1, offset: i * 1000 }, new Uint8Array(1000));
+    c.close();
+    expect((await closed).code).toBe(4000);
+    expect(got).toEqual(Array.from({ length: 20 }, (_, i) => i * 1000));
+  });
+
+  it('closes with a coded error on a malformed batch, before delivering any of it', async () => {
+    const cases: Array<[Uint8Array, number, string]> = [
+      // The mark and nothing after it.
+      [new Uint8Array(new Uint32Array([BATCH_MARK]).buffer), 4003, 'FTVM_ERR_FRAME_TRUNCATED'],
+      // A frame length running past the end.
+      [(() => { const b = encodeBatch([encodeFrame({ t: 'confirm', term: 5, epoch: 1 })]); new DataView(b.buffer).setUint32(4, 1000, true); return b; })(), 4003, 'FTVM_ERR_FRAME_TRUNCATED'],
+      // A frame length below the smallest frame.
+      [(() => { const b = encodeBatch([encodeFrame({ t: 'confirm', term: 5, epoch: 1 })]); new DataView(b.buffer).setUint32(4, 2, true); return b; })(), 4004, 'FTVM_ERR_FRAME_MALFORMED'],
+      // A good frame, then one the link does not carry.
+      [encodeBatch([encodeFrame({ t: 'confirm', term: 5, epoch: 1 }), encodeFrame({ t: 'ack', term: 5, epoch: 1, digest: new Uint8Array(32) })]), 4006, 'FTVM_ERR_UNEXPECTED_MESSAGE'],
+    ];
+    for (const [bytes, code, err] of cases) {
+      const { c, s, errors } = await established();
+      const got: string[] = [];
+      s.on('message', (msg) => got.push(msg.t));
+      const closed = nextClose(c);
+      c.sendFrameBytes(bytes);
+      expect((await closed).code).toBe(code);
+      expect(errors).toEqual([err]);
+      // Only a batch that parsed whole delivers its frames (up to the bad one).
+      expect(got).toEqual(code === 4006 ? ['confirm'] : []);
+    }
   });
 });
 
