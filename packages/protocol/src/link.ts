@@ -223,14 +223,10 @@ export class Link extends EventEmitter<LinkEvents> {
    */
   sendFrameBytes(frame: Uint8Array): void {
     this.flush();
-    if (!this.keys) {
-      this.ws.send(frame, { binary: true });
-      return;
-    }
+    if (!this.keys) return this.sendWire(frame);
     const out = new Uint8Array(frame.length + FRAME_TAG_BYTES);
     out.set(frame);
-    out.set(frameTag(this.keys.send, this.sendSeq++, frame), frame.length);
-    this.ws.send(out, { binary: true });
+    this.sendWire(out);
   }
 
   /** Small frames sent in this turn, waiting to leave as one message (views without their MAC room). */
