@@ -260,9 +260,8 @@ export class NodeHost extends EventEmitter<NodeEvents> implements MigrateHost {
     let vmm: Vmm | null = null;
     if (vcpu) {
       // The vCPU's memory holds the committed image already: it only starts (no copy).
-      const meta = { format: 1 as const, moduleDigest: this.opts.guest.digest, epoch: image.epoch, memBytes: image.memBytes, memory: new Uint8Array(0), globals: image.globals, devices };
       try {
-        await vcpu.restoreInto(meta, { inPlace: true });
+        await vcpu.restoreInto(image.checkpointMeta(this.opts.guest.digest), { inPlace: true });
         vmm = vcpu;
       } catch (e) {
         this.emit('log', 'warn', 'the ready vCPU did not start: restoring the committed image instead', { message: (e as Error).message });

@@ -132,14 +132,13 @@ export class GuestImage {
    * into a plain ArrayBuffer the caller may transfer (Vmm.rollback's `transfer`).
    */
   async toCheckpointSliced(moduleDigest: string, sliceBytes = 8 << 20): Promise<Checkpoint> {
-    if (!this.devices) throw new Error('GuestImage has no epoch applied yet');
+    const meta = this.checkpointMeta(moduleDigest);
     const memory = new Uint8Array(this.memBytes);
-    const { epoch, globals, devices } = this;
     for (let at = 0; at < this.memBytes; at += sliceBytes) {
       memory.set(this.mem.subarray(at, Math.min(this.memBytes, at + sliceBytes)), at);
       if (at + sliceBytes < this.memBytes) await new Promise<void>((r) => setImmediate(r));
     }
-    return { format: 1, moduleDigest, epoch, memBytes: this.memBytes, memory, globals, devices };
+    return { ...meta, memory };
   }
 
   /** The bytes of the image; valid until the next apply(). */
@@ -148,13 +147,18 @@ export class GuestImage {
   }
 
   toCheckpoint(moduleDigest: string): Checkpoint {
+    return { ...this.checkpointMeta(moduleDigest), memory: this.mem.slice(0, this.memBytes) };
+  }
+
+  /** toCheckpoint() without the memory (empty): for a vCPU whose memory holds the image already. */
+  checkpointMeta(moduleDigest: string): Checkpoint {
     if (!this.devices) throw new Error('GuestImage has no epoch applied yet');
     return {
       format: 1,
       moduleDigest,
       epoch: this.epoch,
       memBytes: this.memBytes,
-      memory: this.mem.slice(0, this.memBytes),
+      memory: new Uint8Array(0),
       globals: this.globals,
       devices: this.devices,
     };
